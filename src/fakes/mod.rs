@@ -1,0 +1,18 @@
+//! In-memory components for testing pipelines: public, documented, and what
+//! users test their own pipelines with.
+//!
+//! - [`MemorySource`]: a stream held in memory, with N shards, recorded
+//!   commits and crash-restart from the last commit.
+//! - [`FnClassifier`] and [`KeywordClassifier`]: classifiers from a closure or
+//!   a keyword table.
+//! - [`RecordingRouter`]: keeps every delivery for assertions.
+//! - [`Faulty`] with a [`FaultPlan`]: wraps any component to fail or slow
+//!   down on schedule or by chance, deterministically under a seed.
+//! - [`SimulatedCrowd`]: a labeler whose workers have set accuracies.
+
+mod classifier;
+mod crowd;
+mod fault;
+mod router;
+mod source;
+

@@ -1,0 +1,43 @@
+//! # streamsift
+//!
+//! Stream → classify → notify. Records arrive from a [`Source`], are decoded
+//! ([`Decoder`]), classified ([`Classifier`]), judged by a [`Policy`], and the
+//! actionable ones are delivered by a [`Router`]; uncertain ones go to a
+//! [`Labeler`] for human review, and anything that fails for good goes to a
+//! [`DeadLetterSink`] with its reason. The [`Pipeline`] joins them with
+//! bounded concurrency, retries, and ordered checkpoints, so delivery is
+//! at-least-once and memory stays bounded.
+//!
+//! Nothing in this crate's core knows about tweets or AWS; backends live
+//! behind cargo features, and [`fakes`] holds in-memory components for tests.
+//!
+//! See `ARCHITECTURE.md` for the data flow and module ownership.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
+
+pub mod classify;
+pub mod dead_letter;
+pub mod decode;
+pub mod error;
+pub mod fakes;
+pub mod labeler;
+pub mod pipeline;
+pub mod policy;
+pub mod record;
+pub mod router;
+pub mod source;
+mod util;
+
+pub use classify::{BoxClassifier, BoxFuture, Classifier, DynClassifier, Label, Prediction};
+pub use dead_letter::{
+    DeadLetter, DeadLetterEntry, DeadLetterSink, JsonLinesDeadLetter, MemoryDeadLetter, Stage,
+};
+pub use decode::{DecodeError, Decoder, Json, PassThrough, RawBytes, Utf8};
+pub use error::{
+    BoxError, ClassifyError, DeadLetterError, ErrorClass, LabelError, RouteError, SourceError,
+};
+pub use labeler::{LabelResult, LabelTask, Labeler, TaskId, Vote};
+pub use policy::{Action, Band, LabelRule, Policy, UncertainAction};
+pub use record::{Batch, Checkpoint, Position, Record, Sequence, ShardId};
+pub use router::{BoxRouter, Delivery, DynRouter, Receipt, Router};
+pub use source::Source;

@@ -1,0 +1,1 @@
+//! Router combinators (placeholder, filled in below).
