@@ -1,6 +1,5 @@
 //! Classification: the [`Classifier`] trait and the [`Prediction`] it returns.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -10,32 +9,80 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ClassifyError;
 
-/// A class label or a route name. Static names cost no allocation.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Label(Cow<'static, str>);
+/// A class label or a route name. Cloning is cheap: static names are
+/// copied, owned names are shared (`Arc<str>`).
+#[derive(Clone)]
+pub struct Label(LabelRepr);
+
+#[derive(Clone)]
+enum LabelRepr {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
 
 impl Label {
     /// A label from a static string (no allocation).
     pub const fn from_static(s: &'static str) -> Self {
-        Label(Cow::Borrowed(s))
+        Label(LabelRepr::Static(s))
     }
 
     /// The label as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            LabelRepr::Static(s) => s,
+            LabelRepr::Shared(s) => s,
+        }
+    }
+}
+
+impl PartialEq for Label {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Label {}
+
+impl std::hash::Hash for Label {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl PartialOrd for Label {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Label {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl Serialize for Label {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Label {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        Ok(Label::from(s))
     }
 }
 
 impl fmt::Debug for Label {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl fmt::Display for Label {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -47,7 +94,13 @@ impl From<&'static str> for Label {
 
 impl From<String> for Label {
     fn from(s: String) -> Self {
-        Label(Cow::Owned(s))
+        Label(LabelRepr::Shared(Arc::from(s)))
+    }
+}
+
+impl AsRef<str> for Label {
+    fn as_ref(&self) -> &str {
+        self.as_str()
     }
 }
 

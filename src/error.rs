@@ -108,6 +108,18 @@ macro_rules! component_error {
                 self.class() == ErrorClass::Retryable
             }
 
+            /// A short, stable name for the kind of failure (`throttled`,
+            /// `unavailable`, `timeout`, `permanent`), used in metrics and
+            /// dead-letter entries.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $name::Throttled { .. } => "throttled",
+                    $name::Unavailable { .. } => "unavailable",
+                    $name::Timeout(_) => "timeout",
+                    $name::Permanent { .. } => "permanent",
+                }
+            }
+
             /// True for throttling, which the pipeline counts separately.
             pub fn is_throttling(&self) -> bool {
                 matches!(self, $name::Throttled { .. })

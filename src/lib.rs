@@ -37,7 +37,12 @@ pub use error::{
     BoxError, ClassifyError, DeadLetterError, ErrorClass, LabelError, RouteError, SourceError,
 };
 pub use labeler::{LabelResult, LabelTask, Labeler, TaskId, Vote};
+pub use pipeline::{
+    Pipeline, PipelineError, REVIEW_ROUTE, RetryPolicy, RunReport, ShardStats, Shutdown,
+    StopReason, Stats,
+};
 pub use policy::{Action, Band, LabelRule, Policy, UncertainAction};
 pub use record::{Batch, Checkpoint, Position, Record, Sequence, ShardId};
+pub use router::combinators::{ByLabel, DeadLetterRouter, Fallback, FanOut, Filter};
 pub use router::{BoxRouter, Delivery, DynRouter, Receipt, Router};
 pub use source::Source;

@@ -16,3 +16,5 @@ mod fault;
 mod router;
 mod source;
 
+pub use router::{Delivered, RecordingRouter};
+pub use source::{MemorySender, MemorySource, MemoryStream};
