@@ -98,6 +98,12 @@ impl From<String> for Label {
     }
 }
 
+impl std::borrow::Borrow<str> for Label {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
 impl AsRef<str> for Label {
     fn as_ref(&self) -> &str {
         self.as_str()

@@ -129,10 +129,17 @@ impl<T: DeserializeOwned> Decoder<T> for Json<T> {
                 valid_up_to: e.valid_up_to(),
             });
         }
-        serde_json::from_slice(bytes).map_err(|e| DecodeError::InvalidJson {
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string(),
+        serde_json::from_slice(bytes).map_err(|e| {
+            // serde_json's message ends with its own position; we report
+            // the position in separate fields.
+            let full = e.to_string();
+            let suffix = format!(" at line {} column {}", e.line(), e.column());
+            let message = full.strip_suffix(&suffix).unwrap_or(&full).to_string();
+            DecodeError::InvalidJson {
+                line: e.line(),
+                column: e.column(),
+                message,
+            }
         })
     }
 }

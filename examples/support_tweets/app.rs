@@ -1,0 +1,377 @@
+//! The support-tweets triage app: everything but the printing, so the test
+//! suite can run it and check its numbers (`tests/support_tweets.rs`).
+//!
+//! Tweets addressed to a fictional cloud host (@nimbuscloud) are replayed
+//! from `examples/data/tweets.jsonl` through the whole Pipeline. A classifier
+//! picks a support team; actionable tweets notify that team's inbox, noise is
+//! dropped, uncertain ones go to a triage queue, and malformed lines are
+//! dead-lettered with their reason.
+
+#![allow(dead_code)] // each of main.rs and the test uses part of this module
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use streamsift::fakes::{FaultKind, FaultPlan, Faulty, KeywordClassifier, MemorySource};
+use streamsift::{
+    Delivery, JsonLinesDeadLetter, Label, Pipeline, Policy, REVIEW_ROUTE, Receipt, RouteError,
+    Router, RunReport, Shutdown,
+};
+
+/// The bundled stream: JSON lines shaped like Twitter's API, including some
+/// malformed lines on purpose.
+pub const TWEETS: &[u8] = include_bytes!("../data/tweets.jsonl");
+/// The gold label of every well-formed tweet: `id_str,label`.
+pub const GOLD: &str = include_str!("../data/labels.csv");
+
+/// The label for tweets that need no one.
+pub const NOISE: &str = "none";
+
+/// The support teams: (label the classifier predicts, team name).
+pub const TEAMS: [(&str, &str); 4] = [
+    ("problem_report", "Incident response"),
+    ("support_request", "Account & billing support"),
+    ("technical_question", "Developer help"),
+    ("feature_request", "Product feedback"),
+];
+
+/// A tweet, as Twitter's v1.1 API shapes it (the fields we use).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Tweet {
+    /// The tweet's id.
+    pub id_str: String,
+    /// Its text.
+    pub text: String,
+    /// Its author.
+    pub user: User,
+    /// When it was posted.
+    #[serde(default)]
+    pub created_at: Option<String>,
+    /// The tweet it replies to, if any.
+    #[serde(default)]
+    pub in_reply_to_status_id_str: Option<String>,
+    /// The original, when this is a retweet.
+    #[serde(default)]
+    pub retweeted_status: Option<Box<Retweeted>>,
+}
+
+/// A tweet's author.
+#[derive(Clone, Debug, Deserialize)]
+pub struct User {
+    /// The @handle, without the @.
+    pub screen_name: String,
+}
+
+/// The original of a retweet.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Retweeted {
+    /// Its id.
+    pub id_str: String,
+}
+
+/// The keyword classifier the example uses until the trained local model
+/// lands. Rules are plain English cues per team; nothing here was fitted to
+/// the bundled data.
+pub fn keyword_classifier() -> impl streamsift::Classifier<Tweet> {
+    KeywordClassifier::new(NOISE)
+        .rule(
+            "problem_report",
+            &[
+                "down", "outage", "not working", "broken", "error", "errors", "500", "502", "503",
+                "504", "timeout", "timing out", "timed out", "failing", "failed", "fails", "crash",
+                "crashed", "crashing", "won't boot", "can't connect", "cannot connect",
+                "unreachable", "degraded", "packet loss", "lost", "missing", "disappeared", "stuck",
+                "restarting", "charged twice", "double charged", "still broken", "anyone else",
+                "just me", "wiped", "corrupted", "hanging", "refused",
+            ],
+        )
+        .rule(
+            "support_request",
+            &[
+                "refund", "cancel", "locked out", "unlock", "suspended", "quota", "limit increase",
+                "raise my", "raise the", "increase my", "invoice", "ticket", "escalate", "2fa",
+                "account", "transfer", "delete my", "gdpr", "dm", "reply to my", "no response",
+                "waiting on", "charge", "charged", "billing", "vat", "reset my", "recover",
+            ],
+        )
+        .rule(
+            "technical_question",
+            &[
+                "how do i", "how do you", "how to", "how can i", "is there a way", "any way to",
+                "possible to", "does nks", "does nimbus", "does the", "can i", "is it possible",
+                "what's the", "what is the", "which", "docs", "documentation", "supported",
+                "support for",
+            ],
+        )
+        .rule(
+            "feature_request",
+            &[
+                "please add", "pls add", "would love", "feature request", "wish", "would be nice",
+                "would be great", "any plans", "roadmap", "add support", "please support",
+                "consider adding", "when will", "bring", "we need", "want to see", "hoping for",
+            ],
+        )
+        // Cues that the tweet is news, thanks, or a resolved issue.
+        .rule_weighted(
+            NOISE,
+            &[
+                "thanks", "thank you", "fixed", "resolved", "working again", "back up", "love",
+                "congrats", "hiring", "giveaway", "airdrop", "rt @",
+            ],
+            0.6,
+        )
+        .on(|t: &Tweet| t.text.as_str())
+}
+
+/// The decision policy: each team label notifies its team when the
+/// classifier is at least 55% sure; noise is dropped; anything less certain
+/// goes to the human triage queue rather than being dropped, because a
+/// missed problem costs more than a second look.
+pub fn policy() -> Policy {
+    let teams: Vec<&str> = TEAMS.iter().map(|(label, _)| *label).collect();
+    Policy::by_label(&teams, &[NOISE], 0.55)
+}
+
+/// One notification a team received.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notification {
+    /// The tweet's id.
+    pub tweet_id: String,
+    /// The author.
+    pub screen_name: String,
+    /// The text.
+    pub text: String,
+    /// The classifier's confidence in the label.
+    pub confidence: f64,
+}
+
+/// The teams' inboxes: the example's router. A real deployment would send
+/// these to SNS, a ticket queue or a webhook.
+#[derive(Clone, Debug, Default)]
+pub struct Inboxes {
+    by_route: Arc<Mutex<BTreeMap<Label, Vec<Notification>>>>,
+}
+
+impl Inboxes {
+    /// Everything delivered, per route (`review` is the triage queue).
+    pub fn snapshot(&self) -> BTreeMap<Label, Vec<Notification>> {
+        self.by_route.lock().expect("inbox lock").clone()
+    }
+}
+
+impl Router<Tweet> for Inboxes {
+    async fn route(&self, d: &Delivery<'_, Tweet>) -> Result<Receipt, RouteError> {
+        let note = Notification {
+            tweet_id: d.item.id_str.clone(),
+            screen_name: d.item.user.screen_name.clone(),
+            text: d.item.text.clone(),
+            confidence: d.prediction.confidence().unwrap_or(0.0),
+        };
+        let mut inboxes = self.by_route.lock().expect("inbox lock");
+        let inbox = inboxes.entry(d.route.clone()).or_default();
+        // Redelivery of the same tweet (at-least-once) is not a second page.
+        if !inbox.iter().any(|n| n.tweet_id == note.tweet_id) {
+            inbox.push(note);
+        }
+        Ok(Receipt::new(d.route.clone()).with_message_id(d.item.id_str.clone()))
+    }
+}
+
+/// Settings of one run.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Shards of the simulated stream.
+    pub shards: usize,
+    /// Records processed at once.
+    pub max_in_flight: usize,
+    /// Share of notifications that fail once with a retryable error (a
+    /// flaky notifier), to show the retries working.
+    pub flaky_notifier: f64,
+    /// Where dead letters go.
+    pub dead_letter_path: PathBuf,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            shards: 2,
+            max_in_flight: 64,
+            flaky_notifier: 0.03,
+            dead_letter_path: std::env::temp_dir()
+                .join("streamsift-support-tweets")
+                .join("dead-letter.jsonl"),
+        }
+    }
+}
+
+/// Per-team quality against the gold labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TeamScore {
+    /// The label.
+    pub label: String,
+    /// Tweets notified to the team.
+    pub notified: usize,
+    /// Of those, how many were truly the team's.
+    pub correct: usize,
+    /// Gold tweets of the team.
+    pub gold: usize,
+    /// `correct / notified`.
+    pub precision: f64,
+    /// `correct / gold`.
+    pub recall: f64,
+}
+
+/// What a run produced, ready to print.
+#[derive(Debug)]
+pub struct Summary {
+    /// The pipeline's report.
+    pub report: RunReport,
+    /// Lines in the bundled stream.
+    pub lines: usize,
+    /// Notifications per route, including the `review` triage queue.
+    pub inboxes: BTreeMap<Label, Vec<Notification>>,
+    /// Per-team precision and recall.
+    pub teams: Vec<TeamScore>,
+    /// Gold-actionable tweets that reached a person (any team or triage).
+    pub actionable_reached: usize,
+    /// Gold-actionable tweets in the stream.
+    pub actionable_gold: usize,
+    /// Triage-queue tweets that were truly noise.
+    pub review_noise: usize,
+    /// Dead letters read back from the file: (kind, reason, tweet snippet).
+    pub dead_letters: Vec<(String, String)>,
+    /// Records per second over the run.
+    pub records_per_sec: f64,
+}
+
+/// Splits the bundled file into records: one per line, empty lines
+/// included (they are malformed input too).
+pub fn lines(data: &[u8]) -> Vec<Vec<u8>> {
+    let data = data.strip_suffix(b"\n").unwrap_or(data);
+    data.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect()
+}
+
+/// `id_str -> label` from the gold file.
+pub fn gold_labels(csv: &str) -> HashMap<String, String> {
+    csv.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(','))
+        .map(|(id, label)| (id.to_string(), label.trim().to_string()))
+        .collect()
+}
+
+/// Scores the teams' inboxes against the gold labels.
+pub fn score(
+    inboxes: &BTreeMap<Label, Vec<Notification>>,
+    gold: &HashMap<String, String>,
+) -> (Vec<TeamScore>, usize, usize, usize) {
+    let mut teams = Vec::new();
+    for (label, _) in TEAMS {
+        let notified = inboxes.get(label).map(Vec::as_slice).unwrap_or(&[]);
+        let correct = notified
+            .iter()
+            .filter(|n| gold.get(&n.tweet_id).map(String::as_str) == Some(label))
+            .count();
+        let gold_n = gold.values().filter(|l| l.as_str() == label).count();
+        teams.push(TeamScore {
+            label: label.to_string(),
+            notified: notified.len(),
+            correct,
+            gold: gold_n,
+            precision: ratio(correct, notified.len()),
+            recall: ratio(correct, gold_n),
+        });
+    }
+    let reached: std::collections::HashSet<&str> = inboxes
+        .values()
+        .flatten()
+        .map(|n| n.tweet_id.as_str())
+        .collect();
+    let actionable_gold = gold.values().filter(|l| l.as_str() != NOISE).count();
+    let actionable_reached = gold
+        .iter()
+        .filter(|(id, l)| l.as_str() != NOISE && reached.contains(id.as_str()))
+        .count();
+    let review_noise = inboxes
+        .get(&REVIEW_ROUTE)
+        .map(|v| {
+            v.iter()
+                .filter(|n| gold.get(&n.tweet_id).map(String::as_str) == Some(NOISE))
+                .count()
+        })
+        .unwrap_or(0);
+    (teams, actionable_reached, actionable_gold, review_noise)
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+/// Runs the whole triage over the bundled stream.
+pub async fn run(settings: &Settings, shutdown: Shutdown) -> Result<Summary, Box<dyn std::error::Error>> {
+    let lines = lines(TWEETS);
+    let source = MemorySource::from_payloads(settings.shards, lines.iter().cloned()).batch_size(50);
+    let inboxes = Inboxes::default();
+    // A flaky notifier: a few sends are throttled, as SNS does under load,
+    // and the pipeline retries them with backoff. Each attempt is a fresh
+    // draw, so retries get through.
+    let notifier = Faulty::new(
+        inboxes.clone(),
+        FaultPlan::new()
+            .fail_with_probability(settings.flaky_notifier)
+            .kind(FaultKind::Throttled)
+            .seed(7),
+    );
+    reset_file(&settings.dead_letter_path)?;
+    let report = Pipeline::new(source)
+        .json::<Tweet>()
+        .classify(keyword_classifier())
+        .policy(policy())
+        .route(notifier)
+        .dead_letter(JsonLinesDeadLetter::new(&settings.dead_letter_path))
+        .max_in_flight(settings.max_in_flight)
+        .max_record_bytes(8 * 1024)
+        .retry(streamsift::RetryPolicy {
+            initial_backoff: Duration::from_millis(5),
+            ..Default::default()
+        })
+        .shutdown_handle(shutdown)
+        .run()
+        .await?;
+    let gold = gold_labels(GOLD);
+    let inboxes = inboxes.snapshot();
+    let (teams, actionable_reached, actionable_gold, review_noise) = score(&inboxes, &gold);
+    let dead_letters = if settings.dead_letter_path.exists() {
+        JsonLinesDeadLetter::read_entries(&settings.dead_letter_path)?
+            .into_iter()
+            .map(|e| (e.kind, e.reason))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let secs = report.elapsed.as_secs_f64().max(1e-9);
+    Ok(Summary {
+        records_per_sec: report.stats.records_in as f64 / secs,
+        report,
+        lines: lines.len(),
+        inboxes,
+        teams,
+        actionable_reached,
+        actionable_gold,
+        review_noise,
+        dead_letters,
+    })
+}
+
+fn reset_file(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
