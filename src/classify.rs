@@ -302,8 +302,8 @@ impl<T> fmt::Debug for BoxClassifier<T> {
 }
 
 impl<T: Sync> Classifier<T> for BoxClassifier<T> {
-    fn classify(&self, item: &T) -> impl Future<Output = Result<Prediction, ClassifyError>> + Send {
-        async move { self.0.classify_dyn(item).await }
+    async fn classify(&self, item: &T) -> Result<Prediction, ClassifyError> {
+        self.0.classify_dyn(item).await
     }
 }
 

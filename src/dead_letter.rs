@@ -304,7 +304,9 @@ mod tests {
         let sink = JsonLinesDeadLetter::new(&path);
         assert!(!path.exists(), "created lazily");
         sink.store(&dl(b"\xff\xfe raw")).await.unwrap();
-        sink.store(&dl(b"{\"text\":\"caf\xc3\xa9\"}")).await.unwrap();
+        sink.store(&dl(b"{\"text\":\"caf\xc3\xa9\"}"))
+            .await
+            .unwrap();
         let entries = JsonLinesDeadLetter::read_entries(&path).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].payload, None);

@@ -204,7 +204,9 @@ mod tests {
             Err(DecodeError::InvalidUtf8 { valid_up_to: 9 })
         );
         match d.decode(&rec(b"{\"text\": 1}")) {
-            Err(DecodeError::InvalidJson { line: 1, message, .. }) => {
+            Err(DecodeError::InvalidJson {
+                line: 1, message, ..
+            }) => {
                 assert!(message.contains("expected a string"), "{message}")
             }
             other => panic!("unexpected {other:?}"),

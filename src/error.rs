@@ -172,7 +172,10 @@ mod tests {
     fn messages_keep_the_source() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
         let err = SourceError::unavailable("GetRecords failed").with_source(io);
-        assert_eq!(err.to_string(), "source unavailable (will retry): GetRecords failed");
+        assert_eq!(
+            err.to_string(),
+            "source unavailable (will retry): GetRecords failed"
+        );
         let src = std::error::Error::source(&err).expect("source kept");
         assert_eq!(src.to_string(), "reset by peer");
     }

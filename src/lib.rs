@@ -38,11 +38,16 @@ pub use error::{
 };
 pub use labeler::{LabelResult, LabelTask, Labeler, TaskId, Vote};
 pub use pipeline::{
-    Pipeline, PipelineError, REVIEW_ROUTE, RetryPolicy, RunReport, ShardStats, Shutdown,
-    StopReason, Stats,
+    Pipeline, PipelineError, REVIEW_ROUTE, RetryPolicy, RunReport, ShardStats, Shutdown, Stats,
+    StopReason,
 };
 pub use policy::{Action, Band, LabelRule, Policy, UncertainAction};
 pub use record::{Batch, Checkpoint, Position, Record, Sequence, ShardId};
 pub use router::combinators::{ByLabel, DeadLetterRouter, Fallback, FanOut, Filter};
 pub use router::{BoxRouter, Delivery, DynRouter, Receipt, Router};
 pub use source::Source;
+
+/// The README's examples, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

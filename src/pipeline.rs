@@ -35,7 +35,9 @@ use tracing::Instrument as _;
 use crate::classify::{BoxFuture, Classifier, Label, Prediction};
 use crate::dead_letter::{DeadLetter, DeadLetterSink, JsonLinesDeadLetter, Stage};
 use crate::decode::{DecodeError, Decoder, Json};
-use crate::error::{ClassifyError, DeadLetterError, ErrorClass, LabelError, RouteError, SourceError};
+use crate::error::{
+    ClassifyError, DeadLetterError, ErrorClass, LabelError, RouteError, SourceError,
+};
 use crate::labeler::{LabelTask, Labeler};
 use crate::policy::{Action, Policy};
 use crate::record::{Batch, Checkpoint, Position, Record, Sequence, ShardId};
@@ -77,9 +79,7 @@ impl RetryPolicy {
     /// `[0, min(max, initial * multiplier^(retry-1))]` ("full jitter"), from
     /// `unit` in `[0, 1)`.
     pub fn backoff(&self, retry: u32, unit: f64) -> Duration {
-        let exp = self
-            .multiplier
-            .powi(retry.saturating_sub(1).min(64) as i32);
+        let exp = self.multiplier.powi(retry.saturating_sub(1).min(64) as i32);
         let ceiling = self
             .initial_backoff
             .as_secs_f64()
@@ -736,8 +736,10 @@ where
     let item = ctx.decoder.decode(record).map_err(decode_failure)?;
 
     at.store(AT_CLASSIFY, Ordering::Relaxed);
-    let (prediction, attempts) =
-        with_retries(ctx.config, key, call_deadline, tries, || ctx.classifier.classify(&item)).await;
+    let (prediction, attempts) = with_retries(ctx.config, key, call_deadline, tries, || {
+        ctx.classifier.classify(&item)
+    })
+    .await;
     let prediction: Prediction =
         prediction.map_err(|e| failure(Stage::Classify, &e, attempts, None))?;
     *classified = Some(prediction.label.clone());
@@ -822,7 +824,15 @@ where
     let record_deadline = dispatched + ctx.config.record_timeout;
     let result = tokio::time::timeout_at(
         record_deadline,
-        stages(ctx, &record, key, call_deadline, &at, &mut tries, &mut classified),
+        stages(
+            ctx,
+            &record,
+            key,
+            call_deadline,
+            &at,
+            &mut tries,
+            &mut classified,
+        ),
     )
     .await;
     let fail = match result {
@@ -987,13 +997,29 @@ impl Meter {
             ("streamsift_decoded_total", s.decoded, f.decoded),
             ("streamsift_routed_total", s.routed, f.routed),
             ("streamsift_discarded_total", s.discarded, f.discarded),
-            ("streamsift_review_total", s.sent_for_review, f.sent_for_review),
-            ("streamsift_dead_letter_total", s.dead_lettered, f.dead_lettered),
+            (
+                "streamsift_review_total",
+                s.sent_for_review,
+                f.sent_for_review,
+            ),
+            (
+                "streamsift_dead_letter_total",
+                s.dead_lettered,
+                f.dead_lettered,
+            ),
             ("streamsift_retries_total", s.retries, f.retries),
             ("streamsift_throttled_total", s.throttled, f.throttled),
-            ("streamsift_source_retries_total", s.source_retries, f.source_retries),
+            (
+                "streamsift_source_retries_total",
+                s.source_retries,
+                f.source_retries,
+            ),
             ("streamsift_commits_total", s.commits, f.commits),
-            ("streamsift_commit_failures_total", s.commit_failures, f.commit_failures),
+            (
+                "streamsift_commit_failures_total",
+                s.commit_failures,
+                f.commit_failures,
+            ),
         ];
         for (name, now, before) in plain {
             if now > before {
@@ -1075,6 +1101,9 @@ where
         run.drive(&ctx, &self.shutdown).await
     }
 }
+
+/// A checkpoint commit in progress.
+type CommitFuture<'a> = BoxFuture<'a, Result<(), SourceError>>;
 
 struct Run<'a, S> {
     source: &'a S,
@@ -1168,10 +1197,7 @@ impl<S: Source> Run<'_, S> {
                 // Leave the slot unfinished: the watermark never passes it.
                 stats.unfinished += 1;
                 track.stats.unfinished += 1;
-                return Some(Stop::DeadLetter(
-                    done.record_id.unwrap_or_default(),
-                    err,
-                ));
+                return Some(Stop::DeadLetter(done.record_id.unwrap_or_default(), err));
             }
         }
         let released = track.complete(done.index, done.sequence);
@@ -1219,7 +1245,7 @@ impl<S: Source> Run<'_, S> {
         let mut inflight = FuturesUnordered::new();
         let mut pending: VecDeque<(usize, Record)> = VecDeque::new();
         let mut fetch: Option<BoxFuture<'_, Result<Option<Batch>, SourceError>>> = None;
-        let mut commit: Option<(Vec<Checkpoint>, BoxFuture<'_, Result<(), SourceError>>)> = None;
+        let mut commit: Option<(Vec<Checkpoint>, CommitFuture<'_>)> = None;
         let mut ticker = tokio::time::interval(config.commit_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.reset();
@@ -1236,8 +1262,7 @@ impl<S: Source> Run<'_, S> {
             // Dispatch what we can, as far as the limits allow.
             if !stopping && !pending.is_empty() {
                 let now = Instant::now();
-                while inflight.len() < config.max_in_flight && self.unacked < config.max_unacked
-                {
+                while inflight.len() < config.max_in_flight && self.unacked < config.max_unacked {
                     let Some((slot, record)) = pending.pop_front() else {
                         break;
                     };
@@ -1247,7 +1272,8 @@ impl<S: Source> Run<'_, S> {
                     track.stats.records_in += 1;
                     self.unacked += 1;
                     self.meter.stats.records_in += 1;
-                    let span = tracing::debug_span!("record", id = %record.id, shard = %record.shard);
+                    let span =
+                        tracing::debug_span!("record", id = %record.id, shard = %record.shard);
                     inflight.push(process(ctx, record, slot, index, now).instrument(span));
                 }
                 self.meter.stats.peak_in_flight =
@@ -1287,9 +1313,7 @@ impl<S: Source> Run<'_, S> {
                 self.since_commit = 0;
                 self.meter.flush(inflight.len());
             }
-            let idle = inflight.is_empty()
-                && (pending.is_empty() || stopping)
-                && commit.is_none();
+            let idle = inflight.is_empty() && (pending.is_empty() || stopping) && commit.is_none();
             if idle && (stopping || (source_done && fetch.is_none())) {
                 break;
             }
@@ -1433,7 +1457,10 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_capped() {
         let p = RetryPolicy::default();
-        assert_eq!(p.backoff(1, 0.999_999), Duration::from_secs_f64(0.1 * 0.999_999));
+        assert_eq!(
+            p.backoff(1, 0.999_999),
+            Duration::from_secs_f64(0.1 * 0.999_999)
+        );
         assert!(p.backoff(3, 0.5) <= Duration::from_millis(200));
         assert!(p.backoff(30, 0.999) <= Duration::from_secs(10));
         assert_eq!(p.backoff(4, 0.0), Duration::ZERO);

@@ -201,12 +201,18 @@ mod tests {
     fn binary_threshold_band_and_missing_score() {
         let p = Policy::binary(0.4, "team").with_review_band(0.2, 0.5);
         // The band wins over the threshold inside it.
-        assert_eq!(p.decide(&Prediction::binary("y", "n", 0.45)), Action::Review);
+        assert_eq!(
+            p.decide(&Prediction::binary("y", "n", 0.45)),
+            Action::Review
+        );
         assert_eq!(
             p.decide(&Prediction::binary("y", "n", 0.5)),
             Action::Notify("team".into())
         );
-        assert_eq!(p.decide(&Prediction::binary("y", "n", 0.19)), Action::Discard);
+        assert_eq!(
+            p.decide(&Prediction::binary("y", "n", 0.19)),
+            Action::Discard
+        );
         assert_eq!(p.decide(&Prediction::label("y")), Action::Review);
     }
 

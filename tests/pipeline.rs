@@ -24,7 +24,10 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn offset_of(id: &str) -> u64 {
-    id.rsplit(':').next().and_then(|o| o.parse().ok()).expect("memory ids end in an offset")
+    id.rsplit(':')
+        .next()
+        .and_then(|o| o.parse().ok())
+        .expect("memory ids end in an offset")
 }
 
 fn always_notify() -> Policy {
@@ -59,10 +62,10 @@ impl Source for CheckingSource {
                     continue;
                 };
                 let upto: u64 = seq.number.parse().unwrap();
-                if let Some(prev) = last.get(cp.shard.as_str()) {
-                    if upto <= *prev {
-                        violations.push(format!("{} went from {prev} to {upto}", cp.shard));
-                    }
+                if let Some(prev) = last.get(cp.shard.as_str())
+                    && upto <= *prev
+                {
+                    violations.push(format!("{} went from {prev} to {upto}", cp.shard));
                 }
                 for o in 0..=upto {
                     let id = format!("{}:{o}", cp.shard);
@@ -124,7 +127,7 @@ proptest! {
             let i: usize = std::str::from_utf8(d.item).unwrap().parse().unwrap();
             let id = d.record.id.clone();
             let wait = Duration::from_millis(lat[i]);
-            let fail = fail_every > 0 && i % (fail_every + 1) == 0;
+            let fail = fail_every > 0 && i.is_multiple_of(fail_every + 1);
             let done = done_r.clone();
             async move {
                 tokio::time::sleep(wait).await;
@@ -167,7 +170,8 @@ proptest! {
 fn at_least_once_across_a_crash_and_restart() {
     let n = 2_000usize;
     let max_unacked = 64;
-    let source = MemorySource::from_payloads(3, (0..n).map(|i| Bytes::from(i.to_string()))).batch_size(25);
+    let source =
+        MemorySource::from_payloads(3, (0..n).map(|i| Bytes::from(i.to_string()))).batch_size(25);
     let router = RecordingRouter::<Bytes>::new();
     let slow = {
         let router = router.clone();
@@ -180,7 +184,12 @@ fn at_least_once_across_a_crash_and_restart() {
                 let prediction = d.prediction.clone();
                 let route = d.route.clone();
                 async move {
-                    let d = Delivery { item: &item, record: &record, prediction: &prediction, route: &route };
+                    let d = Delivery {
+                        item: &item,
+                        record: &record,
+                        prediction: &prediction,
+                        route: &route,
+                    };
                     streamsift::Router::route(&router, &d).await
                 }
             };
@@ -206,9 +215,15 @@ fn at_least_once_across_a_crash_and_restart() {
     let crashed = rt.block_on(async {
         tokio::time::timeout(Duration::from_millis(300), build(source.restart()).run()).await
     });
-    assert!(crashed.is_err(), "the run should still be going when it crashes");
+    assert!(
+        crashed.is_err(),
+        "the run should still be going when it crashes"
+    );
     let first = router.len();
-    assert!(first > 0 && first < n, "crash mid-stream: {first} delivered");
+    assert!(
+        first > 0 && first < n,
+        "crash mid-stream: {first} delivered"
+    );
     // Second run, from the last commit.
     let report = rt.block_on(build(source.restart()).run()).unwrap();
     assert!(report.stats.reconciles());
@@ -219,7 +234,10 @@ fn at_least_once_across_a_crash_and_restart() {
     }
     assert_eq!(seen.len(), n, "every record delivered at least once");
     let duplicates: usize = seen.values().map(|c| c - 1).sum();
-    assert!(duplicates > 0, "a crash with work in flight redelivers something");
+    assert!(
+        duplicates > 0,
+        "a crash with work in flight redelivers something"
+    );
     assert!(
         duplicates <= max_unacked,
         "{duplicates} duplicates exceed the uncommitted window of {max_unacked}"
@@ -265,7 +283,11 @@ async fn poison_records_go_to_dead_letter_and_the_stream_continues() {
         .run()
         .await
         .unwrap();
-    let texts: Vec<String> = router.deliveries().into_iter().map(|d| d.item.text).collect();
+    let texts: Vec<String> = router
+        .deliveries()
+        .into_iter()
+        .map(|d| d.item.text)
+        .collect();
     assert_eq!(texts, ["ok 1", "ok 2", "ok 3"]);
     let kinds: Vec<(u64, String)> = dead
         .entries()
@@ -287,10 +309,27 @@ async fn poison_records_go_to_dead_letter_and_the_stream_continues() {
     );
     let entries = dead.entries();
     let too_large = entries.iter().find(|d| d.kind == "too_large").unwrap();
-    assert!(too_large.reason.contains("1048587 bytes exceeds the limit of 1048576"), "{}", too_large.reason);
-    let missing = entries.iter().find(|d| offset_of(&d.record.id) == 8).unwrap();
-    assert!(missing.reason.contains("missing field `text`"), "{}", missing.reason);
-    assert!(entries.iter().all(|d| d.stage == Stage::Decode && d.class == ErrorClass::Permanent));
+    assert!(
+        too_large
+            .reason
+            .contains("1048587 bytes exceeds the limit of 1048576"),
+        "{}",
+        too_large.reason
+    );
+    let missing = entries
+        .iter()
+        .find(|d| offset_of(&d.record.id) == 8)
+        .unwrap();
+    assert!(
+        missing.reason.contains("missing field `text`"),
+        "{}",
+        missing.reason
+    );
+    assert!(
+        entries
+            .iter()
+            .all(|d| d.stage == Stage::Decode && d.class == ErrorClass::Permanent)
+    );
     assert_eq!(report.stats.dead_lettered, 6);
     assert_eq!(report.stats.decoded, 3);
     assert_eq!(report.checkpoints.len(), 1);
@@ -315,7 +354,7 @@ async fn retries_with_backoff_then_dead_letter_when_exhausted() {
         *n += 1;
         let fails_first = i % 7; // 0..=6 failures before success
         let result = if *n <= fails_first {
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 Err(RouteError::throttled("Rate exceeded"))
             } else {
                 Err(RouteError::unavailable("HTTP 503"))
@@ -327,16 +366,22 @@ async fn retries_with_backoff_then_dead_letter_when_exhausted() {
     };
     let dead = MemoryDeadLetter::new();
     let started = tokio::time::Instant::now();
-    let report = Pipeline::new(MemorySource::from_payloads(2, (0..70).map(|i| i.to_string())))
-        .decode(RawBytes)
-        .classify(yes)
-        .policy(always_notify())
-        .route(router)
-        .dead_letter(dead.clone())
-        .retry(RetryPolicy { max_attempts: 5, ..RetryPolicy::default() })
-        .run()
-        .await
-        .unwrap();
+    let report = Pipeline::new(MemorySource::from_payloads(
+        2,
+        (0..70).map(|i| i.to_string()),
+    ))
+    .decode(RawBytes)
+    .classify(yes)
+    .policy(always_notify())
+    .route(router)
+    .dead_letter(dead.clone())
+    .retry(RetryPolicy {
+        max_attempts: 5,
+        ..RetryPolicy::default()
+    })
+    .run()
+    .await
+    .unwrap();
     // i % 7 in {5, 6} needs 6 or 7 attempts: more than 5, so dead-lettered.
     assert_eq!(report.stats.dead_lettered, 20);
     assert_eq!(report.stats.routed, 50);
@@ -347,12 +392,19 @@ async fn retries_with_backoff_then_dead_letter_when_exhausted() {
         assert_eq!(d.stage, Stage::Route);
         assert_eq!(d.class, ErrorClass::Retryable);
         assert_eq!(d.attempts, 5);
-        assert!(d.reason.starts_with("gave up after 5 attempts"), "{}", d.reason);
+        assert!(
+            d.reason.starts_with("gave up after 5 attempts"),
+            "{}",
+            d.reason
+        );
         assert_eq!(d.route.as_deref(), Some("all"));
     }
     // Backoff happened (virtual time moved) but stayed bounded.
     let waited = started.elapsed();
-    assert!(waited > Duration::from_millis(10) && waited < Duration::from_secs(60), "{waited:?}");
+    assert!(
+        waited > Duration::from_millis(10) && waited < Duration::from_secs(60),
+        "{waited:?}"
+    );
 }
 
 /// Shutdown stops reading, drains what is in flight, commits, and reports.
@@ -366,11 +418,21 @@ async fn shutdown_drains_in_flight_and_commits() {
     let router = RecordingRouter::<Bytes>::new();
     let recorder = router.clone();
     let slow = move |d: &Delivery<'_, Bytes>| {
-        let (router, item, record, prediction, route) =
-            (recorder.clone(), d.item.clone(), d.record.clone(), d.prediction.clone(), d.route.clone());
+        let (router, item, record, prediction, route) = (
+            recorder.clone(),
+            d.item.clone(),
+            d.record.clone(),
+            d.prediction.clone(),
+            d.route.clone(),
+        );
         async move {
             tokio::time::sleep(Duration::from_millis(40)).await;
-            let d = Delivery { item: &item, record: &record, prediction: &prediction, route: &route };
+            let d = Delivery {
+                item: &item,
+                record: &record,
+                prediction: &prediction,
+                route: &route,
+            };
             streamsift::Router::route(&router, &d).await
         }
     };
@@ -392,7 +454,11 @@ async fn shutdown_drains_in_flight_and_commits() {
     assert!(report.stats.reconciles());
     assert!(report.stats.records_in > 100, "it ran for a while");
     assert!(report.stats.records_in < 100_000, "it stopped early");
-    assert_eq!(router.len() as u64, report.stats.records_in, "every dispatched record was drained");
+    assert_eq!(
+        router.len() as u64,
+        report.stats.records_in,
+        "every dispatched record was drained"
+    );
     // The final commit covers everything delivered, shard by shard.
     let mut last: BTreeMap<String, u64> = BTreeMap::new();
     for d in router.deliveries() {
@@ -401,7 +467,10 @@ async fn shutdown_drains_in_flight_and_commits() {
         *e = (*e).max(off.parse().unwrap());
     }
     for (shard, pos) in stream.checkpoints() {
-        assert_eq!(pos, Position::Sequence(streamsift::Sequence::from_offset(last[shard.as_str()])));
+        assert_eq!(
+            pos,
+            Position::Sequence(streamsift::Sequence::from_offset(last[shard.as_str()]))
+        );
     }
 }
 
@@ -415,7 +484,13 @@ async fn in_flight_bound_and_back_pressure_hold() {
     let source = MemorySource::from_payloads(4, (0..5_000).map(|i| i.to_string())).batch_size(20);
     let stream = source.stream();
     let ahead = Arc::new(AtomicUsize::new(0));
-    let (c, p, f, s, a) = (current.clone(), peak.clone(), finished.clone(), stream.clone(), ahead.clone());
+    let (c, p, f, s, a) = (
+        current.clone(),
+        peak.clone(),
+        finished.clone(),
+        stream.clone(),
+        ahead.clone(),
+    );
     let classifier = move |item: &Bytes| {
         let now = c.fetch_add(1, Ordering::SeqCst) + 1;
         p.fetch_max(now, Ordering::SeqCst);
@@ -442,10 +517,17 @@ async fn in_flight_bound_and_back_pressure_hold() {
         .await
         .unwrap();
     assert_eq!(report.stats.discarded, 5_000);
-    assert_eq!(peak.load(Ordering::SeqCst), 24, "the limit is reached and never passed");
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        24,
+        "the limit is reached and never passed"
+    );
     assert!(report.stats.peak_in_flight <= 24);
     let ahead = ahead.load(Ordering::SeqCst);
-    assert!(ahead <= 24 + 20, "source read {ahead} records ahead of completion");
+    assert!(
+        ahead <= 24 + 20,
+        "source read {ahead} records ahead of completion"
+    );
 }
 
 /// A dead-letter sink that stays down stops the run without committing
@@ -460,7 +542,13 @@ async fn failing_dead_letter_sink_stops_without_committing_past_the_record() {
         }
     }
     let payloads: Vec<Bytes> = (0..50)
-        .map(|i| if i == 20 { Bytes::from_static(b"not json") } else { Bytes::from(format!("{{\"text\":\"{i}\"}}")) })
+        .map(|i| {
+            if i == 20 {
+                Bytes::from_static(b"not json")
+            } else {
+                Bytes::from(format!("{{\"text\":\"{i}\"}}"))
+            }
+        })
         .collect();
     let source = MemorySource::from_payloads(1, payloads).batch_size(5);
     let stream = source.stream();
@@ -474,11 +562,17 @@ async fn failing_dead_letter_sink_stops_without_committing_past_the_record() {
         .run()
         .await
         .unwrap_err();
-    let PipelineError::DeadLetter { record_id, report, .. } = &err else {
+    let PipelineError::DeadLetter {
+        record_id, report, ..
+    } = &err
+    else {
         panic!("unexpected {err}");
     };
     assert_eq!(record_id, "shard-0:20");
-    assert!(err.to_string().contains("stopped without committing past it"));
+    assert!(
+        err.to_string()
+            .contains("stopped without committing past it")
+    );
     assert_eq!(report.stats.unfinished, 1);
     assert!(report.stats.reconciles());
     let committed = stream.committed(&streamsift::ShardId::new("shard-0"));
@@ -522,17 +616,20 @@ async fn record_timeout_dead_letters_the_slow_record() {
         }
     };
     let dead = MemoryDeadLetter::new();
-    let report = Pipeline::new(MemorySource::from_payloads(1, (0..6).map(|i| i.to_string())))
-        .decode(RawBytes)
-        .classify(classifier)
-        .policy(always_notify())
-        .route(RecordingRouter::<Bytes>::new())
-        .dead_letter(dead.clone())
-        .call_timeout(Duration::from_secs(2))
-        .record_timeout(Duration::from_secs(5))
-        .run()
-        .await
-        .unwrap();
+    let report = Pipeline::new(MemorySource::from_payloads(
+        1,
+        (0..6).map(|i| i.to_string()),
+    ))
+    .decode(RawBytes)
+    .classify(classifier)
+    .policy(always_notify())
+    .route(RecordingRouter::<Bytes>::new())
+    .dead_letter(dead.clone())
+    .call_timeout(Duration::from_secs(2))
+    .record_timeout(Duration::from_secs(5))
+    .run()
+    .await
+    .unwrap();
     assert_eq!(report.stats.routed, 5);
     let entries = dead.entries();
     assert_eq!(entries.len(), 1);
@@ -550,16 +647,23 @@ async fn review_band_without_labeler_uses_the_review_route() {
         async move { Ok::<_, ClassifyError>(Prediction::binary("y", "n", score)) }
     };
     let router = RecordingRouter::<Bytes>::new();
-    let report = Pipeline::new(MemorySource::from_payloads(1, ["0.9", "0.35", "0.1", "0.5"]))
-        .decode(RawBytes)
-        .classify(classifier)
-        .policy(Policy::binary(0.5, "team").with_review_band(0.3, 0.5))
-        .route(router.clone())
-        .dead_letter(MemoryDeadLetter::new())
-        .run()
-        .await
-        .unwrap();
-    let routes: Vec<String> = router.deliveries().iter().map(|d| d.route.to_string()).collect();
+    let report = Pipeline::new(MemorySource::from_payloads(
+        1,
+        ["0.9", "0.35", "0.1", "0.5"],
+    ))
+    .decode(RawBytes)
+    .classify(classifier)
+    .policy(Policy::binary(0.5, "team").with_review_band(0.3, 0.5))
+    .route(router.clone())
+    .dead_letter(MemoryDeadLetter::new())
+    .run()
+    .await
+    .unwrap();
+    let routes: Vec<String> = router
+        .deliveries()
+        .iter()
+        .map(|d| d.route.to_string())
+        .collect();
     assert_eq!(routes.len(), 3);
     assert_eq!(routes.iter().filter(|r| *r == "review").count(), 1);
     assert_eq!(report.stats.sent_for_review, 1);

@@ -29,15 +29,34 @@ async fn summary_numbers_match_the_gold_labels() {
     let share = actionable as f64 / gold.len() as f64;
     assert!((0.15..0.30).contains(&share), "actionable share {share}");
     for (label, _) in app::TEAMS {
-        assert!(gold.values().filter(|l| l.as_str() == label).count() >= 40, "{label} is thin");
+        assert!(
+            gold.values().filter(|l| l.as_str() == label).count() >= 40,
+            "{label} is thin"
+        );
     }
     let lines = app::lines(app::TWEETS);
     assert_eq!(summary.lines, lines.len());
     assert_eq!(stats.records_in as usize, lines.len());
-    assert_eq!(stats.decoded as usize, gold.len(), "every gold tweet decodes");
-    assert_eq!(stats.dead_lettered as usize, lines.len() - gold.len(), "every malformed line is dead-lettered");
-    assert_eq!(summary.dead_letters.len(), stats.dead_lettered as usize, "the file holds them all");
-    let kinds: HashSet<&str> = summary.dead_letters.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        stats.decoded as usize,
+        gold.len(),
+        "every gold tweet decodes"
+    );
+    assert_eq!(
+        stats.dead_lettered as usize,
+        lines.len() - gold.len(),
+        "every malformed line is dead-lettered"
+    );
+    assert_eq!(
+        summary.dead_letters.len(),
+        stats.dead_lettered as usize,
+        "the file holds them all"
+    );
+    let kinds: HashSet<&str> = summary
+        .dead_letters
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
     for kind in ["invalid_json", "invalid_utf8", "empty", "too_large"] {
         assert!(kinds.contains(kind), "no {kind} dead letter");
     }
@@ -47,7 +66,10 @@ async fn summary_numbers_match_the_gold_labels() {
     let mut notified: HashMap<&str, Vec<&str>> = HashMap::new();
     for (route, notes) in &summary.inboxes {
         for n in notes {
-            notified.entry(route.as_str()).or_default().push(n.tweet_id.as_str());
+            notified
+                .entry(route.as_str())
+                .or_default()
+                .push(n.tweet_id.as_str());
         }
     }
     let delivered: usize = summary
@@ -56,7 +78,10 @@ async fn summary_numbers_match_the_gold_labels() {
         .filter(|(r, _)| **r != REVIEW_ROUTE)
         .map(|(_, v)| v.len())
         .sum();
-    assert_eq!(delivered as u64, stats.routed, "one notification per routed tweet");
+    assert_eq!(
+        delivered as u64, stats.routed,
+        "one notification per routed tweet"
+    );
     assert_eq!(
         summary.inboxes.get(&REVIEW_ROUTE).map_or(0, Vec::len) as u64,
         stats.sent_for_review
@@ -90,4 +115,3 @@ async fn summary_numbers_match_the_gold_labels() {
     assert!(stats.retries > 0);
     assert_eq!(stats.dead_lettered_by_stage.get("route"), None);
 }
-

@@ -61,10 +61,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         writeln!(out)?;
     }
-    let review = summary.inboxes.get(&REVIEW_ROUTE).map(Vec::as_slice).unwrap_or(&[]);
+    let review = summary
+        .inboxes
+        .get(&REVIEW_ROUTE)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
     writeln!(out, "== Human triage (uncertain): {} tweets", review.len())?;
     for n in review {
-        writeln!(out, "  [review] @{}: {}", n.screen_name, snippet(&n.text, 110))?;
+        writeln!(
+            out,
+            "  [review] @{}: {}",
+            n.screen_name,
+            snippet(&n.text, 110)
+        )?;
     }
     print!("{out}");
 
@@ -74,10 +83,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("records processed     {:>8}", stats.records_in);
     println!("decoded               {:>8}", stats.decoded);
     println!("notified (teams)      {:>8}", stats.routed);
-    println!("sent to human triage  {:>8}   ({} of them noise)", stats.sent_for_review, summary.review_noise);
+    println!(
+        "sent to human triage  {:>8}   ({} of them noise)",
+        stats.sent_for_review, summary.review_noise
+    );
     println!("discarded as noise    {:>8}", stats.discarded);
     println!("dead letters          {:>8}", stats.dead_lettered);
-    println!("retries               {:>8}   ({} throttled)", stats.retries, stats.throttled);
+    println!(
+        "retries               {:>8}   ({} throttled)",
+        stats.retries, stats.throttled
+    );
     println!("records/s             {:>8.0}", summary.records_per_sec);
     println!("\npredicted label        count");
     for (label, n) in &stats.classified {

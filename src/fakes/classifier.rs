@@ -183,8 +183,16 @@ impl<X> KeywordClassifier<X> {
     /// assert_eq!(kw.predict("site is down").label, "outage");
     /// assert_eq!(kw.predict("site is not down").label, "none");
     /// ```
-    pub fn rule_weighted(mut self, label: impl Into<Label>, keywords: &[&str], weight: f64) -> Self {
-        assert!(weight.is_finite(), "keyword weight must be finite, got {weight}");
+    pub fn rule_weighted(
+        mut self,
+        label: impl Into<Label>,
+        keywords: &[&str],
+        weight: f64,
+    ) -> Self {
+        assert!(
+            weight.is_finite(),
+            "keyword weight must be finite, got {weight}"
+        );
         let label = label.into();
         let index = match self.labels.iter().position(|l| *l == label) {
             Some(i) => i,
@@ -309,11 +317,11 @@ impl<X> KeywordClassifier<X> {
             if word.is_empty() {
                 continue;
             }
-            if let Some(&slot) = self.words.get(word) {
-                if !std::mem::replace(&mut seen[slot], true) {
-                    for &(label, weight) in &self.word_hits[slot] {
-                        scores[label] += weight;
-                    }
+            if let Some(&slot) = self.words.get(word)
+                && !std::mem::replace(&mut seen[slot], true)
+            {
+                for &(label, weight) in &self.word_hits[slot] {
+                    scores[label] += weight;
                 }
             }
         }
@@ -405,9 +413,13 @@ fn normalize(text: &str) -> String {
 
 fn phrase_matches(text: &str, phrase: &Phrase) -> bool {
     text.match_indices(phrase.text.as_str()).any(|(at, m)| {
-        let before_ok = !phrase.bound_start || !text[..at].chars().next_back().is_some_and(is_word_char);
-        let after_ok =
-            !phrase.bound_end || !text[at + m.len()..].chars().next().is_some_and(is_word_char);
+        let before_ok =
+            !phrase.bound_start || !text[..at].chars().next_back().is_some_and(is_word_char);
+        let after_ok = !phrase.bound_end
+            || !text[at + m.len()..]
+                .chars()
+                .next()
+                .is_some_and(is_word_char);
         before_ok && after_ok
     })
 }
@@ -464,7 +476,10 @@ mod tests {
     #[test]
     fn a_keyword_counts_once_and_weights_add_up() {
         let kw = support();
-        assert_eq!(kw.predict("down").scores, kw.predict("down down down").scores);
+        assert_eq!(
+            kw.predict("down").scores,
+            kw.predict("down down down").scores
+        );
         let kw = KeywordClassifier::new("none")
             .rule("a", &["x", "y"])
             .rule_weighted("b", &["z"], 1.5);
@@ -486,7 +501,9 @@ mod tests {
 
     #[test]
     fn positive_reports_the_chosen_labels_probability() {
-        let kw = KeywordClassifier::new("noise").rule("actionable", &["help"]).positive("actionable");
+        let kw = KeywordClassifier::new("noise")
+            .rule("actionable", &["help"])
+            .positive("actionable");
         let p = kw.predict("help me");
         assert_eq!(p.positive_score, p.score("actionable"));
         assert!(p.positive_score.unwrap() > 0.5);
@@ -497,16 +514,23 @@ mod tests {
     #[tokio::test]
     async fn classifies_text_types_and_user_types() {
         let kw = support();
-        assert_eq!(kw.classify(&"site down".to_string()).await.unwrap().label, "problem_report");
+        assert_eq!(
+            kw.classify(&"site down".to_string()).await.unwrap().label,
+            "problem_report"
+        );
         assert_eq!(kw.classify(&"thanks").await.unwrap().label, "praise");
 
         struct Tweet {
             text: String,
         }
         let on_tweets = support().on(|t: &Tweet| t.text.as_str());
-        let tweet = Tweet { text: "love it".into() };
+        let tweet = Tweet {
+            text: "love it".into(),
+        };
         assert_eq!(on_tweets.classify(&tweet).await.unwrap().label, "praise");
-        let batch = on_tweets.classify_batch(&[&tweet, &Tweet { text: "503".into() }]).await;
+        let batch = on_tweets
+            .classify_batch(&[&tweet, &Tweet { text: "503".into() }])
+            .await;
         assert_eq!(batch[1].as_ref().unwrap().label, "problem_report");
     }
 
@@ -516,7 +540,11 @@ mod tests {
             if *n == 0 {
                 Err(ClassifyError::permanent("zero"))
             } else {
-                Ok(Prediction::label(if n % 2 == 0 { "even" } else { "odd" }))
+                Ok(Prediction::label(if n.is_multiple_of(2) {
+                    "even"
+                } else {
+                    "odd"
+                }))
             }
         });
         assert_eq!(c.classify(&3).await.unwrap().label, "odd");

@@ -229,7 +229,13 @@ macro_rules! injectable {
     )*};
 }
 
-injectable!(ClassifyError, RouteError, SourceError, LabelError, DeadLetterError);
+injectable!(
+    ClassifyError,
+    RouteError,
+    SourceError,
+    LabelError,
+    DeadLetterError
+);
 
 /// How a [`Faulty`] component finds an item's key, for
 /// [`FaultPlan::keyed`] and [`FaultPlan::fail_key`]: the default
@@ -318,7 +324,8 @@ impl<X> Faulty<X> {
 impl<X, K> Faulty<X, K> {
     /// Keys items by `key` (a classifier's item, a router's delivered item,
     /// a labeler's task item) and turns on [`FaultPlan::keyed`] mode, so a
-    /// given item fails the same way on every call.
+    /// given item fails the same way on every call. The key is owned text
+    /// (`t.id.clone()`, `t.id.to_string()`), so any id type works.
     ///
     /// ```
     /// use streamsift::fakes::{FaultKind, FaultPlan, Faulty};
@@ -338,7 +345,11 @@ impl<X, K> Faulty<X, K> {
     /// assert!(poisoned.classify(&Tweet { id: 14, text: "y".into() }).await.is_ok());
     /// # });
     /// ```
-    pub fn key_by<F>(self, key: F) -> Faulty<X, F> {
+    pub fn key_by<T, F, S>(self, key: F) -> Faulty<X, F>
+    where
+        F: Fn(&T) -> S + Send + Sync,
+        S: AsRef<str>,
+    {
         let mut plan = Arc::unwrap_or_clone(self.plan);
         plan.keyed = true;
         Faulty {
@@ -384,10 +395,11 @@ impl<X, K> Faulty<X, K> {
             || key_listed
             || (plan.probability > 0.0 && unit_f64(plan.seed, draw, SALT_FAIL) < plan.probability);
         let mut delay = plan.latency;
-        if let Some((p, extra)) = plan.slow {
-            if p > 0.0 && unit_f64(plan.seed, draw, SALT_SLOW) < p {
-                delay += extra;
-            }
+        if let Some((p, extra)) = plan.slow
+            && p > 0.0
+            && unit_f64(plan.seed, draw, SALT_SLOW) < p
+        {
+            delay += extra;
         }
         let fault = fails.then(|| match keys {
             [] => format!("injected fault on call {call}"),
@@ -397,10 +409,13 @@ impl<X, K> Faulty<X, K> {
         Decision { call, delay, fault }
     }
 
-    /// Runs `work` under the decision for `keys`.
-    async fn run<R, E, Fut>(&self, keys: &[&str], work: Fut) -> Result<R, E>
+    /// Runs `work` under the decision for `keys`. `work` is a closure so
+    /// that a component which does its work when called (not when polled)
+    /// is not called at all when the fault comes first.
+    async fn run<R, E, W, Fut>(&self, keys: &[&str], work: W) -> Result<R, E>
     where
         E: Injectable,
+        W: FnOnce() -> Fut,
         Fut: Future<Output = Result<R, E>>,
     {
         let decision = self.decide(keys);
@@ -408,11 +423,11 @@ impl<X, K> Faulty<X, K> {
             tokio::time::sleep(decision.delay).await;
         }
         let Some(message) = decision.fault else {
-            return work.await;
+            return work().await;
         };
         if self.plan.after_call {
             // The work happens, but its outcome is lost.
-            let _ = work.await;
+            let _ = work().await;
         }
         self.counters.injected.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(call = decision.call, %message, "fault injected");
@@ -448,12 +463,10 @@ where
     X: Classifier<T>,
     K: ItemKey<T>,
 {
-    fn classify(&self, item: &T) -> impl Future<Output = Result<Prediction, ClassifyError>> + Send {
-        async move {
-            let key = self.key.item_key(item);
-            let keys: Vec<&str> = key.as_deref().into_iter().collect();
-            self.run(&keys, self.inner.classify(item)).await
-        }
+    async fn classify(&self, item: &T) -> Result<Prediction, ClassifyError> {
+        let key = self.key.item_key(item);
+        let keys: Vec<&str> = key.as_deref().into_iter().collect();
+        self.run(&keys, || self.inner.classify(item)).await
     }
 }
 
@@ -473,7 +486,8 @@ where
                 .key
                 .item_key(delivery.item)
                 .unwrap_or_else(|| delivery.record.id.clone());
-            self.run(&[key.as_str()], self.inner.route(&delivery)).await
+            self.run(&[key.as_str()], || self.inner.route(&delivery))
+                .await
         }
     }
 }
@@ -484,14 +498,14 @@ where
     K: Send + Sync,
 {
     fn next_batch(&self) -> impl Future<Output = Result<Option<Batch>, SourceError>> + Send {
-        self.run(&[], self.inner.next_batch())
+        self.run(&[], || self.inner.next_batch())
     }
 
     fn commit(
         &self,
         checkpoints: Vec<Checkpoint>,
     ) -> impl Future<Output = Result<(), SourceError>> + Send {
-        self.run(&[], self.inner.commit(checkpoints))
+        self.run(&[], || self.inner.commit(checkpoints))
     }
 }
 
@@ -508,11 +522,11 @@ where
             .map(|t| self.key.item_key(t.item).unwrap_or_else(|| t.id.to_owned()))
             .collect();
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        self.run(&keys, self.inner.submit(tasks)).await
+        self.run(&keys, || self.inner.submit(tasks)).await
     }
 
     async fn collect(&self) -> Result<Vec<LabelResult>, LabelError> {
-        self.run(&[], self.inner.collect()).await
+        self.run(&[], || self.inner.collect()).await
     }
 }
 
@@ -523,8 +537,10 @@ where
     K: Send + Sync,
 {
     async fn store(&self, dead_letter: &DeadLetter) -> Result<(), DeadLetterError> {
-        self.run(&[dead_letter.record.id.as_str()], self.inner.store(dead_letter))
-            .await
+        self.run(&[dead_letter.record.id.as_str()], || {
+            self.inner.store(dead_letter)
+        })
+        .await
     }
 }
 
@@ -539,14 +555,18 @@ mod tests {
     use crate::error::ErrorClass;
     use crate::record::{Record, Sequence, ShardId};
 
-    fn ok_classifier() -> impl Fn(&String) -> std::future::Ready<Result<Prediction, ClassifyError>>
-    + Send
-    + Sync {
+    fn ok_classifier()
+    -> impl Fn(&String) -> std::future::Ready<Result<Prediction, ClassifyError>> + Send + Sync {
         |_: &String| std::future::ready(Ok(Prediction::label("ok")))
     }
 
     fn record(n: u64) -> Record {
-        Record::new(ShardId::new("s0"), Sequence::from_offset(n), "pk", &b"x"[..])
+        Record::new(
+            ShardId::new("s0"),
+            Sequence::from_offset(n),
+            "pk",
+            &b"x"[..],
+        )
     }
 
     /// A router that counts deliveries.
@@ -563,10 +583,21 @@ mod tests {
     #[tokio::test]
     async fn fail_nth_fails_exactly_those_calls_with_the_chosen_kind() {
         for (kind, check) in [
-            (FaultKind::Retryable, (|e: &ClassifyError| matches!(e, ClassifyError::Unavailable { .. })) as fn(&ClassifyError) -> bool),
-            (FaultKind::Throttled, |e| matches!(e, ClassifyError::Throttled { .. })),
-            (FaultKind::Permanent, |e| matches!(e, ClassifyError::Permanent { .. })),
-            (FaultKind::Timeout, |e| matches!(e, ClassifyError::Timeout(d) if *d == Duration::from_secs(3))),
+            (
+                FaultKind::Retryable,
+                (|e: &ClassifyError| matches!(e, ClassifyError::Unavailable { .. }))
+                    as fn(&ClassifyError) -> bool,
+            ),
+            (FaultKind::Throttled, |e| {
+                matches!(e, ClassifyError::Throttled { .. })
+            }),
+            (FaultKind::Permanent, |e| {
+                matches!(e, ClassifyError::Permanent { .. })
+            }),
+            (
+                FaultKind::Timeout,
+                |e| matches!(e, ClassifyError::Timeout(d) if *d == Duration::from_secs(3)),
+            ),
         ] {
             let plan = FaultPlan::new()
                 .fail_nth(2)
@@ -580,7 +611,11 @@ mod tests {
                 if let Err(e) = c.classify(&item).await {
                     assert!(check(&e), "{kind:?}: {e}");
                     if kind != FaultKind::Timeout {
-                        assert!(e.to_string().contains(&format!("injected fault on call {call}")), "{e}");
+                        assert!(
+                            e.to_string()
+                                .contains(&format!("injected fault on call {call}")),
+                            "{e}"
+                        );
                     }
                     failed.push(call);
                 }
@@ -593,7 +628,10 @@ mod tests {
     #[tokio::test]
     async fn probability_is_roughly_right_and_replays_under_a_seed() {
         let outcomes = |seed: u64| async move {
-            let c = Faulty::new(ok_classifier(), FaultPlan::new().fail_with_probability(0.3).seed(seed));
+            let c = Faulty::new(
+                ok_classifier(),
+                FaultPlan::new().fail_with_probability(0.3).seed(seed),
+            );
             let item = String::from("x");
             let mut out = Vec::new();
             for _ in 0..1000 {
@@ -613,51 +651,99 @@ mod tests {
         let inner = Counting::default();
         let router = Faulty::new(
             inner,
-            FaultPlan::new().keyed().fail_with_probability(0.5).kind(FaultKind::Permanent).seed(9),
+            FaultPlan::new()
+                .keyed()
+                .fail_with_probability(0.5)
+                .kind(FaultKind::Permanent)
+                .seed(9),
         );
         let prediction = Prediction::label("x");
         let route = Label::from("r");
         let item = String::from("payload");
         let records: Vec<Record> = (0..100).map(record).collect();
-        let attempt = |r: &Record| {
-            let d = Delivery { item: &item, record: r, prediction: &prediction, route: &route };
+        let attempt = |r: Record| {
             let router = router.clone();
-            async move { router.route(&d).await.is_ok() }
+            let (item, prediction, route) = (&item, &prediction, &route);
+            async move {
+                let d = Delivery {
+                    item,
+                    record: &r,
+                    prediction,
+                    route,
+                };
+                router.route(&d).await.is_ok()
+            }
         };
         let mut first = Vec::new();
         for r in &records {
-            first.push(attempt(r).await);
+            first.push(attempt(r.clone()).await);
         }
         // Retry in reverse order: the outcomes follow the record, not the call.
-        for r in records.iter().rev() {
-            let ok = attempt(r).await;
-            let i = records.iter().position(|x| x.id == r.id).unwrap();
-            assert_eq!(ok, first[i], "record {}", r.id);
+        for (i, r) in records.iter().enumerate().rev() {
+            assert_eq!(attempt(r.clone()).await, first[i], "record {}", r.id);
         }
         let failed = first.iter().filter(|ok| !**ok).count();
         assert!((30..70).contains(&failed), "{failed}");
         assert_eq!(router.injected(), 2 * failed as u64);
         // Failed calls never reached the inner router.
-        assert_eq!(router.inner().0.load(Ordering::Relaxed), 2 * (100 - failed) as u64);
+        assert_eq!(
+            router.inner().0.load(Ordering::Relaxed),
+            2 * (100 - failed) as u64
+        );
     }
 
     #[tokio::test]
     async fn fail_after_call_does_the_work_but_reports_an_error() {
-        let router = Faulty::new(Counting::default(), FaultPlan::new().fail_nth(1).fail_after_call());
-        let (item, prediction, route, r) =
-            (String::from("x"), Prediction::label("x"), Label::from("r"), record(1));
-        let d = Delivery { item: &item, record: &r, prediction: &prediction, route: &route };
+        let router = Faulty::new(
+            Counting::default(),
+            FaultPlan::new().fail_nth(1).fail_after_call(),
+        );
+        let (item, prediction, route, r) = (
+            String::from("x"),
+            Prediction::label("x"),
+            Label::from("r"),
+            record(1),
+        );
+        let d = Delivery {
+            item: &item,
+            record: &r,
+            prediction: &prediction,
+            route: &route,
+        };
         let err = router.route(&d).await.unwrap_err();
         assert!(err.is_retryable());
-        assert_eq!(router.inner().0.load(Ordering::Relaxed), 1, "delivered despite the error");
+        assert_eq!(
+            router.inner().0.load(Ordering::Relaxed),
+            1,
+            "delivered despite the error"
+        );
         router.route(&d).await.unwrap();
         assert_eq!(router.inner().0.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]
+    async fn a_fault_before_the_call_never_reaches_an_eager_component() {
+        // FnClassifier does its work when called, not when polled.
+        let seen = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&seen);
+        let inner = crate::fakes::classifier::FnClassifier::new(move |_: &String| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            Ok(Prediction::label("ok"))
+        });
+        let c = Faulty::new(inner, FaultPlan::new().fail_nth(1));
+        assert!(c.classify(&"x".to_string()).await.is_err());
+        assert_eq!(seen.load(Ordering::Relaxed), 0);
+        assert!(c.classify(&"x".to_string()).await.is_ok());
+        assert_eq!(seen.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
     async fn key_by_keys_classifiers_by_item() {
-        let c = Faulty::new(ok_classifier(), FaultPlan::new().fail_with_probability(0.5).seed(3))
-            .key_by(|s: &String| s.clone());
+        let c = Faulty::new(
+            ok_classifier(),
+            FaultPlan::new().fail_with_probability(0.5).seed(3),
+        )
+        .key_by(|s: &String| s.clone());
         assert!(c.plan().keyed);
         let items: Vec<String> = (0..50).map(|i| format!("item-{i}")).collect();
         let mut first = Vec::new();
@@ -668,19 +754,25 @@ mod tests {
             assert_eq!(c.classify(it).await.is_ok(), *ok, "{it}");
         }
         assert!(first.iter().any(|ok| *ok) && first.iter().any(|ok| !*ok));
-        let listed = Faulty::new(ok_classifier(), FaultPlan::new().fail_key("bad")).key_by(|s: &String| s.clone());
+        let listed = Faulty::new(ok_classifier(), FaultPlan::new().fail_key("bad"))
+            .key_by(|s: &String| s.clone());
         assert!(listed.classify(&"bad".to_string()).await.is_err());
         assert!(listed.classify(&"good".to_string()).await.is_ok());
     }
 
     #[tokio::test(start_paused = true)]
     async fn latency_and_slow_calls_use_tokio_time() {
-        let c = Faulty::new(ok_classifier(), FaultPlan::new().latency(Duration::from_millis(100)));
+        let c = Faulty::new(
+            ok_classifier(),
+            FaultPlan::new().latency(Duration::from_millis(100)),
+        );
         let start = tokio::time::Instant::now();
         c.classify(&"x".to_string()).await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_millis(100));
 
-        let plan = FaultPlan::new().slow_with_probability(0.5, Duration::from_secs(10)).seed(5);
+        let plan = FaultPlan::new()
+            .slow_with_probability(0.5, Duration::from_secs(10))
+            .seed(5);
         let c = Faulty::new(ok_classifier(), plan);
         let mut slow = 0;
         for _ in 0..100 {
@@ -735,7 +827,13 @@ mod tests {
 
     #[tokio::test]
     async fn sources_fail_reads_and_commits_by_call_number() {
-        let source = Faulty::new(OneBatch::default(), FaultPlan::new().fail_nth(1).fail_nth(3).kind(FaultKind::Throttled));
+        let source = Faulty::new(
+            OneBatch::default(),
+            FaultPlan::new()
+                .fail_nth(1)
+                .fail_nth(3)
+                .kind(FaultKind::Throttled),
+        );
         assert!(source.next_batch().await.unwrap_err().is_throttling());
         assert_eq!(source.next_batch().await.unwrap().unwrap().records.len(), 1);
         let cp = Checkpoint {
@@ -743,7 +841,10 @@ mod tests {
             position: crate::record::Position::Sequence(Sequence::from_offset(1)),
         };
         let err = source.commit(vec![cp.clone()]).await.unwrap_err();
-        assert!(err.to_string().contains("injected fault on call 3"), "{err}");
+        assert!(
+            err.to_string().contains("injected fault on call 3"),
+            "{err}"
+        );
         assert!(source.inner().commits.lock().unwrap().is_empty());
         source.commit(vec![cp.clone()]).await.unwrap();
         assert_eq!(*source.inner().commits.lock().unwrap(), [cp]);
@@ -751,7 +852,10 @@ mod tests {
 
     #[tokio::test]
     async fn dead_letter_sinks_and_clones_share_counts() {
-        let sink = Faulty::new(MemoryDeadLetter::new(), FaultPlan::new().fail_key("s0:2").kind(FaultKind::Permanent));
+        let sink = Faulty::new(
+            MemoryDeadLetter::new(),
+            FaultPlan::new().fail_key("s0:2").kind(FaultKind::Permanent),
+        );
         let handle = sink.clone();
         let dl = |n| DeadLetter {
             record: record(n),
@@ -776,18 +880,37 @@ mod tests {
         struct Accepting;
         #[async_trait::async_trait]
         impl Labeler<String> for Accepting {
-            async fn submit(&self, tasks: &[LabelTask<'_, String>]) -> Result<Vec<TaskId>, LabelError> {
+            async fn submit(
+                &self,
+                tasks: &[LabelTask<'_, String>],
+            ) -> Result<Vec<TaskId>, LabelError> {
                 Ok(tasks.iter().map(|t| TaskId(t.id.to_owned())).collect())
             }
             async fn collect(&self) -> Result<Vec<LabelResult>, LabelError> {
                 Ok(Vec::new())
             }
         }
-        let labeler = Faulty::new(Accepting, FaultPlan::new().fail_key("b").kind(FaultKind::Throttled));
+        let labeler = Faulty::new(
+            Accepting,
+            FaultPlan::new().fail_key("b").kind(FaultKind::Throttled),
+        );
         let item = String::from("x");
-        let task = |id| LabelTask { id, item: &item, prediction: None };
-        assert_eq!(labeler.submit(&[task("a")]).await.unwrap(), [TaskId("a".into())]);
-        assert!(labeler.submit(&[task("a"), task("b")]).await.unwrap_err().is_throttling());
+        let task = |id| LabelTask {
+            id,
+            item: &item,
+            prediction: None,
+        };
+        assert_eq!(
+            labeler.submit(&[task("a")]).await.unwrap(),
+            [TaskId("a".into())]
+        );
+        assert!(
+            labeler
+                .submit(&[task("a"), task("b")])
+                .await
+                .unwrap_err()
+                .is_throttling()
+        );
         assert!(labeler.collect().await.unwrap().is_empty());
         assert_eq!(labeler.injected(), 1);
     }

@@ -16,5 +16,8 @@ mod fault;
 mod router;
 mod source;
 
+pub use classifier::{AsText, FnClassifier, KeywordClassifier};
+pub use crowd::{SimulatedCrowd, Worker};
+pub use fault::{DefaultKey, FaultKind, FaultPlan, Faulty, ItemKey};
 pub use router::{Delivered, RecordingRouter};
 pub use source::{MemorySender, MemorySource, MemoryStream};

@@ -96,9 +96,7 @@ enum Reader {
         next: usize,
     },
     /// Records pushed through a [`MemorySender`].
-    Channel {
-        buffered: Vec<VecDeque<Record>>,
-    },
+    Channel { buffered: Vec<VecDeque<Record>> },
 }
 
 /// An in-memory [`Source`] for tests: N shards, recorded commits, and
@@ -221,7 +219,10 @@ impl MemorySource {
     /// A stream whose records are made on demand from `payloads`, a batch at
     /// a time, batches going to the shards in turn. Memory stays flat
     /// whatever the length. It cannot restart.
-    pub fn from_iter(shards: usize, payloads: impl Iterator<Item = Bytes> + Send + 'static) -> Self {
+    pub fn from_iter(
+        shards: usize,
+        payloads: impl Iterator<Item = Bytes> + Send + 'static,
+    ) -> Self {
         let ids = shard_ids(shards);
         let n = ids.len();
         MemorySource::with_reader(
@@ -406,7 +407,10 @@ impl MemorySource {
         let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         if let Reader::Channel { buffered } = &mut *reader {
             let shards = self.stream.shards();
-            let s = shards.iter().position(|id| *id == record.shard).unwrap_or(0);
+            let s = shards
+                .iter()
+                .position(|id| *id == record.shard)
+                .unwrap_or(0);
             buffered[s].push_back(record);
         }
     }
@@ -455,7 +459,9 @@ impl Source for MemorySource {
                     cp.shard
                 )));
             }
-            state.committed.insert(cp.shard.clone(), cp.position.clone());
+            state
+                .committed
+                .insert(cp.shard.clone(), cp.position.clone());
         }
         state.commits.push(checkpoints);
         Ok(())
@@ -521,7 +527,13 @@ mod tests {
             .collect();
         assert_eq!(
             ids,
-            ["shard-0:0", "shard-0:1", "shard-1:0", "shard-1:1", "shard-0:2"]
+            [
+                "shard-0:0",
+                "shard-0:1",
+                "shard-1:0",
+                "shard-1:1",
+                "shard-0:2"
+            ]
         );
         assert_eq!(batches[0].records[1].payload, Bytes::from("p2"));
         assert_eq!(source.stream().delivered(), 5);
@@ -541,7 +553,11 @@ mod tests {
             .unwrap();
         let again = source.restart();
         let batches = drain(&again).await;
-        let payloads: Vec<Bytes> = batches.into_iter().flat_map(|b| b.records).map(|r| r.payload).collect();
+        let payloads: Vec<Bytes> = batches
+            .into_iter()
+            .flat_map(|b| b.records)
+            .map(|r| r.payload)
+            .collect();
         assert_eq!(payloads.first(), Some(&Bytes::from("2")));
         assert_eq!(payloads.len(), 8);
         assert_eq!(source.stream().commits().len(), 1);
@@ -562,7 +578,14 @@ mod tests {
         let n: usize = drain(&lazy).await.iter().map(|b| b.records.len()).sum();
         assert_eq!(n, 250);
         let records: Vec<Record> = (0..7)
-            .map(|i| Record::new(ShardId::new(if i % 2 == 0 { "a" } else { "b" }), Sequence::from_offset(i), "k", Bytes::new()))
+            .map(|i| {
+                Record::new(
+                    ShardId::new(if i % 2 == 0 { "a" } else { "b" }),
+                    Sequence::from_offset(i),
+                    "k",
+                    Bytes::new(),
+                )
+            })
             .collect();
         let owned = MemorySource::from_records(records);
         let batches = drain(&owned).await;
