@@ -190,7 +190,8 @@ pub struct Stats {
     pub commits: u64,
     /// Checkpoint commits that failed (and were tried again later).
     pub commit_failures: u64,
-    /// The most records in flight at once.
+    /// The most records waiting on a component at once (records whose
+    /// components finish on the first poll are never waiting).
     pub peak_in_flight: usize,
     /// The same counts per shard.
     pub shards: BTreeMap<ShardId, ShardStats>,
@@ -634,6 +635,48 @@ fn stage_of(code: u8) -> Stage {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// Like `tokio::time::timeout_at`, but the timer is only made (boxed)
+    /// when the inner future does not finish on its first poll: fast calls
+    /// pay for no timer and carry none in their state.
+    struct LazyTimeout<F> {
+        #[pin]
+        inner: F,
+        deadline: Instant,
+        sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<F: Future> Future for LazyTimeout<F> {
+    type Output = Result<F::Output, ()>;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let me = self.project();
+        if let Poll::Ready(v) = me.inner.poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        let deadline = *me.deadline;
+        let sleep = me
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+fn lazy_timeout_at<F: Future>(deadline: Instant, inner: F) -> LazyTimeout<F> {
+    LazyTimeout {
+        inner,
+        deadline,
+        sleep: None,
+    }
+}
+
 /// Calls `call` until it succeeds, fails permanently, or runs out of
 /// attempts, with jittered backoff between attempts. The first attempt's
 /// deadline is given (computed once per dispatch, to keep clock reads off
@@ -650,27 +693,54 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<O, E>>,
 {
+    // The first attempt runs inline; retries are rare and carry a timer and
+    // an error, so they run out of line and cost nothing until needed.
+    let first = match lazy_timeout_at(first_deadline, call()).await {
+        Ok(r) => r,
+        Err(()) => Err(E::timeout(config.call_timeout)),
+    };
+    match first {
+        Ok(v) => (Ok(v), 1),
+        Err(e) if e.class() == ErrorClass::Retryable && config.retry.max_attempts > 1 => {
+            Box::pin(retry_loop(config, key, tries, call, e)).await
+        }
+        Err(e) => (Err(e), 1),
+    }
+}
+
+async fn retry_loop<O, E, F, Fut>(
+    config: &Config,
+    key: u64,
+    tries: &mut Tries,
+    mut call: F,
+    first_error: E,
+) -> (Result<O, E>, u32)
+where
+    E: CallError,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<O, E>>,
+{
     let max = config.retry.max_attempts.max(1);
     let mut attempt = 1u32;
-    let mut deadline = first_deadline;
+    let mut error = first_error;
     loop {
+        // `error` is retryable and `attempt < max` here.
+        tries.retries += 1;
+        if error.is_throttling() {
+            tries.throttled += 1;
+        }
+        tracing::debug!(attempt, error = %error, "retrying");
+        let unit = unit_f64(config.seed, key, u64::from(attempt));
+        tokio::time::sleep(config.retry.backoff(attempt, unit)).await;
+        attempt += 1;
+        let deadline = Instant::now() + config.call_timeout;
         let result = match tokio::time::timeout_at(deadline, call()).await {
             Ok(r) => r,
             Err(_) => Err(E::timeout(config.call_timeout)),
         };
         match result {
             Ok(v) => return (Ok(v), attempt),
-            Err(e) if e.class() == ErrorClass::Retryable && attempt < max => {
-                tries.retries += 1;
-                if e.is_throttling() {
-                    tries.throttled += 1;
-                }
-                tracing::debug!(attempt, error = %e, "retrying");
-                let unit = unit_f64(config.seed, key, u64::from(attempt));
-                tokio::time::sleep(config.retry.backoff(attempt, unit)).await;
-                attempt += 1;
-                deadline = Instant::now() + config.call_timeout;
-            }
+            Err(e) if e.class() == ErrorClass::Retryable && attempt < max => error = e,
             Err(e) => return (Err(e), attempt),
         }
     }
@@ -803,12 +873,88 @@ where
 }
 
 /// Processes one record to its end: an outcome, or a stored dead letter.
-async fn process<T, D, C, R>(
-    ctx: &Ctx<'_, D, C, R, T>,
+///
+/// Not an `async fn`: that would copy `record` into its state twice (the
+/// argument and its local), growing every record's future by 152 bytes.
+#[allow(clippy::manual_async_fn)]
+fn process<'c, 'a, T, D, C, R>(
+    ctx: &'c Ctx<'a, D, C, R, T>,
     record: Record,
     shard: usize,
     index: u64,
     dispatched: Instant,
+) -> impl Future<Output = Done> + Send + 'c
+where
+    T: Send + Sync,
+    D: Decoder<T>,
+    C: Classifier<T>,
+    R: Router<T>,
+{
+    async move {
+        let key = index ^ ((shard as u64) << 48);
+        let at = AtomicU8::new(AT_DECODE);
+        let mut tries = Tries::default();
+        let mut classified = None;
+        let call_deadline = dispatched + ctx.config.call_timeout;
+        let record_deadline = dispatched + ctx.config.record_timeout;
+        let result = lazy_timeout_at(
+            record_deadline,
+            stages(
+                ctx,
+                &record,
+                key,
+                call_deadline,
+                &at,
+                &mut tries,
+                &mut classified,
+            ),
+        )
+        .await;
+        let fail = match result {
+            Ok(Ok(outcome)) => {
+                return Done {
+                    shard,
+                    index,
+                    arrival: record.arrival,
+                    sequence: record.sequence,
+                    record_id: None,
+                    classified,
+                    outcome,
+                    tries,
+                };
+            }
+            Ok(Err(fail)) => fail,
+            Err(_) => Failure {
+                stage: stage_of(at.load(Ordering::Relaxed)),
+                class: ErrorClass::Retryable,
+                kind: "timeout",
+                reason: format!(
+                    "record not done within the record timeout of {:?}",
+                    ctx.config.record_timeout
+                ),
+                attempts: tries.retries + 1,
+                route: None,
+            },
+        };
+        // The dead-letter path is cold: boxed, so its state does not bloat the
+        // future every record carries.
+        Box::pin(dead_letter(
+            ctx, record, fail, shard, index, key, tries, classified,
+        ))
+        .await
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dead_letter<T, D, C, R>(
+    ctx: &Ctx<'_, D, C, R, T>,
+    record: Record,
+    fail: Failure,
+    shard: usize,
+    index: u64,
+    key: u64,
+    mut tries: Tries,
+    classified: Option<Label>,
 ) -> Done
 where
     T: Send + Sync,
@@ -816,51 +962,6 @@ where
     C: Classifier<T>,
     R: Router<T>,
 {
-    let key = index ^ ((shard as u64) << 48);
-    let at = AtomicU8::new(AT_DECODE);
-    let mut tries = Tries::default();
-    let mut classified = None;
-    let call_deadline = dispatched + ctx.config.call_timeout;
-    let record_deadline = dispatched + ctx.config.record_timeout;
-    let result = tokio::time::timeout_at(
-        record_deadline,
-        stages(
-            ctx,
-            &record,
-            key,
-            call_deadline,
-            &at,
-            &mut tries,
-            &mut classified,
-        ),
-    )
-    .await;
-    let fail = match result {
-        Ok(Ok(outcome)) => {
-            return Done {
-                shard,
-                index,
-                arrival: record.arrival,
-                sequence: record.sequence,
-                record_id: None,
-                classified,
-                outcome,
-                tries,
-            };
-        }
-        Ok(Err(fail)) => fail,
-        Err(_) => Failure {
-            stage: stage_of(at.load(Ordering::Relaxed)),
-            class: ErrorClass::Retryable,
-            kind: "timeout",
-            reason: format!(
-                "record not done within the record timeout of {:?}",
-                ctx.config.record_timeout
-            ),
-            attempts: tries.retries + 1,
-            route: None,
-        },
-    };
     tracing::warn!(
         record = %record.id,
         stage = fail.stage.as_str(),
@@ -1261,7 +1362,13 @@ impl<S: Source> Run<'_, S> {
         loop {
             // Dispatch what we can, as far as the limits allow.
             if !stopping && !pending.is_empty() {
+                // Poll each new record once here: one that finishes at once
+                // (fast components) never becomes a task.
+                let waker =
+                    std::future::poll_fn(|cx| std::task::Poll::Ready(cx.waker().clone())).await;
+                let mut cx = std::task::Context::from_waker(&waker);
                 let now = Instant::now();
+                let wall = SystemTime::now();
                 while inflight.len() < config.max_in_flight && self.unacked < config.max_unacked {
                     let Some((slot, record)) = pending.pop_front() else {
                         break;
@@ -1274,7 +1381,20 @@ impl<S: Source> Run<'_, S> {
                     self.meter.stats.records_in += 1;
                     let span =
                         tracing::debug_span!("record", id = %record.id, shard = %record.shard);
-                    inflight.push(process(ctx, record, slot, index, now).instrument(span));
+                    let mut fut = Box::pin(process(ctx, record, slot, index, now).instrument(span));
+                    match fut.as_mut().poll(&mut cx) {
+                        std::task::Poll::Ready(done) => {
+                            if let Some(s) = self.finish(done, wall) {
+                                stop.get_or_insert(s);
+                                stopping = true;
+                                fetch = None;
+                                pending.clear();
+                                ended_batches.clear();
+                                break;
+                            }
+                        }
+                        std::task::Poll::Pending => inflight.push(fut),
+                    }
                 }
                 self.meter.stats.peak_in_flight =
                     self.meter.stats.peak_in_flight.max(inflight.len());
@@ -1327,6 +1447,30 @@ impl<S: Source> Run<'_, S> {
                     pending.clear();
                     ended_batches.clear();
                 }
+                // Commits and the commit timer go before records and reads:
+                // under load those are always ready, and a biased select
+                // would starve the checkpoint.
+                result = async { commit.as_mut().expect("guarded").1.as_mut().await }, if commit.is_some() => {
+                    let (checkpoints, _) = commit.take().expect("guarded");
+                    match result {
+                        Ok(()) => self.committed(&checkpoints),
+                        Err(e) if e.is_retryable() => {
+                            tracing::warn!(error = %e, "checkpoint commit failed; will retry");
+                            self.meter.stats.commit_failures += 1;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "checkpoint commit failed permanently; stopping");
+                            self.meter.stats.commit_failures += 1;
+                            stop.get_or_insert(Stop::Commit(e));
+                            stopping = true;
+                            fetch = None;
+                            pending.clear();
+                        }
+                    }
+                }
+                _ = ticker.tick() => {
+                    commit_due = true;
+                }
                 Some(done) = inflight.next(), if !inflight.is_empty() => {
                     let now = SystemTime::now();
                     let mut next = Some(done);
@@ -1378,27 +1522,6 @@ impl<S: Source> Run<'_, S> {
                 }
                 _ = async { tokio::time::sleep_until(backoff_until.expect("guarded")).await }, if backoff_until.is_some() => {
                     backoff_until = None;
-                }
-                result = async { commit.as_mut().expect("guarded").1.as_mut().await }, if commit.is_some() => {
-                    let (checkpoints, _) = commit.take().expect("guarded");
-                    match result {
-                        Ok(()) => self.committed(&checkpoints),
-                        Err(e) if e.is_retryable() => {
-                            tracing::warn!(error = %e, "checkpoint commit failed; will retry");
-                            self.meter.stats.commit_failures += 1;
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "checkpoint commit failed permanently; stopping");
-                            self.meter.stats.commit_failures += 1;
-                            stop.get_or_insert(Stop::Commit(e));
-                            stopping = true;
-                            fetch = None;
-                            pending.clear();
-                        }
-                    }
-                }
-                _ = ticker.tick() => {
-                    commit_due = true;
                 }
             }
         }

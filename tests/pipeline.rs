@@ -671,6 +671,72 @@ async fn review_band_without_labeler_uses_the_review_route() {
     assert_eq!(report.stats.discarded, 1);
 }
 
+/// With fast components and a fast source, checkpoints keep up with the
+/// stream: a commit about every `commit_every` records, and the committed
+/// position never lags the records read by more than the unacked window
+/// plus a batch. (A select that starved the commit future once broke this.)
+#[tokio::test(start_paused = true)]
+async fn commits_keep_up_under_load() {
+    struct LagProbe {
+        inner: MemorySource,
+        worst_lag: Arc<AtomicUsize>,
+    }
+    impl Source for LagProbe {
+        async fn next_batch(&self) -> Result<Option<Batch>, SourceError> {
+            self.inner.next_batch().await
+        }
+        async fn commit(&self, checkpoints: Vec<Checkpoint>) -> Result<(), SourceError> {
+            let stream = self.inner.stream();
+            let read = stream.delivered() as usize;
+            let mut per_shard: BTreeMap<String, usize> = BTreeMap::new();
+            for (shard, pos) in stream.checkpoints() {
+                if let Position::Sequence(seq) = pos {
+                    per_shard.insert(shard.to_string(), seq.number.parse::<usize>().unwrap() + 1);
+                }
+            }
+            for cp in &checkpoints {
+                if let Position::Sequence(seq) = &cp.position {
+                    per_shard.insert(
+                        cp.shard.to_string(),
+                        seq.number.parse::<usize>().unwrap() + 1,
+                    );
+                }
+            }
+            let done: usize = per_shard.values().sum();
+            self.worst_lag.fetch_max(read - done, Ordering::SeqCst);
+            self.inner.commit(checkpoints).await
+        }
+    }
+    let worst_lag = Arc::new(AtomicUsize::new(0));
+    let source = LagProbe {
+        inner: MemorySource::from_payloads(2, (0..20_000).map(|i| i.to_string())).batch_size(100),
+        worst_lag: worst_lag.clone(),
+    };
+    let stream = source.inner.stream();
+    let report = Pipeline::new(source)
+        .decode(RawBytes)
+        .classify(yes)
+        .policy(always_notify())
+        .route(|_: &Delivery<'_, Bytes>| async { Ok::<_, RouteError>(Receipt::new("all")) })
+        .dead_letter(MemoryDeadLetter::new())
+        .max_unacked(1_000)
+        .commit_every(500, Duration::from_secs(3600))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.stats.routed, 20_000);
+    let commits = stream.commit_count();
+    assert!(
+        (36..=41).contains(&commits),
+        "{commits} commits for 20,000 records every 500"
+    );
+    let lag = worst_lag.load(Ordering::SeqCst);
+    assert!(
+        lag <= 1_000 + 100,
+        "checkpoints lagged {lag} records behind the reads"
+    );
+}
+
 /// Running without a policy is a clear configuration error.
 #[tokio::test]
 async fn missing_policy_is_a_config_error() {

@@ -12,6 +12,9 @@ use crate::error::SourceError;
 use crate::record::{Batch, Checkpoint, Position, Record, Sequence, ShardId};
 use crate::source::Source;
 
+/// How many recent commit calls a [`MemoryStream`] keeps.
+const COMMIT_HISTORY: usize = 1_000;
+
 /// The durable side of an in-memory stream: its shards and what has been
 /// committed. It outlives a [`MemorySource`], the way a Kinesis stream and a
 /// checkpoint table outlive a crashed consumer, so [`MemorySource::restart`]
@@ -24,8 +27,11 @@ pub struct MemoryStream {
 #[derive(Default)]
 struct StreamState {
     shards: Vec<ShardId>,
-    /// Every commit call, in order.
-    commits: Vec<Vec<Checkpoint>>,
+    /// The most recent commit calls, oldest first (at most
+    /// `COMMIT_HISTORY`, so a long run's memory stays flat).
+    commits: VecDeque<Vec<Checkpoint>>,
+    /// Every commit call ever made.
+    commit_count: u64,
     /// The latest committed position per shard.
     committed: BTreeMap<ShardId, Position>,
     /// Records handed out by `next_batch`, over all readers.
@@ -49,9 +55,14 @@ impl MemoryStream {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Every commit call so far, in order.
+    /// The most recent commit calls (up to 1,000), oldest first.
     pub fn commits(&self) -> Vec<Vec<Checkpoint>> {
-        self.lock().commits.clone()
+        self.lock().commits.iter().cloned().collect()
+    }
+
+    /// How many commit calls were made, in all.
+    pub fn commit_count(&self) -> u64 {
+        self.lock().commit_count
     }
 
     /// The latest committed position of `shard`.
@@ -463,7 +474,11 @@ impl Source for MemorySource {
                 .committed
                 .insert(cp.shard.clone(), cp.position.clone());
         }
-        state.commits.push(checkpoints);
+        if state.commits.len() == COMMIT_HISTORY {
+            state.commits.pop_front();
+        }
+        state.commits.push_back(checkpoints);
+        state.commit_count += 1;
         Ok(())
     }
 }
