@@ -194,7 +194,7 @@ fn child(n: u64, kind: SourceKind) {
     let hwm = status_kib(&status, "VmHWM").expect("/proc/self/status has VmHWM");
     let rss = status_kib(&status, "VmRSS").expect("/proc/self/status has VmRSS");
     let commits = match kind {
-        SourceKind::Memory => stream.commits().len() as u64,
+        SourceKind::Memory => stream.commit_count(),
         SourceKind::CountCommits => counted.load(Ordering::Relaxed),
     };
     println!(

@@ -435,7 +435,7 @@ fn pipeline_commit_calls(rt: &Runtime, n: u64) -> usize {
     let source = make_source(n);
     let stream = source.stream();
     rt.block_on(run_pipeline(source, NoopClassifier, MAX_IN_FLIGHT));
-    stream.commits().len()
+    stream.commit_count() as usize
 }
 
 fn summarize_overhead(rt: &Runtime, n: u64, reps: usize) {

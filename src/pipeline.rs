@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures::FutureExt as _;
+use futures::future::Either;
 use futures::stream::{FuturesUnordered, StreamExt as _};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -1069,6 +1070,11 @@ impl ShardTrack {
 struct Meter {
     stats: Stats,
     flushed: Stats,
+    /// Per-label counts on the hot path: a short list scanned linearly is
+    /// cheaper than a map for the handful of labels a model has. Folded
+    /// into `stats` by `sync`.
+    classified: Vec<(Label, u64)>,
+    routed_by_route: Vec<(Label, u64)>,
     latency: metrics::Histogram,
 }
 
@@ -1077,21 +1083,32 @@ impl Meter {
         Meter {
             stats: Stats::default(),
             flushed: Stats::default(),
+            classified: Vec::new(),
+            routed_by_route: Vec::new(),
             latency: metrics::histogram!("streamsift_end_to_end_latency_seconds"),
         }
     }
 
-    fn bump(map: &mut BTreeMap<Label, u64>, label: &Label) {
-        match map.get_mut(label) {
-            Some(n) => *n += 1,
-            None => {
-                map.insert(label.clone(), 1);
-            }
+    fn bump(counts: &mut Vec<(Label, u64)>, label: &Label) {
+        match counts.iter_mut().find(|(l, _)| l == label) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((label.clone(), 1)),
+        }
+    }
+
+    /// Folds the hot-path label counts into `stats`.
+    fn sync(&mut self) {
+        for (label, n) in &self.classified {
+            self.stats.classified.insert(label.clone(), *n);
+        }
+        for (route, n) in &self.routed_by_route {
+            self.stats.routed_by_route.insert(route.clone(), *n);
         }
     }
 
     /// Sends the increments since the last flush to the `metrics` recorder.
     fn flush(&mut self, in_flight: usize) {
+        self.sync();
         let (s, f) = (&self.stats, &self.flushed);
         let plain = [
             ("streamsift_records_in_total", s.records_in, f.records_in),
@@ -1259,13 +1276,16 @@ impl<S: Source> Run<'_, S> {
     }
 
     fn finish(&mut self, done: Done, now: SystemTime) -> Option<Stop> {
+        if let Some(label) = &done.classified {
+            Meter::bump(&mut self.meter.classified, label);
+        }
+        if let Outcome::Routed(route) = &done.outcome {
+            Meter::bump(&mut self.meter.routed_by_route, route);
+        }
         let stats = &mut self.meter.stats;
         let track = &mut self.shards[done.shard];
         stats.retries += u64::from(done.tries.retries);
         stats.throttled += u64::from(done.tries.throttled);
-        if let Some(label) = &done.classified {
-            Meter::bump(&mut stats.classified, label);
-        }
         if !matches!(done.outcome, Outcome::DeadLettered(Stage::Decode)) {
             stats.decoded += 1;
         }
@@ -1273,10 +1293,9 @@ impl<S: Source> Run<'_, S> {
             self.meter.latency.record(latency.as_secs_f64());
         }
         match done.outcome {
-            Outcome::Routed(route) => {
+            Outcome::Routed(_) => {
                 stats.routed += 1;
                 track.stats.routed += 1;
-                Meter::bump(&mut stats.routed_by_route, &route);
             }
             Outcome::Discarded => {
                 stats.discarded += 1;
@@ -1312,6 +1331,7 @@ impl<S: Source> Run<'_, S> {
     }
 
     fn report(&mut self, stopped: StopReason) -> RunReport {
+        self.meter.sync();
         let mut stats = self.meter.stats.clone();
         stats.shards = self
             .shards
@@ -1379,9 +1399,16 @@ impl<S: Source> Run<'_, S> {
                     track.stats.records_in += 1;
                     self.unacked += 1;
                     self.meter.stats.records_in += 1;
-                    let span =
-                        tracing::debug_span!("record", id = %record.id, shard = %record.shard);
-                    let mut fut = Box::pin(process(ctx, record, slot, index, now).instrument(span));
+                    // A span per record only when debug tracing is on: the
+                    // wrapper is not free even when the span is disabled.
+                    let fut = if tracing::enabled!(tracing::Level::DEBUG) {
+                        let span =
+                            tracing::debug_span!("record", id = %record.id, shard = %record.shard);
+                        Either::Left(process(ctx, record, slot, index, now).instrument(span))
+                    } else {
+                        Either::Right(process(ctx, record, slot, index, now))
+                    };
+                    let mut fut = Box::pin(fut);
                     match fut.as_mut().poll(&mut cx) {
                         std::task::Poll::Ready(done) => {
                             if let Some(s) = self.finish(done, wall) {

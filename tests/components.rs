@@ -255,3 +255,64 @@ fn counters_and_histograms_go_through_the_metrics_facade() {
     assert_eq!(latency_samples, 3);
     assert_eq!(report.stats.records_in, 3);
 }
+
+/// With debug tracing on, every record gets a `record` span carrying its id
+/// and shard; retries log inside it.
+#[test]
+fn records_get_debug_spans() {
+    use std::sync::Mutex;
+    use tracing_subscriber::layer::{Context, SubscriberExt as _};
+
+    #[derive(Default, Clone)]
+    struct Spans(Arc<Mutex<Vec<String>>>);
+    struct Fields<'a>(&'a mut String);
+    impl tracing::field::Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0.push_str(&format!("{}={:?} ", field.name(), value));
+        }
+    }
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Spans {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            _: &tracing::span::Id,
+            _: Context<'_, S>,
+        ) {
+            let mut line = format!("{} ", attrs.metadata().name());
+            attrs.record(&mut Fields(&mut line));
+            self.0.lock().unwrap().push(line);
+        }
+    }
+    let spans = Spans::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(spans.clone())
+        .with(tracing_subscriber::filter::LevelFilter::DEBUG);
+    tracing::subscriber::with_default(subscriber, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(
+                Pipeline::new(MemorySource::from_payloads(2, ["1", "2", "3"]))
+                    .decode(RawBytes)
+                    .classify(|_: &Bytes| async {
+                        Ok::<_, ClassifyError>(Prediction::binary("y", "n", 1.0))
+                    })
+                    .policy(Policy::binary(0.5, "team"))
+                    .route(RecordingRouter::<Bytes>::new())
+                    .dead_letter(MemoryDeadLetter::new())
+                    .run(),
+            )
+            .unwrap();
+    });
+    let mut spans = spans.0.lock().unwrap().clone();
+    spans.sort();
+    assert_eq!(
+        spans,
+        [
+            "record id=shard-0:0 shard=shard-0 ",
+            "record id=shard-0:1 shard=shard-0 ",
+            "record id=shard-1:0 shard=shard-1 ",
+        ]
+    );
+}
