@@ -604,6 +604,8 @@ struct Done {
     index: u64,
     sequence: Sequence,
     record_id: Option<String>,
+    /// Whether the record got past decoding.
+    decoded: bool,
     classified: Option<Label>,
     outcome: Outcome,
     tries: Tries,
@@ -919,6 +921,7 @@ where
                     arrival: record.arrival,
                     sequence: record.sequence,
                     record_id: None,
+                    decoded: true,
                     classified,
                     outcome,
                     tries,
@@ -1003,6 +1006,7 @@ where
         arrival: dead.record.arrival,
         sequence: dead.record.sequence,
         record_id: Some(dead.record.id),
+        decoded: dead.stage != Stage::Decode,
         classified,
         outcome,
         tries,
@@ -1286,7 +1290,7 @@ impl<S: Source> Run<'_, S> {
         let track = &mut self.shards[done.shard];
         stats.retries += u64::from(done.tries.retries);
         stats.throttled += u64::from(done.tries.throttled);
-        if !matches!(done.outcome, Outcome::DeadLettered(Stage::Decode)) {
+        if done.decoded {
             stats.decoded += 1;
         }
         if let Ok(latency) = now.duration_since(done.arrival) {

@@ -574,6 +574,11 @@ async fn failing_dead_letter_sink_stops_without_committing_past_the_record() {
             .contains("stopped without committing past it")
     );
     assert_eq!(report.stats.unfinished, 1);
+    assert_eq!(
+        report.stats.decoded,
+        report.stats.records_in - 1,
+        "the undecodable record does not count as decoded"
+    );
     assert!(report.stats.reconciles());
     let committed = stream.committed(&streamsift::ShardId::new("shard-0"));
     match committed {
