@@ -12,7 +12,7 @@ use streamsift::fakes::{MemorySource, RecordingRouter};
 use streamsift::{
     Batch, Checkpoint, ClassifyError, DeadLetter, DeadLetterError, DeadLetterSink, Delivery,
     ErrorClass, MemoryDeadLetter, Pipeline, PipelineError, Policy, Position, Prediction, RawBytes,
-    Receipt, RetryPolicy, RouteError, Shutdown, Source, SourceError, Stage, StopReason,
+    Receipt, RetryPolicy, RouteError, Router, Shutdown, Source, SourceError, Stage, StopReason,
 };
 
 fn rt() -> tokio::runtime::Runtime {
@@ -163,6 +163,19 @@ proptest! {
     }
 }
 
+/// Waits `delay(item)` of (virtual) time, then records the delivery.
+struct SlowRecorder<F> {
+    inner: RecordingRouter<Bytes>,
+    delay: F,
+}
+
+impl<F: Fn(&Bytes) -> Duration + Send + Sync> Router<Bytes> for SlowRecorder<F> {
+    async fn route(&self, d: &Delivery<'_, Bytes>) -> Result<Receipt, RouteError> {
+        tokio::time::sleep((self.delay)(d.item)).await;
+        self.inner.route(d).await
+    }
+}
+
 /// Crash (the run is dropped mid-flight, no drain, no final commit), then
 /// restart from the last commit: nothing is lost, and duplicates stay within
 /// the uncommitted window.
@@ -173,38 +186,19 @@ fn at_least_once_across_a_crash_and_restart() {
     let source =
         MemorySource::from_payloads(3, (0..n).map(|i| Bytes::from(i.to_string()))).batch_size(25);
     let router = RecordingRouter::<Bytes>::new();
-    let slow = {
-        let router = router.clone();
-        move |d: &Delivery<'_, Bytes>| {
-            let i: u64 = std::str::from_utf8(d.item).unwrap().parse().unwrap();
-            let fut = {
-                let router = router.clone();
-                let item = d.item.clone();
-                let record = d.record.clone();
-                let prediction = d.prediction.clone();
-                let route = d.route.clone();
-                async move {
-                    let d = Delivery {
-                        item: &item,
-                        record: &record,
-                        prediction: &prediction,
-                        route: &route,
-                    };
-                    streamsift::Router::route(&router, &d).await
-                }
-            };
-            async move {
-                tokio::time::sleep(Duration::from_millis(1 + (i * 7919) % 13)).await;
-                fut.await
-            }
-        }
+    let slow = || SlowRecorder {
+        inner: router.clone(),
+        delay: |item: &Bytes| {
+            let i: u64 = std::str::from_utf8(item).unwrap().parse().unwrap();
+            Duration::from_millis(1 + (i * 7919) % 13)
+        },
     };
     let build = |source: MemorySource| {
         Pipeline::new(source)
             .decode(RawBytes)
             .classify(yes)
             .policy(always_notify())
-            .route(slow.clone())
+            .route(slow())
             .dead_letter(MemoryDeadLetter::new())
             .max_in_flight(16)
             .max_unacked(max_unacked)
@@ -416,25 +410,9 @@ async fn shutdown_drains_in_flight_and_commits() {
     let stream = source.stream();
     let shutdown = Shutdown::new();
     let router = RecordingRouter::<Bytes>::new();
-    let recorder = router.clone();
-    let slow = move |d: &Delivery<'_, Bytes>| {
-        let (router, item, record, prediction, route) = (
-            recorder.clone(),
-            d.item.clone(),
-            d.record.clone(),
-            d.prediction.clone(),
-            d.route.clone(),
-        );
-        async move {
-            tokio::time::sleep(Duration::from_millis(40)).await;
-            let d = Delivery {
-                item: &item,
-                record: &record,
-                prediction: &prediction,
-                route: &route,
-            };
-            streamsift::Router::route(&router, &d).await
-        }
+    let slow = SlowRecorder {
+        inner: router.clone(),
+        delay: |_: &Bytes| Duration::from_millis(40),
     };
     let run = tokio::spawn(
         Pipeline::new(source)
