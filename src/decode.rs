@@ -46,6 +46,11 @@ pub enum DecodeError {
     /// A user decoder's own reason.
     #[error("{0}")]
     Invalid(String),
+    /// The source could not unpack the record (for example a KPL aggregate
+    /// whose checksum does not match); the decoder was not called. The
+    /// record's [`defect`](Record::defect) says why.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
 }
 
 impl DecodeError {
@@ -58,6 +63,7 @@ impl DecodeError {
             DecodeError::InvalidUtf8 { .. } => "invalid_utf8",
             DecodeError::InvalidJson { .. } => "invalid_json",
             DecodeError::Invalid(_) => "invalid",
+            DecodeError::Corrupt(_) => "corrupt",
         }
     }
 }

@@ -144,6 +144,12 @@ component_error!(
     "source"
 );
 component_error!(
+    /// Why a [`CheckpointStore`](crate::checkpoint::CheckpointStore) could not
+    /// load or save checkpoints.
+    CheckpointError,
+    "checkpoint store"
+);
+component_error!(
     /// Why a [`Labeler`](crate::Labeler) could not submit or collect tasks.
     LabelError,
     "labeler"

@@ -15,11 +15,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod checkpoint;
 pub mod classify;
 pub mod dead_letter;
 pub mod decode;
 pub mod error;
 pub mod fakes;
+#[cfg(feature = "kinesis")]
+pub mod kinesis;
 pub mod labeler;
 pub mod pipeline;
 pub mod policy;
@@ -34,7 +37,8 @@ pub use dead_letter::{
 };
 pub use decode::{DecodeError, Decoder, Json, PassThrough, RawBytes, Utf8};
 pub use error::{
-    BoxError, ClassifyError, DeadLetterError, ErrorClass, LabelError, RouteError, SourceError,
+    BoxError, CheckpointError, ClassifyError, DeadLetterError, ErrorClass, LabelError, RouteError,
+    SourceError,
 };
 pub use labeler::{LabelResult, LabelTask, Labeler, TaskId, Vote};
 pub use pipeline::{
@@ -42,7 +46,9 @@ pub use pipeline::{
     StopReason,
 };
 pub use policy::{Action, Band, LabelRule, Policy, UncertainAction};
-pub use record::{Batch, Checkpoint, Position, Record, Sequence, ShardId};
+pub use record::{
+    Batch, Checkpoint, Position, Record, Sequence, ShardId, compare_sequence_numbers,
+};
 pub use router::combinators::{ByLabel, DeadLetterRouter, Fallback, FanOut, Filter};
 pub use router::{BoxRouter, Delivery, DynRouter, Receipt, Router};
 pub use source::Source;

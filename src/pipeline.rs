@@ -806,6 +806,9 @@ where
             limit: ctx.config.max_record_bytes,
         }));
     }
+    if let Some(defect) = &record.defect {
+        return Err(decode_failure(DecodeError::Corrupt(defect.to_string())));
+    }
     let item = ctx.decoder.decode(record).map_err(decode_failure)?;
 
     at.store(AT_CLASSIFY, Ordering::Relaxed);

@@ -85,6 +85,50 @@ impl Sequence {
     }
 }
 
+impl Sequence {
+    /// Compares two positions as a stream orders them: sequence numbers as
+    /// unbounded decimal integers (never as fixed-width text: emulators use
+    /// small numbers, AWS uses 56 digits), then sub-sequence, where a plain
+    /// sequence number comes after all of its sub-records (it stands for the
+    /// whole aggregate). Numbers that are not decimal compare as text.
+    ///
+    /// ```
+    /// use std::cmp::Ordering;
+    /// use streamsift::Sequence;
+    /// assert_eq!(Sequence::new("9").cmp_position(&Sequence::new("10")), Ordering::Less);
+    /// assert_eq!(
+    ///     Sequence::with_sub_sequence("10", 3).cmp_position(&Sequence::new("10")),
+    ///     Ordering::Less
+    /// );
+    /// ```
+    pub fn cmp_position(&self, other: &Sequence) -> std::cmp::Ordering {
+        compare_sequence_numbers(&self.number, &other.number).then_with(|| {
+            match (self.sub_sequence, other.sub_sequence) {
+                (Some(a), Some(b)) => a.cmp(&b),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            }
+        })
+    }
+}
+
+/// Compares two sequence numbers as unbounded decimal integers; text that is
+/// not all ASCII digits compares as text (after any decimal number).
+pub fn compare_sequence_numbers(a: &str, b: &str) -> std::cmp::Ordering {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    match (digits(a), digits(b)) {
+        (true, true) => {
+            let a = a.trim_start_matches('0');
+            let b = b.trim_start_matches('0');
+            a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+        }
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        (false, false) => a.cmp(b),
+    }
+}
+
 impl fmt::Display for Sequence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.sub_sequence {
@@ -115,6 +159,11 @@ pub struct Record {
     /// When the record arrived at the stream (Kinesis'
     /// `ApproximateArrivalTimestamp`), or when the source read it.
     pub arrival: SystemTime,
+    /// Set by a source that could not unpack the record, such as a KPL
+    /// aggregate that fails its checksum. The pipeline dead-letters such a
+    /// record at the decode stage with this reason ([`DecodeError::Corrupt`](crate::DecodeError::Corrupt))
+    /// and moves on; the raw payload is kept for inspection.
+    pub defect: Option<Arc<str>>,
 }
 
 impl Record {
@@ -138,6 +187,7 @@ impl Record {
             sequence,
             payload: payload.into(),
             arrival: SystemTime::now(),
+            defect: None,
         }
     }
 }
@@ -153,6 +203,7 @@ impl fmt::Debug for Record {
             .field("sequence", &self.sequence)
             .field("payload_len", &self.payload.len())
             .field("arrival", &self.arrival)
+            .field("defect", &self.defect)
             .finish()
     }
 }

@@ -160,6 +160,7 @@ fn make_record(shard: &ShardId, offset: u64, key: u64, payload: Bytes) -> Record
         sequence: Sequence::from_offset(offset),
         payload,
         arrival: SystemTime::now(),
+        defect: None,
     }
 }
 

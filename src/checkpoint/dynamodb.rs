@@ -1,0 +1,1 @@
+//! The DynamoDB checkpoint store (KCL lease table). Feature `dynamodb`.

@@ -1,0 +1,1 @@
+//! KPL aggregation format: de-aggregation and an encoder.
