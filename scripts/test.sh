@@ -1,9 +1,25 @@
 #!/usr/bin/env bash
 # The one command that sets up what the tests need and runs them all.
-# Later backends add their emulator here (moto for Kinesis, SNS, ...), started
-# by the tests themselves on a free loopback port.
+# Emulators are installed here and started by the tests themselves, each on a
+# free loopback port: moto (PyPI, server mode) for Kinesis and DynamoDB,
+# kinesis-local (npm) for Kinesis enhanced fan-out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+MOTO_VERSION=5.2.5
+KINESIS_LOCAL_VERSION=0.6.2
+
+if ! .venv/bin/python -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+  echo "installing moto[server]==$MOTO_VERSION into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
+
+if [ ! -x .emulators/node_modules/.bin/kinesis-local ]; then
+  echo "installing kinesis-local@$KINESIS_LOCAL_VERSION into .emulators"
+  mkdir -p .emulators
+  npm install --silent --no-audit --no-fund --prefix .emulators "kinesis-local@$KINESIS_LOCAL_VERSION"
+fi
 
 # Unit, integration, example and doc tests, with every feature on, plus the
 # benchmarks in criterion's quick test mode (each benchmark runs once).

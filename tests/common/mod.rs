@@ -1,0 +1,5 @@
+//! Shared test support: emulators started by the tests themselves.
+#![allow(dead_code)]
+
+#[cfg(any(feature = "kinesis", feature = "dynamodb"))]
+pub mod moto;
