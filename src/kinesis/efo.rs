@@ -1,0 +1,234 @@
+//! Enhanced fan-out: a registered stream consumer and one SubscribeToShard
+//! subscription per shard, renewed from the continuation sequence number.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::types::{
+    ConsumerStatus, ShardIteratorType, StartingPosition, SubscribeToShardEventStream,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::error::{CallError, classify};
+use super::reader::{ReaderExit, ResumeFilter, StartAt, after_failure, convert, end_shard};
+use super::source::{Settings, Shared, StreamRef};
+use crate::SourceError;
+use crate::record::{Batch, ShardId};
+
+async fn stream_arn(
+    client: &Client,
+    stream: &StreamRef,
+    settings: &Settings,
+) -> Result<String, SourceError> {
+    if let StreamRef::Arn(a) = stream {
+        return Ok(a.clone());
+    }
+    let call = client
+        .describe_stream_summary()
+        .stream_name(stream.name())
+        .send();
+    let resp = tokio::time::timeout(settings.call_timeout, call)
+        .await
+        .map_err(|_| SourceError::unavailable("DescribeStreamSummary: timed out"))?
+        .map_err(|e| classify("DescribeStreamSummary", e).into_source_error())?;
+    resp.stream_description_summary()
+        .map(|s| s.stream_arn().to_string())
+        .ok_or_else(|| {
+            SourceError::permanent("DescribeStreamSummary returned no stream description")
+        })
+}
+
+/// Registers `name` as a consumer of the stream, or finds it if it exists,
+/// and waits until it is ACTIVE (at most 2 minutes). Returns its ARN.
+pub(crate) async fn register_consumer(
+    client: &Client,
+    stream: &StreamRef,
+    name: &str,
+    settings: &Settings,
+) -> Result<String, SourceError> {
+    let stream_arn = stream_arn(client, stream, settings).await?;
+    let registered = client
+        .register_stream_consumer()
+        .stream_arn(&stream_arn)
+        .consumer_name(name)
+        .send()
+        .await;
+    let arn = match registered {
+        Ok(resp) => resp.consumer().map(|c| c.consumer_arn().to_string()),
+        Err(e) => match classify("RegisterStreamConsumer", e) {
+            // Already registered: look it up below.
+            CallError::InUse(_) => None,
+            other => return Err(other.into_source_error()),
+        },
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut req = client.describe_stream_consumer();
+        req = match &arn {
+            Some(a) => req.consumer_arn(a),
+            None => req.stream_arn(&stream_arn).consumer_name(name),
+        };
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| classify("DescribeStreamConsumer", e).into_source_error())?;
+        let Some(desc) = resp.consumer_description() else {
+            return Err(SourceError::permanent(
+                "DescribeStreamConsumer returned no consumer description",
+            ));
+        };
+        if *desc.consumer_status() == ConsumerStatus::Active {
+            return Ok(desc.consumer_arn().to_string());
+        }
+        if Instant::now() > deadline {
+            return Err(SourceError::unavailable(format!(
+                "stream consumer {name} is still {:?} after 2 minutes; try again later",
+                desc.consumer_status()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn starting_position(start: &StartAt) -> Result<StartingPosition, SourceError> {
+    let b = StartingPosition::builder();
+    let b = match start {
+        StartAt::After(seq) if seq.sub_sequence.is_some() => b
+            .r#type(ShardIteratorType::AtSequenceNumber)
+            .sequence_number(&seq.number),
+        StartAt::After(seq) => b
+            .r#type(ShardIteratorType::AfterSequenceNumber)
+            .sequence_number(&seq.number),
+        StartAt::TrimHorizon => b.r#type(ShardIteratorType::TrimHorizon),
+        StartAt::Latest => b.r#type(ShardIteratorType::Latest),
+        StartAt::Timestamp(t) => b
+            .r#type(ShardIteratorType::AtTimestamp)
+            .timestamp(aws_sdk_kinesis::primitives::DateTime::from(*t)),
+    };
+    b.build().map_err(|e| {
+        SourceError::permanent(format!("invalid starting position: {e}")).with_source(e)
+    })
+}
+
+/// Reads `shard` through SubscribeToShard until its end, the tip
+/// (`stop_at_tip`), a permanent error or the pipeline going away.
+pub(crate) async fn run(
+    shared: &Arc<Shared>,
+    shard: &ShardId,
+    start: StartAt,
+    tx: &mpsc::Sender<Result<Batch, SourceError>>,
+) -> ReaderExit {
+    let Some(consumer_arn) = shared.consumer_arn.clone() else {
+        return ReaderExit::Failed;
+    };
+    let settings = &shared.settings;
+    let mut filter = match &start {
+        StartAt::After(seq) => ResumeFilter::new(seq),
+        _ => None,
+    };
+    let mut from = start;
+    let mut failures = 0u32;
+    loop {
+        let position = match starting_position(&from) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return ReaderExit::Failed;
+            }
+        };
+        shared.counters.read_calls.fetch_add(1, Ordering::Relaxed);
+        let call = shared
+            .client
+            .subscribe_to_shard()
+            .consumer_arn(&consumer_arn)
+            .shard_id(shard.as_str())
+            .starting_position(position)
+            .send();
+        let mut output = match tokio::time::timeout(settings.call_timeout, call).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(e)) => {
+                let e = classify("SubscribeToShard", e);
+                if let Err(exit) =
+                    after_failure(shared, shard, "SubscribeToShard", e, &mut failures, tx).await
+                {
+                    return exit;
+                }
+                continue;
+            }
+            Err(_) => {
+                let e =
+                    CallError::Transient(SourceError::unavailable("SubscribeToShard: timed out"));
+                if let Err(exit) =
+                    after_failure(shared, shard, "SubscribeToShard", e, &mut failures, tx).await
+                {
+                    return exit;
+                }
+                continue;
+            }
+        };
+        let renew_at = Instant::now() + settings.resubscribe_after;
+        loop {
+            let event = tokio::select! {
+                e = output.event_stream.recv() => e,
+                _ = tokio::time::sleep_until(renew_at) => {
+                    tracing::debug!(%shard, "resubscribing");
+                    break;
+                }
+            };
+            let event = match event {
+                Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(event))) => event,
+                Ok(Some(other)) => {
+                    tracing::debug!(%shard, event = ?other, "ignoring an unknown event");
+                    continue;
+                }
+                // The subscription ended (Kinesis ends each after 5 minutes).
+                Ok(None) => break,
+                Err(e) => {
+                    shared
+                        .counters
+                        .transient_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%shard, error = %e, "subscription failed; resubscribing");
+                    failures += 1;
+                    tokio::time::sleep(super::reader::backoff(settings, failures, 1)).await;
+                    break;
+                }
+            };
+            failures = 0;
+            let behind = u64::try_from(event.millis_behind_latest).ok();
+            let continuation = event.continuation_sequence_number.clone();
+            let ended = event.child_shards.as_ref().is_some_and(|c| !c.is_empty())
+                || continuation.is_empty();
+            let raw = event.records;
+            let empty = raw.is_empty();
+            let mut records = Vec::with_capacity(raw.len());
+            for r in raw {
+                convert(shared, shard, r, filter.as_ref(), &mut records);
+            }
+            if !empty {
+                filter = None;
+            }
+            if !records.is_empty() {
+                shared
+                    .counters
+                    .records
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+                let mut batch = Batch::new(shard.clone(), records);
+                batch.millis_behind = behind;
+                if tx.send(Ok(batch)).await.is_err() {
+                    return ReaderExit::Closed;
+                }
+            }
+            if ended {
+                return end_shard(shard, tx).await;
+            }
+            from = StartAt::After(crate::Sequence::new(continuation));
+            if empty && behind.is_none_or(|m| m == 0) && settings.stop_at_tip {
+                return ReaderExit::CaughtUp;
+            }
+        }
+    }
+}

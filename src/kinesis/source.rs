@@ -1,0 +1,758 @@
+//! [`KinesisSource`]: every shard of a stream, read by one task per shard,
+//! resumed from a [`CheckpointStore`], in parent-before-child order across
+//! resharding.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::config::retry::RetryConfig;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+
+use super::error::{CallError, classify};
+use super::reader::{self, ReaderExit, StartAt};
+use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore};
+use crate::record::{Batch, Checkpoint, Position, ShardId};
+use crate::{Source, SourceError};
+
+/// Where to start reading a shard that has no checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartPosition {
+    /// The oldest record still in the stream (`TRIM_HORIZON`).
+    TrimHorizon,
+    /// Only records written after the reader starts (`LATEST`). Shards that
+    /// were already closed at start-up are skipped; children of shards that
+    /// close while the source runs are read from their start, so nothing
+    /// written after start-up is missed.
+    Latest,
+    /// Records that arrived at or after this time (`AT_TIMESTAMP`).
+    AtTimestamp(SystemTime),
+}
+
+/// A stream, named or by ARN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamRef {
+    /// A stream name, in the client's account and region.
+    Name(String),
+    /// A stream ARN, `arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`.
+    Arn(String),
+}
+
+impl StreamRef {
+    /// Parses `s` as an ARN when it starts with `arn:`, else as a name.
+    pub fn parse(s: impl Into<String>) -> Self {
+        let s = s.into();
+        if s.starts_with("arn:") {
+            StreamRef::Arn(s)
+        } else {
+            StreamRef::Name(s)
+        }
+    }
+
+    /// The stream's name: the part after `stream/` for an ARN. Checkpoints
+    /// are stored under this name, so a name and an ARN of one stream share
+    /// them.
+    pub fn name(&self) -> &str {
+        match self {
+            StreamRef::Name(n) => n,
+            StreamRef::Arn(a) => a.rsplit_once("stream/").map_or(a.as_str(), |(_, n)| n),
+        }
+    }
+}
+
+impl From<&str> for StreamRef {
+    fn from(s: &str) -> Self {
+        StreamRef::parse(s)
+    }
+}
+
+impl From<String> for StreamRef {
+    fn from(s: String) -> Self {
+        StreamRef::parse(s)
+    }
+}
+
+/// Counters a running [`KinesisSource`] keeps; read with
+/// [`KinesisSource::stats`]. They are also exported through the `metrics`
+/// crate as `streamsift_kinesis_*`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KinesisStats {
+    /// GetRecords calls made (or SubscribeToShard calls, with enhanced fan-out).
+    pub read_calls: u64,
+    /// Records handed to the pipeline (user records, after de-aggregation).
+    pub records: u64,
+    /// Calls answered with a throttling error.
+    pub throttled: u64,
+    /// Calls that failed transiently (5xx, connection, timeout) and were retried.
+    pub transient_errors: u64,
+    /// Shard iterators renewed after `ExpiredIteratorException`.
+    pub iterators_renewed: u64,
+    /// KPL aggregates that failed to unpack (sent on as defective records).
+    pub corrupt_aggregates: u64,
+    /// Shards read to their end.
+    pub shards_ended: u64,
+    /// ListShards rounds.
+    pub discoveries: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) read_calls: AtomicU64,
+    pub(crate) records: AtomicU64,
+    pub(crate) throttled: AtomicU64,
+    pub(crate) transient_errors: AtomicU64,
+    pub(crate) iterators_renewed: AtomicU64,
+    pub(crate) corrupt_aggregates: AtomicU64,
+    pub(crate) shards_ended: AtomicU64,
+    pub(crate) discoveries: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> KinesisStats {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        KinesisStats {
+            read_calls: get(&self.read_calls),
+            records: get(&self.records),
+            throttled: get(&self.throttled),
+            transient_errors: get(&self.transient_errors),
+            iterators_renewed: get(&self.iterators_renewed),
+            corrupt_aggregates: get(&self.corrupt_aggregates),
+            shards_ended: get(&self.shards_ended),
+            discoveries: get(&self.discoveries),
+        }
+    }
+}
+
+/// Settings shared by every reader of one source.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) start: StartPosition,
+    pub(crate) limit: i32,
+    pub(crate) min_call_interval: Duration,
+    pub(crate) idle_wait: Duration,
+    pub(crate) discovery_interval: Duration,
+    pub(crate) call_timeout: Duration,
+    pub(crate) initial_backoff: Duration,
+    pub(crate) max_backoff: Duration,
+    pub(crate) stop_at_tip: bool,
+    pub(crate) resubscribe_after: Duration,
+    pub(crate) seed: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            start: StartPosition::TrimHorizon,
+            limit: 10_000,
+            min_call_interval: Duration::from_millis(200),
+            idle_wait: Duration::from_secs(1),
+            discovery_interval: Duration::from_secs(60),
+            call_timeout: Duration::from_secs(30),
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+            stop_at_tip: false,
+            resubscribe_after: Duration::from_secs(300),
+            seed: 0x5eed,
+        }
+    }
+}
+
+/// What every task of one source shares.
+pub(crate) struct Shared {
+    pub(crate) client: Client,
+    pub(crate) stream: StreamRef,
+    pub(crate) settings: Settings,
+    pub(crate) store: Arc<dyn CheckpointStore>,
+    pub(crate) counters: Counters,
+    /// Enhanced fan-out consumer ARN, when enabled.
+    pub(crate) consumer_arn: Option<String>,
+    /// Shards whose `SHARD_END` checkpoint is stored.
+    finished: Mutex<HashSet<ShardId>>,
+    /// Shards ListShards reports as closed (an ending sequence number).
+    closed: Mutex<HashSet<ShardId>>,
+    wake: Notify,
+}
+
+impl Shared {
+    /// Whether ListShards has reported `shard` closed.
+    pub(crate) fn is_closed(&self, shard: &ShardId) -> bool {
+        self.closed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(shard)
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The client holds credentials: never print it.
+        f.debug_struct("Shared")
+            .field("stream", &self.stream)
+            .field("settings", &self.settings)
+            .field("store", &self.store)
+            .field("consumer_arn", &self.consumer_arn)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`KinesisSource`]; see [`KinesisSource::builder`].
+pub struct KinesisSourceBuilder {
+    client: Client,
+    stream: StreamRef,
+    settings: Settings,
+    store: Arc<dyn CheckpointStore>,
+    channel_capacity: usize,
+    consumer_name: Option<String>,
+}
+
+impl fmt::Debug for KinesisSourceBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KinesisSourceBuilder")
+            .field("stream", &self.stream)
+            .field("settings", &self.settings)
+            .field("store", &self.store)
+            .field("channel_capacity", &self.channel_capacity)
+            .field("consumer_name", &self.consumer_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KinesisSourceBuilder {
+    /// Where shards without a checkpoint start. Default: `TrimHorizon`.
+    pub fn start_position(mut self, start: StartPosition) -> Self {
+        self.settings.start = start;
+        self
+    }
+
+    /// Where checkpoints are loaded from and committed to. Default: a
+    /// [`MemoryCheckpointStore`], which forgets everything at exit; use a
+    /// [`FileCheckpointStore`](crate::checkpoint::FileCheckpointStore) or the
+    /// DynamoDB store in production.
+    pub fn checkpoints(mut self, store: impl CheckpointStore + 'static) -> Self {
+        self.store = Arc::new(store);
+        self
+    }
+
+    /// Like [`checkpoints`](Self::checkpoints), for a store that is shared.
+    pub fn checkpoints_shared(mut self, store: Arc<dyn CheckpointStore>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// The most records one GetRecords call asks for: 1 to 10,000 (the
+    /// Kinesis maximum, and the default). Values outside are clamped.
+    pub fn limit(mut self, limit: i32) -> Self {
+        self.settings.limit = limit.clamp(1, 10_000);
+        self
+    }
+
+    /// The shortest time between two GetRecords calls on one shard. Default
+    /// 200 ms, which keeps each shard within Kinesis' 5 calls per second.
+    /// Lower values are raised to 200 ms.
+    pub fn min_call_interval(mut self, interval: Duration) -> Self {
+        self.settings.min_call_interval = interval.max(Duration::from_millis(200));
+        self
+    }
+
+    /// How long a caught-up shard waits before polling again. Default 1 s.
+    pub fn idle_wait(mut self, wait: Duration) -> Self {
+        self.settings.idle_wait = wait;
+        self
+    }
+
+    /// How often ListShards runs to find new shards. Default 60 s. A shard
+    /// reaching its end triggers a ListShards at once as well.
+    pub fn discovery_interval(mut self, interval: Duration) -> Self {
+        self.settings.discovery_interval = interval;
+        self
+    }
+
+    /// The deadline of each Kinesis call. Default 30 s.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.call_timeout = timeout;
+        self
+    }
+
+    /// Backoff after throttling or a transient error: exponential from
+    /// `initial` up to `max`, with full jitter. Defaults 200 ms and 10 s.
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.settings.initial_backoff = initial;
+        self.settings.max_backoff = max.max(initial);
+        self
+    }
+
+    /// End the source (`next_batch` returns `None`) once every shard is read
+    /// up to the tip of the stream, instead of waiting for new records. For
+    /// batch jobs, replays and tests. Default: off.
+    pub fn stop_at_tip(mut self, stop: bool) -> Self {
+        self.settings.stop_at_tip = stop;
+        self
+    }
+
+    /// How many batches may wait between the readers and the pipeline, in
+    /// all. Each batch is at most one GetRecords response (10 MiB), so this
+    /// bounds the source's memory. Default 8.
+    pub fn channel_capacity(mut self, capacity: usize) -> Self {
+        self.channel_capacity = capacity.max(1);
+        self
+    }
+
+    /// Read with enhanced fan-out: register (or reuse) the stream consumer
+    /// `consumer_name` and receive records through SubscribeToShard over
+    /// HTTP/2 instead of polling GetRecords.
+    pub fn enhanced_fan_out(mut self, consumer_name: impl Into<String>) -> Self {
+        self.consumer_name = Some(consumer_name.into());
+        self
+    }
+
+    /// With enhanced fan-out, resubscribe after this long. Kinesis ends each
+    /// subscription after 5 minutes, the default; the reader resubscribes
+    /// from the last continuation sequence number either way.
+    pub fn resubscribe_after(mut self, after: Duration) -> Self {
+        self.settings.resubscribe_after = after;
+        self
+    }
+
+    /// The seed of the backoff jitter. Default fixed, so runs repeat.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.settings.seed = seed;
+        self
+    }
+
+    /// Loads the checkpoints, registers the enhanced fan-out consumer if
+    /// asked, and starts shard discovery and the readers.
+    ///
+    /// Fails if the checkpoint store cannot be read or the consumer cannot be
+    /// registered. A missing stream shows up as a permanent error from the
+    /// first [`next_batch`](Source::next_batch).
+    pub async fn build(self) -> Result<KinesisSource, SourceError> {
+        let checkpoints = self.store.load(self.stream.name()).await?;
+        let consumer_arn = match &self.consumer_name {
+            Some(name) => Some(
+                super::efo::register_consumer(&self.client, &self.stream, name, &self.settings)
+                    .await?,
+            ),
+            None => None,
+        };
+        let finished = checkpoints
+            .iter()
+            .filter(|(_, p)| matches!(p, Position::ShardEnd))
+            .map(|(s, _)| s.clone())
+            .collect();
+        let shared = Arc::new(Shared {
+            client: self.client,
+            stream: self.stream,
+            settings: self.settings,
+            store: self.store,
+            counters: Counters::default(),
+            consumer_arn,
+            finished: Mutex::new(finished),
+            closed: Mutex::new(HashSet::new()),
+            wake: Notify::new(),
+        });
+        let (tx, rx) = mpsc::channel(self.channel_capacity);
+        let task = tokio::spawn(coordinate(shared.clone(), tx, checkpoints));
+        Ok(KinesisSource {
+            shared,
+            rx: tokio::sync::Mutex::new(rx),
+            _task: AbortOnDrop(task),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads every shard of a Kinesis data stream.
+///
+/// - **One reader task per shard**, started from the shard's checkpoint
+///   (`AFTER_SEQUENCE_NUMBER`, or `AT_SEQUENCE_NUMBER` plus skipping the
+///   user records already done when the checkpoint is inside a KPL
+///   aggregate), or else from the [`StartPosition`].
+/// - **GetRecords** at most once per 200 ms per shard (Kinesis allows 5
+///   calls/s), at once again while `MillisBehindLatest > 0`, after
+///   [`idle_wait`](KinesisSourceBuilder::idle_wait) when caught up. Expired
+///   iterators are renewed after the last record read.
+/// - **Throttling and transient errors** are retried inside the reader with
+///   exponential backoff and full jitter, and counted
+///   ([`stats`](Self::stats), metrics `streamsift_kinesis_*`). Permanent
+///   errors (a missing stream, a refused permission) end the source with a
+///   [`SourceError::Permanent`] that says what to do.
+/// - **Resharding**: a shard's children start only after the shard, and both
+///   parents of a merge, are read to the end *and* their `SHARD_END`
+///   checkpoint is committed, so records of one partition key stay in order.
+/// - **KPL aggregates** are unpacked into user records with sub-sequence
+///   numbers; a corrupt aggregate becomes one record with
+///   [`Record::defect`](crate::Record::defect) set, which the pipeline
+///   dead-letters, and the shard goes on.
+/// - **Memory is bounded**: readers wait when
+///   [`channel_capacity`](KinesisSourceBuilder::channel_capacity) batches are
+///   queued.
+///
+/// The AWS SDK's own retries are turned off on the client the source uses,
+/// so that every retry is the source's, paced and counted.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use streamsift::checkpoint::FileCheckpointStore;
+/// use streamsift::kinesis::{KinesisSource, StartPosition};
+///
+/// let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+/// let source = KinesisSource::builder(aws_sdk_kinesis::Client::new(&config), "tweets")
+///     .start_position(StartPosition::TrimHorizon)
+///     .checkpoints(FileCheckpointStore::new("checkpoints"))
+///     .build()
+///     .await?;
+/// # let _ = source; Ok(()) }
+/// ```
+pub struct KinesisSource {
+    shared: Arc<Shared>,
+    rx: tokio::sync::Mutex<mpsc::Receiver<Result<Batch, SourceError>>>,
+    _task: AbortOnDrop,
+}
+
+impl fmt::Debug for KinesisSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KinesisSource")
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KinesisSource {
+    /// Starts building a source for `stream` (a name, or an ARN starting
+    /// with `arn:`) read through `client`.
+    pub fn builder(client: Client, stream: impl Into<StreamRef>) -> KinesisSourceBuilder {
+        // Our readers retry, pace and count every call themselves.
+        let conf = client
+            .config()
+            .to_builder()
+            .retry_config(RetryConfig::disabled())
+            .build();
+        KinesisSourceBuilder {
+            client: Client::from_conf(conf),
+            stream: stream.into(),
+            settings: Settings::default(),
+            store: Arc::new(MemoryCheckpointStore::new()),
+            channel_capacity: 8,
+            consumer_name: None,
+        }
+    }
+
+    /// Like [`builder`](Self::builder), with a client made from `config`
+    /// (credentials, region and endpoint URL come from it).
+    pub fn from_conf(
+        config: &aws_config::SdkConfig,
+        stream: impl Into<StreamRef>,
+    ) -> KinesisSourceBuilder {
+        Self::builder(Client::new(config), stream)
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> KinesisStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// The stream this source reads.
+    pub fn stream(&self) -> &StreamRef {
+        &self.shared.stream
+    }
+}
+
+impl Source for KinesisSource {
+    async fn next_batch(&self) -> Result<Option<Batch>, SourceError> {
+        // Cancel-safe: the pipeline drops this future on shutdown.
+        let mut rx = self.rx.lock().await;
+        match rx.recv().await {
+            Some(Ok(batch)) => Ok(Some(batch)),
+            Some(Err(e)) => Err(e),
+            None => Ok(None),
+        }
+    }
+
+    async fn commit(&self, checkpoints: Vec<Checkpoint>) -> Result<(), SourceError> {
+        if checkpoints.is_empty() {
+            return Ok(());
+        }
+        self.shared
+            .store
+            .save(self.shared.stream.name(), &checkpoints)
+            .await?;
+        let mut ended = false;
+        {
+            let mut finished = self
+                .shared
+                .finished
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for c in &checkpoints {
+                if c.position == Position::ShardEnd {
+                    ended |= finished.insert(c.shard.clone());
+                }
+            }
+        }
+        if ended {
+            self.shared.wake.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// One shard as ListShards reported it.
+#[derive(Clone, Debug)]
+struct ShardInfo {
+    parents: Vec<ShardId>,
+    closed: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Known, not started: waiting for its parents.
+    Waiting,
+    /// A reader task is running.
+    Running,
+    /// The reader sent the shard's last batch; its `SHARD_END` commit is
+    /// awaited.
+    Ended,
+    /// Caught up and stopped (`stop_at_tip`), or its `SHARD_END` is stored.
+    Idle,
+    /// Closed at start-up under `LATEST`: never read, and done for its
+    /// children's sake.
+    Skipped,
+}
+
+async fn list_shards(shared: &Shared) -> Result<Vec<(ShardId, ShardInfo)>, CallError> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut req = shared.client.list_shards().max_results(1000);
+        req = match &token {
+            // With a token, the stream must not be named again.
+            Some(t) => req.next_token(t),
+            None => match &shared.stream {
+                StreamRef::Name(n) => req.stream_name(n),
+                StreamRef::Arn(a) => req.stream_arn(a),
+            },
+        };
+        let resp = match tokio::time::timeout(shared.settings.call_timeout, req.send()).await {
+            Ok(r) => r.map_err(|e| classify("ListShards", e))?,
+            Err(_) => {
+                return Err(CallError::Transient(SourceError::unavailable(
+                    "ListShards: timed out",
+                )));
+            }
+        };
+        for s in resp.shards() {
+            let parents = s
+                .parent_shard_id()
+                .into_iter()
+                .chain(s.adjacent_parent_shard_id())
+                .map(ShardId::new)
+                .collect();
+            let closed = s
+                .sequence_number_range()
+                .and_then(|r| r.ending_sequence_number())
+                .is_some();
+            out.push((ShardId::new(s.shard_id()), ShardInfo { parents, closed }));
+        }
+        match resp.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// Finds shards, starts readers in lineage order, and ends the channel when
+/// `stop_at_tip` is set and nothing is left to read.
+async fn coordinate(
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Result<Batch, SourceError>>,
+    checkpoints: BTreeMap<ShardId, Position>,
+) {
+    let mut known: HashMap<ShardId, (ShardInfo, State)> = HashMap::new();
+    let mut readers: JoinSet<(ShardId, ReaderExit)> = JoinSet::new();
+    let mut first_listing = true;
+    let mut discover = true;
+    let mut failures = 0u32;
+    let mut next_discovery = tokio::time::Instant::now();
+    loop {
+        if discover || tokio::time::Instant::now() >= next_discovery {
+            discover = false;
+            shared.counters.discoveries.fetch_add(1, Ordering::Relaxed);
+            match list_shards(&shared).await {
+                Ok(shards) => {
+                    failures = 0;
+                    next_discovery =
+                        tokio::time::Instant::now() + shared.settings.discovery_interval;
+                    {
+                        let mut closed = shared.closed.lock().unwrap_or_else(|p| p.into_inner());
+                        closed.extend(
+                            shards
+                                .iter()
+                                .filter(|(_, i)| i.closed)
+                                .map(|(id, _)| id.clone()),
+                        );
+                    }
+                    for (id, info) in shards {
+                        if let Some((known_info, _)) = known.get_mut(&id) {
+                            known_info.closed |= info.closed;
+                            continue;
+                        }
+                        if !info.parents.is_empty()
+                            && let Err(e) = shared
+                                .store
+                                .record_lineage(shared.stream.name(), &id, &info.parents)
+                                .await
+                        {
+                            tracing::warn!(shard = %id, error = %e, "could not record shard lineage");
+                        }
+                        let skip = first_listing
+                            && info.closed
+                            && shared.settings.start == StartPosition::Latest
+                            && !checkpoints.contains_key(&id);
+                        let state = if skip { State::Skipped } else { State::Waiting };
+                        if skip {
+                            tracing::debug!(shard = %id, "closed at start-up with LATEST: skipped");
+                        }
+                        known.insert(id, (info, state));
+                    }
+                }
+                Err(CallError::Permanent(e)) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+                Err(other) => {
+                    failures += 1;
+                    if matches!(other, CallError::Throttled(_)) {
+                        shared.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        shared
+                            .counters
+                            .transient_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    let wait = reader::backoff(&shared.settings, failures, u64::MAX);
+                    tracing::warn!(error = ?other, ?wait, "ListShards failed; will retry");
+                    next_discovery = tokio::time::Instant::now() + wait;
+                }
+            }
+        }
+
+        // Start every waiting shard whose parents are all done. A parent
+        // that ListShards no longer reports has aged out of the stream and
+        // counts as done.
+        let finished = shared
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let ready: Vec<ShardId> = known
+            .iter()
+            .filter(|(id, (info, state))| {
+                *state == State::Waiting
+                    && !finished.contains(*id)
+                    && info.parents.iter().all(|p| {
+                        finished.contains(p)
+                            || !known.contains_key(p)
+                            || known.get(p).is_some_and(|(_, s)| *s == State::Skipped)
+                    })
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ready {
+            let start = match checkpoints.get(&id) {
+                Some(Position::Sequence(seq)) => StartAt::After(seq.clone()),
+                Some(Position::ShardEnd) => continue,
+                None => {
+                    let is_root = known.get(&id).is_some_and(|(info, _)| {
+                        info.parents.iter().all(|p| !known.contains_key(p))
+                    });
+                    match shared.settings.start {
+                        StartPosition::TrimHorizon => StartAt::TrimHorizon,
+                        StartPosition::AtTimestamp(t) => StartAt::Timestamp(t),
+                        // Children of shards read in this run start at their
+                        // beginning: LATEST there would skip records.
+                        StartPosition::Latest if first_listing && is_root => StartAt::Latest,
+                        StartPosition::Latest => StartAt::TrimHorizon,
+                    }
+                }
+            };
+            if let Some((_, state)) = known.get_mut(&id) {
+                *state = State::Running;
+            }
+            tracing::debug!(shard = %id, ?start, "starting shard reader");
+            let shared = shared.clone();
+            let tx = tx.clone();
+            readers.spawn(async move {
+                let exit = reader::run(&shared, &id, start, &tx).await;
+                (id, exit)
+            });
+        }
+        // Shards whose SHARD_END is stored never need a reader.
+        for (id, (_, state)) in known.iter_mut() {
+            if *state == State::Waiting && finished.contains(id) {
+                *state = State::Idle;
+            }
+            if *state == State::Ended && finished.contains(id) {
+                *state = State::Idle;
+            }
+        }
+        first_listing = false;
+
+        if shared.settings.stop_at_tip
+            && readers.is_empty()
+            && !known
+                .values()
+                .any(|(_, s)| matches!(s, State::Waiting | State::Ended))
+            && !known.is_empty()
+        {
+            tracing::debug!("every shard read to the tip: ending the source");
+            return;
+        }
+        if tx.is_closed() {
+            return;
+        }
+
+        tokio::select! {
+            Some(joined) = readers.join_next(), if !readers.is_empty() => {
+                match joined {
+                    Ok((id, exit)) => {
+                        let state = match exit {
+                            ReaderExit::ShardEnd => {
+                                shared.counters.shards_ended.fetch_add(1, Ordering::Relaxed);
+                                // Its children should exist now: look at once.
+                                discover = true;
+                                State::Ended
+                            }
+                            ReaderExit::CaughtUp => State::Idle,
+                            ReaderExit::Failed | ReaderExit::Closed => {
+                                return;
+                            }
+                        };
+                        if let Some((_, s)) = known.get_mut(&id) {
+                            *s = state;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(SourceError::permanent(format!("a shard reader panicked: {e}"))))
+                            .await;
+                        return;
+                    }
+                }
+            }
+            _ = shared.wake.notified() => {}
+            _ = tokio::time::sleep_until(next_discovery) => {}
+        }
+    }
+}

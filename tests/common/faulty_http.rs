@@ -1,0 +1,181 @@
+//! An HTTP client for the AWS SDK that sits between the SDK and a real
+//! emulator: it records every call (operation, time, shard) and answers
+//! chosen calls itself with scripted errors, so throttling, 5xx and expired
+//! iterators can be tested over a real connection.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::http::StatusCode;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::byte_stream::ByteStream;
+use tokio::time::Instant;
+
+/// One call the SDK made.
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// The operation, from `X-Amz-Target` (`GetRecords`, ...).
+    pub op: String,
+    /// When the request reached this client.
+    pub at: Instant,
+    /// The shard it was for, when known (GetShardIterator names it; a
+    /// GetRecords call is traced through the iterator it used).
+    pub shard: Option<String>,
+    /// Whether the answer was scripted (an injected fault).
+    pub injected: bool,
+}
+
+/// A scripted fault: answer the `nth` call (1-based) of `op` with `status`
+/// and the error `code`.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    pub op: &'static str,
+    pub nth: usize,
+    pub status: u16,
+    pub code: &'static str,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    calls: Vec<Call>,
+    counts: HashMap<String, usize>,
+    faults: Vec<Fault>,
+    iterators: HashMap<String, String>,
+}
+
+/// Records calls and injects faults; clone it to keep a handle for asserts.
+#[derive(Clone, Debug)]
+pub struct FaultyHttp {
+    inner: SharedHttpClient,
+    state: Arc<Mutex<State>>,
+}
+
+impl FaultyHttp {
+    /// Wraps `inner` (the SDK's default client, from a loaded config).
+    pub fn new(inner: SharedHttpClient, faults: Vec<Fault>) -> Self {
+        FaultyHttp {
+            inner,
+            state: Arc::new(Mutex::new(State {
+                faults,
+                ..State::default()
+            })),
+        }
+    }
+
+    /// Every call so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    /// Calls of one operation.
+    pub fn calls_of(&self, op: &str) -> Vec<Call> {
+        self.calls().into_iter().filter(|c| c.op == op).collect()
+    }
+}
+
+impl HttpClient for FaultyHttp {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(FaultyConnector {
+            inner: self.inner.http_connector(settings, components),
+            state: self.state.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct FaultyConnector {
+    inner: SharedHttpConnector,
+    state: Arc<Mutex<State>>,
+}
+
+fn json_field(body: &[u8], field: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get(field)?.as_str().map(str::to_string)
+}
+
+impl HttpConnector for FaultyConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let op = request
+            .headers()
+            .get("x-amz-target")
+            .and_then(|t| t.rsplit('.').next())
+            .unwrap_or("")
+            .to_string();
+        let body = request
+            .body()
+            .bytes()
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        let shard = {
+            let st = self.state.lock().unwrap();
+            match op.as_str() {
+                "GetShardIterator" => json_field(&body, "ShardId"),
+                "GetRecords" => {
+                    json_field(&body, "ShardIterator").and_then(|it| st.iterators.get(&it).cloned())
+                }
+                _ => None,
+            }
+        };
+        let fault = {
+            let mut st = self.state.lock().unwrap();
+            let n = {
+                let c = st.counts.entry(op.clone()).or_default();
+                *c += 1;
+                *c
+            };
+            let fault = st.faults.iter().find(|f| f.op == op && f.nth == n).cloned();
+            st.calls.push(Call {
+                op: op.clone(),
+                at: Instant::now(),
+                shard: shard.clone(),
+                injected: fault.is_some(),
+            });
+            fault
+        };
+        if let Some(fault) = fault {
+            let body = format!(
+                r#"{{"__type":"{}","message":"injected by the test"}}"#,
+                fault.code
+            );
+            let mut resp = HttpResponse::new(
+                StatusCode::try_from(fault.status).expect("valid status"),
+                SdkBody::from(body),
+            );
+            resp.headers_mut()
+                .insert("content-type", "application/x-amz-json-1.1");
+            resp.headers_mut().insert("x-amzn-requestid", "injected");
+            return HttpConnectorFuture::ready(Ok(resp));
+        }
+        let inner = self.inner.clone();
+        let state = self.state.clone();
+        HttpConnectorFuture::new(async move {
+            let mut resp = inner.call(request).await?;
+            // Learn which shard an iterator belongs to, to attribute
+            // GetRecords calls. Only for the small JSON answers of these two.
+            if let (Some(shard), true) = (shard, op == "GetShardIterator" || op == "GetRecords") {
+                let bytes = ByteStream::new(resp.take_body())
+                    .collect()
+                    .await
+                    .map(|b| b.into_bytes())
+                    .unwrap_or_default();
+                let next = json_field(&bytes, "ShardIterator")
+                    .or_else(|| json_field(&bytes, "NextShardIterator"));
+                if let Some(it) = next {
+                    state.lock().unwrap().iterators.insert(it, shard);
+                }
+                *resp.body_mut() = SdkBody::from(bytes);
+            }
+            Ok(resp)
+        })
+    }
+}
