@@ -3,5 +3,7 @@
 
 #[cfg(feature = "kinesis")]
 pub mod faulty_http;
+#[cfg(feature = "kinesis")]
+pub mod kinesis_local;
 #[cfg(any(feature = "kinesis", feature = "dynamodb"))]
 pub mod moto;

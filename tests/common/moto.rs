@@ -37,7 +37,7 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-fn http_ok(port: u16, path: &str) -> bool {
+pub fn http_ok(port: u16, path: &str) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
@@ -97,7 +97,11 @@ pub async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
         .region(aws_config::Region::new("us-east-1"))
         .endpoint_url(endpoint)
         .credentials_provider(aws_credential_types::Credentials::new(
-            "testing", "testing", None, None, "streamsift-tests",
+            "testing",
+            "testing",
+            None,
+            None,
+            "streamsift-tests",
         ))
         .load()
         .await
