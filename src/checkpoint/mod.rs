@@ -99,8 +99,75 @@ impl From<CheckpointError> for crate::SourceError {
     }
 }
 
+/// Describes a position for error messages: `sequence 42`, `sequence 42
+/// sub-sequence 3`, or `SHARD_END`.
+pub(crate) fn describe(position: &Position) -> String {
+    match position {
+        Position::Sequence(seq) => match seq.sub_sequence {
+            Some(sub) => format!("sequence {} sub-sequence {sub}", seq.number),
+            None => format!("sequence {}", seq.number),
+        },
+        Position::ShardEnd => "SHARD_END".to_string(),
+    }
+}
+
+/// The error every store gives for a save that would move a shard back.
+pub(crate) fn backwards(
+    stream: &str,
+    shard: &ShardId,
+    stored: &Position,
+    attempted: &Position,
+) -> CheckpointError {
+    CheckpointError::permanent(format!(
+        "refused to move shard {shard} of stream {stream:?} backwards: stored {}, attempted {}; \
+         positions only move forward, so another worker is probably checkpointing the same shard \
+         (or this one restarted from an older position)",
+        describe(stored),
+        describe(attempted),
+    ))
+}
+
+/// Checks a batch before any store sees it and folds it into the last
+/// position per shard. A sequence number must not be empty, and a shard named
+/// twice must not go backwards within the batch.
+pub(crate) fn fold_batch(
+    stream: &str,
+    checkpoints: &[Checkpoint],
+) -> Result<BTreeMap<ShardId, Position>, CheckpointError> {
+    let mut folded: BTreeMap<ShardId, Position> = BTreeMap::new();
+    for cp in checkpoints {
+        if cp.shard.as_str().is_empty() {
+            return Err(CheckpointError::permanent(format!(
+                "checkpoint for stream {stream:?} has an empty shard id; expected a shard id such as \
+                 shardId-000000000000"
+            )));
+        }
+        if let Position::Sequence(seq) = &cp.position
+            && seq.number.is_empty()
+        {
+            return Err(CheckpointError::permanent(format!(
+                "checkpoint for shard {} of stream {stream:?} has an empty sequence number; \
+                 expected the sequence number of the last record done",
+                cp.shard
+            )));
+        }
+        if let Some(prev) = folded.get(&cp.shard)
+            && !is_forward(prev, &cp.position)
+        {
+            return Err(backwards(stream, &cp.shard, prev, &cp.position));
+        }
+        folded.insert(cp.shard.clone(), cp.position.clone());
+    }
+    Ok(folded)
+}
+
 mod file;
 mod memory;
 
+pub use file::FileCheckpointStore;
+pub use memory::MemoryCheckpointStore;
+
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
+#[cfg(feature = "dynamodb")]
+pub use dynamodb::{DynamoDbCheckpointStore, LeaseKeys, LeaseRecord};

@@ -1,0 +1,1098 @@
+//! The checkpoint stores: one conformance suite run against the in-memory,
+//! file and DynamoDB (moto) stores, then what is particular to each.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use streamsift::checkpoint::{CheckpointStore, FileCheckpointStore, MemoryCheckpointStore};
+use streamsift::{Checkpoint, CheckpointError, Position, Sequence, ShardId};
+
+/// A 56-digit sequence number as AWS gives them.
+const AWS_SEQ: &str = "49590338271490256608559692538361571095921575989136588898";
+const AWS_SEQ_NEXT: &str = "49590338271490256608559692538361571095921575989136588899";
+
+fn seq(n: &str) -> Position {
+    Position::Sequence(Sequence::new(n))
+}
+
+fn sub(n: &str, s: u64) -> Position {
+    Position::Sequence(Sequence::with_sub_sequence(n, s))
+}
+
+fn cp(shard: &str, position: Position) -> Checkpoint {
+    Checkpoint {
+        shard: ShardId::new(shard),
+        position,
+    }
+}
+
+fn shard(id: &str) -> ShardId {
+    ShardId::new(id)
+}
+
+/// Asserts a refused backwards save: permanent, naming the shard and both
+/// positions.
+fn assert_refused(result: Result<(), CheckpointError>, shard: &str, stored: &str, attempted: &str) {
+    let err = match result {
+        Ok(()) => panic!("a backwards save of {shard} ({stored} -> {attempted}) was accepted"),
+        Err(e) => e,
+    };
+    assert!(
+        !err.is_retryable(),
+        "a backwards save must be permanent: {err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("backwards"), "{text}");
+    assert!(text.contains(shard), "names the shard: {text}");
+    assert!(
+        text.contains(&format!("stored {stored}")),
+        "names the stored position: {text}"
+    );
+    assert!(
+        text.contains(&format!("attempted {attempted}")),
+        "names the attempted position: {text}"
+    );
+}
+
+async fn load(store: &impl CheckpointStore, stream: &str) -> BTreeMap<ShardId, Position> {
+    match store.load(stream).await {
+        Ok(map) => map,
+        Err(e) => panic!("load {stream}: {e}"),
+    }
+}
+
+async fn save(store: &impl CheckpointStore, stream: &str, checkpoints: &[Checkpoint]) {
+    if let Err(e) = store.save(stream, checkpoints).await {
+        panic!("save {stream} {checkpoints:?}: {e}");
+    }
+}
+
+/// What every [`CheckpointStore`] must do. `store` must be empty.
+async fn conformance<S: CheckpointStore + 'static>(store: Arc<S>) {
+    let s = &*store;
+
+    // A stream never seen loads as empty.
+    assert!(load(s, "never-seen").await.is_empty());
+
+    // Round trip, with a sub-sequence and SHARD_END.
+    let trip = "round-trip";
+    save(
+        s,
+        trip,
+        &[
+            cp("shardId-000000000000", seq("5")),
+            cp("shardId-000000000001", sub("7", 2)),
+            cp("shardId-000000000002", Position::ShardEnd),
+        ],
+    )
+    .await;
+    let expected: BTreeMap<ShardId, Position> = [
+        (shard("shardId-000000000000"), seq("5")),
+        (shard("shardId-000000000001"), sub("7", 2)),
+        (shard("shardId-000000000002"), Position::ShardEnd),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(load(s, trip).await, expected);
+
+    // Forward only, comparing sequence numbers as integers.
+    let fwd = "forward-only";
+    save(s, fwd, &[cp("s0", seq("9"))]).await;
+    save(s, fwd, &[cp("s0", seq("10"))]).await;
+    assert_refused(
+        s.save(fwd, &[cp("s0", seq("9"))]).await,
+        "s0",
+        "sequence 10",
+        "sequence 9",
+    );
+    save(s, fwd, &[cp("s0", seq("10"))]).await; // the same position again is fine
+    save(s, fwd, &[cp("s0", seq(AWS_SEQ))]).await;
+    assert_refused(
+        s.save(fwd, &[cp("s0", seq("9"))]).await,
+        "s0",
+        &format!("sequence {AWS_SEQ}"),
+        "sequence 9",
+    );
+    assert_refused(
+        s.save(
+            fwd,
+            &[cp(
+                "s0",
+                seq("99999999999999999999999999999999999999999999999999999"),
+            )],
+        )
+        .await,
+        "s0",
+        &format!("sequence {AWS_SEQ}"),
+        "sequence 99999999999999999999999999999999999999999999999999999",
+    );
+    save(s, fwd, &[cp("s0", seq(AWS_SEQ_NEXT))]).await;
+    assert_eq!(
+        load(s, fwd).await.get(&shard("s0")),
+        Some(&seq(AWS_SEQ_NEXT))
+    );
+
+    // Sub-sequences: user records of an aggregate, then the whole aggregate.
+    save(s, fwd, &[cp("s1", sub("7", 2))]).await;
+    assert_refused(
+        s.save(fwd, &[cp("s1", sub("7", 1))]).await,
+        "s1",
+        "sequence 7 sub-sequence 2",
+        "sequence 7 sub-sequence 1",
+    );
+    save(s, fwd, &[cp("s1", seq("7"))]).await;
+    assert_refused(
+        s.save(fwd, &[cp("s1", sub("7", 3))]).await,
+        "s1",
+        "sequence 7",
+        "sequence 7 sub-sequence 3",
+    );
+    save(s, fwd, &[cp("s1", sub("8", 0))]).await;
+    assert_eq!(load(s, fwd).await.get(&shard("s1")), Some(&sub("8", 0)));
+
+    // SHARD_END is final.
+    save(s, fwd, &[cp("s2", seq("1"))]).await;
+    save(s, fwd, &[cp("s2", Position::ShardEnd)]).await;
+    assert_refused(
+        s.save(fwd, &[cp("s2", seq("1000"))]).await,
+        "s2",
+        "SHARD_END",
+        "sequence 1000",
+    );
+    save(s, fwd, &[cp("s2", Position::ShardEnd)]).await;
+    assert_eq!(
+        load(s, fwd).await.get(&shard("s2")),
+        Some(&Position::ShardEnd)
+    );
+
+    // A batch with a backwards checkpoint stores none of it.
+    let err = s
+        .save(fwd, &[cp("s4", seq("50")), cp("s0", seq("1"))])
+        .await
+        .expect_err("a batch moving s0 back must fail");
+    assert!(!err.is_retryable(), "{err}");
+    assert_eq!(
+        load(s, fwd).await.get(&shard("s4")),
+        None,
+        "nothing of the batch stored"
+    );
+    // So does a batch that goes backwards within itself.
+    let err = s
+        .save(fwd, &[cp("s5", seq("3")), cp("s5", seq("2"))])
+        .await
+        .expect_err("a batch moving s5 back within itself must fail");
+    assert!(err.to_string().contains("backwards"), "{err}");
+    assert_eq!(load(s, fwd).await.get(&shard("s5")), None);
+    // An empty sequence number is refused.
+    let err = s
+        .save(fwd, &[cp("s6", seq(""))])
+        .await
+        .expect_err("empty sequence number");
+    assert!(!err.is_retryable(), "{err}");
+
+    // Streams are isolated, including names that escape alike.
+    let streams = [
+        "tweets",
+        "tweets-2",
+        "arn:aws:kinesis:us-east-1:123456789012:stream/tweets",
+        "a/b",
+        "a%2Fb",
+        "a:b",
+    ];
+    for (i, stream) in streams.iter().enumerate() {
+        save(
+            s,
+            stream,
+            &[cp("shardId-000000000000", seq(&(i * 10 + 1).to_string()))],
+        )
+        .await;
+    }
+    for (i, stream) in streams.iter().enumerate() {
+        let expected: BTreeMap<ShardId, Position> = [(
+            shard("shardId-000000000000"),
+            seq(&(i * 10 + 1).to_string()),
+        )]
+        .into_iter()
+        .collect();
+        assert_eq!(load(s, stream).await, expected, "stream {stream}");
+    }
+
+    // Concurrent saves: each shard ends at its highest position, whatever the
+    // interleaving; the others are either stored and overtaken or refused.
+    let conc = "concurrent";
+    let mut tasks = Vec::new();
+    for n in [3u64, 8, 1, 6, 2, 7, 5, 4] {
+        for shard_no in 0..4 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                let shard = format!("shardId-00000000000{shard_no}");
+                store
+                    .save(conc, &[cp(&shard, seq(&n.to_string()))])
+                    .await
+                    .map_err(|e| (shard, n, e))
+            }));
+        }
+    }
+    for task in tasks {
+        match task.await.expect("save task panicked") {
+            Ok(()) => {}
+            Err((shard, n, e)) => {
+                let text = e.to_string();
+                assert!(
+                    !e.is_retryable() && text.contains("backwards"),
+                    "save of {shard} to {n} failed for another reason than a refusal: {text}"
+                );
+            }
+        }
+    }
+    let expected: BTreeMap<ShardId, Position> = (0..4)
+        .map(|i| (shard(&format!("shardId-00000000000{i}")), seq("8")))
+        .collect();
+    assert_eq!(load(s, conc).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_conforms() {
+    conformance(Arc::new(MemoryCheckpointStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_store_conforms() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    conformance(Arc::new(FileCheckpointStore::new(
+        dir.path().join("checkpoints"),
+    )))
+    .await;
+}
+
+#[tokio::test]
+async fn memory_store_can_be_inspected_and_seeded() {
+    let store = MemoryCheckpointStore::new();
+    let view = store.clone();
+    save(&store, "tweets", &[cp("s0", seq("4"))]).await;
+    assert_eq!(view.positions("tweets").get(&shard("s0")), Some(&seq("4")));
+    assert_eq!(view.streams(), vec!["tweets".to_string()]);
+    assert_eq!(view.save_count(), 1);
+    assert!(store.save("tweets", &[cp("s0", seq("3"))]).await.is_err());
+    assert_eq!(view.save_count(), 1, "a refused save is not counted");
+
+    store
+        .record_lineage("tweets", &shard("s2"), &[shard("s0"), shard("s1")])
+        .await
+        .expect("lineage");
+    assert_eq!(
+        view.lineage("tweets").get(&shard("s2")),
+        Some(&vec![shard("s0"), shard("s1")])
+    );
+
+    // Seeding bypasses the forward-only rule, for setting up a restart.
+    view.seed("tweets", shard("s0"), seq("1"));
+    assert_eq!(
+        load(&store, "tweets").await.get(&shard("s0")),
+        Some(&seq("1"))
+    );
+}
+
+mod file {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_new_store_over_the_same_directory_sees_the_data() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = FileCheckpointStore::new(dir.path());
+        save(
+            &first,
+            "tweets",
+            &[cp("s0", sub(AWS_SEQ, 4)), cp("s1", Position::ShardEnd)],
+        )
+        .await;
+        drop(first);
+        let second = FileCheckpointStore::new(dir.path());
+        let expected: BTreeMap<ShardId, Position> = [
+            (shard("s0"), sub(AWS_SEQ, 4)),
+            (shard("s1"), Position::ShardEnd),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(load(&second, "tweets").await, expected);
+        // And it keeps refusing to go back.
+        assert_refused(
+            second.save("tweets", &[cp("s1", seq("5"))]).await,
+            "s1",
+            "SHARD_END",
+            "sequence 5",
+        );
+    }
+
+    #[tokio::test]
+    async fn the_file_is_versioned_json_named_after_the_stream() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = FileCheckpointStore::new(dir.path());
+        let stream = "arn:aws:kinesis:us-east-1:123456789012:stream/tweets";
+        save(&store, stream, &[cp("shardId-000000000000", sub("12", 3))]).await;
+        let path = store.path_for(stream);
+        assert_eq!(path.parent(), Some(dir.path()));
+        let text = std::fs::read_to_string(&path).expect("the stream's file exists");
+        let json: serde_json::Value = serde_json::from_str(&text).expect("the file is JSON");
+        assert_eq!(json["format"], "streamsift-checkpoints");
+        assert_eq!(json["version"], 1);
+        assert_eq!(json["stream"], stream);
+        assert_eq!(json["shards"]["shardId-000000000000"]["number"], "12");
+        assert_eq!(json["shards"]["shardId-000000000000"]["sub_sequence"], 3);
+        // Only the one file: the temp file was renamed, not left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[tokio::test]
+    async fn a_temp_file_left_by_a_crash_does_not_matter() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = FileCheckpointStore::new(dir.path());
+        save(&store, "tweets", &[cp("s0", seq("10"))]).await;
+        let name = store
+            .path_for("tweets")
+            .file_name()
+            .expect("file name")
+            .to_string_lossy()
+            .into_owned();
+        // What a crash between writing and renaming leaves: a half-written
+        // temp file next to the good one.
+        let temp = dir.path().join(format!(".{name}.tmp-999999-0"));
+        std::fs::write(&temp, b"{\"format\": \"streamsift-checkp").expect("write temp");
+        assert_eq!(
+            load(&store, "tweets").await.get(&shard("s0")),
+            Some(&seq("10"))
+        );
+        save(&store, "tweets", &[cp("s0", seq("11"))]).await;
+        let reopened = FileCheckpointStore::new(dir.path());
+        assert_eq!(
+            load(&reopened, "tweets").await.get(&shard("s0")),
+            Some(&seq("11"))
+        );
+    }
+
+    fn assert_corrupt(err: CheckpointError, path: &std::path::Path, what: &str) {
+        assert!(!err.is_retryable(), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&path.display().to_string()),
+            "names the path: {text}"
+        );
+        assert!(text.contains(what), "says what is wrong ({what}): {text}");
+        assert!(text.contains("move it away"), "says what to do: {text}");
+    }
+
+    #[tokio::test]
+    async fn a_truncated_file_is_a_clear_error_and_is_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = FileCheckpointStore::new(dir.path());
+        save(
+            &store,
+            "tweets",
+            &[cp("s0", seq("10")), cp("s1", seq("20"))],
+        )
+        .await;
+        let path = store.path_for("tweets");
+        let full = std::fs::read(&path).expect("read");
+        let torn = &full[..full.len() / 2];
+        std::fs::write(&path, torn).expect("truncate");
+
+        let err = store
+            .load("tweets")
+            .await
+            .expect_err("a torn file must not load");
+        assert_corrupt(err, &path, "not a complete JSON object");
+        // A save does not paper over it either, and leaves the file as it is.
+        let err = store
+            .save("tweets", &[cp("s0", seq("30"))])
+            .await
+            .expect_err("a save over a torn file must fail");
+        assert_corrupt(err, &path, "not a complete JSON object");
+        assert_eq!(std::fs::read(&path).expect("read"), torn);
+    }
+
+    #[tokio::test]
+    async fn empty_wrong_format_and_newer_files_are_clear_errors() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = FileCheckpointStore::new(dir.path());
+        let path = store.path_for("tweets");
+
+        std::fs::write(&path, b"").expect("write");
+        let err = store.load("tweets").await.expect_err("empty file");
+        assert_corrupt(err, &path, "it is empty");
+
+        std::fs::write(&path, br#"{"shards": {}}"#).expect("write");
+        let err = store.load("tweets").await.expect_err("no format field");
+        assert_corrupt(err, &path, "no format field");
+
+        std::fs::write(
+            &path,
+            br#"{"format": "streamsift-checkpoints", "version": 1, "stream": "tweets",
+                 "shards": {"s0": {"kind": "sequence"}}}"#,
+        )
+        .expect("write");
+        let err = store.load("tweets").await.expect_err("missing number");
+        assert_corrupt(err, &path, "do not match format version 1");
+
+        std::fs::write(
+            &path,
+            br#"{"format": "streamsift-checkpoints", "version": 2, "stream": "tweets", "shards": {}}"#,
+        )
+        .expect("write");
+        let err = store.load("tweets").await.expect_err("newer version");
+        assert!(err.to_string().contains("newer streamsift"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_file_of_another_stream_is_not_read_as_this_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = FileCheckpointStore::new(dir.path());
+        save(&store, "a", &[cp("s0", seq("10"))]).await;
+        std::fs::copy(store.path_for("a"), store.path_for("b")).expect("copy");
+        let err = store
+            .load("b")
+            .await
+            .expect_err("the file belongs to stream a");
+        assert!(err.to_string().contains("belongs to stream \"a\""), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_directory_that_is_a_file_is_a_permanent_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let not_a_dir = dir.path().join("plain-file");
+        std::fs::write(&not_a_dir, b"x").expect("write");
+        let store = FileCheckpointStore::new(&not_a_dir);
+        let err = store.load("tweets").await.expect_err("not a directory");
+        assert!(!err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("plain-file"), "{err}");
+        let err = store
+            .save("tweets", &[cp("s0", seq("1"))])
+            .await
+            .expect_err("not a directory");
+        assert!(!err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("writable directory"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_store_instances_over_one_directory_do_not_lose_updates() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stores = [
+            Arc::new(FileCheckpointStore::new(dir.path())),
+            Arc::new(FileCheckpointStore::new(dir.path())),
+        ];
+        let mut tasks = Vec::new();
+        for n in [
+            7u64, 20, 3, 15, 1, 12, 18, 9, 4, 16, 11, 2, 19, 6, 14, 10, 5, 17, 8, 13,
+        ] {
+            let store = Arc::clone(&stores[(n % 2) as usize]);
+            tasks.push(tokio::spawn(async move {
+                // A shard of its own, which no other save may overwrite, and
+                // a shared one that only moves forward.
+                let own = store
+                    .save("tweets", &[cp(&format!("x{n}"), seq(&n.to_string()))])
+                    .await;
+                let shared = store.save("tweets", &[cp("s0", seq(&n.to_string()))]).await;
+                (n, own, shared)
+            }));
+        }
+        for task in tasks {
+            let (n, own, shared) = task.await.expect("task");
+            assert!(own.is_ok(), "x{n}: {own:?}");
+            if let Err(e) = shared {
+                assert!(e.to_string().contains("backwards"), "s0 to {n}: {e}");
+            }
+        }
+        let stored = load(&*stores[0], "tweets").await;
+        for n in 1..=20u64 {
+            let own = shard(&format!("x{n}"));
+            assert_eq!(stored.get(&own), Some(&seq(&n.to_string())), "x{n} lost");
+        }
+        assert_eq!(stored.get(&shard("s0")), Some(&seq("20")));
+    }
+}
+
+#[cfg(feature = "dynamodb")]
+mod dynamodb {
+    use super::*;
+
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use aws_sdk_dynamodb::Client;
+    use aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef;
+    use aws_sdk_dynamodb::config::{ConfigBag, Intercept};
+    use aws_sdk_dynamodb::operation::update_item::UpdateItemInput;
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+        ScalarAttributeType,
+    };
+    use streamsift::checkpoint::{DynamoDbCheckpointStore, LeaseKeys};
+
+    use crate::common::moto::{Moto, free_port, sdk_config_for};
+
+    const TABLE: &str = "streamsift-leases";
+
+    async fn store(moto: &Moto, worker: &str, keys: LeaseKeys) -> DynamoDbCheckpointStore {
+        let store = DynamoDbCheckpointStore::from_conf(&moto.sdk_config().await, TABLE)
+            .worker_id(worker)
+            .lease_keys(keys);
+        store
+            .create_table_if_missing()
+            .await
+            .expect("create the lease table");
+        store
+    }
+
+    async fn raw_item(client: &Client, key: &str) -> HashMap<String, AttributeValue> {
+        client
+            .get_item()
+            .table_name(TABLE)
+            .key("leaseKey", AttributeValue::S(key.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("GetItem")
+            .item
+            .unwrap_or_else(|| panic!("no item {key}"))
+    }
+
+    fn s(item: &HashMap<String, AttributeValue>, name: &str) -> String {
+        match item.get(name) {
+            Some(AttributeValue::S(v)) => v.clone(),
+            other => panic!("{name} should be S, is {other:?}"),
+        }
+    }
+
+    fn n(item: &HashMap<String, AttributeValue>, name: &str) -> String {
+        match item.get(name) {
+            Some(AttributeValue::N(v)) => v.clone(),
+            other => panic!("{name} should be N, is {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dynamodb_store_conforms() {
+        let moto = Moto::start();
+        let store = store(&moto, "worker-a", LeaseKeys::StreamAndShard).await;
+        // Twice is fine: the table exists the second time.
+        store.create_table_if_missing().await.expect("idempotent");
+        conformance(Arc::new(store)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn items_have_the_kcl_lease_columns() {
+        let moto = Moto::start();
+        let store = store(&moto, "worker-a", LeaseKeys::ShardId).await;
+        let client = Client::new(&moto.sdk_config().await);
+
+        save(
+            &store,
+            "tweets",
+            &[cp("shardId-000000000000", sub(AWS_SEQ, 2))],
+        )
+        .await;
+        let item = raw_item(&client, "shardId-000000000000").await;
+        assert_eq!(s(&item, "leaseKey"), "shardId-000000000000");
+        assert_eq!(s(&item, "checkpoint"), AWS_SEQ);
+        assert_eq!(n(&item, "checkpointSubSequenceNumber"), "2");
+        assert_eq!(n(&item, "leaseCounter"), "1");
+        assert_eq!(s(&item, "leaseOwner"), "worker-a");
+        assert_eq!(n(&item, "ownerSwitchesSinceCheckpoint"), "0");
+        assert_eq!(s(&item, "streamName"), "tweets");
+        let mut names: Vec<&str> = item.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "checkpoint",
+                "checkpointSubSequenceNumber",
+                "leaseCounter",
+                "leaseKey",
+                "leaseOwner",
+                "ownerSwitchesSinceCheckpoint",
+                "streamName"
+            ]
+        );
+
+        // The whole record done: no sub-sequence; the counter moves on.
+        save(
+            &store,
+            "tweets",
+            &[cp("shardId-000000000000", seq(AWS_SEQ))],
+        )
+        .await;
+        let item = raw_item(&client, "shardId-000000000000").await;
+        assert!(
+            !item.contains_key("checkpointSubSequenceNumber"),
+            "{item:?}"
+        );
+        assert_eq!(n(&item, "leaseCounter"), "2");
+
+        save(
+            &store,
+            "tweets",
+            &[cp("shardId-000000000000", Position::ShardEnd)],
+        )
+        .await;
+        let item = raw_item(&client, "shardId-000000000000").await;
+        assert_eq!(s(&item, "checkpoint"), "SHARD_END");
+
+        // Lineage: a string set under the KCL's name, on a new lease.
+        store
+            .record_lineage(
+                "tweets",
+                &shard("shardId-000000000002"),
+                &[shard("shardId-000000000000"), shard("shardId-000000000001")],
+            )
+            .await
+            .expect("lineage");
+        let child = raw_item(&client, "shardId-000000000002").await;
+        match child.get("parentShardId") {
+            Some(AttributeValue::Ss(set)) => {
+                let mut set = set.clone();
+                set.sort();
+                assert_eq!(set, ["shardId-000000000000", "shardId-000000000001"]);
+            }
+            other => panic!("parentShardId should be SS, is {other:?}"),
+        }
+        assert_eq!(s(&child, "checkpoint"), "TRIM_HORIZON");
+        assert_eq!(n(&child, "leaseCounter"), "0");
+        // A lease without a checkpoint yet is not a position.
+        let loaded = load(&store, "tweets").await;
+        assert_eq!(loaded.get(&shard("shardId-000000000002")), None);
+        assert_eq!(
+            loaded.get(&shard("shardId-000000000000")),
+            Some(&Position::ShardEnd)
+        );
+
+        // Checkpointing the child keeps its lineage; recording it again
+        // does not change it.
+        save(&store, "tweets", &[cp("shardId-000000000002", seq("1"))]).await;
+        store
+            .record_lineage("tweets", &shard("shardId-000000000002"), &[shard("other")])
+            .await
+            .expect("lineage again");
+        let leases = store.leases("tweets").await.expect("leases");
+        let child = leases
+            .iter()
+            .find(|l| l.shard == shard("shardId-000000000002"))
+            .expect("child lease");
+        assert_eq!(child.position, Some(seq("1")));
+        let mut parents = child.parents.clone();
+        parents.sort();
+        assert_eq!(
+            parents,
+            [shard("shardId-000000000000"), shard("shardId-000000000001")]
+        );
+        assert_eq!(child.lease_owner.as_deref(), Some("worker-a"));
+        assert_eq!(child.lease_counter, Some(1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn multi_stream_keys_prefix_the_stream() {
+        let moto = Moto::start();
+        let store = store(&moto, "w", LeaseKeys::StreamAndShard).await;
+        let client = Client::new(&moto.sdk_config().await);
+        let stream = "arn:aws:kinesis:us-east-1:123456789012:stream/tweets";
+        save(&store, stream, &[cp("shardId-000000000000", seq("3"))]).await;
+        let key = format!("{stream}:shardId-000000000000");
+        assert_eq!(store.lease_key(stream, &shard("shardId-000000000000")), key);
+        let item = raw_item(&client, &key).await;
+        assert_eq!(s(&item, "streamName"), stream);
+        assert_eq!(s(&item, "shardId"), "shardId-000000000000");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_single_stream_table_refuses_another_stream() {
+        let moto = Moto::start();
+        let store = store(&moto, "w", LeaseKeys::ShardId).await;
+        save(&store, "tweets", &[cp("shardId-000000000000", seq("3"))]).await;
+        let err = store
+            .load("orders")
+            .await
+            .expect_err("another stream's table");
+        assert!(err.to_string().contains("holds one stream"), "{err}");
+        let err = store
+            .save("orders", &[cp("shardId-000000000000", seq("4"))])
+            .await
+            .expect_err("another stream's lease");
+        assert!(err.to_string().contains("holds one stream"), "{err}");
+        let err = store
+            .record_lineage("orders", &shard("shardId-000000000000"), &[shard("p")])
+            .await
+            .expect_err("another stream's lease");
+        assert!(err.to_string().contains("another stream"), "{err}");
+        assert_eq!(
+            load(&store, "tweets")
+                .await
+                .get(&shard("shardId-000000000000")),
+            Some(&seq("3"))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_worker_cannot_move_a_checkpoint_back() {
+        let moto = Moto::start();
+        let a = store(&moto, "worker-a", LeaseKeys::ShardId).await;
+        let b = store(&moto, "worker-b", LeaseKeys::ShardId).await;
+        let client = Client::new(&moto.sdk_config().await);
+
+        save(&a, "tweets", &[cp("shardId-000000000000", seq("100"))]).await;
+        save(&b, "tweets", &[cp("shardId-000000000000", seq("200"))]).await;
+        assert_refused(
+            a.save("tweets", &[cp("shardId-000000000000", seq("150"))])
+                .await,
+            "shardId-000000000000",
+            "sequence 200",
+            "sequence 150",
+        );
+        let item = raw_item(&client, "shardId-000000000000").await;
+        assert_eq!(s(&item, "checkpoint"), "200");
+        assert_eq!(s(&item, "leaseOwner"), "worker-b");
+        assert_eq!(n(&item, "leaseCounter"), "2");
+        // Worker A may still move it forward, and takes the lease.
+        save(&a, "tweets", &[cp("shardId-000000000000", seq("300"))]).await;
+        let item = raw_item(&client, "shardId-000000000000").await;
+        assert_eq!(s(&item, "leaseOwner"), "worker-a");
+        assert_eq!(n(&item, "leaseCounter"), "3");
+    }
+
+    /// What another writer does to the lease between a save's read and its
+    /// write.
+    #[derive(Clone, Copy, Debug)]
+    enum Meddle {
+        /// Bumps `leaseCounter` and takes the lease, as a KCL worker's
+        /// renewal or steal would.
+        Bump,
+        /// Writes a newer checkpoint.
+        Advance(u64),
+    }
+
+    /// An interceptor that runs `meddle` with its own client just before the
+    /// first `times` UpdateItem calls are sent, and counts the calls: a
+    /// deterministic race between a save's read and its write.
+    #[derive(Debug)]
+    struct Meddler {
+        endpoint: String,
+        key: String,
+        meddle: Meddle,
+        times: AtomicU32,
+        updates: Arc<AtomicU32>,
+    }
+
+    impl Intercept for Meddler {
+        fn name(&self) -> &'static str {
+            "Meddler"
+        }
+
+        fn read_before_execution(
+            &self,
+            context: &BeforeSerializationInterceptorContextRef<'_>,
+            _cfg: &mut ConfigBag,
+        ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+            if context.input().downcast_ref::<UpdateItemInput>().is_none() {
+                return Ok(());
+            }
+            self.updates.fetch_add(1, Ordering::SeqCst);
+            let left = self.times.load(Ordering::SeqCst);
+            if left == 0 {
+                return Ok(());
+            }
+            self.times.store(left - 1, Ordering::SeqCst);
+            let (endpoint, key, meddle) = (self.endpoint.clone(), self.key.clone(), self.meddle);
+            // Interceptors are synchronous: do the other writer's call on a
+            // thread of its own and wait for it.
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    let client = Client::new(&sdk_config_for(&endpoint).await);
+                    let mut update = client
+                        .update_item()
+                        .table_name(TABLE)
+                        .key("leaseKey", AttributeValue::S(key))
+                        .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                        .expression_attribute_values(":o", AttributeValue::S("intruder".into()));
+                    update = match meddle {
+                        Meddle::Bump => update.update_expression(
+                            "SET leaseCounter = leaseCounter + :one, leaseOwner = :o",
+                        ),
+                        Meddle::Advance(to) => update
+                            .update_expression(
+                                "SET leaseCounter = leaseCounter + :one, leaseOwner = :o, \
+                                 #cp = :cp",
+                            )
+                            .expression_attribute_names("#cp", "checkpoint")
+                            .expression_attribute_values(":cp", AttributeValue::S(to.to_string())),
+                    };
+                    update.send().await.expect("the other writer's UpdateItem");
+                });
+            })
+            .join()
+            .expect("meddling thread");
+            Ok(())
+        }
+    }
+
+    /// A store whose UpdateItem calls race with `meddle`, the first `times`
+    /// times; and the count of UpdateItem calls.
+    async fn meddled_store(
+        moto: &Moto,
+        meddle: Meddle,
+        times: u32,
+    ) -> (DynamoDbCheckpointStore, Arc<AtomicU32>) {
+        let updates = Arc::new(AtomicU32::new(0));
+        let meddler = Meddler {
+            endpoint: moto.endpoint.clone(),
+            key: "shardId-000000000000".into(),
+            meddle,
+            times: AtomicU32::new(times),
+            updates: Arc::clone(&updates),
+        };
+        let conf = aws_sdk_dynamodb::config::Builder::from(&moto.sdk_config().await)
+            .interceptor(meddler)
+            .build();
+        let store = DynamoDbCheckpointStore::new(Client::from_conf(conf), TABLE)
+            .worker_id("worker-a")
+            .conflict_retries(2);
+        (store, updates)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_loses_a_race_rereads_and_retries() {
+        let moto = Moto::start();
+        let plain = store(&moto, "worker-a", LeaseKeys::ShardId).await;
+        let client = Client::new(&moto.sdk_config().await);
+        save(&plain, "tweets", &[cp("shardId-000000000000", seq("100"))]).await;
+
+        let (store, updates) = meddled_store(&moto, Meddle::Bump, 1).await;
+        save(&store, "tweets", &[cp("shardId-000000000000", seq("150"))]).await;
+        assert_eq!(updates.load(Ordering::SeqCst), 2, "one conflict, one retry");
+        let item = raw_item(&client, "shardId-000000000000").await;
+        assert_eq!(s(&item, "checkpoint"), "150");
+        assert_eq!(s(&item, "leaseOwner"), "worker-a");
+        // 1 after the first save, 2 after the intruder, 3 after the retry.
+        assert_eq!(n(&item, "leaseCounter"), "3");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_newer_checkpoint_written_during_a_save_wins() {
+        let moto = Moto::start();
+        let plain = store(&moto, "worker-a", LeaseKeys::ShardId).await;
+        let client = Client::new(&moto.sdk_config().await);
+        save(&plain, "tweets", &[cp("shardId-000000000000", seq("100"))]).await;
+
+        // The save reads 100, then the intruder writes 500 before the save's
+        // write of 150 lands.
+        let (store, updates) = meddled_store(&moto, Meddle::Advance(500), 1).await;
+        assert_refused(
+            store
+                .save("tweets", &[cp("shardId-000000000000", seq("150"))])
+                .await,
+            "shardId-000000000000",
+            "sequence 500",
+            "sequence 150",
+        );
+        assert_eq!(
+            updates.load(Ordering::SeqCst),
+            1,
+            "the conditional write failed once"
+        );
+        let item = raw_item(&client, "shardId-000000000000").await;
+        assert_eq!(s(&item, "checkpoint"), "500");
+        assert_eq!(s(&item, "leaseOwner"), "intruder");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn endless_conflicts_give_a_clear_error() {
+        let moto = Moto::start();
+        let plain = store(&moto, "worker-a", LeaseKeys::ShardId).await;
+        save(&plain, "tweets", &[cp("shardId-000000000000", seq("100"))]).await;
+
+        let (store, updates) = meddled_store(&moto, Meddle::Bump, u32::MAX).await;
+        let err = store
+            .save("tweets", &[cp("shardId-000000000000", seq("150"))])
+            .await
+            .expect_err("every write loses its race");
+        let text = err.to_string();
+        assert!(!err.is_retryable(), "{text}");
+        assert!(text.contains("gave up"), "{text}");
+        assert!(text.contains("3 conditional-write conflicts"), "{text}");
+        assert!(text.contains("intruder"), "names the other writer: {text}");
+        assert_eq!(
+            updates.load(Ordering::SeqCst),
+            3,
+            "the write and two retries"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_missing_table_says_to_create_it() {
+        let moto = Moto::start();
+        let store = DynamoDbCheckpointStore::from_conf(&moto.sdk_config().await, "no-such-table");
+        let err = store.load("tweets").await.expect_err("no table");
+        assert!(!err.is_retryable(), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("no-such-table"), "{text}");
+        assert!(text.contains("create_table_if_missing"), "{text}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_table_with_another_key_schema_is_refused() {
+        let moto = Moto::start();
+        let client = Client::new(&moto.sdk_config().await);
+        client
+            .create_table()
+            .table_name("other-schema")
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("id")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .expect("key"),
+            )
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("id")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .expect("attribute"),
+            )
+            .send()
+            .await
+            .expect("create");
+        let store = DynamoDbCheckpointStore::new(client, "other-schema");
+        let err = store
+            .create_table_if_missing()
+            .await
+            .expect_err("wrong schema");
+        assert!(
+            err.to_string().contains("expected the KCL lease schema"),
+            "{err}"
+        );
+    }
+
+    /// A one-answer DynamoDB: every request gets `status` with an error
+    /// body of type `code`. Returns the endpoint.
+    async fn scripted(status: u16, code: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        // Read one request: head, then Content-Length bytes.
+                        let head_end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match conn.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        while buf.len() < head_end + length {
+                            let mut chunk = [0u8; 4096];
+                            match conn.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..head_end + length);
+                        let body = format!(
+                            "{{\"__type\":\"com.amazonaws.dynamodb.v20120810#{code}\",\
+                             \"message\":\"scripted {code}\"}}"
+                        );
+                        let response = format!(
+                            "HTTP/1.1 {status} Scripted\r\nContent-Type: application/x-amz-json-1.0\r\n\
+                             x-amzn-RequestId: scripted\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if conn.write_all(response.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        endpoint
+    }
+
+    async fn no_retry_store(endpoint: &str) -> DynamoDbCheckpointStore {
+        let conf = aws_sdk_dynamodb::config::Builder::from(&sdk_config_for(endpoint).await)
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+            .build();
+        DynamoDbCheckpointStore::new(Client::from_conf(conf), TABLE)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sdk_errors_map_to_retryable_or_permanent() {
+        let cases: [(u16, &str, &str, &str); 5] = [
+            (
+                400,
+                "ProvisionedThroughputExceededException",
+                "throttled",
+                "scripted",
+            ),
+            (400, "ThrottlingException", "throttled", "scripted"),
+            (500, "InternalServerError", "unavailable", "scripted"),
+            (
+                400,
+                "AccessDeniedException",
+                "permanent",
+                "dynamodb:UpdateItem",
+            ),
+            (
+                400,
+                "ResourceNotFoundException",
+                "permanent",
+                "create_table_if_missing",
+            ),
+        ];
+        for (status, code, kind, mentions) in cases {
+            let store = no_retry_store(&scripted(status, code).await).await;
+            let err = store
+                .save("tweets", &[cp("s0", seq("1"))])
+                .await
+                .expect_err("the scripted server always fails");
+            assert_eq!(err.kind(), kind, "{code}: {err}");
+            assert!(err.to_string().contains(mentions), "{code}: {err}");
+            let err = store.load("tweets").await.expect_err("scan fails too");
+            assert_eq!(err.kind(), kind, "{code}: {err}");
+        }
+
+        // Nothing listening: a connection failure is worth retrying.
+        let store = no_retry_store(&format!("http://127.0.0.1:{}", free_port())).await;
+        let err = store.load("tweets").await.expect_err("connection refused");
+        assert_eq!(err.kind(), "unavailable", "{err}");
+    }
+
+    #[tokio::test]
+    async fn debug_shows_table_and_worker_only() {
+        let conf = sdk_config_for("http://127.0.0.1:9").await;
+        let store = DynamoDbCheckpointStore::from_conf(&conf, "leases").worker_id("w1");
+        let text = format!("{store:?}");
+        assert!(text.contains("leases") && text.contains("w1"), "{text}");
+        assert!(!text.contains("testing"), "no credentials in Debug: {text}");
+        assert!(!text.contains("Client"), "no client in Debug: {text}");
+    }
+}
