@@ -19,7 +19,7 @@ use streamsift::kinesis::kpl::Aggregator;
 use streamsift::kinesis::{KinesisSource, KinesisSourceBuilder, StartPosition};
 use streamsift::{
     Checkpoint, ClassifyError, MemoryDeadLetter, Pipeline, Policy, Position, Prediction, RawBytes,
-    Record, Shutdown, Source,
+    Record, Source,
 };
 
 async fn client(moto: &Moto) -> Client {
@@ -232,55 +232,62 @@ async fn restart_loses_nothing(
 
     let commit_every = 20;
     let max_in_flight = 8;
-    let run = |router: RecordingRouter<Bytes>, shutdown: Option<Shutdown>| {
+    let stream_name = stream;
+    let store_for_check = store.clone();
+    let stream = stream.to_string();
+    let run = move |router: RecordingRouter<Bytes>| {
         let store = store.clone();
         let kinesis = kinesis.clone();
+        let stream = stream.clone();
         async move {
-            let source = builder(kinesis, stream)
+            let source = builder(kinesis, &stream)
                 .checkpoints_shared(store)
                 .build()
                 .await
                 .expect("build");
-            let mut p = Pipeline::new(source)
+            Pipeline::new(source)
                 .decode(RawBytes)
-                .classify(|_: &Bytes| {
-                    std::future::ready(Ok::<_, ClassifyError>(Prediction::binary("yes", "no", 1.0)))
+                // Slow enough that commits land while records flow.
+                .classify(|_: &Bytes| async {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    Ok::<_, ClassifyError>(Prediction::binary("yes", "no", 1.0))
                 })
                 .policy(Policy::binary(0.5, "all"))
                 .route(router)
                 .dead_letter(MemoryDeadLetter::new())
                 .max_in_flight(max_in_flight)
-                .commit_every(commit_every, Duration::from_secs(3600));
-            if let Some(s) = shutdown {
-                p = p.shutdown_handle(s);
-            }
-            p.run().await
+                .commit_every(commit_every, Duration::from_secs(3600))
+                .run()
+                .await
         }
     };
 
-    // First run: drop it once about half is routed.
+    // First run: killed (its task aborted, so no final commit) once about
+    // half is routed.
     let first = RecordingRouter::new();
-    let watcher = first.clone();
-    let crashed = tokio::time::timeout(Duration::from_secs(60), async {
-        tokio::select! {
-            _ = run(first.clone(), None) => panic!("the first run should not finish"),
-            _ = async {
-                while watcher.len() < 200 {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            } => {}
+    let handle = tokio::spawn(run(first.clone()));
+    let watch = async {
+        while first.len() < 200 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-    });
-    crashed.await.expect("first run reached 200 records");
+    };
+    tokio::time::timeout(Duration::from_secs(60), watch)
+        .await
+        .expect("first run reached 200 records");
+    handle.abort();
+    let _ = handle.await;
     let first_ids: Vec<String> = first
         .deliveries()
         .into_iter()
         .map(|d| d.record_id)
         .collect();
 
+    // What the first run committed before it died.
+    let committed = store_for_check.load(stream_name).await.expect("load");
+
     // Second run: to the end.
     let second = RecordingRouter::new();
-    let report = tokio::time::timeout(Duration::from_secs(60), run(second.clone(), None))
+    let report = tokio::time::timeout(Duration::from_secs(60), run(second.clone()))
         .await
         .expect("second run finished")
         .expect("second run");
@@ -292,19 +299,40 @@ async fn restart_loses_nothing(
 
     let all: HashSet<&String> = first_ids.iter().chain(second_ids.iter()).collect();
     assert_eq!(all.len(), 400, "every record delivered at least once");
+    assert!(
+        !committed.is_empty(),
+        "the first run committed something before the crash"
+    );
+    let is_committed = |id: &str| {
+        let (shard, seq) = id.rsplit_once(':').expect("shard:sequence");
+        match committed.get(&streamsift::ShardId::new(shard)) {
+            Some(Position::Sequence(c)) => {
+                streamsift::compare_sequence_numbers(seq, &c.number) != std::cmp::Ordering::Greater
+            }
+            Some(Position::ShardEnd) => true,
+            None => false,
+        }
+    };
+    // Nothing at or before a committed checkpoint is read again; what is
+    // read again is exactly what the first run did after its last commit.
     let first_set: HashSet<&String> = first_ids.iter().collect();
-    let duplicates = second_ids
+    let duplicates: Vec<&String> = second_ids
         .iter()
         .filter(|id| first_set.contains(id))
-        .count();
-    // What the first run may have done without committing: up to
-    // `commit_every` completions since its last commit plus what was in
-    // flight, per shard pending; the pipeline's bound is max_unacked, far
-    // above this, so use the tighter window for two shards.
-    let window = 2 * (commit_every as usize + max_in_flight);
+        .collect();
+    for id in &duplicates {
+        assert!(!is_committed(id), "{id} was committed, yet delivered again");
+    }
+    let uncommitted_in_first = first_ids.iter().filter(|id| !is_committed(id)).count();
+    assert_eq!(
+        duplicates.len(),
+        uncommitted_in_first,
+        "every record done but not committed is redone, and nothing else"
+    );
     assert!(
-        duplicates <= window,
-        "{duplicates} duplicates, more than the uncommitted window of {window}"
+        duplicates.len() < 200,
+        "{} duplicates: some of the first run's work was kept",
+        duplicates.len()
     );
     assert_eq!(report.stats.records_in as usize, second_ids.len());
 }

@@ -13,7 +13,6 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::error::{CallError, classify};
-use super::kpl;
 use super::source::{Settings, Shared, StreamRef};
 use crate::SourceError;
 use crate::record::{Batch, Record, Sequence, ShardId};
@@ -77,8 +76,9 @@ impl ResumeFilter {
     }
 }
 
-/// Turns one Kinesis record into one or more [`Record`]s, unpacking a KPL
-/// aggregate. A corrupt aggregate becomes one record with `defect` set.
+/// Turns one Kinesis record into [`Record`]s (see [`super::unpack`]),
+/// dropping those a resume filter says are done, and counting corrupt
+/// aggregates.
 pub(crate) fn convert(
     shared: &Shared,
     shard: &ShardId,
@@ -90,65 +90,28 @@ pub(crate) fn convert(
         .approximate_arrival_timestamp
         .and_then(|t| SystemTime::try_from(t).ok())
         .unwrap_or_else(SystemTime::now);
-    let number = record.sequence_number;
-    let payload = Bytes::from(record.data.into_inner());
-    match kpl::deaggregate_bytes(&payload) {
-        Ok(None) => {
-            let sequence = Sequence::new(number);
-            if filter.is_some_and(|f| f.done(&sequence)) {
-                return;
-            }
-            out.push(Record {
-                id: format!("{shard}:{sequence}"),
-                partition_key: record.partition_key,
-                shard: shard.clone(),
-                sequence,
-                payload,
-                arrival,
-                defect: None,
-            });
-        }
-        Ok(Some(users)) => {
-            for user in users {
-                let sequence = Sequence::with_sub_sequence(number.clone(), user.sub_sequence);
-                if filter.is_some_and(|f| f.done(&sequence)) {
-                    continue;
-                }
-                out.push(Record {
-                    id: format!("{shard}:{sequence}"),
-                    partition_key: user.partition_key,
-                    shard: shard.clone(),
-                    sequence,
-                    payload: user.data,
-                    arrival,
-                    defect: None,
-                });
-            }
-        }
-        Err(e) => {
-            shared
-                .counters
-                .corrupt_aggregates
-                .fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("streamsift_kinesis_corrupt_aggregates_total", "shard" => shard.to_string())
-                .increment(1);
-            tracing::warn!(%shard, sequence = %number, error = %e, "corrupt KPL aggregate: passing it on as a defective record");
-            let sequence = Sequence::new(number);
-            if filter.is_some_and(|f| f.done(&sequence)) {
-                return;
-            }
-            out.push(Record {
-                id: format!("{shard}:{sequence}"),
-                partition_key: record.partition_key,
-                shard: shard.clone(),
-                sequence,
-                payload,
-                arrival,
-                defect: Some(Arc::from(format!(
-                    "KPL aggregate could not be unpacked: {e}"
-                ))),
-            });
-        }
+    let from = out.len();
+    let data = Bytes::from(record.data.into_inner());
+    if let Some(e) = super::unpack(
+        shard,
+        &record.sequence_number,
+        &record.partition_key,
+        data,
+        arrival,
+        out,
+    ) {
+        shared
+            .counters
+            .corrupt_aggregates
+            .fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("streamsift_kinesis_corrupt_aggregates_total", "shard" => shard.to_string())
+            .increment(1);
+        tracing::warn!(%shard, sequence = %record.sequence_number, error = %e, "corrupt KPL aggregate: passing it on as a defective record");
+    }
+    if let Some(f) = filter {
+        let mut tail = out.split_off(from);
+        tail.retain(|r| !f.done(&r.sequence));
+        out.append(&mut tail);
     }
 }
 
