@@ -141,6 +141,7 @@ pub(crate) struct Settings {
     pub(crate) stop_at_tip: bool,
     pub(crate) resubscribe_after: Duration,
     pub(crate) seed: u64,
+    pub(crate) list_page_size: i32,
 }
 
 impl Default for Settings {
@@ -157,6 +158,7 @@ impl Default for Settings {
             stop_at_tip: false,
             resubscribe_after: Duration::from_secs(300),
             seed: 0x5eed,
+            list_page_size: 1000,
         }
     }
 }
@@ -314,6 +316,13 @@ impl KinesisSourceBuilder {
     /// from the last continuation sequence number either way.
     pub fn resubscribe_after(mut self, after: Duration) -> Self {
         self.settings.resubscribe_after = after;
+        self
+    }
+
+    /// Shards asked for per ListShards page: 1 to 10,000. Default 1,000;
+    /// streams with more shards are read over several pages.
+    pub fn list_shards_page_size(mut self, size: i32) -> Self {
+        self.settings.list_page_size = size.clamp(1, 10_000);
         self
     }
 
@@ -535,7 +544,10 @@ async fn list_shards(shared: &Shared) -> Result<Vec<(ShardId, ShardInfo)>, CallE
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     loop {
-        let mut req = shared.client.list_shards().max_results(1000);
+        let mut req = shared
+            .client
+            .list_shards()
+            .max_results(shared.settings.list_page_size);
         req = match &token {
             // With a token, the stream must not be named again.
             Some(t) => req.next_token(t),
