@@ -504,6 +504,7 @@ async fn an_expired_iterator_is_renewed_without_loss_or_duplicates() {
         nth: 2,
         status: 400,
         code: "ExpiredIteratorException",
+        body: None,
     }];
     let (kinesis, http) = faulty_client(&moto, faults).await;
     // Small pages, so the expiry hits in the middle of the shard.
@@ -535,36 +536,42 @@ async fn throttling_and_server_errors_are_retried_and_nothing_is_lost() {
             nth: 1,
             status: 400,
             code: "LimitExceededException",
+            body: None,
         },
         Fault {
             op: "GetShardIterator",
             nth: 1,
             status: 500,
             code: "InternalFailure",
+            body: None,
         },
         Fault {
             op: "GetRecords",
             nth: 1,
             status: 400,
             code: "ProvisionedThroughputExceededException",
+            body: None,
         },
         Fault {
             op: "GetRecords",
             nth: 2,
             status: 400,
             code: "ProvisionedThroughputExceededException",
+            body: None,
         },
         Fault {
             op: "GetRecords",
             nth: 4,
             status: 503,
             code: "ServiceUnavailable",
+            body: None,
         },
         Fault {
             op: "GetRecords",
             nth: 6,
             status: 400,
             code: "KMSThrottlingException",
+            body: None,
         },
     ];
     let (kinesis, http) = faulty_client(&moto, faults).await;
@@ -615,6 +622,7 @@ async fn get_records_stays_within_five_calls_per_second_per_shard() {
         nth: 5,
         status: 400,
         code: "ProvisionedThroughputExceededException",
+        body: None,
     }];
     let (kinesis, http) = faulty_client(&moto, faults).await;
     // Never stop, never idle: the reader polls as fast as it is allowed.
@@ -794,5 +802,72 @@ async fn latest_skips_old_records_and_reads_new_ones() {
         got.iter()
             .all(|p| p.split_once(':').unwrap().1.parse::<u32>().unwrap() >= 5),
         "{got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_shards_follows_next_token_without_naming_the_stream_again() {
+    let moto = Moto::start();
+    let plain = client(&moto).await;
+    create_stream(&plain, "paged", 3).await;
+    let mut counters = HashMap::new();
+    put_keyed(&plain, "paged", 90, 9, &mut counters).await;
+    // moto's own paging wants the stream named again with the token, which
+    // Kinesis refuses; so the two pages are scripted, from moto's real
+    // shards, and every other call goes to moto.
+    let real = plain
+        .list_shards()
+        .stream_name("paged")
+        .send()
+        .await
+        .expect("ListShards");
+    let shard_json = |s: &aws_sdk_kinesis::types::Shard| {
+        let range = s.hash_key_range().expect("range");
+        let seq = s.sequence_number_range().expect("seq range");
+        serde_json::json!({
+            "ShardId": s.shard_id(),
+            "HashKeyRange": {"StartingHashKey": range.starting_hash_key(), "EndingHashKey": range.ending_hash_key()},
+            "SequenceNumberRange": {"StartingSequenceNumber": seq.starting_sequence_number()},
+        })
+    };
+    let shards: Vec<_> = real.shards().iter().map(shard_json).collect();
+    assert_eq!(shards.len(), 3);
+    let page1 =
+        serde_json::json!({"Shards": [shards[0].clone()], "NextToken": "page-2"}).to_string();
+    let page2 = serde_json::json!({"Shards": [shards[1].clone(), shards[2].clone()]}).to_string();
+    let faults = vec![
+        Fault {
+            op: "ListShards",
+            nth: 1,
+            status: 200,
+            code: "",
+            body: Some(page1),
+        },
+        Fault {
+            op: "ListShards",
+            nth: 2,
+            status: 200,
+            code: "",
+            body: Some(page2),
+        },
+    ];
+    let (kinesis, http) = faulty_client(&moto, faults).await;
+    let source = builder(kinesis, "paged")
+        .list_shards_page_size(1)
+        .discovery_interval(Duration::from_secs(3600))
+        .build()
+        .await
+        .expect("build");
+    let got = payloads(&drain(&source).await);
+    assert_eq!(got.len(), 90, "records from the shards of both pages");
+    let calls = http.calls_of("ListShards");
+    let first: serde_json::Value = serde_json::from_str(&calls[0].body).expect("json");
+    let second: serde_json::Value = serde_json::from_str(&calls[1].body).expect("json");
+    assert_eq!(first["StreamName"], "paged");
+    assert_eq!(first["MaxResults"], 1);
+    assert_eq!(second["NextToken"], "page-2");
+    assert!(
+        second.get("StreamName").is_none(),
+        "the stream is not named with a token: {second}"
     );
 }

@@ -29,16 +29,19 @@ pub struct Call {
     pub shard: Option<String>,
     /// Whether the answer was scripted (an injected fault).
     pub injected: bool,
+    /// The request body (JSON for Kinesis).
+    pub body: String,
 }
 
-/// A scripted fault: answer the `nth` call (1-based) of `op` with `status`
-/// and the error `code`.
-#[derive(Clone, Debug)]
+/// A scripted answer: the `nth` call (1-based) of `op` gets `status` and
+/// the error `code`, or, when `body` is set, that body instead.
+#[derive(Clone, Debug, Default)]
 pub struct Fault {
     pub op: &'static str,
     pub nth: usize,
     pub status: u16,
     pub code: &'static str,
+    pub body: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -139,14 +142,17 @@ impl HttpConnector for FaultyConnector {
                 at: Instant::now(),
                 shard: shard.clone(),
                 injected: fault.is_some(),
+                body: String::from_utf8_lossy(&body).into_owned(),
             });
             fault
         };
         if let Some(fault) = fault {
-            let body = format!(
-                r#"{{"__type":"{}","message":"injected by the test"}}"#,
-                fault.code
-            );
+            let body = fault.body.clone().unwrap_or_else(|| {
+                format!(
+                    r#"{{"__type":"{}","message":"injected by the test"}}"#,
+                    fault.code
+                )
+            });
             let mut resp = HttpResponse::new(
                 StatusCode::try_from(fault.status).expect("valid status"),
                 SdkBody::from(body),
