@@ -1,6 +1,6 @@
 //! Amazon Kinesis Data Streams: a [`KinesisSource`] that reads every shard
 //! with checkpoints, resharding, KPL de-aggregation and optional enhanced
-//! fan-out, and a batching [`KinesisProducer`](producer::KinesisProducer).
+//! fan-out, and a batching [`KinesisProducer`].
 //! Feature `kinesis`.
 //!
 //! See the README's "Reading from Kinesis" for IAM permissions, emulators,
@@ -13,6 +13,7 @@ pub mod producer;
 mod reader;
 mod source;
 
+pub use producer::{Accepted, KinesisProducer, ProduceError, ProducerRecord, SendReport};
 pub use source::{KinesisSource, KinesisSourceBuilder, KinesisStats, StartPosition, StreamRef};
 
 use std::sync::Arc;
