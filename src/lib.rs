@@ -21,6 +21,7 @@ pub mod decode;
 pub mod error;
 pub mod fakes;
 pub mod labeler;
+pub mod local;
 pub mod pipeline;
 pub mod policy;
 pub mod record;
