@@ -471,3 +471,434 @@ fn k_fold_covers_every_index_once_with_balanced_strata() {
     assert!(stratified_k_fold(&labels, 1, 0).is_err());
     assert!(stratified_k_fold(&labels[..3], 4, 0).is_err());
 }
+
+// ------------------------------------------------------------ evaluation
+
+mod eval {
+    use proptest::prelude::*;
+    use streamsift::local::{
+        BinaryEvalOptions, Confusion, Costs, EvalError, ThresholdRule, average_precision,
+        choose_threshold_by_cost, evaluate_binary, evaluate_multiclass, evaluate_multiclass_flat,
+        log_loss, pr_curve, reliability, roc_auc, roc_curve, score_histogram, threshold_for_recall,
+    };
+    use streamsift::{Action, Policy, Prediction};
+
+    const F: bool = false;
+    const T: bool = true;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    /// AUC by counting pairs, ties one half: the definition.
+    fn pairwise_auc(scores: &[f64], truth: &[bool]) -> f64 {
+        let mut wins = 0.0;
+        let mut pairs = 0.0;
+        for (i, &si) in scores.iter().enumerate() {
+            for (j, &sj) in scores.iter().enumerate() {
+                if truth[i] && !truth[j] {
+                    pairs += 1.0;
+                    wins += if si > sj {
+                        1.0
+                    } else if si == sj {
+                        0.5
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+        wins / pairs
+    }
+
+    #[test]
+    fn auc_hand_computed_cases() {
+        assert_eq!(
+            roc_auc(&[0.1, 0.4, 0.35, 0.8], &[F, F, T, T]).unwrap(),
+            0.75
+        );
+        // perfect and reversed
+        assert_eq!(roc_auc(&[0.1, 0.2, 0.8, 0.9], &[F, F, T, T]).unwrap(), 1.0);
+        assert_eq!(roc_auc(&[0.9, 0.8, 0.2, 0.1], &[F, F, T, T]).unwrap(), 0.0);
+        // all tied: every pair counts one half
+        assert_eq!(roc_auc(&[0.5; 5], &[F, T, F, T, T]).unwrap(), 0.5);
+        // ties across classes: pos {0.5, 0.7}, neg {0.5, 0.3}
+        // pairs: 0.5~0.5 -> ½, 0.5>0.3, 0.7>0.5, 0.7>0.3 -> 3.5 / 4
+        assert_eq!(
+            roc_auc(&[0.5, 0.7, 0.5, 0.3], &[T, T, F, F]).unwrap(),
+            0.875
+        );
+        // scores need not be probabilities
+        assert_eq!(roc_auc(&[-3.0, 12.0, 7.5], &[F, T, F]).unwrap(), 1.0);
+    }
+
+    #[test]
+    fn roc_curve_hand_computed() {
+        let roc = roc_curve(&[0.1, 0.4, 0.35, 0.8], &[F, F, T, T]).unwrap();
+        let pts: Vec<(f64, f64, f64)> = roc.iter().map(|p| (p.threshold, p.fpr, p.tpr)).collect();
+        assert!(pts[0].0 > 0.8 && pts[0].1 == 0.0 && pts[0].2 == 0.0);
+        assert_eq!(
+            &pts[1..],
+            &[
+                (0.8, 0.0, 0.5),
+                (0.4, 0.5, 0.5),
+                (0.35, 0.5, 1.0),
+                (0.1, 1.0, 1.0)
+            ]
+        );
+    }
+
+    #[test]
+    fn pr_curve_and_average_precision_hand_computed() {
+        let pr = pr_curve(&[0.1, 0.4, 0.35, 0.8], &[F, F, T, T]).unwrap();
+        let pts: Vec<(f64, f64)> = pr.iter().map(|p| (p.precision, p.recall)).collect();
+        assert_eq!(pts, [(1.0, 0.5), (0.5, 0.5), (2.0 / 3.0, 1.0), (0.5, 1.0)]);
+        let ap = average_precision(&[0.1, 0.4, 0.35, 0.8], &[F, F, T, T]).unwrap();
+        assert!(close(ap, 0.5 + 0.5 * 2.0 / 3.0), "{ap}");
+        // a tie between a positive and a negative is one step, precision ½
+        let ap = average_precision(&[0.5, 0.5], &[T, F]).unwrap();
+        assert_eq!(ap, 0.5);
+    }
+
+    proptest! {
+        #[test]
+        fn auc_equals_the_pairwise_definition_with_ties(
+            data in prop::collection::vec((0u8..6, any::<bool>()), 2..60)
+        ) {
+            let scores: Vec<f64> = data.iter().map(|(s, _)| f64::from(*s) / 5.0).collect();
+            let truth: Vec<bool> = data.iter().map(|(_, t)| *t).collect();
+            let both = truth.iter().any(|&t| t) && truth.iter().any(|&t| !t);
+            match roc_auc(&scores, &truth) {
+                Ok(auc) => {
+                    prop_assert!(both);
+                    prop_assert!((auc - pairwise_auc(&scores, &truth)).abs() < 1e-12);
+                }
+                Err(e) => {
+                    prop_assert!(!both);
+                    let is_one_class = matches!(e, EvalError::OneClass { .. });
+                    prop_assert!(is_one_class);
+                }
+            }
+        }
+
+        #[test]
+        fn cost_choice_is_the_minimum_over_all_score_thresholds(
+            data in prop::collection::vec((0u8..8, any::<bool>()), 1..50),
+            cfn in 0.5f64..20.0,
+            cfp in 0.5f64..20.0,
+        ) {
+            let scores: Vec<f64> = data.iter().map(|(s, _)| f64::from(*s) / 7.0).collect();
+            let truth: Vec<bool> = data.iter().map(|(_, t)| *t).collect();
+            let costs = Costs::new(cfn, cfp);
+            let choice = choose_threshold_by_cost(&scores, &truth, costs).unwrap();
+            let direct = Confusion::at(&scores, &truth, choice.threshold).unwrap();
+            prop_assert_eq!(direct, choice.confusion);
+            let chosen = direct.total_cost(&costs);
+            // no threshold (any score, or above all) does better
+            let mut candidates = scores.clone();
+            candidates.push(2.0);
+            for &t in &candidates {
+                let c = Confusion::at(&scores, &truth, t).unwrap().total_cost(&costs);
+                prop_assert!(chosen <= c + 1e-9);
+                // among equal costs, the chosen threshold is the highest
+                if (c - chosen).abs() < 1e-9 * c.max(1.0) && t <= 1.0 {
+                    prop_assert!(t <= choice.threshold);
+                }
+            }
+            prop_assert!((choice.expected_cost - chosen / scores.len() as f64).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn cost_threshold_hand_computed() {
+        // positives at 0.9, 0.6, 0.3; negatives at 0.8, 0.5, 0.2, 0.1
+        let scores = [0.9, 0.8, 0.6, 0.5, 0.3, 0.2, 0.1];
+        let truth = [T, F, T, F, T, F, F];
+        // candidate (threshold: fn, fp) -> cost at 10:1
+        //   above: 3,0 -> 30   0.9: 2,0 -> 20   0.8: 2,1 -> 21   0.6: 1,1 -> 11
+        //   0.5: 1,2 -> 12     0.3: 0,2 -> 2    0.2: 0,3 -> 3    0.1: 0,4 -> 4
+        let c = choose_threshold_by_cost(&scores, &truth, Costs::default()).unwrap();
+        assert_eq!(c.threshold, 0.3);
+        assert_eq!(c.rule, ThresholdRule::MinExpectedCost);
+        assert_eq!(
+            (
+                c.confusion.tp,
+                c.confusion.fp,
+                c.confusion.tn,
+                c.confusion.fn_
+            ),
+            (3, 2, 2, 0)
+        );
+        assert!(close(c.expected_cost, 2.0 / 7.0));
+        assert_eq!(c.precision, Some(0.6));
+        assert_eq!(c.recall, Some(1.0));
+        // at 1:1 -> above 3, 0.9 2, 0.8 3, 0.6 2, 0.5 3, 0.3 2, 0.2 3, 0.1 4:
+        // a three-way tie at cost 2, broken towards the highest threshold
+        let c = choose_threshold_by_cost(&scores, &truth, Costs::new(1.0, 1.0)).unwrap();
+        assert_eq!(c.threshold, 0.9);
+        assert!(close(c.expected_cost, 2.0 / 7.0));
+        // false positives free: 0.3, 0.2 and 0.1 all cost 0 (no positive
+        // missed); the highest of them wins
+        let c = choose_threshold_by_cost(&scores, &truth, Costs::new(1.0, 0.0)).unwrap();
+        assert_eq!(c.threshold, 0.3);
+        assert_eq!(c.expected_cost, 0.0);
+    }
+
+    #[test]
+    fn cost_choice_with_one_class_and_bad_costs() {
+        // all negatives: notify nothing, the threshold is above every score
+        let c = choose_threshold_by_cost(&[0.2, 0.9], &[F, F], Costs::default()).unwrap();
+        assert!(c.threshold > 0.9);
+        assert_eq!(c.confusion.fp, 0);
+        assert_eq!(c.precision, None);
+        assert_eq!(c.recall, None);
+        for bad in [
+            Costs::new(-1.0, 1.0),
+            Costs::new(0.0, 0.0),
+            Costs::new(f64::NAN, 1.0),
+        ] {
+            assert!(matches!(
+                choose_threshold_by_cost(&[0.2], &[T], bad),
+                Err(EvalError::InvalidCosts { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn threshold_for_recall_is_the_highest_reaching_it() {
+        let scores = [0.9, 0.8, 0.6, 0.5, 0.3, 0.2, 0.1];
+        let truth = [T, F, T, F, T, F, F];
+        let c = threshold_for_recall(&scores, &truth, 0.5, Costs::default()).unwrap();
+        assert_eq!(c.threshold, 0.6);
+        assert_eq!(c.recall, Some(2.0 / 3.0));
+        assert_eq!(c.rule, ThresholdRule::MinRecall { target: 0.5 });
+        let c = threshold_for_recall(&scores, &truth, 1.0, Costs::default()).unwrap();
+        assert_eq!(c.threshold, 0.3);
+        let c = threshold_for_recall(&scores, &truth, 0.0, Costs::default()).unwrap();
+        assert!(c.threshold > 0.9 && c.confusion.tp == 0);
+        assert!(threshold_for_recall(&scores, &truth, 1.5, Costs::default()).is_err());
+        assert!(matches!(
+            threshold_for_recall(&[0.3], &[F], 0.9, Costs::default()),
+            Err(EvalError::OneClass { .. })
+        ));
+    }
+
+    #[test]
+    fn choice_becomes_a_policy_that_agrees_with_the_confusion() {
+        let scores = [0.9, 0.8, 0.6, 0.5, 0.3, 0.2, 0.1];
+        let truth = [T, F, T, F, T, F, F];
+        let c = choose_threshold_by_cost(&scores, &truth, Costs::default()).unwrap();
+        let policy = c.policy("support");
+        assert_eq!(policy, Policy::binary(0.3, "support"));
+        let notified = scores
+            .iter()
+            .filter(|&&s| {
+                policy.decide(&Prediction::binary("yes", "no", s))
+                    == Action::Notify("support".into())
+            })
+            .count() as u64;
+        assert_eq!(notified, c.confusion.tp + c.confusion.fp);
+        // survives a round trip through JSON, as in a model file
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains("\"fn\":0"), "{json}");
+        let back: streamsift::local::ThresholdChoice = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn degenerate_input_is_an_error_not_nan() {
+        assert_eq!(roc_auc(&[], &[]), Err(EvalError::Empty));
+        assert_eq!(
+            roc_auc(&[0.1, 0.2], &[T]),
+            Err(EvalError::LengthMismatch {
+                scores: 2,
+                truth: 1
+            })
+        );
+        let err = roc_auc(&[0.1, 0.2], &[T, T]).unwrap_err();
+        assert!(matches!(
+            err,
+            EvalError::OneClass {
+                class: "positive",
+                n: 2,
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("undefined"), "{err}");
+        assert!(matches!(
+            roc_auc(&[0.1, f64::NAN], &[T, F]),
+            Err(EvalError::NotFinite { index: 1, .. })
+        ));
+        assert!(matches!(
+            log_loss(&[0.1, 1.5], &[T, F]),
+            Err(EvalError::NotProbability { index: 1, .. })
+        ));
+        assert!(evaluate_binary(&[0.3, 0.4], &[F, F], &BinaryEvalOptions::default()).is_err());
+        assert!(reliability(&[0.3], &[T], 0).is_err());
+        // precision undefined when nothing is predicted positive
+        let c = Confusion::at(&[0.1, 0.2], &[T, F], 0.5).unwrap();
+        assert_eq!(
+            (c.precision(), c.recall(), c.f1()),
+            (None, Some(0.0), Some(0.0))
+        );
+    }
+
+    #[test]
+    fn log_loss_is_clamped_and_matches_hand_values() {
+        let l = log_loss(&[0.8, 0.3], &[T, F]).unwrap();
+        assert!(close(l, -(0.8f64.ln() + 0.7f64.ln()) / 2.0));
+        let worst = log_loss(&[0.0], &[T]).unwrap();
+        assert!(
+            worst.is_finite() && (worst - 34.538776).abs() < 1e-5,
+            "{worst}"
+        );
+    }
+
+    #[test]
+    fn reliability_and_histogram_count_every_example() {
+        let scores = [0.05, 0.15, 0.15, 0.55, 0.95, 1.0];
+        let truth = [F, F, T, T, T, T];
+        let r = reliability(&scores, &truth, 5).unwrap();
+        let counts: Vec<u64> = r.bins.iter().map(|b| b.count).collect();
+        assert_eq!(counts, [3, 0, 1, 0, 2]);
+        assert_eq!(r.bins[1].mean_predicted, None);
+        assert!(close(r.bins[0].mean_predicted.unwrap(), 0.35 / 3.0));
+        assert_eq!(r.bins[0].observed_rate, Some(1.0 / 3.0));
+        // ECE = 3/6·|0.11667−0.3333| + 1/6·|0.55−1| + 2/6·|0.975−1|
+        let ece = 0.5 * (0.35 / 3.0 - 1.0 / 3.0f64).abs() + (0.45 / 6.0) + (0.025 / 3.0);
+        assert!(
+            close(r.expected_calibration_error, ece),
+            "{}",
+            r.expected_calibration_error
+        );
+        let h = score_histogram(&scores, &truth, 2).unwrap();
+        assert_eq!(h.edges, [0.0, 0.5, 1.0]);
+        assert_eq!(
+            (h.negative.clone(), h.positive.clone()),
+            (vec![2, 0], vec![1, 3])
+        );
+    }
+
+    #[test]
+    fn evaluate_binary_ties_the_figures_together_and_serialises() {
+        let scores: Vec<f64> = (0..1000)
+            .map(|i| ((i * 7919) % 1000) as f64 / 1000.0)
+            .collect();
+        let truth: Vec<bool> = scores
+            .iter()
+            .enumerate()
+            .map(|(i, s)| *s > 0.6 || i % 13 == 0)
+            .collect();
+        let opts = BinaryEvalOptions {
+            max_curve_points: 50,
+            ..BinaryEvalOptions::default()
+        };
+        let e = evaluate_binary(&scores, &truth, &opts).unwrap();
+        assert_eq!(e.roc_auc, roc_auc(&scores, &truth).unwrap());
+        assert_eq!(
+            e.average_precision,
+            average_precision(&scores, &truth).unwrap()
+        );
+        assert_eq!(e.positives + e.negatives, 1000);
+        assert_eq!(e.roc.len(), 50);
+        assert_eq!((e.roc[0].fpr, e.roc[0].tpr), (0.0, 0.0));
+        assert_eq!((e.roc[49].fpr, e.roc[49].tpr), (1.0, 1.0));
+        assert_eq!(
+            e.threshold,
+            choose_threshold_by_cost(&scores, &truth, Costs::default()).unwrap()
+        );
+        assert_eq!(e.at_half, Confusion::at(&scores, &truth, 0.5).unwrap());
+        assert_eq!(e.histogram.positive.iter().sum::<u64>(), e.positives);
+        // serde_json without its `float_roundtrip` feature may move a float
+        // by one ulp on parsing, so compare with a tolerance
+        let back: streamsift::local::BinaryEvaluation =
+            serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert!((back.roc_auc - e.roc_auc).abs() < 1e-15);
+        assert!((back.threshold.threshold - e.threshold.threshold).abs() < 1e-15);
+        assert_eq!(back.threshold.confusion, e.threshold.confusion);
+        assert_eq!(back.roc.len(), e.roc.len());
+        assert_eq!(back.reliability.bins.len(), 10);
+        assert_eq!(back.histogram, e.histogram);
+
+        let by_recall = evaluate_binary(
+            &scores,
+            &truth,
+            &BinaryEvalOptions {
+                min_recall: Some(0.9),
+                ..BinaryEvalOptions::default()
+            },
+        )
+        .unwrap();
+        assert!(by_recall.threshold.recall.unwrap() >= 0.9);
+    }
+
+    #[test]
+    fn multiclass_hand_computed() {
+        let labels = ["a", "b", "c"];
+        let probs = vec![
+            vec![0.6, 0.3, 0.1], // a -> a
+            vec![0.2, 0.7, 0.1], // a -> b
+            vec![0.1, 0.8, 0.1], // b -> b
+            vec![0.4, 0.4, 0.2], // b -> a (tie goes to the lower index)
+            vec![0.1, 0.2, 0.7], // c -> c
+        ];
+        let truth = [0, 0, 1, 1, 2];
+        let e = evaluate_multiclass(&truth, &probs, &labels).unwrap();
+        assert_eq!(
+            e.confusion,
+            vec![vec![1, 1, 0], vec![1, 1, 0], vec![0, 0, 1]]
+        );
+        assert_eq!(e.accuracy, 0.6);
+        assert_eq!(e.per_class[0].precision, Some(0.5));
+        assert_eq!(e.per_class[0].recall, Some(0.5));
+        assert_eq!(e.per_class[2].f1, Some(1.0));
+        assert!(close(e.macro_f1, (0.5 + 0.5 + 1.0) / 3.0));
+        let ll = -(0.6f64.ln() + 0.2f64.ln() + 0.8f64.ln() + 0.4f64.ln() + 0.7f64.ln()) / 5.0;
+        assert!(close(e.log_loss, ll));
+        let flat: Vec<f64> = probs.concat();
+        assert_eq!(evaluate_multiclass_flat(&truth, &flat, &labels).unwrap(), e);
+    }
+
+    #[test]
+    fn multiclass_classes_never_seen_are_left_out_of_macro_f1() {
+        let e = evaluate_multiclass(
+            &[0, 1],
+            &[[0.9, 0.1, 0.0], [0.2, 0.8, 0.0]],
+            &["a", "b", "c"],
+        )
+        .unwrap();
+        assert_eq!(e.per_class[2].f1, None);
+        assert_eq!(e.per_class[2].precision, None);
+        assert_eq!(e.macro_f1, 1.0);
+    }
+
+    #[test]
+    fn multiclass_bad_input() {
+        let labels = ["a", "b"];
+        assert!(matches!(
+            evaluate_multiclass(&[0, 2], &[[0.5, 0.5], [0.5, 0.5]], &labels),
+            Err(EvalError::ClassOutOfRange {
+                index: 1,
+                class: 2,
+                n_classes: 2
+            })
+        ));
+        assert!(matches!(
+            evaluate_multiclass(&[0], &[vec![0.5, 0.3, 0.2]], &labels),
+            Err(EvalError::RowLength {
+                index: 0,
+                found: 3,
+                expected: 2
+            })
+        ));
+        assert!(matches!(
+            evaluate_multiclass(&[0], &[[f64::NAN, 0.5]], &labels),
+            Err(EvalError::NotProbability { index: 0, .. })
+        ));
+        assert_eq!(
+            evaluate_multiclass::<[f64; 2], &str>(&[], &[], &labels),
+            Err(EvalError::Empty)
+        );
+        assert!(evaluate_multiclass_flat(&[0, 1], &[0.5, 0.5, 0.5], &labels).is_err());
+    }
+}

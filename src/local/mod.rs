@@ -4,6 +4,7 @@
 
 pub mod dataset;
 mod doc;
+pub mod eval;
 
 pub use dataset::{
     Dataset, DatasetError, DedupOptions, DedupReport, Format, LabelConflict, LoadOptions, Mode,
@@ -11,3 +12,10 @@ pub use dataset::{
     read_labels_csv, read_labels_path, stratified_k_fold, stratified_split,
 };
 pub use doc::{Document, Example};
+pub use eval::{
+    BinaryEvalOptions, BinaryEvaluation, ClassMetrics, Confusion, Costs, EvalError, LOG_LOSS_EPS,
+    MulticlassEvaluation, PrPoint, Reliability, ReliabilityBin, RocPoint, ScoreHistogram,
+    ThresholdChoice, ThresholdRule, average_precision, choose_threshold_by_cost, evaluate_binary,
+    evaluate_multiclass, evaluate_multiclass_flat, log_loss, pr_curve, reliability, roc_auc,
+    roc_curve, score_histogram, threshold_for_recall,
+};
