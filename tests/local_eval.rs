@@ -902,3 +902,179 @@ mod eval {
         assert!(evaluate_multiclass_flat(&[0, 1], &[0.5, 0.5, 0.5], &labels).is_err());
     }
 }
+
+// ------------------------------------------------------------ report
+
+mod report {
+    use streamsift::local::{
+        BinaryEvalOptions, ReportInput, evaluate_binary, evaluate_multiclass, worst_misclassified,
+    };
+
+    const HOSTILE: [&str; 3] = [
+        "<script>alert(1)</script>",
+        "\"><img src=x onerror=alert(1)>",
+        "'><svg onload=alert(1)>",
+    ];
+
+    fn hostile_report() -> String {
+        let scores = [0.95, 0.9, 0.2, 0.85, 0.1, 0.3];
+        let truth = [false, true, true, false, false, true];
+        let texts = [
+            HOSTILE[0],
+            "ok",
+            HOSTILE[1],
+            HOSTILE[2],
+            "fine",
+            "meh & <b>",
+        ];
+        let eval = evaluate_binary(&scores, &truth, &BinaryEvalOptions::default()).unwrap();
+        let worst = worst_misclassified(
+            &texts,
+            &scores,
+            &truth,
+            eval.threshold.threshold,
+            HOSTILE[1],
+            HOSTILE[0],
+            10,
+        )
+        .unwrap();
+        assert!(
+            worst.len() >= 2,
+            "the hostile texts are mistakes: {worst:?}"
+        );
+        let multi = evaluate_multiclass(
+            &[0, 1, 2],
+            &[[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.5, 0.2, 0.3]],
+            &[HOSTILE[0], HOSTILE[1], HOSTILE[2]],
+        )
+        .unwrap();
+        ReportInput::new(format!("Report {}", HOSTILE[0]))
+            .note(HOSTILE[1], "meh & <b>")
+            .binary(eval, HOSTILE[1], HOSTILE[0])
+            .multiclass(multi)
+            .features(vec![
+                (HOSTILE[0].to_string(), 1.5),
+                (HOSTILE[1].to_string(), -2.0),
+                ("nan<feature>".to_string(), f64::NAN),
+                ("plain".to_string(), 0.5),
+            ])
+            .examples(worst)
+            .render()
+    }
+
+    #[test]
+    fn hostile_text_is_escaped_everywhere() {
+        let html = hostile_report();
+        let lower = html.to_ascii_lowercase();
+        for tag in ["<script", "<img", "<svg onload", "onerror=alert(1)>", "<b>"] {
+            assert!(!lower.contains(tag), "unescaped {tag:?} in the report");
+        }
+        // the text is there, escaped: in the title, tables, labels, features
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(html.contains("&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"));
+        assert!(html.contains("&#39;&gt;&lt;svg onload=alert(1)&gt;"));
+        assert!(html.contains("meh &amp; &lt;b&gt;"));
+        assert!(html.contains("<title>Report &lt;script&gt;"));
+        // every tag in the document is one the renderer writes itself
+        let allowed = [
+            "!doctype",
+            "html",
+            "head",
+            "meta",
+            "title",
+            "style",
+            "body",
+            "h1",
+            "h2",
+            "h3",
+            "table",
+            "tr",
+            "th",
+            "td",
+            "div",
+            "figure",
+            "figcaption",
+            "svg",
+            "line",
+            "text",
+            "polyline",
+            "circle",
+            "rect",
+            "span",
+            "p",
+        ];
+        let mut rest = lower.as_str();
+        while let Some(i) = rest.find('<') {
+            rest = &rest[i + 1..];
+            let name: String = rest
+                .trim_start_matches('/')
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '!')
+                .collect();
+            assert!(allowed.contains(&name.as_str()), "unexpected tag <{name}");
+        }
+    }
+
+    #[test]
+    fn report_is_self_contained_and_has_every_part() {
+        let html = hostile_report();
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "no external reference"
+        );
+        assert!(!html.contains("<script") && !html.contains("<link") && !html.contains("<img"));
+        for part in [
+            "ROC curve",
+            "Precision–recall curve",
+            "Score histogram per class",
+            "Reliability plot",
+            "Confusion matrix at threshold",
+            "Multi-class",
+            "Top features",
+            "Worst mistakes",
+            "ROC AUC",
+        ] {
+            assert!(html.contains(part), "missing {part}");
+        }
+        assert!(html.matches("<svg").count() >= 4);
+        assert!(
+            html.contains("class=\"mark\""),
+            "the chosen threshold is marked"
+        );
+        assert!(html.contains("1 features with a non-finite weight"));
+        assert!(
+            !html.contains("NaN") && !html.contains("inf"),
+            "no raw non-finite numbers"
+        );
+    }
+
+    #[test]
+    fn worst_misclassified_ranks_confident_mistakes_first() {
+        let texts = ["a", "b", "c", "d", "e"];
+        let scores = [0.99, 0.6, 0.05, 0.4, 0.9];
+        let truth = [false, false, true, true, true];
+        let w = worst_misclassified(&texts, &scores, &truth, 0.5, "pos", "neg", 10).unwrap();
+        let order: Vec<&str> = w.iter().map(|e| e.text.as_str()).collect();
+        assert_eq!(order, ["a", "c", "b", "d"]);
+        assert_eq!(
+            (w[0].truth.as_str(), w[0].predicted.as_str()),
+            ("neg", "pos")
+        );
+        assert_eq!(
+            worst_misclassified(&texts, &scores, &truth, 0.5, "p", "n", 1)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(worst_misclassified(&texts[..2], &scores, &truth, 0.5, "p", "n", 1).is_err());
+    }
+
+    #[test]
+    fn report_writes_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.html");
+        ReportInput::new("empty").write_to(&path).unwrap();
+        let html = std::fs::read_to_string(&path).unwrap();
+        assert!(html.contains("<h1>empty</h1>") && html.ends_with("</html>\n"));
+    }
+}

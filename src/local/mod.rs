@@ -5,6 +5,7 @@
 pub mod dataset;
 mod doc;
 pub mod eval;
+pub mod report;
 
 pub use dataset::{
     Dataset, DatasetError, DedupOptions, DedupReport, Format, LabelConflict, LoadOptions, Mode,
@@ -18,4 +19,7 @@ pub use eval::{
     ThresholdChoice, ThresholdRule, average_precision, choose_threshold_by_cost, evaluate_binary,
     evaluate_multiclass, evaluate_multiclass_flat, log_loss, pr_curve, reliability, roc_auc,
     roc_curve, score_histogram, threshold_for_recall,
+};
+pub use report::{
+    BinaryReport, ReportInput, ScoredExample, escape_html, render_html, worst_misclassified,
 };
