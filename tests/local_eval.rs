@@ -168,6 +168,24 @@ fn overlong_lines_are_rejected_and_the_next_line_still_reads() {
 }
 
 #[test]
+fn empty_and_100_kb_texts_load_intact_and_a_bom_is_skipped() {
+    let big = "é".repeat(50 * 1024); // 100 KiB of UTF-8
+    let input = format!("\u{feff}{{\"text\":\"\"}}\n{{\"text\":\"{big}\"}}\n");
+    let data = LoadOptions::new("text")
+        .load_json_lines(input.as_bytes())
+        .unwrap();
+    assert_eq!(data.examples[0].text, "");
+    assert_eq!(data.examples[1].text, big);
+    let csv = format!("\u{feff}text,label\n\"\",a\n{big},b\n");
+    let data = LoadOptions::new("text")
+        .label("label")
+        .load_csv(csv.as_bytes())
+        .unwrap();
+    assert_eq!(data.examples[0].text, "");
+    assert_eq!(data.examples[1].text.len(), 100 * 1024);
+}
+
+#[test]
 fn json_paths_flags_and_numbers() {
     let input = concat!(
         r#"{"text":"a","user":{"followers_count":48},"in_reply_to_status_id_str":"12","x":"false"}"#,

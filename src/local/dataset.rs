@@ -96,7 +96,7 @@ pub enum DatasetError {
     Json {
         /// The line.
         line: usize,
-        /// The 1-based column (in characters' bytes) where parsing failed.
+        /// The 1-based column (counted in bytes) where parsing failed.
         column: usize,
         /// The parser's message.
         message: String,
@@ -549,10 +549,18 @@ impl LoadOptions {
         if text.trim().is_empty() {
             return Err(DatasetError::EmptyLine { line });
         }
-        let value: Value = serde_json::from_str(text).map_err(|e| DatasetError::Json {
-            line,
-            column: e.column(),
-            message: e.to_string(),
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            // serde_json ends its message with "at line 1 column N", which
+            // would contradict the file line we report.
+            let mut message = e.to_string();
+            if let Some(i) = message.rfind(" at line ") {
+                message.truncate(i);
+            }
+            DatasetError::Json {
+                line,
+                column: e.column(),
+                message,
+            }
         })?;
         let Value::Object(obj) = &value else {
             return Err(DatasetError::NotAnObject {

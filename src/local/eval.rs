@@ -5,7 +5,7 @@
 //! Every result type is serde data, so a model file can carry its figures.
 //!
 //! **Threshold convention:** a score `>= threshold` is predicted positive.
-//! This matches [`Policy::Binary`](crate::Policy::Binary), which notifies at
+//! This matches [`Policy::Binary`], which notifies at
 //! or above its threshold.
 //!
 //! **Degenerate input** is an [`EvalError`], never a silent NaN: no
