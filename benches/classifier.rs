@@ -113,6 +113,8 @@ fn time(f: impl FnOnce()) -> f64 {
 struct Setup {
     tweets: Vec<Example>,
     model: LocalModel,
+    /// The same without character n-grams (the speed/quality trade-off).
+    words_only: LocalModel,
     train_binary: Vec<Example>,
     train_multi: Vec<Example>,
 }
@@ -122,12 +124,16 @@ fn setup(test: bool) -> Setup {
     let binary = to_binary(&tweets);
     let model = LocalModel::train(&binary, &TrainConfig::binary("actionable"))
         .expect("the bundled data trains");
+    let mut words = TrainConfig::binary("actionable");
+    words.featurizer.char_ngrams = None;
+    let words_only = LocalModel::train(&binary, &words).expect("the bundled data trains");
     let n = if test { 500 } else { 10_000 };
     Setup {
         train_binary: cycled(&binary, n),
         train_multi: cycled(&tweets, n),
         tweets,
         model,
+        words_only,
     }
 }
 
@@ -150,9 +156,13 @@ fn predict_all_into(s: &Setup, buf: &mut FeatureBuf) -> f64 {
 }
 
 fn predict_all(s: &Setup) -> usize {
+    predict_all_with(s, &s.model)
+}
+
+fn predict_all_with(s: &Setup, model: &LocalModel) -> usize {
     s.tweets
         .iter()
-        .map(|t| black_box(s.model.predict(black_box(t))).scores.len())
+        .map(|t| black_box(model.predict(black_box(t))).scores.len())
         .sum()
 }
 
@@ -167,6 +177,9 @@ fn bench(c: &mut Criterion, s: &Setup) {
         b.iter(|| predict_all_into(s, &mut buf))
     });
     g.bench_function("predict", |b| b.iter(|| predict_all(s)));
+    g.bench_function("predict (no char n-grams)", |b| {
+        b.iter(|| predict_all_with(s, &s.words_only))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("train");
@@ -187,6 +200,7 @@ fn summarize(s: &Setup, reps: usize, train_reps: usize) {
     let n = s.tweets.len() as f64;
     let mut buf = FeatureBuf::new();
     let (mut feat, mut into, mut pred) = (Vec::new(), Vec::new(), Vec::new());
+    let mut words = Vec::new();
     for _ in 0..reps {
         feat.push(time(|| {
             black_box(featurize_all(s, &mut buf));
@@ -197,9 +211,12 @@ fn summarize(s: &Setup, reps: usize, train_reps: usize) {
         pred.push(time(|| {
             black_box(predict_all(s));
         }));
+        words.push(time(|| {
+            black_box(predict_all_with(s, &s.words_only));
+        }));
     }
     let us = |v: Vec<f64>| median(v) / n * 1e6;
-    let (feat, into, pred) = (us(feat), us(into), us(pred));
+    let (feat, into, pred, words) = (us(feat), us(into), us(pred), us(words));
     let (mut tb, mut tm) = (Vec::new(), Vec::new());
     let binary = TrainConfig::binary("actionable");
     let multi = TrainConfig::multinomial();
@@ -228,7 +245,11 @@ fn summarize(s: &Setup, reps: usize, train_reps: usize) {
         pred / feat
     );
     println!(
-        "  target predict <= {TARGET_PREDICT_US} µs/tweet: {}",
+        "  predict, no char n-grams {words:.3} µs/tweet  ({:.2}x the featurizer with them)",
+        words / feat
+    );
+    println!(
+        "  target predict <= {TARGET_PREDICT_US} µs/tweet (default settings): {}",
         verdict(pred <= TARGET_PREDICT_US)
     );
     println!(
