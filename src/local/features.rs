@@ -37,8 +37,9 @@ pub struct CharNgrams {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Norm {
-    /// Unit Euclidean length (like tf-idf's `l2`): long and short texts weigh
-    /// the same.
+    /// Divide by the Euclidean norm of the emitted feature occurrences (like
+    /// tf-idf's `l2`, but computed before equal features are summed, which
+    /// saves a sort per text): long and short texts weigh about the same.
     L2,
     /// Raw counts.
     None,
@@ -463,8 +464,11 @@ impl Featurizer {
             .collect()
     }
 
-    /// Featurizes `doc` into `buf` and returns the features, sorted by
-    /// bucket, duplicates summed, zeros dropped, then normalised.
+    /// Featurizes `doc` into `buf` and returns the features in the order
+    /// they were emitted. Two features that hash to one bucket stay two
+    /// entries (a dot product sums them anyway; sorting them would cost more
+    /// than the rest of featurizing). With [`Norm::L2`] the values are scaled
+    /// so that the sum of their squares is 1.
     pub fn featurize<'b, D: Document + ?Sized>(
         &self,
         doc: &D,
@@ -479,24 +483,18 @@ impl Featurizer {
         self.tokenizer.tokenize(doc.text(), tokens);
         features.clear();
         let mask = self.mask;
+        let mut squares = 0.0f32;
         self.walk(doc, tokens, hashes, chars, true, |h, v, _| {
             let value = if h >> 63 == 1 { -v } else { v };
+            squares += v * v;
             features.push(Feature {
                 index: (h & mask) as u32,
                 value,
             });
         });
-        features.sort_unstable_by_key(|f| f.index);
-        merge_sorted(features);
-        if self.config.norm == Norm::L2 {
-            let norm = features
-                .iter()
-                .map(|f| f.value * f.value)
-                .sum::<f32>()
-                .sqrt();
-            if norm > 0.0 {
-                features.iter_mut().for_each(|f| f.value /= norm);
-            }
+        if self.config.norm == Norm::L2 && squares > 0.0 {
+            let scale = 1.0 / squares.sqrt();
+            features.iter_mut().for_each(|f| f.value *= scale);
         }
         features
     }
@@ -672,8 +670,9 @@ impl Featurizer {
     }
 }
 
-/// Sums runs of equal indices in a sorted vector and drops zero values.
-fn merge_sorted(features: &mut Vec<Feature>) {
+/// Sorts features by bucket, sums runs of equal buckets and drops zeros.
+pub(crate) fn sort_and_merge(features: &mut Vec<Feature>) {
+    features.sort_unstable_by_key(|f| f.index);
     let mut out = 0usize;
     for i in 0..features.len() {
         let f = features[i];
@@ -828,12 +827,19 @@ mod tests {
     }
 
     #[test]
+    fn sort_and_merge_sums_duplicates_and_drops_zeros() {
+        let f = |index, value| Feature { index, value };
+        let mut v = vec![f(5, 1.0), f(2, 0.5), f(5, 2.0), f(7, 1.0), f(7, -1.0)];
+        sort_and_merge(&mut v);
+        assert_eq!(v, [f(2, 0.5), f(5, 3.0)]);
+    }
+
+    #[test]
     fn featurize_matches_describe_and_is_normalised() {
         let f = Featurizer::new(FeaturizerConfig::default()).unwrap();
         let text = "@united my bag is lost AGAIN!!! 😡 #fail";
         let mut buf = FeatureBuf::new();
         let features = f.featurize(text, &mut buf).to_vec();
-        assert!(features.windows(2).all(|w| w[0].index < w[1].index));
         let mut described: Vec<u32> = f.describe(text).into_iter().map(|d| d.0).collect();
         described.sort_unstable();
         described.dedup();

@@ -261,11 +261,8 @@ impl LocalModel {
     /// see [`top_features_for`](LocalModel::top_features_for)). Only buckets
     /// named at training time are listed.
     pub fn top_features(&self, n: usize) -> TopFeatures {
-        let column = match self.kind {
-            ModelKind::Binary => 0,
-            ModelKind::Multinomial => 0,
-        };
-        self.top_features_column(column, n)
+        // Column 0 is the positive label's (binary) or the first label's.
+        self.top_features_column(0, n)
     }
 
     /// The top features toward `label`; `None` if the model has no such

@@ -320,6 +320,12 @@ impl Tokenizer {
 
 /// Appends `text`, keeping at most two of any run of one character.
 fn push_collapsed(out: &mut String, text: &str) {
+    let b = text.as_bytes();
+    if text.is_ascii() && b.windows(3).all(|w| !(w[0] == w[1] && w[1] == w[2])) {
+        // ASCII with no character three times in a row: nothing to collapse.
+        out.push_str(text);
+        return;
+    }
     let mut last = None;
     let mut run = 0usize;
     for c in text.chars() {
@@ -351,25 +357,37 @@ fn is_variation_selector(c: char) -> bool {
 /// single inner apostrophes (`don't`) and inner `.`, `,`, `:` between digits
 /// (`3.5`, `10:30`).
 fn word_len(s: &str) -> usize {
-    let mut end = 0;
-    let mut chars = s.char_indices().peekable();
+    let b = s.as_bytes();
+    let char_at = |i: usize| -> Option<char> {
+        match b.get(i) {
+            Some(&x) if x < 0x80 => Some(x as char),
+            Some(_) => s.get(i..).and_then(|r| r.chars().next()),
+            None => None,
+        }
+    };
+    let mut i = 0;
     let mut prev: Option<char> = None;
-    while let Some((i, c)) = chars.next() {
-        let next = chars.peek().map(|&(_, n)| n);
+    while let Some(c) = char_at(i) {
+        let len = c.len_utf8();
         let inner = match c {
-            '\'' => prev.is_some_and(is_word_char) && next.is_some_and(char::is_alphanumeric),
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '_' => true,
+            '\'' => {
+                prev.is_some_and(is_word_char)
+                    && char_at(i + len).is_some_and(char::is_alphanumeric)
+            }
             '.' | ',' | ':' => {
-                prev.is_some_and(|p| p.is_ascii_digit()) && next.is_some_and(|n| n.is_ascii_digit())
+                prev.is_some_and(|p| p.is_ascii_digit())
+                    && char_at(i + len).is_some_and(|n| n.is_ascii_digit())
             }
             _ => is_word_char(c),
         };
         if !inner {
             break;
         }
-        end = i + c.len_utf8();
+        i += len;
         prev = Some(c);
     }
-    end
+    i
 }
 
 /// Digits with optional inner separators.
@@ -397,6 +415,13 @@ fn trim_url(url: &str) -> &str {
 
 /// The emoticon at the start of `s`, if one ends at a token boundary.
 fn emoticon_at(s: &str) -> Option<&str> {
+    let first = *s.as_bytes().first()?;
+    if !matches!(
+        first,
+        b':' | b';' | b'<' | b'>' | b'=' | b'^' | b'-' | b'x' | b'X'
+    ) {
+        return None;
+    }
     EMOTICONS.iter().find_map(|&e| {
         let m = s.get(..e.len())?;
         if !m.eq_ignore_ascii_case(e) {

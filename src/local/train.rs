@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::doc::Example;
-use super::features::{ConfigError, FeatureBuf, Featurizer, FeaturizerConfig};
+use super::features::{ConfigError, FeatureBuf, Featurizer, FeaturizerConfig, sort_and_merge};
 use super::model::{LocalModel, ModelKind, NamedBucket, TrainingMetadata, sigmoid, softmax};
 use crate::classify::Label;
 use crate::util::Rng;
@@ -401,8 +401,12 @@ impl Matrix {
         offsets.push(0);
         let mut cols = Vec::new();
         let mut values = Vec::new();
+        let mut row = Vec::new();
         for e in examples {
-            for f in featurizer.featurize(e, &mut buf) {
+            row.clear();
+            row.extend_from_slice(featurizer.featurize(e, &mut buf));
+            sort_and_merge(&mut row);
+            for f in &row {
                 cols.push(f.index);
                 values.push(f.value);
             }
