@@ -24,6 +24,7 @@ pub mod fakes;
 #[cfg(feature = "kinesis")]
 pub mod kinesis;
 pub mod labeler;
+pub mod local;
 pub mod pipeline;
 pub mod policy;
 pub mod record;

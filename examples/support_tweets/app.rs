@@ -2,10 +2,11 @@
 //! suite can run it and check its numbers (`tests/support_tweets.rs`).
 //!
 //! Tweets addressed to a fictional cloud host (@nimbuscloud) are replayed
-//! from `examples/data/tweets.jsonl` through the whole Pipeline. A classifier
-//! picks a support team; actionable tweets notify that team's inbox, noise is
-//! dropped, uncertain ones go to a triage queue, and malformed lines are
-//! dead-lettered with their reason.
+//! from `examples/data/tweets.jsonl` through the whole Pipeline. The local
+//! model (`model.rs`) decides whether a tweet is actionable and which support
+//! team it is for; actionable tweets notify that team's inbox, noise is
+//! dropped, tweets whose team is uncertain go to a triage queue, and
+//! malformed lines are dead-lettered with their reason.
 
 #![allow(dead_code)] // each of main.rs and the test uses part of this module
 
@@ -15,11 +16,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
-use streamsift::fakes::{FaultKind, FaultPlan, Faulty, KeywordClassifier, MemorySource};
+use streamsift::fakes::{FaultKind, FaultPlan, Faulty, MemorySource};
 use streamsift::{
-    Delivery, JsonLinesDeadLetter, Label, Pipeline, Policy, REVIEW_ROUTE, Receipt, RouteError,
-    Router, RunReport, Shutdown,
+    Delivery, JsonLinesDeadLetter, Label, Pipeline, REVIEW_ROUTE, Receipt, RouteError, Router,
+    RunReport, Shutdown,
 };
+
+#[path = "model.rs"]
+pub mod model;
 
 /// The bundled stream: JSON lines shaped like Twitter's API, including some
 /// malformed lines on purpose.
@@ -63,6 +67,9 @@ pub struct Tweet {
 pub struct User {
     /// The @handle, without the @.
     pub screen_name: String,
+    /// How many follow them.
+    #[serde(default)]
+    pub followers_count: Option<f64>,
 }
 
 /// The original of a retweet.
@@ -70,165 +77,6 @@ pub struct User {
 pub struct Retweeted {
     /// Its id.
     pub id_str: String,
-}
-
-/// The keyword classifier the example uses until the trained local model
-/// lands. Rules are plain English cues per team; nothing here was fitted to
-/// the bundled data.
-pub fn keyword_classifier() -> impl streamsift::Classifier<Tweet> {
-    KeywordClassifier::new(NOISE)
-        .rule(
-            "problem_report",
-            &[
-                "down",
-                "outage",
-                "not working",
-                "broken",
-                "error",
-                "errors",
-                "500",
-                "502",
-                "503",
-                "504",
-                "timeout",
-                "timing out",
-                "timed out",
-                "failing",
-                "failed",
-                "fails",
-                "crash",
-                "crashed",
-                "crashing",
-                "won't boot",
-                "can't connect",
-                "cannot connect",
-                "unreachable",
-                "degraded",
-                "packet loss",
-                "lost",
-                "missing",
-                "disappeared",
-                "stuck",
-                "restarting",
-                "charged twice",
-                "double charged",
-                "still broken",
-                "anyone else",
-                "just me",
-                "wiped",
-                "corrupted",
-                "hanging",
-                "refused",
-            ],
-        )
-        .rule(
-            "support_request",
-            &[
-                "refund",
-                "cancel",
-                "locked out",
-                "unlock",
-                "suspended",
-                "quota",
-                "limit increase",
-                "raise my",
-                "raise the",
-                "increase my",
-                "invoice",
-                "ticket",
-                "escalate",
-                "2fa",
-                "account",
-                "transfer",
-                "delete my",
-                "gdpr",
-                "dm",
-                "reply to my",
-                "no response",
-                "waiting on",
-                "charge",
-                "charged",
-                "billing",
-                "vat",
-                "reset my",
-                "recover",
-            ],
-        )
-        .rule(
-            "technical_question",
-            &[
-                "how do i",
-                "how do you",
-                "how to",
-                "how can i",
-                "is there a way",
-                "any way to",
-                "possible to",
-                "does nks",
-                "does nimbus",
-                "does the",
-                "can i",
-                "is it possible",
-                "what's the",
-                "what is the",
-                "which",
-                "docs",
-                "documentation",
-                "supported",
-                "support for",
-            ],
-        )
-        .rule(
-            "feature_request",
-            &[
-                "please add",
-                "pls add",
-                "would love",
-                "feature request",
-                "wish",
-                "would be nice",
-                "would be great",
-                "any plans",
-                "roadmap",
-                "add support",
-                "please support",
-                "consider adding",
-                "when will",
-                "bring",
-                "we need",
-                "want to see",
-                "hoping for",
-            ],
-        )
-        // Cues that the tweet is news, thanks, or a resolved issue.
-        .rule_weighted(
-            NOISE,
-            &[
-                "thanks",
-                "thank you",
-                "fixed",
-                "resolved",
-                "working again",
-                "back up",
-                "love",
-                "congrats",
-                "hiring",
-                "giveaway",
-                "airdrop",
-                "rt @",
-            ],
-            0.6,
-        )
-        .on(|t: &Tweet| t.text.as_str())
-}
-
-/// The decision policy: each team label notifies its team when the
-/// classifier is at least 55% sure; noise is dropped; anything less certain
-/// goes to the human triage queue rather than being dropped, because a
-/// missed problem costs more than a second look.
-pub fn policy() -> Policy {
-    let teams: Vec<&str> = TEAMS.iter().map(|(label, _)| *label).collect();
-    Policy::by_label(&teams, &[NOISE], 0.55)
 }
 
 /// One notification a team received.
@@ -240,8 +88,10 @@ pub struct Notification {
     pub screen_name: String,
     /// The text.
     pub text: String,
-    /// The classifier's confidence in the label.
+    /// The team model's confidence in the team.
     pub confidence: f64,
+    /// The binary model's probability that the tweet is actionable.
+    pub actionable: f64,
 }
 
 /// The teams' inboxes: the example's router. A real deployment would send
@@ -265,6 +115,7 @@ impl Router<Tweet> for Inboxes {
             screen_name: d.item.user.screen_name.clone(),
             text: d.item.text.clone(),
             confidence: d.prediction.confidence().unwrap_or(0.0),
+            actionable: d.prediction.positive_score.unwrap_or(0.0),
         };
         let mut inboxes = self.by_route.lock().expect("inbox lock");
         let inbox = inboxes.entry(d.route.clone()).or_default();
@@ -288,6 +139,8 @@ pub struct Settings {
     pub flaky_notifier: f64,
     /// Where dead letters go.
     pub dead_letter_path: PathBuf,
+    /// Train the models even if the bundled files are fresh.
+    pub retrain: bool,
 }
 
 impl Default for Settings {
@@ -299,6 +152,7 @@ impl Default for Settings {
             dead_letter_path: std::env::temp_dir()
                 .join("streamsift-support-tweets")
                 .join("dead-letter.jsonl"),
+            retrain: false,
         }
     }
 }
@@ -320,16 +174,35 @@ pub struct TeamScore {
     pub recall: f64,
 }
 
+/// Scores on one set of tweets (all, or the held-out ones).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scores {
+    /// Per-team precision and recall.
+    pub teams: Vec<TeamScore>,
+    /// Gold-actionable tweets that reached a person (any team or triage).
+    pub actionable_reached: usize,
+    /// Gold-actionable tweets in the set.
+    pub actionable_gold: usize,
+    /// Triage-queue tweets of the set that were truly noise.
+    pub review_noise: usize,
+}
+
 /// What a run produced, ready to print.
 #[derive(Debug)]
 pub struct Summary {
     /// The pipeline's report.
     pub report: RunReport,
+    /// The held-out tweets (never trained on) scored alone: the honest
+    /// figures.
+    pub held_out: Scores,
+    /// Ids of the held-out tweets.
+    pub held_out_ids: std::collections::HashSet<String>,
     /// Lines in the bundled stream.
     pub lines: usize,
     /// Notifications per route, including the `review` triage queue.
     pub inboxes: BTreeMap<Label, Vec<Notification>>,
-    /// Per-team precision and recall.
+    /// Per-team precision and recall over every labeled tweet (most of
+    /// them were trained on).
     pub teams: Vec<TeamScore>,
     /// Gold-actionable tweets that reached a person (any team or triage).
     pub actionable_reached: usize,
@@ -359,14 +232,21 @@ pub fn gold_labels(csv: &str) -> HashMap<String, String> {
         .collect()
 }
 
-/// Scores the teams' inboxes against the gold labels.
+/// Scores the teams' inboxes against the gold labels, counting only the
+/// tweets that `gold` has (pass a subset to score a subset).
 pub fn score(
     inboxes: &BTreeMap<Label, Vec<Notification>>,
     gold: &HashMap<String, String>,
 ) -> (Vec<TeamScore>, usize, usize, usize) {
     let mut teams = Vec::new();
     for (label, _) in TEAMS {
-        let notified = inboxes.get(label).map(Vec::as_slice).unwrap_or(&[]);
+        let notified: Vec<&Notification> = inboxes
+            .get(label)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .filter(|n| gold.contains_key(&n.tweet_id))
+            .collect();
         let correct = notified
             .iter()
             .filter(|n| gold.get(&n.tweet_id).map(String::as_str) == Some(label))
@@ -406,9 +286,31 @@ fn ratio(a: usize, b: usize) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
-/// Runs the whole triage over the bundled stream.
+/// The labeled data and the models: the bundled model files if they are
+/// fresh, else trained now.
+pub fn prepare(
+    settings: &Settings,
+) -> Result<(model::LabeledData, model::Models), Box<dyn std::error::Error>> {
+    let data = model::LabeledData::load(TWEETS, GOLD)?;
+    let models = model::load_or_train(&data, settings.retrain)?;
+    Ok((data, models))
+}
+
+/// Runs the whole triage over the bundled stream (preparing the models
+/// first).
 pub async fn run(
     settings: &Settings,
+    shutdown: Shutdown,
+) -> Result<Summary, Box<dyn std::error::Error>> {
+    let (data, models) = prepare(settings)?;
+    run_with(settings, &data, &models, shutdown).await
+}
+
+/// Runs the whole triage over the bundled stream with these models.
+pub async fn run_with(
+    settings: &Settings,
+    data: &model::LabeledData,
+    models: &model::Models,
     shutdown: Shutdown,
 ) -> Result<Summary, Box<dyn std::error::Error>> {
     let lines = lines(TWEETS);
@@ -427,8 +329,8 @@ pub async fn run(
     reset_file(&settings.dead_letter_path)?;
     let report = Pipeline::new(source)
         .json::<Tweet>()
-        .classify(keyword_classifier())
-        .policy(policy())
+        .classify(model::Triage::new(models))
+        .policy(model::triage_policy())
         .route(notifier)
         .dead_letter(JsonLinesDeadLetter::new(&settings.dead_letter_path))
         .max_in_flight(settings.max_in_flight)
@@ -443,6 +345,14 @@ pub async fn run(
     let gold = gold_labels(GOLD);
     let inboxes = inboxes.snapshot();
     let (teams, actionable_reached, actionable_gold, review_noise) = score(&inboxes, &gold);
+    let held_out_ids: std::collections::HashSet<String> =
+        data.holdout.iter().filter_map(|e| e.id.clone()).collect();
+    let held_out_gold: HashMap<String, String> = gold
+        .iter()
+        .filter(|(id, _)| held_out_ids.contains(*id))
+        .map(|(id, l)| (id.clone(), l.clone()))
+        .collect();
+    let (h_teams, h_reached, h_gold, h_review_noise) = score(&inboxes, &held_out_gold);
     let dead_letters = if settings.dead_letter_path.exists() {
         JsonLinesDeadLetter::read_entries(&settings.dead_letter_path)?
             .into_iter()
@@ -455,6 +365,13 @@ pub async fn run(
     Ok(Summary {
         records_per_sec: report.stats.records_in as f64 / secs,
         report,
+        held_out: Scores {
+            teams: h_teams,
+            actionable_reached: h_reached,
+            actionable_gold: h_gold,
+            review_noise: h_review_noise,
+        },
+        held_out_ids,
         lines: lines.len(),
         inboxes,
         teams,

@@ -1,0 +1,611 @@
+//! Training: logistic regression (binary) and softmax regression
+//! (multinomial) by AdaGrad SGD with L2/L1 regularisation and class weights.
+//!
+//! Training is deterministic under [`TrainConfig::seed`]: the same examples
+//! and configuration give bit-identical weights (the examples are shuffled
+//! each epoch by a seeded generator; nothing depends on threads or time).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::doc::Example;
+use super::features::{ConfigError, FeatureBuf, Featurizer, FeaturizerConfig, sort_and_merge};
+use super::model::{LocalModel, ModelKind, NamedBucket, TrainingMetadata, sigmoid, softmax};
+use crate::classify::Label;
+use crate::util::Rng;
+
+/// What to learn.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Task {
+    /// Logistic regression: `positive` against every other label. The
+    /// negative label is the other label if there is exactly one, else
+    /// `"not_<positive>"`.
+    Binary {
+        /// The positive label.
+        positive: String,
+    },
+    /// Softmax regression over every label.
+    Multinomial,
+}
+
+/// How much each example weighs in the loss, by its class.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassWeight {
+    /// Every example weighs 1.
+    Uniform,
+    /// Classes weigh `n / (classes * n_class)`, so each class counts as much
+    /// in total (scikit-learn's `"balanced"`).
+    Balanced,
+    /// A weight per label (labels not listed weigh 1). For a binary task,
+    /// the keys are the positive label and the negative label.
+    Custom(BTreeMap<String, f64>),
+}
+
+/// Training settings. Stored in the model file's metadata.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Binary or multinomial.
+    pub task: Task,
+    /// The featurizer (numeric bins are learnt from the training data).
+    pub featurizer: FeaturizerConfig,
+    /// Passes over the data.
+    pub epochs: usize,
+    /// AdaGrad's base learning rate.
+    pub learning_rate: f64,
+    /// L2 penalty, applied to the weights of the features an example has at
+    /// each step (so frequent features are held back more, much as dropout
+    /// regularises).
+    pub l2: f64,
+    /// L1 penalty (proximal step), 0 for none.
+    pub l1: f64,
+    /// Class weights.
+    pub class_weight: ClassWeight,
+    /// Seed of the shuffling.
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    /// Binary logistic regression of `positive` against the rest, with the
+    /// default settings (chosen by cross-validation on the bundled tweets).
+    ///
+    /// ```
+    /// use streamsift::local::{TrainConfig, Task};
+    /// let config = TrainConfig::binary("actionable");
+    /// assert_eq!(config.task, Task::Binary { positive: "actionable".into() });
+    /// ```
+    pub fn binary(positive: impl Into<String>) -> Self {
+        TrainConfig {
+            task: Task::Binary {
+                positive: positive.into(),
+            },
+            ..TrainConfig::multinomial()
+        }
+    }
+
+    /// Multinomial softmax regression over every label, with the default
+    /// settings.
+    pub fn multinomial() -> Self {
+        TrainConfig {
+            task: Task::Multinomial,
+            featurizer: FeaturizerConfig::default(),
+            epochs: 10,
+            learning_rate: 0.1,
+            l2: 1e-3,
+            l1: 0.0,
+            class_weight: ClassWeight::Balanced,
+            seed: 0,
+        }
+    }
+}
+
+/// Progress after one epoch, for the progress callback.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochReport {
+    /// The epoch just finished, from 1.
+    pub epoch: usize,
+    /// The number of epochs.
+    pub epochs: usize,
+    /// The mean log-loss of each example just before the model learnt from
+    /// it in this epoch (progressive validation loss).
+    pub log_loss: f64,
+    /// Time since training started.
+    pub elapsed: Duration,
+}
+
+/// Why training could not start.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TrainError {
+    /// No examples.
+    #[error("no training examples: give at least one example of each of two labels")]
+    NoExamples,
+    /// An example has no label.
+    #[error(
+        "training example {index} (id {id:?}) has no label: label it or leave it out of training"
+    )]
+    Unlabeled {
+        /// Its position.
+        index: usize,
+        /// Its id, if any.
+        id: Option<String>,
+    },
+    /// Fewer than two labels.
+    #[error("training needs at least two labels, found only {found:?}")]
+    OneLabel {
+        /// The labels found.
+        found: Vec<String>,
+    },
+    /// The positive label of a binary task does not occur.
+    #[error(
+        "the positive label {positive:?} does not occur in the training data; labels found: {found:?}"
+    )]
+    UnknownPositive {
+        /// The positive label asked for.
+        positive: String,
+        /// The labels found.
+        found: Vec<String>,
+    },
+    /// A numeric setting is out of range.
+    #[error("training setting {name} is {value}, expected {expected}")]
+    Setting {
+        /// The setting.
+        name: &'static str,
+        /// The value found.
+        value: f64,
+        /// The valid range.
+        expected: &'static str,
+    },
+    /// The featurizer configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// How many buckets per weight column get a readable name for reports.
+const NAMED_PER_COLUMN: usize = 200;
+
+impl LocalModel {
+    /// Trains a model on labeled examples. See [`TrainConfig`] and the
+    /// example on [`LocalModel`].
+    pub fn train(examples: &[Example], config: &TrainConfig) -> Result<LocalModel, TrainError> {
+        LocalModel::train_with_progress(examples, config, |_| {})
+    }
+
+    /// Trains a model, calling `progress` after each epoch.
+    pub fn train_with_progress(
+        examples: &[Example],
+        config: &TrainConfig,
+        mut progress: impl FnMut(&EpochReport),
+    ) -> Result<LocalModel, TrainError> {
+        let started = Instant::now();
+        check_settings(config)?;
+        let (kind, labels, targets, label_counts) = targets(examples, &config.task)?;
+        let featurizer = Featurizer::fit(config.featurizer.clone(), examples.iter())?;
+        let data = Matrix::build(&featurizer, examples);
+        let missing_fields = featurizer.missing_fields().into_iter().collect();
+        let columns = match kind {
+            ModelKind::Binary => 1,
+            ModelKind::Multinomial => labels.len(),
+        };
+        let class_weights = class_weights(&config.class_weight, &labels, &targets);
+        let mut sgd = Sgd::new(data.columns.len(), columns, config);
+        sgd.init_bias(&targets, &class_weights, labels.len(), kind);
+
+        let mut order: Vec<usize> = (0..examples.len()).collect();
+        let mut rng = Rng::new(config.seed);
+        for epoch in 1..=config.epochs {
+            for i in (1..order.len()).rev() {
+                let j = rng.below(i as u64 + 1) as usize;
+                order.swap(i, j);
+            }
+            let mut loss = 0.0;
+            for &i in &order {
+                let y = targets[i];
+                loss += sgd.step(data.row(i), y, class_weights[y], kind);
+            }
+            progress(&EpochReport {
+                epoch,
+                epochs: config.epochs,
+                log_loss: loss / examples.len() as f64,
+                elapsed: started.elapsed(),
+            });
+        }
+
+        let dim = featurizer.dim();
+        let mut weights = vec![0.0f32; dim * columns];
+        for (compact, &bucket) in data.columns.iter().enumerate() {
+            for c in 0..columns {
+                weights[bucket as usize * columns + c] = sgd.w[compact * columns + c] as f32;
+            }
+        }
+        let bias: Vec<f32> = sgd.bias.iter().map(|&b| b as f32).collect();
+        let mut model = LocalModel {
+            featurizer,
+            kind,
+            labels: labels.into_iter().map(Label::from).collect(),
+            weights,
+            bias,
+            policy: None,
+            metadata: TrainingMetadata {
+                config: config.clone(),
+                examples: examples.len(),
+                label_counts,
+                train_log_loss: 0.0,
+                train_seconds: 0.0,
+                trained_at_unix: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                crate_version: env!("CARGO_PKG_VERSION").to_string(),
+                missing_fields,
+            },
+            evaluation: None,
+            feature_names: Vec::new(),
+        };
+        model.metadata.train_log_loss = train_log_loss(&model, &data, &targets);
+        model.feature_names = name_top_buckets(&model, examples);
+        model.metadata.train_seconds = started.elapsed().as_secs_f64();
+        Ok(model)
+    }
+}
+
+fn check_settings(config: &TrainConfig) -> Result<(), TrainError> {
+    let checks: [(&'static str, f64, bool, &'static str); 4] = [
+        (
+            "epochs",
+            config.epochs as f64,
+            (1..=10_000).contains(&config.epochs),
+            "1..=10000",
+        ),
+        (
+            "learning_rate",
+            config.learning_rate,
+            config.learning_rate > 0.0 && config.learning_rate.is_finite(),
+            "a finite number > 0",
+        ),
+        (
+            "l2",
+            config.l2,
+            config.l2 >= 0.0 && config.l2.is_finite(),
+            "a finite number >= 0",
+        ),
+        (
+            "l1",
+            config.l1,
+            config.l1 >= 0.0 && config.l1.is_finite(),
+            "a finite number >= 0",
+        ),
+    ];
+    for (name, value, ok, expected) in checks {
+        if !ok {
+            return Err(TrainError::Setting {
+                name,
+                value,
+                expected,
+            });
+        }
+    }
+    if let ClassWeight::Custom(map) = &config.class_weight
+        && let Some((_, &w)) = map.iter().find(|(_, w)| !(w.is_finite() && **w > 0.0))
+    {
+        return Err(TrainError::Setting {
+            name: "class_weight",
+            value: w,
+            expected: "finite weights > 0",
+        });
+    }
+    Ok(())
+}
+
+type Targets = (ModelKind, Vec<String>, Vec<usize>, BTreeMap<String, usize>);
+
+/// The model kind, its labels, each example's class index and the raw label
+/// counts.
+fn targets(examples: &[Example], task: &Task) -> Result<Targets, TrainError> {
+    if examples.is_empty() {
+        return Err(TrainError::NoExamples);
+    }
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for (index, e) in examples.iter().enumerate() {
+        let label = e.label.as_ref().ok_or_else(|| TrainError::Unlabeled {
+            index,
+            id: e.id.clone(),
+        })?;
+        *counts.entry(label.clone()).or_default() += 1;
+    }
+    let found: Vec<String> = counts.keys().cloned().collect();
+    if found.len() < 2 {
+        return Err(TrainError::OneLabel { found });
+    }
+    let label_of = |e: &Example| e.label.as_deref().unwrap_or_default().to_string();
+    match task {
+        Task::Binary { positive } => {
+            if !counts.contains_key(positive) {
+                return Err(TrainError::UnknownPositive {
+                    positive: positive.clone(),
+                    found,
+                });
+            }
+            let others: Vec<&String> = found.iter().filter(|l| *l != positive).collect();
+            let negative = match others.as_slice() {
+                [only] => (*only).clone(),
+                _ => format!("not_{positive}"),
+            };
+            let targets = examples
+                .iter()
+                .map(|e| usize::from(label_of(e) == *positive))
+                .collect();
+            Ok((
+                ModelKind::Binary,
+                vec![negative, positive.clone()],
+                targets,
+                counts,
+            ))
+        }
+        Task::Multinomial => {
+            let index: HashMap<&str, usize> = found
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (l.as_str(), i))
+                .collect();
+            let targets = examples
+                .iter()
+                .map(|e| index.get(label_of(e).as_str()).copied().unwrap_or(0))
+                .collect();
+            Ok((ModelKind::Multinomial, found.clone(), targets, counts))
+        }
+    }
+}
+
+/// One weight per class index.
+fn class_weights(cw: &ClassWeight, labels: &[String], targets: &[usize]) -> Vec<f64> {
+    let k = labels.len();
+    match cw {
+        ClassWeight::Uniform => vec![1.0; k],
+        ClassWeight::Balanced => {
+            let mut n = vec![0usize; k];
+            targets.iter().for_each(|&t| n[t] += 1);
+            n.iter()
+                .map(|&c| {
+                    if c == 0 {
+                        1.0
+                    } else {
+                        targets.len() as f64 / (k as f64 * c as f64)
+                    }
+                })
+                .collect()
+        }
+        ClassWeight::Custom(map) => labels
+            .iter()
+            .map(|l| map.get(l).copied().unwrap_or(1.0))
+            .collect(),
+    }
+}
+
+/// The training data featurized once, in compressed sparse rows, with
+/// buckets renumbered to the ones that occur (so training memory follows
+/// the data, not `2^bits`).
+struct Matrix {
+    offsets: Vec<usize>,
+    cols: Vec<u32>,
+    values: Vec<f32>,
+    /// Compact column -> bucket.
+    columns: Vec<u32>,
+}
+
+impl Matrix {
+    fn build(featurizer: &Featurizer, examples: &[Example]) -> Matrix {
+        let mut buf = FeatureBuf::new();
+        let mut offsets = Vec::with_capacity(examples.len() + 1);
+        offsets.push(0);
+        let mut cols = Vec::new();
+        let mut values = Vec::new();
+        let mut row = Vec::new();
+        for e in examples {
+            row.clear();
+            row.extend_from_slice(featurizer.featurize(e, &mut buf));
+            sort_and_merge(&mut row);
+            for f in &row {
+                cols.push(f.index);
+                values.push(f.value);
+            }
+            offsets.push(cols.len());
+        }
+        let mut columns = cols.clone();
+        columns.sort_unstable();
+        columns.dedup();
+        for c in &mut cols {
+            // Every bucket is in `columns`, which was built from `cols`.
+            *c = columns.binary_search(c).unwrap_or(0) as u32;
+        }
+        Matrix {
+            offsets,
+            cols,
+            values,
+            columns,
+        }
+    }
+
+    fn row(&self, i: usize) -> (&[u32], &[f32]) {
+        let (a, b) = (self.offsets[i], self.offsets[i + 1]);
+        (&self.cols[a..b], &self.values[a..b])
+    }
+}
+
+/// AdaGrad state over compact columns.
+struct Sgd {
+    w: Vec<f64>,
+    g2: Vec<f64>,
+    bias: Vec<f64>,
+    bias_g2: Vec<f64>,
+    k: usize,
+    eta: f64,
+    l2: f64,
+    l1: f64,
+    z: Vec<f64>,
+}
+
+const EPS: f64 = 1e-8;
+
+impl Sgd {
+    fn new(dim: usize, k: usize, config: &TrainConfig) -> Sgd {
+        Sgd {
+            w: vec![0.0; dim * k],
+            g2: vec![0.0; dim * k],
+            bias: vec![0.0; k],
+            bias_g2: vec![0.0; k],
+            k,
+            eta: config.learning_rate,
+            l2: config.l2,
+            l1: config.l1,
+            z: vec![0.0; k],
+        }
+    }
+
+    /// Starts the biases at the (weighted) class log-priors.
+    fn init_bias(&mut self, targets: &[usize], weights: &[f64], labels: usize, kind: ModelKind) {
+        let mut mass = vec![0.0; labels];
+        for &t in targets {
+            mass[t] += weights[t];
+        }
+        let total: f64 = mass.iter().sum();
+        let prior = |m: f64| (m / total).clamp(1e-6, 1.0 - 1e-6);
+        match kind {
+            ModelKind::Binary => {
+                let p = prior(mass[1]);
+                self.bias[0] = (p / (1.0 - p)).ln();
+            }
+            ModelKind::Multinomial => {
+                for (b, &m) in self.bias.iter_mut().zip(&mass) {
+                    *b = prior(m).ln();
+                }
+            }
+        }
+    }
+
+    /// One step on one example; returns its log-loss before the step.
+    fn step(
+        &mut self,
+        (cols, vals): (&[u32], &[f32]),
+        y: usize,
+        weight: f64,
+        kind: ModelKind,
+    ) -> f64 {
+        let k = self.k;
+        self.z.copy_from_slice(&self.bias);
+        for (&c, &v) in cols.iter().zip(vals) {
+            let row = c as usize * k;
+            for (z, &w) in self.z.iter_mut().zip(&self.w[row..row + k]) {
+                *z += w * f64::from(v);
+            }
+        }
+        // Gradient of the loss with respect to each logit, kept in `z`.
+        let loss = match kind {
+            ModelKind::Binary => {
+                let p = sigmoid(self.z[0]);
+                let target = if y == 1 { 1.0 } else { 0.0 };
+                self.z[0] = weight * (p - target);
+                let q = if y == 1 { p } else { 1.0 - p };
+                -q.max(1e-15).ln()
+            }
+            ModelKind::Multinomial => {
+                softmax(&mut self.z);
+                let q = self.z[y];
+                for (c, z) in self.z.iter_mut().enumerate() {
+                    let target = if c == y { 1.0 } else { 0.0 };
+                    *z = weight * (*z - target);
+                }
+                -q.max(1e-15).ln()
+            }
+        };
+        for c in 0..k {
+            let g = self.z[c];
+            self.bias_g2[c] += g * g;
+            self.bias[c] -= self.eta * g / (self.bias_g2[c].sqrt() + EPS);
+        }
+        for (&col, &v) in cols.iter().zip(vals) {
+            let row = col as usize * k;
+            for c in 0..k {
+                let i = row + c;
+                let g = self.z[c] * f64::from(v) + self.l2 * self.w[i];
+                self.g2[i] += g * g;
+                let rate = self.eta / (self.g2[i].sqrt() + EPS);
+                let mut w = self.w[i] - rate * g;
+                if self.l1 > 0.0 {
+                    w = w.signum() * (w.abs() - rate * self.l1).max(0.0);
+                }
+                self.w[i] = w;
+            }
+        }
+        loss
+    }
+}
+
+/// Mean log-loss of the final (f32) model on the training rows.
+fn train_log_loss(model: &LocalModel, data: &Matrix, targets: &[usize]) -> f64 {
+    let mut features = Vec::new();
+    let mut z = vec![0.0; model.bias.len()];
+    let mut total = 0.0;
+    for (i, &y) in targets.iter().enumerate() {
+        let (cols, vals) = data.row(i);
+        features.clear();
+        features.extend(
+            cols.iter()
+                .zip(vals)
+                .map(|(&c, &v)| super::features::Feature {
+                    index: data.columns[c as usize],
+                    value: v,
+                }),
+        );
+        model.logits(&features, &mut z);
+        let q = match model.kind {
+            ModelKind::Binary => {
+                let p = sigmoid(z[0]);
+                if y == 1 { p } else { 1.0 - p }
+            }
+            ModelKind::Multinomial => {
+                softmax(&mut z);
+                z[y]
+            }
+        };
+        total -= q.max(1e-15).ln();
+    }
+    total / targets.len().max(1) as f64
+}
+
+/// Names the buckets with the largest |weight| in each column, from the
+/// first training example that has a feature in each.
+fn name_top_buckets(model: &LocalModel, examples: &[Example]) -> Vec<NamedBucket> {
+    let k = model.bias.len();
+    let mut wanted: BTreeMap<u32, Option<(f32, String)>> = BTreeMap::new();
+    for c in 0..k {
+        let mut col: Vec<(u32, f32)> = model
+            .weights
+            .iter()
+            .skip(c)
+            .step_by(k)
+            .enumerate()
+            .filter(|(_, w)| **w != 0.0)
+            .map(|(b, &w)| (b as u32, w))
+            .collect();
+        col.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
+        for (b, _) in col.into_iter().take(NAMED_PER_COLUMN) {
+            wanted.insert(b, None);
+        }
+    }
+    let mut left = wanted.len();
+    let mut buf = FeatureBuf::new();
+    for e in examples {
+        if left == 0 {
+            break;
+        }
+        model
+            .featurizer
+            .name_buckets(e, &mut buf, &mut wanted, &mut left);
+    }
+    wanted
+        .into_iter()
+        .filter_map(|(bucket, named)| named.map(|(sign, name)| NamedBucket { bucket, sign, name }))
+        .collect()
+}
