@@ -6,7 +6,7 @@
 //! the calling thread, with a model trained on them (default settings):
 //!
 //! - `featurize`: the featurizer alone into a reused [`FeatureBuf`] (the
-//!   baseline: tokenizing, hashing, sorting, normalising);
+//!   baseline: tokenizing, hashing, normalising);
 //! - `predict_proba_into`: featurize + dot product + sigmoid into a caller's
 //!   buffer (allocation-free);
 //! - `predict`: [`LocalModel::predict`], which returns a [`Prediction`]
@@ -25,6 +25,18 @@
 //! ```text
 //! cargo bench --bench classifier             # full run
 //! cargo bench --bench classifier -- --test   # quick check, few tweets
+//! ```
+//!
+//! **Profiling.** With `CLASSIFIER_PROFILE=<workload>:<n>` in the
+//! environment the binary skips criterion, runs one workload `n` times and
+//! exits, for an instruction-count profiler, which gives the same count on
+//! a loaded machine. Workloads: `featurize`, `predict_into`, `predict` (over
+//! the 1,060 tweets), `train_binary`, `train_multi` (10k tweets). The cost
+//! per run is the count at `n` minus the count at `0` (the setup), over `n`:
+//!
+//! ```text
+//! cargo bench --bench classifier --no-run   # prints the binary's path
+//! CLASSIFIER_PROFILE=predict:20 valgrind --tool=callgrind target/release/deps/classifier-…
 //! ```
 
 use std::hint::black_box;
@@ -268,7 +280,63 @@ fn test_mode(args: &[String]) -> bool {
     has("--test") || !has("--bench")
 }
 
+/// Runs the workload `CLASSIFIER_PROFILE` names (see the module doc).
+fn profile(spec: &str) {
+    let (what, n) = spec.split_once(':').unwrap_or((spec, "1"));
+    let n: usize = n.parse().expect("CLASSIFIER_PROFILE=<workload>:<count>");
+    let tweets = bundled();
+    let binary = to_binary(&tweets);
+    let mut buf = FeatureBuf::new();
+    let config = TrainConfig::binary("actionable");
+    let needs_model = matches!(what, "predict" | "predict_into");
+    let model = needs_model.then(|| LocalModel::train(&binary, &config).expect("trains"));
+    let s = model.map(|model| Setup {
+        words_only: model.clone(),
+        model,
+        tweets: tweets.clone(),
+        train_binary: Vec::new(),
+        train_multi: Vec::new(),
+    });
+    let featurizer = streamsift::local::Featurizer::new(config.featurizer.clone()).expect("valid");
+    let (train_binary, train_multi) = match what {
+        "train_binary" => (cycled(&binary, 10_000), Vec::new()),
+        "train_multi" => (Vec::new(), cycled(&tweets, 10_000)),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let multi = TrainConfig::multinomial();
+    let mut sink = 0.0;
+    let started = Instant::now();
+    for _ in 0..n {
+        sink += match (what, &s) {
+            ("featurize", _) => tweets
+                .iter()
+                .map(|t| black_box(featurizer.featurize(black_box(t), &mut buf)).len())
+                .sum::<usize>() as f64,
+            ("predict_into", Some(s)) => predict_all_into(s, &mut buf),
+            ("predict", Some(s)) => predict_all(s) as f64,
+            ("train_binary", _) => {
+                let m = LocalModel::train(black_box(&train_binary), &config).expect("trains");
+                m.metadata().train_log_loss
+            }
+            ("train_multi", _) => {
+                let m = LocalModel::train(black_box(&train_multi), &multi).expect("trains");
+                m.metadata().train_log_loss
+            }
+            _ => panic!("unknown CLASSIFIER_PROFILE workload {what:?}"),
+        };
+    }
+    let per_run = started.elapsed().as_secs_f64() / n.max(1) as f64;
+    let per_tweet_us = per_run / tweets.len() as f64 * 1e6;
+    println!(
+        "{what} x{n}: {sink} ({per_run:.4} s per run, {per_tweet_us:.3} µs per bundled tweet)"
+    );
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("CLASSIFIER_PROFILE") {
+        profile(&spec);
+        return;
+    }
     let args: Vec<String> = std::env::args().collect();
     let test = test_mode(&args);
     let listing = args.iter().any(|a| a == "--list");

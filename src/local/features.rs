@@ -89,8 +89,9 @@ pub struct FeaturizerConfig {
     /// Character n-grams inside words, if any.
     pub char_ngrams: Option<CharNgrams>,
     /// Emit derived text flags: has a question mark, an exclamation mark, a
-    /// URL, a mention, starts with a mention, has a hashtag, an emoji or
-    /// emoticon, a digit, and a length bucket.
+    /// URL, an `@`, starts with `@`, has a `#`, an emoji or emoticon, a
+    /// digit, and a length bucket. URLs, emoji and emoticons count even when
+    /// the tokenizer drops them.
     pub text_flags: bool,
     /// Boolean fields of the document to use (see [`Document::flag`]).
     pub flags: Vec<String>,
@@ -228,9 +229,21 @@ pub struct Feature {
 #[derive(Clone, Debug, Default)]
 pub struct FeatureBuf {
     tokens: TokenBuf,
-    hashes: Vec<u64>,
-    chars: Vec<char>,
+    scratch: Scratch,
     features: Vec<Feature>,
+}
+
+/// The featurizer's working space besides the tokens and the output.
+#[derive(Clone, Debug, Default)]
+struct Scratch {
+    /// One hash per token.
+    hashes: Vec<u64>,
+    /// The padded word whose character n-grams are being made.
+    chars: Vec<char>,
+    /// The running hash of the n-gram starting at each character.
+    states: Vec<u64>,
+    /// The hashes of one word's character n-grams.
+    grams: Vec<u64>,
 }
 
 impl FeatureBuf {
@@ -244,10 +257,21 @@ impl FeatureBuf {
         &self.tokens
     }
 
+    /// The features of the last featurized text (unscaled after
+    /// `featurize_unscaled`).
+    pub(crate) fn features(&self) -> &[Feature] {
+        &self.features
+    }
+
     /// The capacity held, in elements, summed over the inner buffers (to
     /// check that steady-state use does not grow it).
     pub fn capacity(&self) -> usize {
-        self.hashes.capacity() + self.chars.capacity() + self.features.capacity()
+        let s = &self.scratch;
+        s.hashes.capacity()
+            + s.chars.capacity()
+            + s.states.capacity()
+            + s.grams.capacity()
+            + self.features.capacity()
     }
 }
 
@@ -309,9 +333,207 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A cheaper finaliser for the many character n-grams: one multiply, whose
+/// high bits depend on every input bit, folded onto the low bits (the
+/// bucket); the top bit (the sign) is the product's.
+#[inline]
+fn mix_fast(z: u64) -> u64 {
+    let z = z.wrapping_mul(0x9FB2_1C65_1E98_DF25);
+    z ^ (z >> 32)
+}
+
 /// An order-sensitive combination of two hashes.
 fn combine(a: u64, b: u64) -> u64 {
-    mix(a.wrapping_mul(GOLDEN).rotate_left(23) ^ b)
+    mix(premix(a) ^ b)
+}
+
+/// The part of [`combine`] that depends on its first argument only, so a
+/// loop combining one namespace with many hashes computes it once:
+/// `combine(a, b) == mix(premix(a) ^ b)`.
+fn premix(a: u64) -> u64 {
+    a.wrapping_mul(GOLDEN).rotate_left(23)
+}
+
+/// Where [`Featurizer::walk`] sends each feature: its 64-bit hash (bucket
+/// in the low bits, sign in the top bit), its value before signing and
+/// scaling, and its name, built only if the sink asks for it.
+trait Sink {
+    fn put<'n>(&mut self, hash: u64, value: f32, name: impl FnOnce() -> Name<'n>);
+
+    /// The character n-grams of one word: their hashes before finalising
+    /// (done here, with the namespace `ns`), their value, and the name of
+    /// each.
+    #[inline]
+    fn put_grams<'n>(
+        &mut self,
+        states: &[u64],
+        ns: u64,
+        value: f32,
+        name: impl Fn(usize) -> Name<'n>,
+    ) {
+        for (j, &h) in states.iter().enumerate() {
+            self.put(mix_fast(ns ^ h), value, || name(j));
+        }
+    }
+}
+
+/// Collects signed features and the sum of their squared values.
+struct Collect<'a> {
+    features: &'a mut Vec<Feature>,
+    mask: u64,
+    squares: f32,
+}
+
+impl Sink for Collect<'_> {
+    #[inline]
+    fn put_grams<'n>(
+        &mut self,
+        states: &[u64],
+        ns: u64,
+        value: f32,
+        _name: impl Fn(usize) -> Name<'n>,
+    ) {
+        self.squares += states.len() as f32 * (value * value);
+        let (mask, bits) = (self.mask, value.to_bits());
+        self.features.extend(states.iter().map(|&h| {
+            let hash = mix_fast(ns ^ h);
+            let sign = ((hash >> 63) as u32) << 31;
+            Feature {
+                index: (hash & mask) as u32,
+                value: f32::from_bits(bits ^ sign),
+            }
+        }));
+    }
+
+    #[inline]
+    fn put<'n>(&mut self, hash: u64, value: f32, _name: impl FnOnce() -> Name<'n>) {
+        self.squares += value * value;
+        // The top bit of the hash is the sign: flip the float's sign bit.
+        let sign = ((hash >> 63) as u32) << 31;
+        self.features.push(Feature {
+            index: (hash & self.mask) as u32,
+            value: f32::from_bits(value.to_bits() ^ sign),
+        });
+    }
+}
+
+/// Passes every feature with its name to a closure (reports).
+struct Named<F>(F);
+
+impl<F: FnMut(u64, f32, Name<'_>)> Sink for Named<F> {
+    fn put<'n>(&mut self, hash: u64, value: f32, name: impl FnOnce() -> Name<'n>) {
+        (self.0)(hash, value, name());
+    }
+}
+
+/// Readable names for a set of buckets, found by featurizing documents
+/// until each has one (see [`Featurizer::name_buckets`]).
+#[derive(Debug)]
+pub(crate) struct BucketNamer {
+    /// One bit per bucket still wanted (checked per feature, cheaply).
+    unnamed: Vec<u64>,
+    names: BTreeMap<u32, (f32, String)>,
+    left: usize,
+    mask: u64,
+}
+
+impl BucketNamer {
+    /// Wants a name for each of `buckets`, all below `dim`.
+    pub(crate) fn new(dim: usize, buckets: impl IntoIterator<Item = u32>) -> Self {
+        let mut unnamed = vec![0u64; dim.div_ceil(64)];
+        let mut left = 0;
+        for b in buckets {
+            if let Some(word) = unnamed.get_mut(b as usize / 64) {
+                let bit = 1u64 << (b % 64);
+                left += usize::from(*word & bit == 0);
+                *word |= bit;
+            }
+        }
+        BucketNamer {
+            unnamed,
+            names: BTreeMap::new(),
+            left,
+            mask: (dim as u64).wrapping_sub(1),
+        }
+    }
+
+    /// How many wanted buckets have no name yet.
+    pub(crate) fn left(&self) -> usize {
+        self.left
+    }
+
+    /// The names found: bucket -> (sign, name), by bucket.
+    pub(crate) fn into_names(self) -> BTreeMap<u32, (f32, String)> {
+        self.names
+    }
+}
+
+impl Sink for BucketNamer {
+    fn put<'n>(&mut self, hash: u64, _value: f32, name: impl FnOnce() -> Name<'n>) {
+        let b = (hash & self.mask) as usize;
+        if let Some(word) = self.unnamed.get_mut(b / 64)
+            && *word & (1u64 << (b % 64)) != 0
+        {
+            *word &= !(1u64 << (b % 64));
+            let sign = if hash >> 63 == 1 { -1.0 } else { 1.0 };
+            self.names.insert(b as u32, (sign, name().to_string()));
+            self.left = self.left.saturating_sub(1);
+        }
+    }
+}
+
+/// Emits the character n-grams of one padded word, by length, then by
+/// start. The hash of a gram is FNV-1a over the UTF-8 bytes of its
+/// characters, continued one character at a time from the gram's first,
+/// then xored with the namespace `ns` and finalised by [`mix_fast`].
+/// `states` and `grams` are scratch space.
+fn char_ngrams<S: Sink>(
+    chars: &[char],
+    cn: &CharNgrams,
+    seed: u64,
+    ns: u64,
+    (states, grams): (&mut Vec<u64>, &mut Vec<u64>),
+    sink: &mut S,
+) {
+    let len = chars.len();
+    let (min, max) = (cn.min.max(1), cn.max.min(len));
+    states.clear();
+    states.resize(len, seed);
+    grams.clear();
+    for n in 1..=max {
+        // Before: states[s] hashes chars[s..s + n - 1]. Extend each gram
+        // that has room by one character.
+        let count = len + 1 - n;
+        let states = &mut states[..count];
+        for (h, &ch) in states.iter_mut().zip(&chars[n - 1..]) {
+            *h = fnv_char(*h, ch);
+        }
+        if n >= min {
+            grams.extend_from_slice(states);
+        }
+    }
+    sink.put_grams(grams, ns, cn.weight, |mut j| {
+        // Gram `j` of the order above: find its length and start.
+        for n in min..=max {
+            let count = len + 1 - n;
+            if j < count {
+                return Name::Char(chars.get(j..j + n).unwrap_or_default());
+            }
+            j -= count;
+        }
+        Name::Char(&[])
+    });
+}
+
+/// One FNV-1a step over the UTF-8 bytes of `ch`.
+#[inline]
+fn fnv_char(h: u64, ch: char) -> u64 {
+    let code = u32::from(ch);
+    if code < 0x80 {
+        (h ^ u64::from(code)).wrapping_mul(FNV_PRIME)
+    } else {
+        fnv(h, ch.encode_utf8(&mut [0u8; 4]).as_bytes())
+    }
 }
 
 const NS_UNIGRAM: u64 = 1;
@@ -474,29 +696,42 @@ impl Featurizer {
         doc: &D,
         buf: &'b mut FeatureBuf,
     ) -> &'b [Feature] {
+        let scale = self.featurize_unscaled(doc, buf);
+        let features = &mut buf.features;
+        if scale != 1.0 {
+            features.iter_mut().for_each(|f| f.value *= scale);
+        }
+        features
+    }
+
+    /// Featurizes `doc` into `buf` without the final scaling, and returns
+    /// the factor that [`featurize`](Featurizer::featurize) multiplies every
+    /// value by (1 without [`Norm::L2`]). Serving multiplies the dot product
+    /// by it once instead. The features are in [`FeatureBuf::features`].
+    pub(crate) fn featurize_unscaled<D: Document + ?Sized>(
+        &self,
+        doc: &D,
+        buf: &mut FeatureBuf,
+    ) -> f32 {
         let FeatureBuf {
             tokens,
-            hashes,
-            chars,
+            scratch,
             features,
         } = buf;
         self.tokenizer.tokenize(doc.text(), tokens);
         features.clear();
-        let mask = self.mask;
-        let mut squares = 0.0f32;
-        self.walk(doc, tokens, hashes, chars, true, |h, v, _| {
-            let value = if h >> 63 == 1 { -v } else { v };
-            squares += v * v;
-            features.push(Feature {
-                index: (h & mask) as u32,
-                value,
-            });
-        });
+        let mut sink = Collect {
+            features,
+            mask: self.mask,
+            squares: 0.0,
+        };
+        self.walk(doc, tokens, scratch, true, &mut sink);
+        let squares = sink.squares;
         if self.config.norm == Norm::L2 && squares > 0.0 {
-            let scale = 1.0 / squares.sqrt();
-            features.iter_mut().for_each(|f| f.value *= scale);
+            1.0 / squares.sqrt()
+        } else {
+            1.0
         }
-        features
     }
 
     /// Each feature of `doc` before hashing is resolved: its bucket, its sign
@@ -506,116 +741,108 @@ impl Featurizer {
     pub fn describe<D: Document + ?Sized>(&self, doc: &D) -> Vec<(u32, f32, String)> {
         let mut buf = FeatureBuf::new();
         let FeatureBuf {
-            tokens,
-            hashes,
-            chars,
-            ..
+            tokens, scratch, ..
         } = &mut buf;
         self.tokenizer.tokenize(doc.text(), tokens);
         let mut out = Vec::new();
-        self.walk(doc, tokens, hashes, chars, false, |h, _, name| {
-            let sign = if h >> 63 == 1 { -1.0 } else { 1.0 };
-            out.push(((h & self.mask) as u32, sign, name.to_string()));
-        });
+        self.walk(
+            doc,
+            tokens,
+            scratch,
+            false,
+            &mut Named(|h: u64, _, name: Name<'_>| {
+                let sign = if h >> 63 == 1 { -1.0 } else { 1.0 };
+                out.push(((h & self.mask) as u32, sign, name.to_string()));
+            }),
+        );
         out
     }
 
-    /// Names the still-unnamed buckets of `wanted` that `doc` has a feature
-    /// in (with the feature's sign), decrementing `left` for each.
+    /// Names the buckets `namer` still wants that `doc` has a feature in
+    /// (the first feature found in each, with its sign).
     pub(crate) fn name_buckets<D: Document + ?Sized>(
         &self,
         doc: &D,
         buf: &mut FeatureBuf,
-        wanted: &mut BTreeMap<u32, Option<(f32, String)>>,
-        left: &mut usize,
+        namer: &mut BucketNamer,
     ) {
         let FeatureBuf {
-            tokens,
-            hashes,
-            chars,
-            ..
+            tokens, scratch, ..
         } = buf;
         self.tokenizer.tokenize(doc.text(), tokens);
-        self.walk(doc, tokens, hashes, chars, false, |h, _, name| {
-            if let Some(slot @ None) = wanted.get_mut(&((h & self.mask) as u32)) {
-                let sign = if h >> 63 == 1 { -1.0 } else { 1.0 };
-                *slot = Some((sign, name.to_string()));
-                *left = left.saturating_sub(1);
-            }
-        });
+        namer.mask = self.mask;
+        self.walk(doc, tokens, scratch, false, namer);
     }
 
-    /// Emits every feature's hash, value and name.
-    fn walk<D: Document + ?Sized>(
+    /// Emits every feature's hash and value (and, if the sink wants it, its
+    /// name) to `sink`.
+    fn walk<D: Document + ?Sized, S: Sink>(
         &self,
         doc: &D,
         tokens: &TokenBuf,
-        hashes: &mut Vec<u64>,
-        chars: &mut Vec<char>,
+        scratch: &mut Scratch,
         count_missing: bool,
-        mut put: impl FnMut(u64, f32, Name<'_>),
+        sink: &mut S,
     ) {
         let c = &self.config;
+        let Scratch {
+            hashes,
+            chars,
+            states,
+            grams,
+        } = scratch;
+        // One pass over the tokens: hash each (for unigrams and pairs) and
+        // emit the character n-grams of words and hashtags.
         hashes.clear();
-        hashes.extend(
-            tokens
-                .iter()
-                .map(|(_, t)| fnv(self.token_seed, t.as_bytes())),
-        );
+        let char_ns = premix(self.ns[NS_CHAR as usize]);
+        for (kind, t) in tokens.iter() {
+            hashes.push(fnv(self.token_seed, t.as_bytes()));
+            let Some(cn) = &c.char_ngrams else { continue };
+            let word = match kind {
+                TokenKind::Word => t,
+                TokenKind::Hashtag => t.trim_start_matches('#'),
+                _ => continue,
+            };
+            chars.clear();
+            chars.push(BOUNDARY);
+            if word.is_ascii() {
+                chars.extend(word.bytes().map(char::from));
+            } else {
+                chars.extend(word.chars());
+            }
+            chars.push(BOUNDARY);
+            char_ngrams(chars, cn, self.token_seed, char_ns, (states, grams), sink);
+        }
         if c.unigrams {
-            for ((_, t), &h) in tokens.iter().zip(hashes.iter()) {
-                put(
-                    combine(self.ns[NS_UNIGRAM as usize], h),
-                    1.0,
-                    Name::Unigram(t),
-                );
+            let ns = premix(self.ns[NS_UNIGRAM as usize]);
+            for (i, &h) in hashes.iter().enumerate() {
+                sink.put(mix(ns ^ h), 1.0, || {
+                    Name::Unigram(tokens.get(i).map_or("", |t| t.1))
+                });
             }
         }
         let max_gap = c.osb.max(usize::from(c.bigrams));
         for gap in 1..=max_gap {
-            let ns = combine(self.ns[NS_PAIR as usize], gap as u64);
-            let pairs = tokens.iter().zip(tokens.iter().skip(gap));
-            let pair_hashes = hashes.iter().zip(hashes.iter().skip(gap));
-            for (((_, a), (_, b)), (&ha, &hb)) in pairs.zip(pair_hashes) {
-                put(combine(combine(ns, ha), hb), 1.0, Name::Pair(a, b, gap));
-            }
-        }
-        if let Some(cn) = &c.char_ngrams {
-            let ns = self.ns[NS_CHAR as usize];
-            for (kind, t) in tokens.iter() {
-                let word = match kind {
-                    TokenKind::Word => t,
-                    TokenKind::Hashtag => t.trim_start_matches('#'),
-                    _ => continue,
-                };
-                chars.clear();
-                chars.push(BOUNDARY);
-                chars.extend(word.chars());
-                chars.push(BOUNDARY);
-                let mut utf8 = [0u8; 4];
-                for start in 0..chars.len() {
-                    let mut h = self.token_seed;
-                    for (n, &ch) in chars[start..].iter().take(cn.max).enumerate() {
-                        h = fnv(h, ch.encode_utf8(&mut utf8).as_bytes());
-                        if n + 1 >= cn.min {
-                            let gram = &chars[start..=start + n];
-                            put(combine(ns, h), cn.weight, Name::Char(gram));
-                        }
-                    }
-                }
+            let ns = premix(combine(self.ns[NS_PAIR as usize], gap as u64));
+            for (i, (&ha, &hb)) in hashes.iter().zip(hashes.iter().skip(gap)).enumerate() {
+                sink.put(combine(mix(ns ^ ha), hb), 1.0, || {
+                    let a = tokens.get(i).map_or("", |t| t.1);
+                    let b = tokens.get(i + gap).map_or("", |t| t.1);
+                    Name::Pair(a, b, gap)
+                });
             }
         }
         if c.text_flags {
+            let ns = premix(self.ns[NS_TEXT_FLAG as usize]);
             self.text_flags(tokens, |i| {
-                let h = combine(self.ns[NS_TEXT_FLAG as usize], i as u64);
-                put(h, 1.0, Name::TextFlag(TEXT_FLAGS[i]));
+                sink.put(mix(ns ^ i as u64), 1.0, || Name::TextFlag(TEXT_FLAGS[i]));
             });
         }
         for (i, name) in c.flags.iter().enumerate() {
             match doc.flag(name) {
                 Some(v) => {
                     let h = combine(self.ns[NS_FLAG as usize], self.flag_hashes[i]);
-                    put(combine(h, u64::from(v)), 1.0, Name::Flag(name, v));
+                    sink.put(combine(h, u64::from(v)), 1.0, || Name::Flag(name, v));
                 }
                 None if count_missing => self.count_missing(i, name),
                 None => {}
@@ -626,7 +853,9 @@ impl Featurizer {
                 Some(x) => {
                     let bin = field.edges.partition_point(|&e| e <= x);
                     let h = combine(self.ns[NS_NUMBER as usize], self.number_hashes[i]);
-                    put(combine(h, bin as u64), 1.0, Name::Number(&field.name, bin));
+                    sink.put(combine(h, bin as u64), 1.0, || {
+                        Name::Number(&field.name, bin)
+                    });
                 }
                 None if count_missing => self.count_missing(c.flags.len() + i, &field.name),
                 None => {}
@@ -644,18 +873,17 @@ impl Featurizer {
 
     /// Calls `on` with the index (into `TEXT_FLAGS`) of each flag that holds.
     fn text_flags(&self, tokens: &TokenBuf, mut on: impl FnMut(usize)) {
-        let text = tokens.normalized();
-        let has = |b: u8| text.as_bytes().contains(&b);
-        let any_kind = |k: TokenKind| tokens.iter().any(|(kind, _)| kind == k);
+        let text = tokens.normalized().as_bytes();
+        let has = |b: u8| text.contains(&b);
         let checks = [
             has(b'?'),
             has(b'!'),
-            text.contains("http://") || text.contains("https://") || text.contains("www."),
+            tokens.has_kind(TokenKind::Url),
             has(b'@'),
-            text.trim_start().starts_with('@'),
+            text.trim_ascii_start().first() == Some(&b'@'),
             has(b'#'),
-            any_kind(TokenKind::Emoji) || any_kind(TokenKind::Emoticon),
-            text.bytes().any(|b| b.is_ascii_digit()),
+            tokens.has_kind(TokenKind::Emoji) || tokens.has_kind(TokenKind::Emoticon),
+            text.iter().any(u8::is_ascii_digit),
         ];
         for (i, _) in checks.iter().enumerate().filter(|(_, b)| **b) {
             on(i);
@@ -668,23 +896,6 @@ impl Featurizer {
             _ => 11,
         });
     }
-}
-
-/// Sorts features by bucket, sums runs of equal buckets and drops zeros.
-pub(crate) fn sort_and_merge(features: &mut Vec<Feature>) {
-    features.sort_unstable_by_key(|f| f.index);
-    let mut out = 0usize;
-    for i in 0..features.len() {
-        let f = features[i];
-        if out > 0 && features[out - 1].index == f.index {
-            features[out - 1].value += f.value;
-        } else {
-            features[out] = f;
-            out += 1;
-        }
-    }
-    features.truncate(out);
-    features.retain(|f| f.value != 0.0);
 }
 
 /// Bin edges at the `k/bins` quantiles of `values`, deduplicated.
@@ -769,9 +980,10 @@ mod tests {
             ..words_only()
         };
         let n = names(config, "ab @cd");
+        // By length, then by start; `@cd` is a mention, not a word.
         assert_eq!(
             n,
-            ["chars:_a", "chars:_ab", "chars:ab", "chars:ab_", "chars:b_"]
+            ["chars:_a", "chars:ab", "chars:b_", "chars:_ab", "chars:ab_"]
         );
     }
 
@@ -824,14 +1036,6 @@ mod tests {
                 ("followers".to_string(), 0)
             ]
         );
-    }
-
-    #[test]
-    fn sort_and_merge_sums_duplicates_and_drops_zeros() {
-        let f = |index, value| Feature { index, value };
-        let mut v = vec![f(5, 1.0), f(2, 0.5), f(5, 2.0), f(7, 1.0), f(7, -1.0)];
-        sort_and_merge(&mut v);
-        assert_eq!(v, [f(2, 0.5), f(5, 3.0)]);
     }
 
     #[test]
@@ -888,9 +1092,32 @@ mod tests {
         let (index, sign, _) = d[0].clone();
         let pinned = (index, sign);
         assert_eq!(pinned, PINNED_DELAYED);
+
+        // Character n-grams (hashed with `mix_fast` since the hot-path
+        // rework; pinned then, deliberately), including a non-ASCII one.
+        let f = Featurizer::new(FeaturizerConfig {
+            bits: 20,
+            unigrams: false,
+            char_ngrams: Some(CharNgrams {
+                min: 3,
+                max: 3,
+                weight: 1.0,
+            }),
+            ..words_only()
+        })
+        .unwrap();
+        let got: Vec<(u32, f32, String)> = f.describe("fly é");
+        let got: Vec<(u32, f32, &str)> = got.iter().map(|(i, s, n)| (*i, *s, n.as_str())).collect();
+        assert_eq!(got, PINNED_CHARS);
     }
 
     const PINNED_DELAYED: (u32, f32) = (195_832, -1.0);
+    const PINNED_CHARS: [(u32, f32, &str); 4] = [
+        (784_361, -1.0, "chars:_fl"),
+        (577_054, -1.0, "chars:fly"),
+        (173_165, -1.0, "chars:ly_"),
+        (578_362, -1.0, "chars:_é_"),
+    ];
 
     #[test]
     fn invalid_configs_are_rejected() {

@@ -174,10 +174,28 @@ impl LocalModel {
     /// Raw scores (log-odds for binary, logits for multinomial) of an
     /// already featurized vector, written to `out` (one per column).
     pub(crate) fn logits(&self, features: &[Feature], out: &mut [f64]) {
+        self.scaled_logits(features, 1.0, out);
+    }
+
+    /// [`logits`](LocalModel::logits) of the features with every value
+    /// multiplied by `scale` (the dot product is scaled once).
+    fn scaled_logits(&self, features: &[Feature], scale: f32, out: &mut [f64]) {
         let k = self.columns();
-        for (o, &b) in out.iter_mut().zip(&self.bias) {
-            *o = f64::from(b);
+        let scale = f64::from(scale);
+        if let ([z], [b]) = (&mut *out, self.bias.as_slice()) {
+            // Binary: one weight per bucket.
+            let mut sum = 0.0f64;
+            for f in features {
+                if let Some(&w) = self.weights.get(f.index as usize) {
+                    sum += f64::from(w) * f64::from(f.value);
+                }
+            }
+            *z = f64::from(*b) + sum * scale;
+            return;
         }
+        let n = k.min(out.len());
+        let out = &mut out[..n];
+        out.fill(0.0);
         for f in features {
             let row = f.index as usize * k;
             if let Some(w) = self.weights.get(row..row + k) {
@@ -185,6 +203,9 @@ impl LocalModel {
                     *o += f64::from(w) * f64::from(f.value);
                 }
             }
+        }
+        for (o, &b) in out.iter_mut().zip(&self.bias) {
+            *o = f64::from(b) + *o * scale;
         }
     }
 
@@ -197,11 +218,12 @@ impl LocalModel {
         buf: &mut FeatureBuf,
         out: &mut [f64],
     ) {
-        let features = self.featurizer.featurize(doc, buf);
+        let scale = self.featurizer.featurize_unscaled(doc, buf);
+        let features = buf.features();
         match self.kind {
             ModelKind::Binary => {
                 let mut z = [0.0];
-                self.logits(features, &mut z);
+                self.scaled_logits(features, scale, &mut z);
                 let p = sigmoid(z[0]);
                 if let [neg, pos, ..] = out {
                     *neg = 1.0 - p;
@@ -211,7 +233,7 @@ impl LocalModel {
             ModelKind::Multinomial => {
                 let n = self.columns().min(out.len());
                 let out = &mut out[..n];
-                self.logits(features, out);
+                self.scaled_logits(features, scale, out);
                 softmax(out);
             }
         }

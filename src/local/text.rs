@@ -9,8 +9,8 @@
 //! to the size of the largest text seen, tokenizing allocates nothing.
 
 use serde::{Deserialize, Serialize};
-use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
 /// The kind of a token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -95,8 +95,28 @@ impl Default for TokenizerConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Span {
     kind: TokenKind,
-    start: usize,
-    end: usize,
+    text: Piece,
+}
+
+/// Where a token's text is. Most tokens are a slice of the normalised
+/// input, so tokenizing copies no text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Piece {
+    /// `normalized[start..end]`.
+    Input(usize, usize),
+    /// `text[start..end]` (a collapsed word).
+    Own(usize, usize),
+    /// A fixed text (`"<url>"`, a canonical emoticon).
+    Static(&'static str),
+}
+
+/// A token's text as the tokenizer found it.
+#[derive(Clone, Copy, Debug)]
+enum Found<'a> {
+    /// Starting at this byte offset of the normalised input.
+    Input(usize, &'a str),
+    /// A fixed text.
+    Static(&'static str),
 }
 
 /// Reusable scratch space for [`Tokenizer::tokenize`], holding the tokens of
@@ -106,6 +126,8 @@ pub struct TokenBuf {
     normalized: String,
     text: String,
     spans: Vec<Span>,
+    /// One bit per [`TokenKind`] found in the text (kept or dropped).
+    seen: u16,
 }
 
 impl TokenBuf {
@@ -127,14 +149,20 @@ impl TokenBuf {
     /// The `i`-th token, if any.
     pub fn get(&self, i: usize) -> Option<(TokenKind, &str)> {
         let span = self.spans.get(i)?;
-        Some((span.kind, self.text.get(span.start..span.end).unwrap_or("")))
+        Some((span.kind, self.resolve(span.text)))
     }
 
     /// The tokens in order.
     pub fn iter(&self) -> impl Iterator<Item = (TokenKind, &str)> + '_ {
-        self.spans
-            .iter()
-            .map(|s| (s.kind, self.text.get(s.start..s.end).unwrap_or("")))
+        self.spans.iter().map(|s| (s.kind, self.resolve(s.text)))
+    }
+
+    fn resolve(&self, piece: Piece) -> &str {
+        match piece {
+            Piece::Input(a, b) => self.normalized.get(a..b).unwrap_or(""),
+            Piece::Own(a, b) => self.text.get(a..b).unwrap_or(""),
+            Piece::Static(s) => s,
+        }
     }
 
     /// The text after normalisation and lowercasing.
@@ -142,10 +170,16 @@ impl TokenBuf {
         &self.normalized
     }
 
+    /// Whether the text had a token of this kind, kept or dropped.
+    pub fn has_kind(&self, kind: TokenKind) -> bool {
+        self.seen & kind_bit(kind) != 0
+    }
+
     fn clear(&mut self) {
         self.normalized.clear();
         self.text.clear();
         self.spans.clear();
+        self.seen = 0;
     }
 }
 
@@ -199,17 +233,30 @@ impl Tokenizer {
             normalized,
             text: out,
             spans,
+            seen,
         } = buf;
         let s = normalized.as_str();
+        let bytes = s.as_bytes();
         let mut i = 0;
-        while let Some(c) = s.get(i..).and_then(|rest| rest.chars().next()) {
+        while let Some(&b) = bytes.get(i) {
+            // ASCII whitespace, the commonest byte, first (char::is_whitespace
+            // for ASCII is exactly space and \t..=\r).
+            if b == b' ' || (b'\t'..=b'\r').contains(&b) {
+                i += 1;
+                continue;
+            }
             let rest = &s[i..];
-            let at_boundary = s[..i].chars().next_back().is_none_or(char::is_whitespace);
+            let Some(c) = rest.chars().next() else { break };
             if c.is_whitespace() {
                 i += c.len_utf8();
-            } else if let Some(len) = url_len(rest) {
+            } else if let Some(len) = matches!(b, b'h' | b'H' | b'w' | b'W')
+                .then(|| url_len(rest))
+                .flatten()
+            {
                 let url = trim_url(&rest[..len]);
-                self.push(out, spans, TokenKind::Url, self.config.urls, url, "<url>");
+                *seen |= kind_bit(TokenKind::Url);
+                let found = Found::Input(i, url);
+                self.push(out, spans, TokenKind::Url, self.config.urls, found, "<url>");
                 i += len;
             } else if (c == '@' || c == '#') && rest[1..].chars().next().is_some_and(is_word_char) {
                 let len = 1 + word_len(&rest[1..]);
@@ -218,39 +265,51 @@ impl Tokenizer {
                 } else {
                     (TokenKind::Hashtag, self.config.hashtags, "<hashtag>")
                 };
-                self.push(out, spans, kind, mode, &rest[..len], name);
+                *seen |= kind_bit(kind);
+                self.push(out, spans, kind, mode, Found::Input(i, &rest[..len]), name);
                 i += len;
-            } else if let Some(emo) = at_boundary.then(|| emoticon_at(rest)).flatten() {
+            } else if let Some(emo) = (is_emoticon_start(b) && at_boundary(s, i))
+                .then(|| emoticon_at(rest))
+                .flatten()
+            {
                 let canonical = canonical_emoticon(emo);
                 let mode = self.config.emoji;
-                self.push(
-                    out,
-                    spans,
-                    TokenKind::Emoticon,
-                    mode,
-                    canonical,
-                    "<emoticon>",
-                );
+                *seen |= kind_bit(TokenKind::Emoticon);
+                let found = Found::Static(canonical);
+                self.push(out, spans, TokenKind::Emoticon, mode, found, "<emoticon>");
                 i += emo.len();
             } else if is_word_char(c) {
                 let len = word_len(rest);
                 let word = &rest[..len];
                 if is_number(word) {
                     let mode = self.config.numbers;
-                    self.push(out, spans, TokenKind::Number, mode, word, "<num>");
+                    *seen |= kind_bit(TokenKind::Number);
+                    let found = Found::Input(i, word);
+                    self.push(out, spans, TokenKind::Number, mode, found, "<num>");
                 } else {
-                    self.push(out, spans, TokenKind::Word, KindMode::Keep, word, "");
+                    *seen |= kind_bit(TokenKind::Word);
+                    let found = Found::Input(i, word);
+                    self.push(out, spans, TokenKind::Word, KindMode::Keep, found, "");
                 }
                 i += len;
             } else if is_emoji(c) {
                 let mode = self.config.emoji;
                 let e = &rest[..c.len_utf8()];
-                self.push(out, spans, TokenKind::Emoji, mode, e, "<emoji>");
+                *seen |= kind_bit(TokenKind::Emoji);
+                self.push(
+                    out,
+                    spans,
+                    TokenKind::Emoji,
+                    mode,
+                    Found::Input(i, e),
+                    "<emoji>",
+                );
                 i += c.len_utf8();
             } else if c == '?' || c == '!' {
-                let len = rest.bytes().take_while(|&b| b == c as u8).count();
+                let len = rest.bytes().take_while(|&x| x == b).count();
+                *seen |= kind_bit(TokenKind::Punct);
                 if self.config.punctuation {
-                    let mark = &rest[..1];
+                    let mark = Found::Input(i, &rest[..1]);
                     self.push(out, spans, TokenKind::Punct, KindMode::Keep, mark, "");
                 }
                 i += len;
@@ -270,6 +329,10 @@ impl Tokenizer {
             return;
         }
         let mut push = |c: char| {
+            if c.is_ascii() {
+                out.push(if lower { c.to_ascii_lowercase() } else { c });
+                return;
+            }
             let c = match c {
                 '\u{2018}' | '\u{2019}' | '\u{02BC}' => '\'',
                 _ => c,
@@ -280,7 +343,9 @@ impl Tokenizer {
                 out.push(c);
             }
         };
-        if self.config.nfkc {
+        // Most non-ASCII tweets (emoji, accents) are already in NFKC: the
+        // quick check says so without normalising.
+        if self.config.nfkc && is_nfkc_quick(text.chars()) != IsNormalized::Yes {
             text.nfkc().for_each(&mut push);
         } else {
             text.chars().for_each(&mut push);
@@ -293,39 +358,58 @@ impl Tokenizer {
         spans: &mut Vec<Span>,
         kind: TokenKind,
         mode: KindMode,
-        text: &str,
-        kind_name: &str,
+        found: Found<'_>,
+        kind_name: &'static str,
     ) {
-        let start = out.len();
-        match mode {
-            KindMode::Drop => return,
-            KindMode::Kind => out.push_str(kind_name),
-            KindMode::Keep => {
+        let text = match (mode, found) {
+            (KindMode::Drop, _) => return,
+            (KindMode::Kind, _) => Piece::Static(kind_name),
+            (KindMode::Keep, Found::Static(s)) => Piece::Static(s),
+            (KindMode::Keep, Found::Input(at, token)) => {
                 let collapse = self.config.collapse_elongation
-                    && matches!(kind, TokenKind::Word | TokenKind::Hashtag);
+                    && matches!(kind, TokenKind::Word | TokenKind::Hashtag)
+                    && is_elongated(token);
                 if collapse {
-                    push_collapsed(out, text);
+                    let start = out.len();
+                    push_collapsed(out, token);
+                    Piece::Own(start, out.len())
                 } else {
-                    out.push_str(text);
+                    Piece::Input(at, at + token.len())
                 }
             }
-        }
-        spans.push(Span {
-            kind,
-            start,
-            end: out.len(),
-        });
+        };
+        spans.push(Span { kind, text });
     }
+}
+
+/// The bit of `kind` in [`TokenBuf`]'s set of kinds seen.
+fn kind_bit(kind: TokenKind) -> u16 {
+    1 << (kind as u16)
+}
+
+/// Whether `b` can start an emoticon.
+fn is_emoticon_start(b: u8) -> bool {
+    matches!(
+        b,
+        b':' | b';' | b'<' | b'>' | b'=' | b'^' | b'-' | b'x' | b'X'
+    )
+}
+
+/// Whether byte offset `i` of `s` starts a token: the text starts there or
+/// whitespace precedes it.
+fn at_boundary(s: &str, i: usize) -> bool {
+    s[..i].chars().next_back().is_none_or(char::is_whitespace)
+}
+
+/// Whether `text` may have a character three times in a row (exact for
+/// ASCII; any non-ASCII text says yes and [`push_collapsed`] decides).
+fn is_elongated(text: &str) -> bool {
+    let b = text.as_bytes();
+    !text.is_ascii() || b.windows(3).any(|w| w[0] == w[1] && w[1] == w[2])
 }
 
 /// Appends `text`, keeping at most two of any run of one character.
 fn push_collapsed(out: &mut String, text: &str) {
-    let b = text.as_bytes();
-    if text.is_ascii() && b.windows(3).all(|w| !(w[0] == w[1] && w[1] == w[2])) {
-        // ASCII with no character three times in a row: nothing to collapse.
-        out.push_str(text);
-        return;
-    }
     let mut last = None;
     let mut run = 0usize;
     for c in text.chars() {
@@ -366,17 +450,29 @@ fn word_len(s: &str) -> usize {
         }
     };
     let mut i = 0;
-    let mut prev: Option<char> = None;
-    while let Some(c) = char_at(i) {
+    loop {
+        // The common case: a run of ASCII letters, digits and `_`.
+        while b
+            .get(i)
+            .is_some_and(|&x| x.is_ascii_alphanumeric() || x == b'_')
+        {
+            i += 1;
+        }
+        match b.get(i) {
+            // Any other ASCII byte but these four ends the word.
+            Some(x) if x.is_ascii() && !matches!(x, b'\'' | b'.' | b',' | b':') => break,
+            _ => {}
+        }
+        let Some(c) = char_at(i) else { break };
+        let prev = || s[..i].chars().next_back();
         let len = c.len_utf8();
         let inner = match c {
-            'a'..='z' | 'A'..='Z' | '0'..='9' | '_' => true,
             '\'' => {
-                prev.is_some_and(is_word_char)
+                prev().is_some_and(is_word_char)
                     && char_at(i + len).is_some_and(char::is_alphanumeric)
             }
             '.' | ',' | ':' => {
-                prev.is_some_and(|p| p.is_ascii_digit())
+                prev().is_some_and(|p| p.is_ascii_digit())
                     && char_at(i + len).is_some_and(|n| n.is_ascii_digit())
             }
             _ => is_word_char(c),
@@ -385,7 +481,6 @@ fn word_len(s: &str) -> usize {
             break;
         }
         i += len;
-        prev = Some(c);
     }
     i
 }
@@ -415,11 +510,7 @@ fn trim_url(url: &str) -> &str {
 
 /// The emoticon at the start of `s`, if one ends at a token boundary.
 fn emoticon_at(s: &str) -> Option<&str> {
-    let first = *s.as_bytes().first()?;
-    if !matches!(
-        first,
-        b':' | b';' | b'<' | b'>' | b'=' | b'^' | b'-' | b'x' | b'X'
-    ) {
+    if !is_emoticon_start(*s.as_bytes().first()?) {
         return None;
     }
     EMOTICONS.iter().find_map(|&e| {
