@@ -1,0 +1,1 @@
+//! Amazon Machine Learning realtime Predict as a Classifier. Feature `machine-learning`.

@@ -1,0 +1,1 @@
+//! A SageMaker endpoint as a Classifier. Feature `sagemaker`.

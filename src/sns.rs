@@ -1,0 +1,1 @@
+//! Amazon SNS as a Router. Feature `sns`.
