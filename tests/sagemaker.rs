@@ -461,3 +461,28 @@ async fn debug_output_has_no_credentials() {
         assert!(!text.contains(secret), "{text}");
     }
 }
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_before_sending() {
+    // Nothing listens on port 9: a call that went out would fail as
+    // unavailable, not with the size error asserted here.
+    let http = FaultyHttp::new(aws_smithy_http_client::Builder::new().build_http(), vec![]);
+    let config = common::moto::sdk_config_for("http://127.0.0.1:9")
+        .await
+        .into_builder()
+        .http_client(http.clone())
+        .retry_config(RetryConfig::disabled())
+        .build();
+    let classifier = SageMakerClassifier::<Tweet>::builder(Client::new(&config), ENDPOINT)
+        .max_batch_size(2)
+        .max_payload_bytes(40)
+        .build();
+    let items = tweets(2);
+    let refs: Vec<&Tweet> = items.iter().collect();
+    for result in classifier.classify_batch(&refs).await {
+        let err = result.expect_err("too large");
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("over the 40-byte limit"), "{err}");
+    }
+    assert!(http.calls().is_empty(), "nothing was sent");
+}
