@@ -1,1 +1,0 @@
-//! Amazon SNS as a Router. Feature `sns`.
