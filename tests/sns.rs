@@ -1120,3 +1120,82 @@ async fn the_batcher_waits_for_the_linger_unless_the_batch_is_full() {
     assert_eq!(entry_fields(&calls[1], "Id").len(), 10);
     assert_eq!(calls[1].at, full_start, "a full batch does not wait");
 }
+
+/// Calls, sends, retries, failures and truncations reach the `metrics`
+/// recorder (every answer scripted, time paused).
+#[test]
+fn counters_go_through_the_metrics_facade() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let topic = "arn:aws:sns:us-east-1:123456789012:metered";
+    let mut faults = scripted(
+        1,
+        200,
+        batch_answer(
+            &[("m0", "id-0")],
+            &[
+                ("m1", "InternalError", false),
+                ("m2", "InvalidParameter", true),
+            ],
+        ),
+    );
+    faults.extend(scripted(2, 200, batch_answer(&[("m1", "id-1")], &[])));
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let results = metrics::with_local_recorder(&recorder, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("runtime")
+            .block_on(async {
+                let base = sdk_config_for("http://127.0.0.1:9").await;
+                let http =
+                    FaultyHttp::new(aws_smithy_http_client::Builder::new().build_http(), faults);
+                let config = base.into_builder().http_client(http).build();
+                let router: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&config)
+                    .topic(topic)
+                    .message_template("{item.text}")
+                    .max_message_bytes(300)
+                    .retry_policy(quick_retries(3))
+                    .build()
+                    .expect("router");
+                let cases = [
+                    case(0, tweet(1, "u", &"long ".repeat(100)), "x", 0.9, "r"),
+                    case(1, tweet(2, "u", "short"), "x", 0.9, "r"),
+                    case(2, tweet(3, "u", "refused"), "x", 0.9, "r"),
+                ];
+                route_all(&router, &cases).await
+            })
+    });
+    let outcomes: Vec<bool> = results.iter().map(Result::is_ok).collect();
+    assert_eq!(outcomes, [true, true, false]);
+    let counters: BTreeMap<String, u64> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| match value {
+            DebugValue::Counter(n) => {
+                let labels: Vec<String> = key
+                    .key()
+                    .labels()
+                    .filter(|l| l.key() != "topic")
+                    .map(|l| format!("{}={}", l.key(), l.value()))
+                    .collect();
+                Some((format!("{}{labels:?}", key.key().name()), n))
+            }
+            _ => None,
+        })
+        .collect();
+    let expected: BTreeMap<String, u64> = [
+        ("streamsift_sns_published_total[]", 2),
+        ("streamsift_sns_failures_total[\"kind=permanent\"]", 1),
+        ("streamsift_sns_retries_total[]", 1),
+        ("streamsift_sns_calls_total[\"operation=PublishBatch\"]", 2),
+        ("streamsift_sns_truncated_total[]", 1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(counters, expected);
+}
