@@ -134,13 +134,23 @@ fn json_field(body: &[u8], field: &str) -> Option<String> {
 
 impl HttpConnector for FaultyConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        // awsJson names the operation in X-Amz-Target, REST in the path,
+        // and the Query protocol (SNS, SQS) in the form body's Action.
+        let query_action = request.body().bytes().and_then(|b| {
+            std::str::from_utf8(b)
+                .ok()?
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("Action="))
+                .map(str::to_string)
+        });
         let op = request
             .headers()
             .get("x-amz-target")
             .and_then(|t| t.rsplit('.').next())
             .or_else(|| rest_op(request.uri()))
-            .unwrap_or("")
-            .to_string();
+            .map(str::to_string)
+            .or(query_action)
+            .unwrap_or_default();
         let uri = request.uri().to_string();
         let headers: Vec<(String, String)> = request
             .headers()
