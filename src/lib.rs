@@ -25,10 +25,16 @@ pub mod fakes;
 pub mod kinesis;
 pub mod labeler;
 pub mod local;
+#[cfg(feature = "machine-learning")]
+pub mod machine_learning;
 pub mod pipeline;
 pub mod policy;
 pub mod record;
 pub mod router;
+#[cfg(feature = "sagemaker")]
+pub mod sagemaker;
+#[cfg(feature = "sns")]
+pub mod sns;
 pub mod source;
 mod util;
 

@@ -15,21 +15,30 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use streamsift::fakes::{FaultKind, FaultPlan, Faulty, MemorySource};
 use streamsift::{
-    Delivery, JsonLinesDeadLetter, Label, Pipeline, REVIEW_ROUTE, Receipt, RouteError, Router,
-    RunReport, Shutdown,
+    Classifier, Delivery, JsonLinesDeadLetter, Label, Pipeline, REVIEW_ROUTE, Receipt, RouteError,
+    Router, RunReport, Shutdown, Source,
 };
 
 #[path = "model.rs"]
 pub mod model;
+
+/// The AWS stages (Kinesis, Amazon ML or SageMaker, SNS): `--features aws`.
+#[cfg(feature = "aws")]
+#[path = "aws.rs"]
+pub mod aws;
 
 /// The bundled stream: JSON lines shaped like Twitter's API, including some
 /// malformed lines on purpose.
 pub const TWEETS: &[u8] = include_bytes!("../data/tweets.jsonl");
 /// The gold label of every well-formed tweet: `id_str,label`.
 pub const GOLD: &str = include_str!("../data/labels.csv");
+
+/// The largest record the pipeline takes; a larger one is dead-lettered
+/// as `too_large` (a tweet is far smaller).
+pub const MAX_RECORD_BYTES: usize = 8 * 1024;
 
 /// The label for tweets that need no one.
 pub const NOISE: &str = "none";
@@ -42,8 +51,10 @@ pub const TEAMS: [(&str, &str); 4] = [
     ("feature_request", "Product feedback"),
 ];
 
-/// A tweet, as Twitter's v1.1 API shapes it (the fields we use).
-#[derive(Clone, Debug, Deserialize)]
+/// A tweet, as Twitter's v1.1 API shapes it (the fields we use). It is
+/// serialized (absent fields left out) for the AWS stages: the SNS message
+/// template, Amazon ML's record, SageMaker's request body.
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct Tweet {
     /// The tweet's id.
     pub id_str: String,
@@ -52,28 +63,28 @@ pub struct Tweet {
     /// Its author.
     pub user: User,
     /// When it was posted.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
     /// The tweet it replies to, if any.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_reply_to_status_id_str: Option<String>,
     /// The original, when this is a retweet.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retweeted_status: Option<Box<Retweeted>>,
 }
 
 /// A tweet's author.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct User {
     /// The @handle, without the @.
     pub screen_name: String,
     /// How many follow them.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub followers_count: Option<f64>,
 }
 
 /// The original of a retweet.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct Retweeted {
     /// Its id.
     pub id_str: String,
@@ -106,10 +117,10 @@ impl Inboxes {
     pub fn snapshot(&self) -> BTreeMap<Label, Vec<Notification>> {
         self.by_route.lock().expect("inbox lock").clone()
     }
-}
 
-impl Router<Tweet> for Inboxes {
-    async fn route(&self, d: &Delivery<'_, Tweet>) -> Result<Receipt, RouteError> {
+    /// Notes a delivery in its route's inbox. A redelivery of the same
+    /// tweet (at-least-once) is not a second entry.
+    pub fn record(&self, d: &Delivery<'_, Tweet>) {
         let note = Notification {
             tweet_id: d.item.id_str.clone(),
             screen_name: d.item.user.screen_name.clone(),
@@ -119,10 +130,15 @@ impl Router<Tweet> for Inboxes {
         };
         let mut inboxes = self.by_route.lock().expect("inbox lock");
         let inbox = inboxes.entry(d.route.clone()).or_default();
-        // Redelivery of the same tweet (at-least-once) is not a second page.
         if !inbox.iter().any(|n| n.tweet_id == note.tweet_id) {
             inbox.push(note);
         }
+    }
+}
+
+impl Router<Tweet> for Inboxes {
+    async fn route(&self, d: &Delivery<'_, Tweet>) -> Result<Receipt, RouteError> {
+        self.record(d);
         Ok(Receipt::new(d.route.clone()).with_message_id(d.item.id_str.clone()))
     }
 }
@@ -197,7 +213,7 @@ pub struct Summary {
     pub held_out: Scores,
     /// Ids of the held-out tweets.
     pub held_out_ids: std::collections::HashSet<String>,
-    /// Lines in the bundled stream.
+    /// Lines in the bundled stream (records read, for a Kinesis stream).
     pub lines: usize,
     /// Notifications per route, including the `review` triage queue.
     pub inboxes: BTreeMap<Label, Vec<Notification>>,
@@ -326,15 +342,58 @@ pub async fn run_with(
             .kind(FaultKind::Throttled)
             .seed(7),
     );
+    let stages = Stages {
+        source,
+        classifier: model::Triage::new(models),
+        policy: model::triage_policy(),
+        router: notifier,
+        inboxes: &inboxes,
+        lines: Some(lines.len()),
+    };
+    run_stages(settings, data, stages, shutdown).await
+}
+
+/// The parts of one run that differ between the offline replay and the
+/// AWS deployment; [`run_stages`] joins them the same way for both.
+#[derive(Debug)]
+pub struct Stages<'a, S, C, R> {
+    /// Where tweets come from.
+    pub source: S,
+    /// Who labels them.
+    pub classifier: C,
+    /// What each label leads to.
+    pub policy: streamsift::Policy,
+    /// Who hears about the actionable ones.
+    pub router: R,
+    /// What the router delivered, as the summary scores it.
+    pub inboxes: &'a Inboxes,
+    /// Lines in the stream, when known in advance (the bundled file).
+    pub lines: Option<usize>,
+}
+
+/// Runs the pipeline over `stages`, dead-lettering to
+/// `settings.dead_letter_path`, and scores what reached the inboxes against
+/// the bundled gold labels.
+pub async fn run_stages<S, C, R>(
+    settings: &Settings,
+    data: &model::LabeledData,
+    stages: Stages<'_, S, C, R>,
+    shutdown: Shutdown,
+) -> Result<Summary, Box<dyn std::error::Error>>
+where
+    S: Source,
+    C: Classifier<Tweet>,
+    R: Router<Tweet>,
+{
     reset_file(&settings.dead_letter_path)?;
-    let report = Pipeline::new(source)
+    let report = Pipeline::new(stages.source)
         .json::<Tweet>()
-        .classify(model::Triage::new(models))
-        .policy(model::triage_policy())
-        .route(notifier)
+        .classify(stages.classifier)
+        .policy(stages.policy)
+        .route(stages.router)
         .dead_letter(JsonLinesDeadLetter::new(&settings.dead_letter_path))
         .max_in_flight(settings.max_in_flight)
-        .max_record_bytes(8 * 1024)
+        .max_record_bytes(MAX_RECORD_BYTES)
         .retry(streamsift::RetryPolicy {
             initial_backoff: Duration::from_millis(5),
             ..Default::default()
@@ -343,7 +402,7 @@ pub async fn run_with(
         .run()
         .await?;
     let gold = gold_labels(GOLD);
-    let inboxes = inboxes.snapshot();
+    let inboxes = stages.inboxes.snapshot();
     let (teams, actionable_reached, actionable_gold, review_noise) = score(&inboxes, &gold);
     let held_out_ids: std::collections::HashSet<String> =
         data.holdout.iter().filter_map(|e| e.id.clone()).collect();
@@ -364,6 +423,7 @@ pub async fn run_with(
     let secs = report.elapsed.as_secs_f64().max(1e-9);
     Ok(Summary {
         records_per_sec: report.stats.records_in as f64 / secs,
+        lines: stages.lines.unwrap_or(report.stats.records_in as usize),
         report,
         held_out: Scores {
             teams: h_teams,
@@ -372,7 +432,6 @@ pub async fn run_with(
             review_noise: h_review_noise,
         },
         held_out_ids,
-        lines: lines.len(),
         inboxes,
         teams,
         actionable_reached,

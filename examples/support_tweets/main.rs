@@ -8,10 +8,18 @@
 //!
 //! Options: `--retrain` trains the models even if the bundled model files are
 //! fresh; `--write-model` trains them and saves them as the bundled files
-//! (`examples/data/support_*.model.json`).
+//! (`examples/data/support_*.model.json`); `--dead-letter PATH` (or
+//! `STREAMSIFT_DEAD_LETTER`) says where dead letters go.
+//!
+//! With `--features aws`, flags move stages to AWS: `--kinesis-stream`,
+//! `--ml-model-id` or `--sagemaker-endpoint`, `--sns-topic-arn [ROUTE=]ARN`,
+//! `--endpoint-url`, `--region` and more, each with an environment variable
+//! (see `aws.rs` and the README's "Running on AWS"). Without them, the run
+//! is the offline one.
 
 mod app;
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use streamsift::{REVIEW_ROUTE, Shutdown};
@@ -99,6 +107,18 @@ fn file_name(path: &std::path::Path) -> String {
         .to_string()
 }
 
+/// Where dead letters go when neither `--dead-letter` nor this is set: see
+/// [`app::Settings`].
+const ENV_DEAD_LETTER: &str = "STREAMSIFT_DEAD_LETTER";
+
+#[cfg(feature = "aws")]
+const USAGE: &str = "expected --retrain, --write-model, --dead-letter PATH, --kinesis-stream NAME, \
+--checkpoint-dir DIR, --checkpoint-table TABLE, --from-start, --stop-at-tip, --ml-model-id ID, \
+--sagemaker-endpoint NAME, --sns-topic-arn [ROUTE=]ARN, --endpoint-url URL or --region REGION";
+#[cfg(not(feature = "aws"))]
+const USAGE: &str = "expected --retrain, --write-model or --dead-letter PATH \
+(the AWS flags need `--features aws`)";
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = Shutdown::new();
@@ -112,24 +132,49 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut settings = app::Settings::default();
     let mut write_model = false;
-    for arg in std::env::args().skip(1) {
+    let mut dead_letter = None;
+    #[cfg(feature = "aws")]
+    let mut aws_options = app::aws::AwsOptions::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--retrain" => settings.retrain = true,
             "--write-model" => {
                 settings.retrain = true;
                 write_model = true;
             }
+            "--dead-letter" => match args.next() {
+                Some(path) if !path.is_empty() => dead_letter = Some(path),
+                _ => return Err("--dead-letter needs a value: --dead-letter PATH".into()),
+            },
             other => {
-                return Err(format!(
-                    "unknown argument `{other}`; expected nothing, --retrain or --write-model"
-                )
-                .into());
+                #[cfg(feature = "aws")]
+                if aws_options.take(other, &mut args)? {
+                    continue;
+                }
+                return Err(format!("unknown argument `{other}`; {USAGE}").into());
             }
         }
     }
-    println!("streamsift support_tweets: triage of @nimbuscloud mentions (bundled, offline)");
+    if let Some(path) = dead_letter.or_else(|| std::env::var(ENV_DEAD_LETTER).ok()) {
+        settings.dead_letter_path = path.into();
+    }
+    #[cfg(feature = "aws")]
+    aws_options.fill_from_env(|var| std::env::var(var).ok())?;
+    #[cfg(feature = "aws")]
+    let (on_aws, remote_model) = (aws_options.uses_aws(), aws_options.uses_remote_classifier());
+    #[cfg(not(feature = "aws"))]
+    let (on_aws, remote_model) = (false, false);
+
+    if on_aws {
+        println!("streamsift support_tweets: triage of @nimbuscloud mentions, on AWS");
+    } else {
+        println!("streamsift support_tweets: triage of @nimbuscloud mentions (bundled, offline)");
+    }
     let (data, models) = app::prepare(&settings)?;
-    print_models(&data, &models);
+    if !remote_model {
+        print_models(&data, &models);
+    }
     if write_model {
         app::model::save_bundled(&models)?;
         println!(
@@ -138,19 +183,48 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             app::model::bundled_team_path().display()
         );
     }
+
+    #[cfg(feature = "aws")]
+    if on_aws {
+        let config = app::aws::sdk_config(&aws_options).await;
+        let (summary, deployment) =
+            app::aws::run(&settings, &aws_options, &config, &data, &models, shutdown).await?;
+        println!("{deployment}\n");
+        return print_summary(&settings, &summary, &deployment.topics);
+    }
+
     println!(
         "stream: {} shards, {} in flight; notifier throttles {:.0}% of sends (simulated), retried with backoff\n",
         settings.shards,
         settings.max_in_flight,
         settings.flaky_notifier * 100.0
     );
-
     let summary = app::run_with(&settings, &data, &models, shutdown).await?;
+    print_summary(&settings, &summary, &BTreeMap::new())
+}
 
+/// Prints the notifications per route and the summary; `topics` names the
+/// SNS topic of each route that published there.
+fn print_summary(
+    settings: &app::Settings,
+    summary: &app::Summary,
+    topics: &BTreeMap<String, String>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let published = |route: &str| {
+        topics
+            .get(route)
+            .map(|arn| format!(", published to {arn}"))
+            .unwrap_or_default()
+    };
     let mut out = String::new();
     for (label, team) in app::TEAMS {
         let notes = summary.inboxes.get(label).map(Vec::as_slice).unwrap_or(&[]);
-        writeln!(out, "== {team} ({label}): {} notifications", notes.len())?;
+        writeln!(
+            out,
+            "== {team} ({label}): {} notifications{}",
+            notes.len(),
+            published(label)
+        )?;
         for n in notes {
             writeln!(
                 out,
@@ -163,12 +237,40 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         writeln!(out)?;
     }
+    // Routes other than the teams and triage (a binary remote model's
+    // `actionable`).
+    for (route, notes) in &summary.inboxes {
+        if *route == REVIEW_ROUTE || app::TEAMS.iter().any(|(l, _)| *l == route.as_str()) {
+            continue;
+        }
+        writeln!(
+            out,
+            "== {route}: {} notifications{}",
+            notes.len(),
+            published(route.as_str())
+        )?;
+        for n in notes {
+            writeln!(
+                out,
+                "  [notify {route}] @{} ({:.0}% sure): {}",
+                n.screen_name,
+                n.confidence * 100.0,
+                snippet(&n.text, 110)
+            )?;
+        }
+        writeln!(out)?;
+    }
     let review = summary
         .inboxes
         .get(&REVIEW_ROUTE)
         .map(Vec::as_slice)
         .unwrap_or(&[]);
-    writeln!(out, "== Human triage (uncertain): {} tweets", review.len())?;
+    writeln!(
+        out,
+        "== Human triage (uncertain): {} tweets{}",
+        review.len(),
+        published(REVIEW_ROUTE.as_str())
+    )?;
     for n in review {
         writeln!(
             out,

@@ -31,6 +31,20 @@ pub struct Call {
     pub injected: bool,
     /// The request body (JSON for Kinesis).
     pub body: String,
+    /// The request URI (path and query, with the endpoint's scheme and host).
+    pub uri: String,
+    /// The request headers, names lower-cased, in the order sent.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Call {
+    /// The value of header `name` (case-insensitive), if it was sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// A scripted answer: the `nth` call (1-based) of `op` gets `status` and
@@ -101,6 +115,18 @@ struct FaultyConnector {
     state: Arc<Mutex<State>>,
 }
 
+/// The operation of a REST-style call (no `X-Amz-Target`), from its path.
+fn rest_op(uri: &str) -> Option<&'static str> {
+    let path = uri.split('?').next().unwrap_or("");
+    if path.ends_with("/async-invocations") {
+        Some("InvokeEndpointAsync")
+    } else if path.ends_with("/invocations") {
+        Some("InvokeEndpoint")
+    } else {
+        None
+    }
+}
+
 fn json_field(body: &[u8], field: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     v.get(field)?.as_str().map(str::to_string)
@@ -108,12 +134,29 @@ fn json_field(body: &[u8], field: &str) -> Option<String> {
 
 impl HttpConnector for FaultyConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        // awsJson names the operation in X-Amz-Target, REST in the path,
+        // and the Query protocol (SNS, SQS) in the form body's Action.
+        let query_action = request.body().bytes().and_then(|b| {
+            std::str::from_utf8(b)
+                .ok()?
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("Action="))
+                .map(str::to_string)
+        });
         let op = request
             .headers()
             .get("x-amz-target")
             .and_then(|t| t.rsplit('.').next())
-            .unwrap_or("")
-            .to_string();
+            .or_else(|| rest_op(request.uri()))
+            .map(str::to_string)
+            .or(query_action)
+            .unwrap_or_default();
+        let uri = request.uri().to_string();
+        let headers: Vec<(String, String)> = request
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.to_string()))
+            .collect();
         let body = request
             .body()
             .bytes()
@@ -143,6 +186,8 @@ impl HttpConnector for FaultyConnector {
                 shard: shard.clone(),
                 injected: fault.is_some(),
                 body: String::from_utf8_lossy(&body).into_owned(),
+                uri,
+                headers,
             });
             fault
         };

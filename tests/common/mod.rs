@@ -1,9 +1,23 @@
 //! Shared test support: emulators started by the tests themselves.
 #![allow(dead_code)]
 
-#[cfg(feature = "kinesis")]
+pub mod conformance;
+
+#[cfg(any(
+    feature = "kinesis",
+    feature = "dynamodb",
+    feature = "sns",
+    feature = "sagemaker",
+    feature = "machine-learning"
+))]
 pub mod faulty_http;
 #[cfg(feature = "kinesis")]
 pub mod kinesis_local;
-#[cfg(any(feature = "kinesis", feature = "dynamodb"))]
+#[cfg(any(
+    feature = "kinesis",
+    feature = "dynamodb",
+    feature = "sns",
+    feature = "sagemaker",
+    feature = "machine-learning"
+))]
 pub mod moto;
