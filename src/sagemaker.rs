@@ -22,6 +22,36 @@
 //! for a model that does (TensorFlow Serving, most JSON-in/JSON-out
 //! containers, CSV models that read one row per line).
 //!
+//! # Micro-batching
+//!
+//! A [`Pipeline`](crate::Pipeline) calls [`classify`](Classifier::classify)
+//! once per record, several at a time (up to its `max_in_flight`). With
+//! `max_batch_size` over 1, those concurrent calls on one classifier (or its
+//! clones) are micro-batched: the first call to arrive waits up to
+//! [`linger`](SageMakerClassifierBuilder::linger) (default 2 ms) for others,
+//! or until `max_batch_size` are waiting, and they go out as one
+//! `InvokeEndpoint` call, built and parsed as `classify_batch` does. Each
+//! caller gets the result for its own item; an error for a batch reaches
+//! that batch's callers only. At most
+//! [`concurrency`](SageMakerClassifierBuilder::concurrency) batches are in
+//! flight; calls that arrive meanwhile wait and fill the next batch. A
+//! batch whose body is over
+//! [`max_payload_bytes`](SageMakerClassifierBuilder::max_payload_bytes) is
+//! sent in halves (down to single items), and a batch the model refuses is
+//! classified item by item when
+//! [`split_failed_batches`](SageMakerClassifierBuilder::split_failed_batches)
+//! is on (its error reaches all of the batch's callers when it is off). A
+//! caller that gives up (its future dropped) is left out of the batch, or
+//! its answer discarded, without affecting the others.
+//!
+//! The batches are gathered by a background task, started on the current
+//! Tokio runtime by the first call and ended when the last clone of the
+//! classifier is dropped; each item is cloned into it, so micro-batching
+//! needs `T: Clone`. A pipeline with `max_in_flight` below
+//! `max_batch_size` never fills a batch: every batch then waits the full
+//! linger. With `max_batch_size(1)` (the default), `classify` makes its
+//! call directly, with no task and no added latency.
+//!
 //! Errors are mapped onto [`ClassifyError`] by [`map_invoke_error`]:
 //! throttling, 5xx, `ServiceUnavailable`, `InternalFailure` and
 //! `ModelNotReadyException` are retryable; `ValidationError` and a failing
@@ -31,6 +61,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_sdk_sagemakerruntime::Client;
 use aws_sdk_sagemakerruntime::error::{ProvideErrorMetadata, SdkError};
@@ -45,6 +76,10 @@ use serde_json::Value;
 use crate::classify::{Classifier, Label, Prediction};
 use crate::error::{BoxError, ClassifyError};
 
+mod batcher;
+
+use batcher::{StartBatcher, Submit};
+
 /// The content type of [`JsonRequest`] bodies, and the default `Accept`.
 pub const CONTENT_TYPE_JSON: &str = "application/json";
 /// The content type of [`CsvRequest`] bodies.
@@ -54,6 +89,10 @@ pub const CONTENT_TYPE_CSV: &str = "text/csv";
 /// Serverless endpoints take 4 MB; set
 /// [`max_payload_bytes`](SageMakerClassifierBuilder::max_payload_bytes).
 pub const MAX_PAYLOAD_BYTES: usize = 6_291_456;
+
+/// How long a micro-batch waits for more items, unless
+/// [`linger`](SageMakerClassifierBuilder::linger) says otherwise.
+const DEFAULT_LINGER: Duration = Duration::from_millis(2);
 
 /// The error codes SageMaker uses for throttling.
 const THROTTLING: &[&str] = &[
@@ -622,6 +661,14 @@ pub fn map_invoke_error(endpoint: &str, err: SdkError<InvokeEndpointError>) -> C
     }
 }
 
+/// The answer of a `classify` call whose micro-batch was never sent.
+fn batcher_stopped() -> ClassifyError {
+    ClassifyError::unavailable(
+        "the SageMaker micro-batcher stopped before answering (the Tokio runtime it ran on \
+         shut down); retry the call",
+    )
+}
+
 /// Prefixes an error's message with where it happened, keeping its class
 /// and source.
 fn in_context(err: ClassifyError, context: &str) -> ClassifyError {
@@ -681,19 +728,30 @@ fn replicate(err: ClassifyError, n: usize) -> Vec<ClassifyError> {
 }
 
 /// Why an `InvokeEndpoint` call gave no predictions, and whether sending the
-/// batch's items one by one may succeed where the batch did not.
+/// batch's items in smaller groups may succeed where the batch did not.
 struct Failure {
     error: ClassifyError,
-    /// The batch itself was refused (too large, or rejected by the model or
-    /// the service as invalid): one bad item may be the cause.
-    split: bool,
+    refusal: Refusal,
+}
+
+/// How a batch of several items was refused as a whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// Not refused as a batch (or a single item): smaller groups would fail
+    /// the same way.
+    None,
+    /// The body was over `max_payload_bytes`: smaller groups may fit.
+    TooLarge,
+    /// The model or the service rejected the body (`ModelError`,
+    /// `ValidationError`): one bad item may be the cause.
+    Invalid,
 }
 
 impl From<ClassifyError> for Failure {
     fn from(error: ClassifyError) -> Self {
         Failure {
             error,
-            split: false,
+            refusal: Refusal::None,
         }
     }
 }
@@ -721,8 +779,13 @@ impl From<ClassifyError> for Failure {
 /// ```
 pub struct SageMakerClassifier<T> {
     inner: Arc<Inner<T>>,
+    /// The micro-batcher `classify` goes through when `max_batch_size` > 1.
+    /// Only the classifier (and its clones) hold it: when the last one is
+    /// dropped, its queue closes and its task ends.
+    batcher: Option<Arc<dyn Submit<T>>>,
 }
 
+/// What a call needs: the client, the endpoint, the codecs and the limits.
 struct Inner<T> {
     client: Client,
     endpoint_name: String,
@@ -736,12 +799,14 @@ struct Inner<T> {
     split_failed_batches: bool,
     target_variant: Option<String>,
     target_model: Option<String>,
+    linger: Duration,
 }
 
 impl<T> Clone for SageMakerClassifier<T> {
     fn clone(&self) -> Self {
         SageMakerClassifier {
             inner: Arc::clone(&self.inner),
+            batcher: self.batcher.clone(),
         }
     }
 }
@@ -755,6 +820,8 @@ impl<T> fmt::Debug for SageMakerClassifier<T> {
             .field("content_type", &i.content_type)
             .field("accept", &i.accept)
             .field("max_batch_size", &i.max_batch_size)
+            .field("micro_batching", &self.batcher.is_some())
+            .field("linger", &i.linger)
             .field("concurrency", &i.concurrency)
             .field("max_payload_bytes", &i.max_payload_bytes)
             .field("split_failed_batches", &i.split_failed_batches)
@@ -768,6 +835,9 @@ impl<T> fmt::Debug for SageMakerClassifier<T> {
 /// [`SageMakerClassifier::builder`].
 pub struct SageMakerClassifierBuilder<T> {
     inner: Inner<T>,
+    /// Starts the micro-batcher; set by `max_batch_size`, where `T: Clone +
+    /// Send` is known.
+    batcher: Option<StartBatcher<T>>,
 }
 
 impl<T> fmt::Debug for SageMakerClassifierBuilder<T> {
@@ -776,6 +846,7 @@ impl<T> fmt::Debug for SageMakerClassifierBuilder<T> {
             .field("endpoint_name", &self.inner.endpoint_name)
             .field("content_type", &self.inner.content_type)
             .field("max_batch_size", &self.inner.max_batch_size)
+            .field("linger", &self.inner.linger)
             .finish_non_exhaustive()
     }
 }
@@ -823,7 +894,9 @@ impl<T: 'static> SageMakerClassifier<T> {
                 split_failed_batches: true,
                 target_variant: None,
                 target_model: None,
+                linger: DEFAULT_LINGER,
             },
+            batcher: None,
         }
     }
 
@@ -869,25 +942,18 @@ impl<T: 'static> SageMakerClassifierBuilder<T> {
         self
     }
 
-    /// How many items [`classify_batch`](Classifier::classify_batch) sends
-    /// in one call (default 1; 0 counts as 1). Raise it only for a model
-    /// that answers a multi-item body with one prediction per item; when it
-    /// answers with another count, the batch's items fail with a permanent
-    /// error that says so.
-    pub fn max_batch_size(mut self, n: usize) -> Self {
-        self.inner.max_batch_size = n.max(1);
-        self
-    }
-
     /// How many calls [`classify_batch`](Classifier::classify_batch) makes
-    /// at a time (default 4; 0 counts as 1).
+    /// at a time, and how many micro-batches are in flight at once (default
+    /// 4; 0 counts as 1).
     pub fn concurrency(mut self, n: usize) -> Self {
         self.inner.concurrency = n.max(1);
         self
     }
 
     /// The largest request body to send (default [`MAX_PAYLOAD_BYTES`]).
-    /// A larger body is refused before sending, with a permanent error.
+    /// A micro-batch whose body is larger is sent in halves (down to single
+    /// items); a single item whose body is larger fails, before sending,
+    /// with a permanent error.
     pub fn max_payload_bytes(mut self, n: usize) -> Self {
         self.inner.max_payload_bytes = n;
         self
@@ -915,19 +981,53 @@ impl<T: 'static> SageMakerClassifierBuilder<T> {
         self
     }
 
-    /// The classifier. Building does no I/O.
+    /// How long a micro-batch waits for more items after its first one
+    /// (default 2 ms), when [`max_batch_size`](Self::max_batch_size) is
+    /// over one. A batch that fills up is sent at once. Every `classify`
+    /// call may wait this long (besides waiting for a free call when
+    /// `concurrency` calls are in flight), so keep it well under the
+    /// model's latency.
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.inner.linger = linger;
+        self
+    }
+
+    /// The classifier. Building does no I/O: the micro-batcher's task
+    /// starts with the first `classify` call.
     pub fn build(self) -> SageMakerClassifier<T> {
-        SageMakerClassifier {
-            inner: Arc::new(self.inner),
-        }
+        let inner = Arc::new(self.inner);
+        let batcher = match self.batcher {
+            Some(start) if inner.max_batch_size > 1 => Some(start(Arc::clone(&inner))),
+            _ => None,
+        };
+        SageMakerClassifier { inner, batcher }
     }
 }
 
-impl<T: Sync + 'static> SageMakerClassifier<T> {
+impl<T: Clone + Send + Sync + 'static> SageMakerClassifierBuilder<T> {
+    /// How many items go in one call (default 1; 0 counts as 1), both in
+    /// [`classify_batch`](Classifier::classify_batch) and for concurrent
+    /// [`classify`](Classifier::classify) calls, which are then
+    /// micro-batched: collected for up to [`linger`](Self::linger) or until
+    /// `n` are waiting, and sent as one call (see the [module docs](self)).
+    ///
+    /// Raise it only for a model that answers a multi-item body with one
+    /// prediction per item; when it answers with another count, the batch's
+    /// items fail with a permanent error that says so. Micro-batching hands
+    /// a copy of each item to a background task, hence `T: Clone`; make the
+    /// clone cheap (an `Arc` inside) for large items.
+    pub fn max_batch_size(mut self, n: usize) -> Self {
+        self.inner.max_batch_size = n.max(1);
+        self.batcher = Some(batcher::start::<T>);
+        self
+    }
+}
+
+impl<T: Sync + 'static> Inner<T> {
     /// One `InvokeEndpoint` call for `items`, checked to give one
     /// prediction per item.
     async fn invoke(&self, items: &[&T]) -> Result<Vec<Prediction>, Failure> {
-        let i = &self.inner;
+        let i = self;
         let body = i.request.build(items)?;
         if body.len() > i.max_payload_bytes {
             return Err(Failure {
@@ -943,7 +1043,11 @@ impl<T: Sync + 'static> SageMakerClassifier<T> {
                         ""
                     }
                 )),
-                split: items.len() > 1,
+                refusal: if items.len() > 1 {
+                    Refusal::TooLarge
+                } else {
+                    Refusal::None
+                },
             });
         }
         let output = i
@@ -967,7 +1071,11 @@ impl<T: Sync + 'static> SageMakerClassifier<T> {
                 );
                 let error = map_invoke_error(&i.endpoint_name, err);
                 Failure {
-                    split: split && !error.is_retryable() && items.len() > 1,
+                    refusal: if split && !error.is_retryable() && items.len() > 1 {
+                        Refusal::Invalid
+                    } else {
+                        Refusal::None
+                    },
                     error,
                 }
             })?;
@@ -986,42 +1094,98 @@ impl<T: Sync + 'static> SageMakerClassifier<T> {
         Ok(predictions)
     }
 
-    /// One chunk of `classify_batch`: a call, and one by one on a refusal.
-    async fn classify_chunk(&self, chunk: &[&T]) -> Vec<Result<Prediction, ClassifyError>> {
-        match self.invoke(chunk).await {
-            Ok(predictions) => predictions.into_iter().map(Ok).collect(),
-            Err(Failure { split: true, .. }) if self.inner.split_failed_batches => {
-                let mut out = Vec::with_capacity(chunk.len());
-                for item in chunk {
-                    out.push(self.classify(item).await);
-                }
-                out
-            }
-            Err(f) => replicate(f.error, chunk.len())
-                .into_iter()
-                .map(Err)
-                .collect(),
-        }
-    }
-}
-
-impl<T: Sync + 'static> Classifier<T> for SageMakerClassifier<T> {
-    async fn classify(&self, item: &T) -> Result<Prediction, ClassifyError> {
+    /// One item alone, the path of `classify` without micro-batching.
+    async fn classify_one(&self, item: &T) -> Result<Prediction, ClassifyError> {
         let mut predictions = self.invoke(&[item]).await.map_err(|f| f.error)?;
         predictions
             .pop()
             .ok_or_else(|| ClassifyError::permanent("the endpoint returned no prediction"))
     }
 
+    /// Classifies `items` in as few calls as the refusals allow: one call for
+    /// all of them, then, when the body is over `max_payload_bytes` and
+    /// `halve_oversized` is set, the two halves in turn (down to single
+    /// items), and, when the model or the service refuses a batch and
+    /// `split_failed_batches` is on, its items one by one. One answer per
+    /// item, in order.
+    async fn classify_group(
+        &self,
+        items: &[&T],
+        halve_oversized: bool,
+    ) -> Vec<Result<Prediction, ClassifyError>> {
+        let mut out: Vec<Option<Result<Prediction, ClassifyError>>> =
+            items.iter().map(|_| None).collect();
+        // Ranges of `items` still to send, the next one last.
+        let mut todo = Vec::with_capacity(1);
+        todo.push(0..items.len());
+        while let Some(range) = todo.pop() {
+            let (Some(group), Some(slots)) = (items.get(range.clone()), out.get_mut(range.clone()))
+            else {
+                continue;
+            };
+            match self.invoke(group).await {
+                Ok(predictions) => {
+                    for (slot, p) in slots.iter_mut().zip(predictions) {
+                        *slot = Some(Ok(p));
+                    }
+                }
+                Err(Failure {
+                    refusal: Refusal::TooLarge,
+                    ..
+                }) if halve_oversized && group.len() > 1 => {
+                    let mid = range.start + group.len() / 2;
+                    todo.push(mid..range.end);
+                    todo.push(range.start..mid);
+                }
+                Err(Failure {
+                    refusal: Refusal::Invalid | Refusal::TooLarge,
+                    ..
+                }) if self.split_failed_batches => {
+                    for (slot, item) in slots.iter_mut().zip(group) {
+                        *slot = Some(self.classify_one(item).await);
+                    }
+                }
+                Err(f) => {
+                    for (slot, err) in slots.iter_mut().zip(replicate(f.error, group.len())) {
+                        *slot = Some(Err(err));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(ClassifyError::permanent(
+                        "the item was not classified (a bug in the SageMaker batching)",
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
+impl<T: Sync + 'static> Classifier<T> for SageMakerClassifier<T> {
+    async fn classify(&self, item: &T) -> Result<Prediction, ClassifyError> {
+        if let Some(batcher) = &self.batcher
+            && let Some(answer) = batcher.submit(item)
+        {
+            return answer.await.unwrap_or_else(|_| Err(batcher_stopped()));
+        }
+        self.inner.classify_one(item).await
+    }
+
     async fn classify_batch(&self, items: &[&T]) -> Vec<Result<Prediction, ClassifyError>> {
         // At most `concurrency` calls in flight; answers kept in input order.
-        let mut chunks = items.chunks(self.inner.max_batch_size);
+        let inner = &*self.inner;
+        let mut chunks = items.chunks(inner.max_batch_size);
         let mut in_flight = FuturesOrdered::new();
         let mut out = Vec::with_capacity(items.len());
         loop {
-            while in_flight.len() < self.inner.concurrency {
+            while in_flight.len() < inner.concurrency {
                 match chunks.next() {
-                    Some(chunk) => in_flight.push_back(self.classify_chunk(chunk)),
+                    Some(chunk) => {
+                        in_flight.push_back(inner.classify_group(chunk, inner.split_failed_batches))
+                    }
                     None => break,
                 }
             }

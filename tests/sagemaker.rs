@@ -15,22 +15,35 @@ mod common;
 use std::error::Error as _;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_sdk_sagemakerruntime::Client;
 use aws_sdk_sagemakerruntime::error::SdkError;
 use aws_sdk_sagemakerruntime::operation::invoke_endpoint::InvokeEndpointError;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::http::StatusCode;
+use aws_smithy_types::body::SdkBody;
+use bytes::Bytes;
 use common::conformance::classifier_conformance;
 use common::faulty_http::{Fault, FaultyHttp};
 use common::moto::Moto;
-use serde::Serialize;
+use futures::future::join_all;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use streamsift::fakes::{MemorySource, RecordingRouter};
 use streamsift::sagemaker::{JsonResponse, SageMakerClassifier};
-use streamsift::{Classifier, ClassifyError, Prediction};
+use streamsift::{Classifier, ClassifyError, Pipeline, Policy, Prediction};
+use tokio::time::Instant;
 
 const ENDPOINT: &str = "tweet-triage";
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 struct Tweet {
     id: u64,
     text: String,
@@ -381,11 +394,12 @@ async fn a_batch_refused_by_the_model_is_classified_item_by_item() {
 /// item in turn, then all at once, then in one `classify_batch`, and expects
 /// the same answers. moto gives a new body the next queued result and a body
 /// it has seen the same result again, so: one single-item result per item
-/// (taken by the sequential round, in order, and answered again from moto's
-/// memory in the concurrent round), then one `{"predictions":[…]}` holding
-/// the same answers for the batch call. A second classifier with the
-/// default batch size of 1 then runs the suite with nothing new queued:
-/// every body it sends was seen before.
+/// (taken by the sequential round, in order: a lone call is a micro-batch of
+/// one, sent as the item's JSON), then one `{"predictions":[…]}` holding the
+/// same answers, taken by the concurrent round (one micro-batch of all the
+/// items) and answered again to `classify_batch`, which sends the same body.
+/// A second classifier with the default batch size of 1 then runs the suite
+/// with nothing new queued: every body it sends was seen before.
 #[tokio::test]
 async fn classifier_conformance_against_moto() {
     let moto = Moto::start();
@@ -418,11 +432,15 @@ async fn classifier_conformance_against_moto() {
         assert_eq!(p.label, label);
         assert_eq!(p.positive_score, Some(score));
     }
+    let calls = http.calls_of("InvokeEndpoint");
     assert_eq!(
-        http.calls_of("InvokeEndpoint").len(),
-        2 * answers.len() + 1,
-        "sequential and concurrent calls, then one batch call"
+        calls.len(),
+        answers.len() + 2,
+        "one call per sequential classify, one micro-batch for the concurrent round, \
+         then one classify_batch call"
     );
+    let concurrent: Value = serde_json::from_str(&calls[answers.len()].body).unwrap();
+    assert_eq!(concurrent, json!({ "instances": &items }));
 
     let single = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
         .response(binary())
@@ -485,4 +503,383 @@ async fn an_oversized_body_is_refused_before_sending() {
         assert!(err.to_string().contains("over the 40-byte limit"), "{err}");
     }
     assert!(http.calls().is_empty(), "nothing was sent");
+}
+
+// ---- Micro-batching of concurrent `classify` calls ----
+
+/// The probability the test model gives tweet `id`: its last digit / 10.
+fn model_score(id: u64) -> f64 {
+    (id % 10) as f64 / 10.0
+}
+
+/// An in-process model endpoint: answers each InvokeEndpoint at once with
+/// `{"predictions":[…]}`, one [`model_score`] per instance of the JSON body
+/// (`{"instances":[…]}`, or a single tweet). It answers whatever the batch
+/// sizes turn out to be, and needs no socket, so it runs under paused time.
+#[derive(Clone, Debug)]
+struct ModelServer;
+
+impl HttpClient for ModelServer {
+    fn http_connector(
+        &self,
+        _: &HttpConnectorSettings,
+        _: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(ModelServer)
+    }
+}
+
+impl HttpConnector for ModelServer {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let body: Value = request
+            .body()
+            .bytes()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or(Value::Null);
+        let instances = match body.get("instances") {
+            Some(Value::Array(list)) => list.clone(),
+            _ => vec![body],
+        };
+        let scores: Vec<f64> = instances
+            .iter()
+            .map(|i| model_score(i["id"].as_u64().unwrap_or(0)))
+            .collect();
+        let answer = json!({ "predictions": scores }).to_string();
+        let mut resp = HttpResponse::new(StatusCode::try_from(200).unwrap(), SdkBody::from(answer));
+        resp.headers_mut()
+            .insert("content-type", "application/json");
+        HttpConnectorFuture::ready(Ok(resp))
+    }
+}
+
+/// A client whose calls are recorded (and scripted by `faults`) by a
+/// [`FaultyHttp`] in front of a [`ModelServer`].
+async fn model_client(faults: Vec<Fault>) -> (Client, FaultyHttp) {
+    let http = FaultyHttp::new(SharedHttpClient::new(ModelServer), faults);
+    let config = common::moto::sdk_config_for("http://model.test")
+        .await
+        .into_builder()
+        .http_client(http.clone())
+        .retry_config(RetryConfig::disabled())
+        .build();
+    (Client::new(&config), http)
+}
+
+/// The tweet ids in a recorded call's JSON body, in order.
+fn ids_in(call: &common::faulty_http::Call) -> Vec<u64> {
+    let body: Value = serde_json::from_str(&call.body).expect("a JSON body");
+    match body.get("instances") {
+        Some(Value::Array(list)) => list.iter().filter_map(|i| i["id"].as_u64()).collect(),
+        _ => body["id"].as_u64().into_iter().collect(),
+    }
+}
+
+#[tokio::test]
+async fn ten_concurrent_calls_go_out_as_batches_of_four_four_and_two() {
+    let moto = Moto::start();
+    // One call at a time, so moto's queued results meet the calls in order.
+    let expected_sizes = [4, 4, 2];
+    let results: Vec<Value> = [0.11, 0.22, 0.33]
+        .iter()
+        .zip(expected_sizes)
+        .map(|(base, n)| {
+            json!({"predictions": (0..n).map(|k| base + k as f64 / 100.0).collect::<Vec<_>>()})
+        })
+        .collect();
+    queue_results(&moto, &results);
+    let (client, http) = moto_client(&moto, vec![]).await;
+    let classifier = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+        .response(binary())
+        .max_batch_size(4)
+        .concurrency(1)
+        .build();
+    let items = tweets(10);
+    let answers = join_all(items.iter().map(|t| classifier.classify(t))).await;
+
+    let calls = http.calls_of("InvokeEndpoint");
+    let batches: Vec<Vec<u64>> = calls.iter().map(ids_in).collect();
+    assert_eq!(
+        batches,
+        [vec![1, 2, 3, 4], vec![5, 6, 7, 8], vec![9, 10]],
+        "the calls in the order they were made"
+    );
+    let sent: Value = serde_json::from_str(&calls[2].body).unwrap();
+    assert_eq!(sent, json!({ "instances": &items[8..] }));
+    // Each caller gets the score at its own place in its own call.
+    for (item, answer) in items.iter().zip(answers) {
+        let (call, place) = batches
+            .iter()
+            .enumerate()
+            .find_map(|(c, ids)| ids.iter().position(|&id| id == item.id).map(|p| (c, p)))
+            .expect("every item was sent");
+        let expected = results[call]["predictions"][place].as_f64().unwrap();
+        let p = answer.expect("classify");
+        assert_eq!(p.positive_score, Some(expected), "tweet {}", item.id);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pipeline_sends_fewer_calls_than_records_and_routes_every_record() {
+    let (client, http) = model_client(vec![]).await;
+    let classifier = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+        .response(binary())
+        .max_batch_size(4)
+        .build();
+    let items = tweets(40);
+    let payloads: Vec<Bytes> = items
+        .iter()
+        .map(|t| Bytes::from(serde_json::to_vec(t).unwrap()))
+        .collect();
+    let router = RecordingRouter::<Tweet>::new();
+    let report = Pipeline::new(MemorySource::from_payloads(2, payloads))
+        .json::<Tweet>()
+        .classify(classifier)
+        .policy(Policy::binary(0.5, "support"))
+        .route(router.clone())
+        .max_in_flight(8)
+        .run()
+        .await
+        .expect("the pipeline runs");
+
+    let mut routed: Vec<u64> = router.deliveries().into_iter().map(|d| d.item.id).collect();
+    routed.sort_unstable();
+    let expected: Vec<u64> = (1..=40).filter(|&id| model_score(id) >= 0.5).collect();
+    assert_eq!(routed, expected, "the tweets the model scores 0.5 or more");
+    assert_eq!(report.stats.routed, expected.len() as u64);
+    assert_eq!(report.stats.discarded, 40 - expected.len() as u64);
+    assert_eq!(report.stats.dead_lettered, 0);
+
+    let calls = http.calls_of("InvokeEndpoint");
+    let mut sent: Vec<u64> = calls.iter().flat_map(ids_in).collect();
+    sent.sort_unstable();
+    assert_eq!(sent, (1..=40).collect::<Vec<_>>(), "each record sent once");
+    assert!(calls.iter().all(|c| ids_in(c).len() <= 4));
+    assert!(
+        calls.len() < 40,
+        "{} InvokeEndpoint calls for 40 records",
+        calls.len()
+    );
+    println!(
+        "pipeline: 40 records, max_in_flight 8, max_batch_size 4: {} InvokeEndpoint calls, sizes {:?}",
+        calls.len(),
+        calls.iter().map(|c| ids_in(c).len()).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_waits_at_most_linger_and_a_full_one_not_at_all() {
+    let (client, http) = model_client(vec![]).await;
+    let linger = Duration::from_millis(50);
+    let classifier = SageMakerClassifier::<Tweet>::builder(client.clone(), ENDPOINT)
+        .response(binary())
+        .max_batch_size(4)
+        .linger(linger)
+        .build();
+    let items = tweets(8);
+    let start = Instant::now();
+    let classify = |i: usize| {
+        let (classifier, item) = (classifier.clone(), items[i].clone());
+        tokio::spawn(async move { classifier.classify(&item).await })
+    };
+
+    // Two calls 10 ms apart share one batch, sent `linger` after the first.
+    let first = classify(0);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let second = classify(1);
+    for (task, id) in [(first, 1), (second, 2)] {
+        let p = task.await.unwrap().expect("classify");
+        assert_eq!(p.positive_score, Some(model_score(id)));
+    }
+    let calls = http.calls_of("InvokeEndpoint");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(ids_in(&calls[0]), [1, 2]);
+    assert_eq!(calls[0].at - start, linger, "sent when the linger ran out");
+
+    // Four at once fill a batch, which goes out without waiting.
+    let full = Instant::now();
+    let tasks: Vec<_> = (2..6).map(classify).collect();
+    for task in tasks {
+        task.await.unwrap().expect("classify");
+    }
+    let calls = http.calls_of("InvokeEndpoint");
+    assert_eq!(calls.len(), 2);
+    assert_eq!(ids_in(&calls[1]), [3, 4, 5, 6]);
+    assert_eq!(calls[1].at, full, "a full batch is sent at once");
+
+    // A lone call waits the whole linger for company.
+    let lone = Instant::now();
+    classify(6).await.unwrap().expect("classify");
+    let calls = http.calls_of("InvokeEndpoint");
+    assert_eq!(ids_in(&calls[2]), [7]);
+    assert_eq!(calls[2].at - lone, linger);
+
+    // With max_batch_size(1) the call is made directly: no linger.
+    let direct = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+        .response(binary())
+        .linger(linger)
+        .build();
+    let now = Instant::now();
+    direct.classify(&items[7]).await.expect("classify");
+    let calls = http.calls_of("InvokeEndpoint");
+    assert_eq!(calls.len(), 4);
+    assert_eq!(calls[3].at, now, "no wait without batching");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_error_for_one_batch_reaches_exactly_its_callers() {
+    let items = tweets(8);
+    let check = |http: &FaultyHttp, answers: Vec<Result<Prediction, ClassifyError>>, kind: &str| {
+        let calls = http.calls_of("InvokeEndpoint");
+        assert_eq!(calls.len(), 2, "two batches of four");
+        assert!(calls[0].injected && !calls[1].injected);
+        let failed = ids_in(&calls[0]);
+        assert_eq!(failed.len(), 4);
+        for (item, answer) in items.iter().zip(answers) {
+            if failed.contains(&item.id) {
+                let err = answer.expect_err("in the failed batch");
+                assert_eq!(err.kind(), kind, "{err}");
+            } else {
+                let p = answer.expect("in the other batch");
+                assert_eq!(p.positive_score, Some(model_score(item.id)));
+            }
+        }
+    };
+
+    // Throttled: retryable, so the batch is not split; its four callers
+    // get the error, the other four their predictions.
+    let (client, http) = model_client(vec![fault(1, 400, "ThrottlingException", None)]).await;
+    let classifier = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+        .response(binary())
+        .max_batch_size(4)
+        .concurrency(1)
+        .build();
+    let answers = join_all(items.iter().map(|t| classifier.classify(t))).await;
+    check(&http, answers, "throttled");
+
+    // A refused batch with splitting off: the model's error, to the same four.
+    let faults = vec![fault(1, 424, "ModelError", Some(model_error_body(400)))];
+    let (client, http) = model_client(faults).await;
+    let strict = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+        .response(binary())
+        .max_batch_size(4)
+        .concurrency(1)
+        .split_failed_batches(false)
+        .build();
+    let answers = join_all(items.iter().map(|t| strict.classify(t))).await;
+    check(&http, answers, "permanent");
+
+    // With splitting on (the default), the refused batch's items are sent
+    // one by one and every caller gets its prediction.
+    let faults = vec![fault(1, 424, "ModelError", Some(model_error_body(400)))];
+    let (client, http) = model_client(faults).await;
+    let splitting = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+        .response(binary())
+        .max_batch_size(4)
+        .concurrency(1)
+        .build();
+    let answers = join_all(items.iter().map(|t| splitting.classify(t))).await;
+    for (item, answer) in items.iter().zip(answers) {
+        let p = answer.expect("classified");
+        assert_eq!(p.positive_score, Some(model_score(item.id)));
+    }
+    let sizes: Vec<usize> = http
+        .calls_of("InvokeEndpoint")
+        .iter()
+        .map(|c| ids_in(c).len())
+        .collect();
+    assert_eq!(
+        sizes,
+        [4, 1, 1, 1, 1, 4],
+        "refused, its items alone, the next batch"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_oversized_micro_batch_is_sent_in_halves() {
+    let items = tweets(4);
+    let body = |ids: &[Tweet]| json!({ "instances": ids }).to_string().len();
+    let limit = body(&items[..2]).max(body(&items[2..]));
+    assert!(body(&items) > limit);
+    let (client, http) = model_client(vec![]).await;
+    let classifier = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+        .response(binary())
+        .max_batch_size(4)
+        .max_payload_bytes(limit)
+        .split_failed_batches(false)
+        .build();
+    let answers = join_all(items.iter().map(|t| classifier.classify(t))).await;
+    for (item, answer) in items.iter().zip(answers) {
+        let p = answer.expect("classified in a half");
+        assert_eq!(p.positive_score, Some(model_score(item.id)));
+    }
+    let calls = http.calls_of("InvokeEndpoint");
+    let batches: Vec<Vec<u64>> = calls.iter().map(ids_in).collect();
+    assert_eq!(
+        batches,
+        [vec![1, 2], vec![3, 4]],
+        "the 4-item body was never sent"
+    );
+    assert!(calls.iter().all(|c| c.body.len() <= limit));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_caller_is_left_out_and_the_others_answered() {
+    let (client, http) = model_client(vec![]).await;
+    let classifier = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+        .response(binary())
+        .max_batch_size(4)
+        .linger(Duration::from_millis(20))
+        .build();
+    let items = tweets(3);
+    let tasks: Vec<_> = items
+        .iter()
+        .cloned()
+        .map(|item| {
+            let classifier = classifier.clone();
+            tokio::spawn(async move { classifier.classify(&item).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    tasks[1].abort();
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await {
+            Ok(answer) => {
+                assert_ne!(i, 1, "the aborted caller did not finish");
+                let p = answer.expect("classify");
+                assert_eq!(p.positive_score, Some(model_score(items[i].id)));
+            }
+            Err(e) => assert!(i == 1 && e.is_cancelled(), "{i}: {e}"),
+        }
+    }
+    let calls = http.calls_of("InvokeEndpoint");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(ids_in(&calls[0]), [1, 3], "the cancelled item is not sent");
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_classifier_ends_its_batcher_task() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let (client, _http) = model_client(vec![]).await;
+    let before = metrics.num_alive_tasks();
+    let classifier = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+        .response(binary())
+        .max_batch_size(4)
+        .build();
+    let items = tweets(2);
+    for answer in join_all(items.iter().map(|t| classifier.classify(t))).await {
+        answer.expect("classify");
+    }
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(
+        metrics.num_alive_tasks(),
+        before + 1,
+        "the batcher task, and no task per batch left over"
+    );
+    let clone = classifier.clone();
+    drop(classifier);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(metrics.num_alive_tasks(), before + 1, "a clone keeps it");
+    drop(clone);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(metrics.num_alive_tasks(), before, "the task ended");
 }
