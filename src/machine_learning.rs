@@ -173,7 +173,7 @@ pub fn flatten_json(value: &Value) -> Result<HashMap<String, String>, ClassifyEr
         return Err(ClassifyError::permanent(format!(
             "Amazon ML record mapping: expected the item to serialize to a JSON object, found {}; \
              give the classifier a record_fn that names each attribute",
-            json_kind(value)
+            crate::util::json_kind(value)
         )));
     };
     let mut out = HashMap::new();
@@ -184,17 +184,6 @@ pub fn flatten_json(value: &Value) -> Result<HashMap<String, String>, ClassifyEr
         flatten_into(v, &mut path, &mut out);
     }
     Ok(out)
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 fn flatten_into(value: &Value, path: &mut String, out: &mut HashMap<String, String>) {

@@ -234,13 +234,9 @@ impl CsvRequest {
     }
 
     fn cell(&self, item: &Value, field: &str) -> Result<String, ClassifyError> {
-        let mut at = item;
-        for key in field.split('.') {
-            match at.get(key) {
-                Some(v) => at = v,
-                None => return Ok(String::new()),
-            }
-        }
+        let Some(at) = crate::util::json_path(item, field.split('.')) else {
+            return Ok(String::new());
+        };
         match at {
             Value::Null => Ok(String::new()),
             Value::Bool(b) => Ok(if *b { "1" } else { "0" }.to_string()),
@@ -250,7 +246,7 @@ impl CsvRequest {
                 "CSV field {field:?} is {}, but a CSV cell must be a string, number or boolean; \
                  choose a field inside it (a dotted path such as \"{field}.name\") \
                  or use a custom request builder",
-                json_kind(at)
+                crate::util::json_kind(at)
             ))),
         }
     }
@@ -364,7 +360,7 @@ impl JsonResponse {
             )),
             None => Err(format!(
                 "expected {what} to be a number, found {}",
-                json_kind(v)
+                crate::util::json_kind(v)
             )),
         }
     }
@@ -410,7 +406,7 @@ impl JsonResponse {
             Some(v) => {
                 return Err(format!(
                     "expected \"label\" to be a string or a number, found {}",
-                    json_kind(v)
+                    crate::util::json_kind(v)
                 ));
             }
         };
@@ -427,7 +423,7 @@ impl JsonResponse {
             Some(v) => {
                 return Err(format!(
                     "expected \"scores\" to be an object of label to probability, found {}",
-                    json_kind(v)
+                    crate::util::json_kind(v)
                 ));
             }
         };
@@ -464,7 +460,7 @@ impl JsonResponse {
             Value::Object(map) => self.object(map),
             other => Err(format!(
                 "expected an object, a number or an array of probabilities, found {}",
-                json_kind(other)
+                crate::util::json_kind(other)
             )),
         }
     }
@@ -494,7 +490,7 @@ impl ResponseParser for JsonResponse {
                 Some(other) => {
                     return Err(ClassifyError::permanent(format!(
                         "expected \"predictions\" to be an array, found {}",
-                        json_kind(other)
+                        crate::util::json_kind(other)
                     )));
                 }
                 None => vec![self.object(map).map_err(|m| {
@@ -509,7 +505,7 @@ impl ResponseParser for JsonResponse {
                 return Err(ClassifyError::permanent(format!(
                     "expected a JSON object ({{\"label\":…, \"scores\":{{…}}}} or \
                      {{\"predictions\":[…]}}), found {}: {}",
-                    json_kind(other),
+                    crate::util::json_kind(other),
                     excerpt(body)
                 )));
             }
@@ -532,17 +528,6 @@ fn check_count(found: usize, expected: usize) -> Result<(), ClassifyError> {
     Err(ClassifyError::permanent(format!(
         "the endpoint returned {found} predictions for {expected} items{advice}"
     )))
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// The start of a body, for error messages.

@@ -50,3 +50,35 @@ pub(crate) fn hash_str(s: &str) -> u64 {
     }
     h
 }
+
+/// How a JSON value's type reads in an error message ("a string", ...).
+pub(crate) fn json_kind(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Follows a path of object keys and array indices (`user`, `followers_count`
+/// or `tags`, `0`) into a JSON value; `None` where a step is missing.
+pub(crate) fn json_path<S: AsRef<str>>(
+    root: &serde_json::Value,
+    segments: impl IntoIterator<Item = S>,
+) -> Option<&serde_json::Value> {
+    use serde_json::Value;
+    let mut at = root;
+    for segment in segments {
+        let segment = segment.as_ref();
+        at = match at {
+            Value::Object(map) => map.get(segment)?,
+            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(at)
+}

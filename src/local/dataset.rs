@@ -565,7 +565,7 @@ impl LoadOptions {
         let Value::Object(obj) = &value else {
             return Err(DatasetError::NotAnObject {
                 line,
-                found: kind(&value),
+                found: crate::util::json_kind(&value),
             });
         };
         let missing = |column: &str| DatasetError::MissingColumn {
@@ -573,7 +573,7 @@ impl LoadOptions {
             column: column.to_string(),
             found: obj.keys().cloned().collect(),
         };
-        let text = match lookup(&value, &self.text) {
+        let text = match crate::util::json_path(&value, self.text.split('.')) {
             None => return Err(missing(&self.text)),
             Some(Value::String(s)) => s.clone(),
             Some(other) => {
@@ -587,7 +587,7 @@ impl LoadOptions {
         };
         let mut ex = Example::new(text);
         if let Some(col) = &self.id {
-            ex.id = match lookup(&value, col) {
+            ex.id = match crate::util::json_path(&value, col.split('.')) {
                 None | Some(Value::Null) => return Err(missing(col)),
                 Some(Value::String(s)) => Some(s.clone()),
                 Some(Value::Number(n)) => Some(n.to_string()),
@@ -602,7 +602,7 @@ impl LoadOptions {
             };
         }
         if let Some(col) = &self.label {
-            ex.label = match lookup(&value, col) {
+            ex.label = match crate::util::json_path(&value, col.split('.')) {
                 Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
                 Some(Value::Bool(b)) => Some(b.to_string()),
                 Some(Value::Number(n)) => Some(n.to_string()),
@@ -620,11 +620,13 @@ impl LoadOptions {
             };
         }
         for (name, col) in &self.flags {
-            ex.flags
-                .insert(name.clone(), lookup(&value, col).is_some_and(truthy_json));
+            ex.flags.insert(
+                name.clone(),
+                crate::util::json_path(&value, col.split('.')).is_some_and(truthy_json),
+            );
         }
         for (name, col) in &self.numbers {
-            let n = match lookup(&value, col) {
+            let n = match crate::util::json_path(&value, col.split('.')) {
                 None | Some(Value::Null) => continue,
                 Some(Value::String(s)) if s.trim().is_empty() => continue,
                 Some(Value::Number(n)) => n.as_f64().filter(|x| x.is_finite()),
@@ -635,7 +637,9 @@ impl LoadOptions {
                 line,
                 field: col.clone(),
                 expected: "a finite number",
-                found: lookup(&value, col).map(describe).unwrap_or_default(),
+                found: crate::util::json_path(&value, col.split('.'))
+                    .map(describe)
+                    .unwrap_or_default(),
             })?;
             ex.numbers.insert(name.clone(), n);
         }
@@ -712,19 +716,6 @@ fn csv_error(e: csv::Error, line: usize) -> DatasetError {
     }
 }
 
-/// Looks up a dotted path in a JSON value.
-fn lookup<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
-    let mut cur = value;
-    for segment in path.split('.') {
-        cur = match cur {
-            Value::Object(map) => map.get(segment)?,
-            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(cur)
-}
-
 fn truthy_str(s: &str) -> bool {
     let s = s.trim();
     !(s.is_empty() || s == "0" || s.eq_ignore_ascii_case("false") || s.eq_ignore_ascii_case("null"))
@@ -745,22 +736,11 @@ fn parse_number(s: &str) -> Option<f64> {
     s.parse::<f64>().ok().filter(|x| x.is_finite())
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 fn describe(v: &Value) -> String {
     match v {
         Value::Number(n) => format!("the number {}", truncate(&n.to_string())),
         Value::String(s) => format!("the string {:?}", truncate(s)),
-        other => kind(other).to_string(),
+        other => crate::util::json_kind(other).to_string(),
     }
 }
 

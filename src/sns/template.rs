@@ -213,18 +213,6 @@ fn write_value(out: &mut String, value: &Value) {
     }
 }
 
-fn lookup<'v>(root: &'v Value, path: &[String]) -> Option<&'v Value> {
-    let mut at = root;
-    for segment in path {
-        at = match at {
-            Value::Object(map) => map.get(segment)?,
-            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(at)
-}
-
 impl Template {
     /// Parses a template; see the [module docs](self) for the syntax.
     pub fn parse(text: &str) -> Result<Template, TemplateError> {
@@ -350,7 +338,7 @@ fn write_field<T>(out: &mut String, field: &Field, d: &Delivery<'_, T>, item: Op
         }
         Field::RecordPartitionKey => out.push_str(&d.record.partition_key),
         Field::Item(path) => {
-            if let Some(value) = item.and_then(|v| lookup(v, path)) {
+            if let Some(value) = item.and_then(|v| crate::util::json_path(v, path)) {
                 write_value(out, value);
             }
         }
