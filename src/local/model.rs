@@ -174,14 +174,7 @@ impl LocalModel {
     /// Raw scores (log-odds for binary, logits for multinomial) of an
     /// already featurized vector, written to `out` (one per column).
     pub(crate) fn logits(&self, features: &[Feature], out: &mut [f64]) {
-        self.scaled_logits(features, 1.0, out);
-    }
-
-    /// [`logits`](LocalModel::logits) of the features with every value
-    /// multiplied by `scale` (the dot product is scaled once).
-    fn scaled_logits(&self, features: &[Feature], scale: f32, out: &mut [f64]) {
         let k = self.columns();
-        let scale = f64::from(scale);
         if let ([z], [b]) = (&mut *out, self.bias.as_slice()) {
             // Binary: one weight per bucket.
             let mut sum = 0.0f64;
@@ -190,7 +183,7 @@ impl LocalModel {
                     sum += f64::from(w) * f64::from(f.value);
                 }
             }
-            *z = f64::from(*b) + sum * scale;
+            *z = f64::from(*b) + sum;
             return;
         }
         let n = k.min(out.len());
@@ -205,6 +198,21 @@ impl LocalModel {
             }
         }
         for (o, &b) in out.iter_mut().zip(&self.bias) {
+            *o += f64::from(b);
+        }
+    }
+
+    /// Raw scores of `doc`, one per column, written to `out` (which must
+    /// have one slot per column): the featurizer's features folded into the
+    /// dot products as they are made, with no feature buffer (the same
+    /// features [`Featurizer::featurize`] returns).
+    fn doc_logits<D: Document + ?Sized>(&self, doc: &D, buf: &mut FeatureBuf, out: &mut [f64]) {
+        let scale =
+            f64::from(
+                self.featurizer
+                    .dot_unscaled(doc, buf, &self.weights, self.columns(), out),
+            );
+        for (o, &b) in out.iter_mut().zip(&self.bias) {
             *o = f64::from(b) + *o * scale;
         }
     }
@@ -218,12 +226,10 @@ impl LocalModel {
         buf: &mut FeatureBuf,
         out: &mut [f64],
     ) {
-        let scale = self.featurizer.featurize_unscaled(doc, buf);
-        let features = buf.features();
         match self.kind {
             ModelKind::Binary => {
                 let mut z = [0.0];
-                self.scaled_logits(features, scale, &mut z);
+                self.doc_logits(doc, buf, &mut z);
                 let p = sigmoid(z[0]);
                 if let [neg, pos, ..] = out {
                     *neg = 1.0 - p;
@@ -233,7 +239,7 @@ impl LocalModel {
             ModelKind::Multinomial => {
                 let n = self.columns().min(out.len());
                 let out = &mut out[..n];
-                self.scaled_logits(features, scale, out);
+                self.doc_logits(doc, buf, out);
                 softmax(out);
             }
         }
