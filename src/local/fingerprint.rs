@@ -115,8 +115,9 @@ mod tests {
         let mut seed = config.clone();
         seed.seed = 1;
         let mut features = config.clone();
+        // Any setting other than the default's.
         features.featurizer = FeaturizerConfig {
-            osb: 1,
+            osb: FeaturizerConfig::default().osb + 1,
             ..FeaturizerConfig::default()
         };
         let variants = [
