@@ -9,7 +9,7 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{Message, QueueAttributeName};
+use aws_sdk_sqs::types::Message;
 use common::conformance::{Case, router_conformance};
 use common::faulty_http::{Call, Fault, FaultyHttp};
 use common::moto::{Moto, sdk_config_for};
@@ -116,90 +116,17 @@ impl Env {
     }
 
     async fn topic(&self, name: &str) -> String {
-        let mut call = self.sns.create_topic().name(name);
-        if name.ends_with(".fifo") {
-            call = call.attributes("FifoTopic", "true");
-        }
-        let out = call.send().await.expect("CreateTopic");
-        out.topic_arn().expect("TopicArn").to_owned()
+        common::sns_sqs::create_topic(&self.sns, name).await
     }
 
     /// Creates a queue and subscribes it to `topic`; returns its URL.
     async fn queue(&self, topic: &str, name: &str, raw: bool, filter: Option<&str>) -> String {
-        let mut create = self.sqs.create_queue().queue_name(name);
-        if name.ends_with(".fifo") {
-            create = create.attributes(QueueAttributeName::FifoQueue, "true");
-        }
-        let url = create
-            .send()
-            .await
-            .expect("CreateQueue")
-            .queue_url()
-            .expect("QueueUrl")
-            .to_owned();
-        let attrs = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .expect("GetQueueAttributes");
-        let arn = attrs
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-            .expect("QueueArn")
-            .clone();
-        let mut subscribe = self
-            .sns
-            .subscribe()
-            .topic_arn(topic)
-            .protocol("sqs")
-            .endpoint(arn);
-        // moto treats any RawMessageDelivery value as on, so leave it out
-        // for envelope delivery.
-        if raw {
-            subscribe = subscribe.attributes("RawMessageDelivery", "true");
-        }
-        if let Some(policy) = filter {
-            subscribe = subscribe.attributes("FilterPolicy", policy);
-        }
-        subscribe.send().await.expect("Subscribe");
-        url
+        common::sns_sqs::subscribed_queue(&self.sns, &self.sqs, topic, name, raw, filter).await
     }
 
-    /// Every message in the queue, deleted once read. moto delivers to SQS while it handles
-    /// the Publish call, so the messages are there once the router returns.
+    /// Every message in the queue, deleted once read.
     async fn drain(&self, url: &str) -> Vec<Message> {
-        let mut all = Vec::new();
-        loop {
-            let out = self
-                .sqs
-                .receive_message()
-                .queue_url(url)
-                .max_number_of_messages(10)
-                .visibility_timeout(600)
-                .message_attribute_names("All")
-                .send()
-                .await
-                .expect("ReceiveMessage");
-            let got = out.messages().to_vec();
-            if got.is_empty() {
-                return all;
-            }
-            // Delete what was read: a FIFO queue hands out no more messages
-            // of a group while earlier ones are in flight.
-            for m in &got {
-                self.sqs
-                    .delete_message()
-                    .queue_url(url)
-                    .receipt_handle(m.receipt_handle().expect("receipt handle"))
-                    .send()
-                    .await
-                    .expect("DeleteMessage");
-            }
-            all.extend(got);
-        }
+        common::sns_sqs::drain_queue(&self.sqs, url).await
     }
 }
 

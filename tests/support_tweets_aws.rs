@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use app::aws::{AwsOptions, TopicArg};
 use app::model::{self, LabeledData};
-use aws_sdk_sqs::types::QueueAttributeName;
 use common::moto::Moto;
 use streamsift::checkpoint::FileCheckpointStore;
 use streamsift::kinesis::{KinesisProducer, ProducerRecord};
@@ -134,83 +133,31 @@ impl Env {
     }
 
     async fn topic(&self, name: &str) -> String {
-        let out = self
-            .sns
-            .create_topic()
-            .name(name)
-            .send()
-            .await
-            .expect("CreateTopic");
-        out.topic_arn().expect("TopicArn").to_string()
+        common::sns_sqs::create_topic(&self.sns, name).await
     }
 
     /// A queue subscribed to `topic` (SNS envelope delivery), with an
     /// optional filter policy; returns its URL.
     async fn queue(&self, topic: &str, name: &str, filter: Option<String>) -> String {
-        let url = self
-            .sqs
-            .create_queue()
-            .queue_name(name)
-            .send()
-            .await
-            .expect("CreateQueue")
-            .queue_url()
-            .expect("QueueUrl")
-            .to_string();
-        let attrs = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .expect("GetQueueAttributes");
-        let arn = attrs
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-            .expect("QueueArn")
-            .clone();
-        let mut subscribe = self
-            .sns
-            .subscribe()
-            .topic_arn(topic)
-            .protocol("sqs")
-            .endpoint(arn);
-        if let Some(policy) = filter {
-            subscribe = subscribe.attributes("FilterPolicy", policy);
-        }
-        subscribe.send().await.expect("Subscribe");
-        url
+        common::sns_sqs::subscribed_queue(
+            &self.sns,
+            &self.sqs,
+            topic,
+            name,
+            false,
+            filter.as_deref(),
+        )
+        .await
     }
 
     /// Every message of the queue, as (tweet id, route attribute, label
     /// attribute, subject), deleted once read.
     async fn drain(&self, url: &str) -> Vec<Published> {
-        let mut all = Vec::new();
-        loop {
-            let out = self
-                .sqs
-                .receive_message()
-                .queue_url(url)
-                .max_number_of_messages(10)
-                .visibility_timeout(600)
-                .send()
-                .await
-                .expect("ReceiveMessage");
-            if out.messages().is_empty() {
-                return all;
-            }
-            for m in out.messages() {
-                all.push(Published::parse(m.body().expect("a body")));
-                self.sqs
-                    .delete_message()
-                    .queue_url(url)
-                    .receipt_handle(m.receipt_handle().expect("a receipt handle"))
-                    .send()
-                    .await
-                    .expect("DeleteMessage");
-            }
-        }
+        common::sns_sqs::drain_queue(&self.sqs, url)
+            .await
+            .iter()
+            .map(|m| Published::parse(m.body().expect("a body")))
+            .collect()
     }
 
     /// Creates the topics and queues; returns the `--sns-topic-arn` values

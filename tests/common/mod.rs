@@ -21,3 +21,5 @@ pub mod kinesis_local;
     feature = "machine-learning"
 ))]
 pub mod moto;
+#[cfg(feature = "sns")]
+pub mod sns_sqs;
