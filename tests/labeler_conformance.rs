@@ -13,7 +13,7 @@ use streamsift::fakes::{SimulatedCrowd, Worker};
 
 const LABELS: [&str; 3] = ["problem_report", "question", "none"];
 
-fn truth(text: &String) -> &'static str {
+fn truth(text: &str) -> &'static str {
     if text.contains("down") {
         "problem_report"
     } else if text.contains('?') {
@@ -32,7 +32,7 @@ impl LabelerHarness<String> for CrowdHarness {
     type Labeler = SimulatedCrowd<String>;
 
     async fn build(&mut self) -> SimulatedCrowd<String> {
-        SimulatedCrowd::new(LABELS, truth)
+        SimulatedCrowd::new(LABELS, |t: &String| truth(t))
             .workers([
                 Worker::accurate("a", 0.9),
                 Worker::accurate("b", 0.8),
