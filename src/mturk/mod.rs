@@ -49,7 +49,7 @@ pub use question::{
     HTML_QUESTION_NAMESPACE, MAX_QUESTION_BYTES, QuestionError, QuestionTemplate, escape_html,
 };
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
 use std::time::Duration;
@@ -307,29 +307,25 @@ impl<T> MturkLabelerBuilder<T> {
             client: Client::from_conf(config),
             labels,
             state: tokio::sync::Mutex::new(State {
+                hit_type: None,
+                by_item: HashMap::new(),
+                open: Vec::new(),
+                incomplete: Vec::new(),
                 budget: BudgetGuard::new(self.max_spend),
-                ..State::default()
             }),
             b: self,
         }
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     hit_type: Option<String>,
     by_item: HashMap<String, TaskId>,
     /// (item id, HIT id) not collected yet, in submission order.
     open: Vec<(String, String)>,
-    collected: HashSet<String>,
     incomplete: Vec<String>,
     budget: BudgetGuard,
-}
-
-impl Default for BudgetGuard {
-    fn default() -> Self {
-        BudgetGuard::new(Cents(0))
-    }
 }
 
 /// Mechanical Turk as a [`Labeler`]. See the [module docs](self).
@@ -363,7 +359,7 @@ impl<T> fmt::Debug for MturkLabeler<T> {
     }
 }
 
-/// Which operation a call was, for error messages.
+/// Error codes that mean "slow down".
 const THROTTLING: [&str; 5] = [
     "Throttling",
     "ThrottlingException",
@@ -838,7 +834,6 @@ impl<T: Sync> Labeler<T> for MturkLabeler<T> {
                 }
             };
             state.open.retain(|(_, h)| *h != hit_id);
-            state.collected.insert(hit_id.clone());
             let answers: Vec<Answer> = votes
                 .iter()
                 .map(|v| Answer::new(item_id.clone(), v.worker.clone(), v.label.as_str()))
