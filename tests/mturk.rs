@@ -301,6 +301,22 @@ async fn throttling_is_retried_with_the_same_token_then_reported() {
     let err = labeler.submit(&[task("t2", &tweet)]).await.unwrap_err();
     assert!(err.is_throttling() && err.is_retryable(), "{err}");
     assert!(err.to_string().contains("slow down"), "{err}");
+    // MTurk's own throttling code inside a RequestError counts too.
+    for _ in 0..3 {
+        server.queue(
+            "CreateHITWithHITType",
+            Reply {
+                status: 400,
+                body: serde_json::json!({
+                    "__type": "RequestError",
+                    "Message": "You have exceeded the allowed request rate.",
+                    "TurkErrorCode": "AWS.MechanicalTurk.Throttled",
+                }),
+            },
+        );
+    }
+    let err = labeler.submit(&[task("t2", &tweet)]).await.unwrap_err();
+    assert!(err.is_throttling(), "{err}");
     // A permanent error is not retried.
     server.queue(
         "CreateHITWithHITType",

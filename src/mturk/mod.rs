@@ -385,8 +385,13 @@ where
             let code = service.err().code().unwrap_or("").to_owned();
             let message = service.err().message().unwrap_or("").to_owned();
             let status = service.raw().status().as_u16();
+            // MTurk's RequestError carries its own code (TurkErrorCode) in the body.
+            let raw = service.raw().body().bytes().unwrap_or(&[]);
+            let turk_throttled = String::from_utf8_lossy(raw)
+                .to_ascii_lowercase()
+                .contains("throttl");
             let text = format!("MTurk {op}: {code} (HTTP {status}): {message}");
-            let error = if is_throttling(&code, &message) || status == 429 {
+            let error = if is_throttling(&code, &message) || turk_throttled || status == 429 {
                 LabelError::throttled(format!(
                     "{text}; MTurk asked us to slow down: submit smaller batches or less often"
                 ))
