@@ -335,6 +335,42 @@ async fn throttling_is_retried_with_the_same_token_then_reported() {
     assert!(err.is_retryable() && !err.is_throttling(), "{err}");
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_expired_hit_finishes_with_the_answers_it_has() {
+    let server = MturkServer::new();
+    let labeler = builder()
+        .settings(HitSettings {
+            lifetime: Duration::from_secs(3600),
+            assignment_duration: Duration::from_secs(600),
+            ..HitSettings::default()
+        })
+        .build_with(server.config());
+    let (a, b) = ("one".to_string(), "two".to_string());
+    labeler
+        .submit(&[task("t1", &a), task("t2", &b)])
+        .await
+        .unwrap();
+    // One worker answers t1, nobody answers t2.
+    server.state().hits[0].max_assignments = 1;
+    server.state().hits[1].max_assignments = 0;
+    server.answer_all(|_, _| answer_xml("category", "angry"));
+    assert!(labeler.collect().await.unwrap().is_empty(), "still open");
+    tokio::time::advance(Duration::from_secs(3599 + 600)).await;
+    assert!(
+        labeler.collect().await.unwrap().is_empty(),
+        "one second early"
+    );
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let results = labeler.collect().await.unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(
+        (results[0].item_id.as_str(), results[0].votes.len()),
+        ("t1", 1)
+    );
+    assert_eq!(labeler.incomplete().await, ["t2"], "reported, not dropped");
+    assert!(labeler.collect().await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn debug_output_holds_no_credentials() {
     let server = MturkServer::new();

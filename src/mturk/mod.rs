@@ -318,12 +318,21 @@ impl<T> MturkLabelerBuilder<T> {
     }
 }
 
+#[derive(Clone, Debug)]
+struct OpenHit {
+    item_id: String,
+    hit_id: String,
+    /// After this, no assignment can still come: the HIT's lifetime plus
+    /// one assignment duration.
+    deadline: tokio::time::Instant,
+}
+
 #[derive(Debug)]
 struct State {
     hit_type: Option<String>,
     by_item: HashMap<String, TaskId>,
-    /// (item id, HIT id) not collected yet, in submission order.
-    open: Vec<(String, String)>,
+    /// HITs not collected yet, in submission order.
+    open: Vec<OpenHit>,
     incomplete: Vec<String>,
     budget: BudgetGuard,
 }
@@ -795,7 +804,11 @@ impl<T: Sync> Labeler<T> for MturkLabeler<T> {
                 state
                     .by_item
                     .insert(task.id.to_owned(), TaskId(hit.clone()));
-                state.open.push((task.id.to_owned(), hit));
+                state.open.push(OpenHit {
+                    item_id: task.id.to_owned(),
+                    hit_id: hit,
+                    deadline: tokio::time::Instant::now() + s.lifetime + s.assignment_duration,
+                });
             }
         }
         tasks
@@ -810,7 +823,11 @@ impl<T: Sync> Labeler<T> for MturkLabeler<T> {
             .collect()
     }
 
-    /// Returns the HITs that finished since the last call. If a call fails
+    /// Returns the HITs that finished since the last call: those with all
+    /// their assignments, and those past their lifetime (plus one
+    /// assignment duration) with whatever answers they got; a HIT that
+    /// ends without a valid vote is listed by
+    /// [`incomplete`](MturkLabeler::incomplete). If a call fails
     /// part way, the results gathered so far are returned and the failed
     /// HIT is tried again next time; the error is returned only when
     /// nothing was gathered.
@@ -820,10 +837,15 @@ impl<T: Sync> Labeler<T> for MturkLabeler<T> {
         let open = state.open.clone();
         let want = self.b.settings.max_assignments as usize;
         let aggregator = Aggregator::new(self.labels.iter().cloned());
-        for (item_id, hit_id) in open {
+        for OpenHit {
+            item_id,
+            hit_id,
+            deadline,
+        } in open
+        {
             let outcome = async {
                 let assignments = self.assignments(&hit_id).await?;
-                if assignments.len() < want {
+                if assignments.len() < want && tokio::time::Instant::now() < deadline {
                     return Ok(None);
                 }
                 self.review(&item_id, &assignments).await.map(Some)
@@ -838,7 +860,7 @@ impl<T: Sync> Labeler<T> for MturkLabeler<T> {
                     break;
                 }
             };
-            state.open.retain(|(_, h)| *h != hit_id);
+            state.open.retain(|h| h.hit_id != hit_id);
             let answers: Vec<Answer> = votes
                 .iter()
                 .map(|v| Answer::new(item_id.clone(), v.worker.clone(), v.label.as_str()))
