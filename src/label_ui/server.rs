@@ -52,6 +52,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/answer", post(answer))
         .route("/skip", post(skip))
         .route("/undo", post(undo))
+        .route("/release", post(release))
         .layer(middleware::from_fn_with_state(
             shared.clone(),
             require_token,
@@ -295,6 +296,21 @@ async fn undo(State(shared): State<Arc<Shared>>, Json(req): Json<WhoRequest>) ->
         Ok(Err(refusal)) => refused(refusal),
         Err(e) => storage_failed(e),
     }
+}
+
+#[derive(Serialize)]
+struct Released {
+    released: usize,
+}
+
+/// Gives back the items held for a person (the page calls it when the
+/// person changes their name).
+async fn release(State(shared): State<Arc<Shared>>, Json(req): Json<WhoRequest>) -> Response {
+    if let Err(r) = check_worker(&req.worker) {
+        return r;
+    }
+    let released = shared.lock().release(&req.worker);
+    json(StatusCode::OK, &Released { released })
 }
 
 #[cfg(test)]

@@ -495,6 +495,14 @@ impl Store {
         })
     }
 
+    /// Drops the worker's leases; returns how many there were.
+    pub(crate) fn release(&mut self, worker: &str) -> usize {
+        self.leases
+            .values_mut()
+            .map(|l| usize::from(l.remove(worker).is_some()))
+            .sum()
+    }
+
     /// Whether the worker has something to undo.
     pub(crate) fn can_undo(&self, worker: &str) -> bool {
         self.undoable(worker).is_ok()

@@ -16,13 +16,8 @@
     token = sessionStorage.getItem(TOKEN_KEY) || '';
   }
 
-  function randomName() {
-    const bytes = new Uint8Array(4);
-    crypto.getRandomValues(bytes);
-    return 'browser-' + Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
-  }
-  let worker = localStorage.getItem(WORKER_KEY) || randomName();
-  localStorage.setItem(WORKER_KEY, worker);
+  // Who is labeling: a name typed once, kept in this browser.
+  let worker = localStorage.getItem(WORKER_KEY) || '';
 
   let labels = [];
   let current = null; // the item shown, or null
@@ -87,7 +82,10 @@
     document.body.dataset.ready = 'yes';
   }
 
-  async function refresh() { render(await call('state', { worker })); }
+  async function refresh() {
+    if (!worker) return;
+    render(await call('state', { worker }));
+  }
   async function answer(label) {
     if (!current) return;
     render(await call('answer', { worker, item: current.id, label }));
@@ -96,7 +94,10 @@
     if (!current) return;
     render(await call('skip', { worker, item: current.id }));
   }
-  async function undo() { render(await call('undo', { worker })); }
+  async function undo() {
+    if (!worker) return;
+    render(await call('undo', { worker }));
+  }
 
   function enqueue(action) {
     queue = queue.then(async () => {
@@ -130,16 +131,27 @@
     input.addEventListener('change', () => {
       const name = input.value.trim();
       if (!name) { input.value = worker; return; }
+      const previous = worker;
       worker = name;
       localStorage.setItem(WORKER_KEY, worker);
       input.blur();
-      enqueue(refresh);
+      enqueue(async () => {
+        // Give back the item held for the previous name, so others get it.
+        if (previous && previous !== worker) await call('release', { worker: previous });
+        await refresh();
+      });
     });
     input.addEventListener('keydown', (event) => { if (event.key === 'Enter') input.blur(); });
     $('undo').addEventListener('click', () => enqueue(undo));
     $('skip').addEventListener('click', () => enqueue(skip));
     if (!token) {
       setStatus('This page needs the link with the token printed when the labeler started.');
+      return;
+    }
+    if (!worker) {
+      setStatus('Type your name (top right) and press Enter to start.');
+      document.body.dataset.ready = 'name';
+      input.focus();
       return;
     }
     enqueue(refresh);
