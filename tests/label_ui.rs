@@ -2,14 +2,18 @@
 //! server on loopback, and a headless Chromium test that labels by keyboard.
 #![cfg(feature = "label-ui")]
 
+mod common;
+
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use common::labeler_conformance::{LabelerHarness, labeler_conformance};
 use serde_json::{Value, json};
 use streamsift::label_ui::{
     CONTENT_SECURITY_POLICY, LabelUiError, LocalWebLabeler, LocalWebLabelerBuilder,
 };
-use streamsift::{LabelTask, Labeler};
+use streamsift::{LabelTask, Labeler, TaskId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -461,6 +465,85 @@ async fn a_corrupt_dataset_line_is_named() {
         .await
         .unwrap_err();
     assert!(matches!(no_labels, LabelUiError::InvalidConfig(_)));
+}
+
+/// People answer through the HTTP API, as the page does: each asks for
+/// their next item and answers it until nothing is left for them.
+struct WebHarness {
+    dir: tempfile::TempDir,
+    people: Vec<&'static str>,
+    answers_per_item: usize,
+    built: usize,
+}
+
+fn truth(text: &str) -> &'static str {
+    if text.contains("down") {
+        "problem_report"
+    } else if text.contains('?') {
+        "question"
+    } else {
+        "none"
+    }
+}
+
+impl LabelerHarness<String> for WebHarness {
+    type Labeler = LocalWebLabeler<String>;
+
+    async fn build(&mut self) -> LocalWebLabeler<String> {
+        self.built += 1;
+        let path = self
+            .dir
+            .path()
+            .join(format!("conformance-{}.jsonl", self.built));
+        start(&path, self.answers_per_item).await
+    }
+
+    async fn answer_all(&mut self, labeler: &LocalWebLabeler<String>, _: &HashMap<String, TaskId>) {
+        for worker in self.people.clone() {
+            loop {
+                let view = api(labeler, "/api/state", json!({ "worker": worker }))
+                    .await
+                    .json();
+                let Some(id) = view["item"]["id"].as_str() else {
+                    break;
+                };
+                let text = view["item"]["text"].as_str().unwrap();
+                let reply = answer(labeler, worker, id, truth(text)).await;
+                assert_eq!(reply.status, 200, "{}", reply.body);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn local_web_labeler_conforms() {
+    let tweets: Vec<(String, String)> = [
+        "the api is down again",
+        "how do I rotate keys?",
+        "nice weather <b>today</b>",
+        "console down for everyone",
+        "thanks!",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, t)| (format!("tweet-{i}"), t.to_string()))
+    .collect();
+    for k in [1, 2] {
+        let mut harness = WebHarness {
+            dir: tempfile::tempdir().unwrap(),
+            people: vec!["ann", "bob", "cid"],
+            answers_per_item: k,
+            built: 0,
+        };
+        let results = labeler_conformance(&mut harness, &tweets, &LABELS).await;
+        assert_eq!(results.len(), 5);
+        for r in &results {
+            assert_eq!(r.votes.len(), k, "{}: K = {k} answers", r.item_id);
+            let text = &tweets.iter().find(|(id, _)| *id == r.item_id).unwrap().1;
+            assert_eq!(r.label, truth(text), "accurate people, right labels");
+            assert_eq!(r.agreement, 1.0);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

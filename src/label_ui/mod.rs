@@ -18,7 +18,8 @@
 //!   held for them for a while (the lease) so two people do not race for
 //!   the last answer. Finished items come out of
 //!   [`collect`](Labeler::collect) once, with every vote and the majority
-//!   label (ties go to the category listed first).
+//!   label from [`Aggregator::majority`](crate::aggregate::Aggregator::majority)
+//!   (ties go to the category listed first).
 //! - **Security**: it binds to loopback unless told otherwise (with a
 //!   warning); every API call needs the random token printed at start-up
 //!   (401 without, 403 with a wrong one); item text is rendered as text,

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::LabelUiError;
+use crate::aggregate::{Aggregator, Answer};
 use crate::classify::Label;
 use crate::labeler::{LabelResult, TaskId, Vote};
 
@@ -540,7 +541,8 @@ impl Store {
     }
 
     /// Finished items not collected yet, marked collected (in the file
-    /// first), with their votes and majority label.
+    /// first), with their votes and the majority label
+    /// ([`Aggregator::majority`]: ties go to the category listed first).
     pub(crate) fn collect(&mut self) -> Result<Vec<LabelResult>, LabelUiError> {
         let k = self.answers_per_item;
         let ready: Vec<usize> = (0..self.items.len())
@@ -549,34 +551,54 @@ impl Store {
         if ready.is_empty() {
             return Ok(Vec::new());
         }
-        let at = now_ms();
-        let events: Vec<Event> = ready
+        let answers: Vec<Answer> = ready
             .iter()
-            .map(|&i| Event::Collected {
-                item: self.items[i].id.clone(),
+            .flat_map(|&i| {
+                let item = &self.items[i];
+                item.answers
+                    .iter()
+                    .map(|(w, l, _)| Answer::new(item.id.as_str(), w.as_str(), l.as_str()))
+            })
+            .collect();
+        let aggregation = Aggregator::new(self.labels.iter().cloned())
+            .min_votes(k)
+            .majority(&answers);
+        // Every stored answer is a valid vote (its label was checked), so
+        // every ready item is labeled; one that were not would stay pending.
+        let labeled: Vec<(usize, Label, f64)> = ready
+            .into_iter()
+            .filter_map(|i| {
+                aggregation
+                    .item(&self.items[i].id)
+                    .map(|l| (i, l.label.clone(), l.agreement))
+            })
+            .collect();
+        let at = now_ms();
+        let events: Vec<Event> = labeled
+            .iter()
+            .map(|(i, _, _)| Event::Collected {
+                item: self.items[*i].id.clone(),
                 at,
             })
             .collect();
         self.append(&events)?;
-        let mut results = Vec::with_capacity(ready.len());
-        for i in ready {
+        let mut results = Vec::with_capacity(labeled.len());
+        for (i, label, agreement) in labeled {
             let item = &mut self.items[i];
             item.collected = true;
-            let votes: Vec<Vote> = item
-                .answers
-                .iter()
-                .map(|(w, l, _)| Vote {
-                    worker: w.clone(),
-                    label: l.clone(),
-                })
-                .collect();
-            let (label, count) = majority(&votes, &self.labels);
             results.push(LabelResult {
                 task: task_id(&item.id),
                 item_id: item.id.clone(),
                 label,
-                agreement: count as f64 / votes.len().max(1) as f64,
-                votes,
+                agreement,
+                votes: item
+                    .answers
+                    .iter()
+                    .map(|(w, l, _)| Vote {
+                        worker: w.clone(),
+                        label: l.clone(),
+                    })
+                    .collect(),
             });
         }
         Ok(results)
@@ -586,22 +608,6 @@ impl Store {
 /// The task id of an item: stable across restarts.
 pub(crate) fn task_id(item: &str) -> TaskId {
     TaskId(format!("web:{item}"))
-}
-
-/// The most voted label and its count; ties go to the label first in the
-/// category list.
-fn majority(votes: &[Vote], labels: &[Label]) -> (Label, usize) {
-    let mut best: Option<(&Label, usize)> = None;
-    for label in labels {
-        let n = votes.iter().filter(|v| v.label == *label).count();
-        if best.is_none_or(|(_, b)| n > b) {
-            best = Some((label, n));
-        }
-    }
-    match best {
-        Some((label, n)) => (label.clone(), n),
-        None => (Label::from_static(""), 0),
-    }
 }
 
 #[cfg(test)]
