@@ -442,6 +442,72 @@ async fn bad_requests_get_clear_errors() {
     assert!(actions(labeler.dataset()).is_empty());
 }
 
+/// A `tracing` writer that keeps everything written, to read it back.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+// Current-thread runtime: the subscriber set for this thread also sees the
+// server's tasks.
+#[tokio::test(flavor = "current_thread")]
+async fn binding_beyond_loopback_warns_and_logs_never_show_the_token() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let dir = tempfile::tempdir().unwrap();
+
+    let local = start(&dir.path().join("a.jsonl"), 1).await;
+    assert!(
+        logs.text().contains("labeling page started"),
+        "{}",
+        logs.text()
+    );
+    assert!(!logs.text().contains("beyond loopback"));
+    let local_token = local.token().expose().to_owned();
+    submit(&local, &[("a", "x")]).await;
+    assert_eq!(answer(&local, "ann", "a", "none").await.status, 200);
+    assert_eq!(answer(&local, "ann", "a", "none").await.status, 409);
+
+    let open = LocalWebLabelerBuilder::new(dir.path().join("b.jsonl"), LABELS)
+        .bind_beyond_loopback("0.0.0.0:0".parse().unwrap())
+        .start(|t: &String| t.clone())
+        .await
+        .unwrap();
+    assert!(open.local_addr().ip().is_unspecified());
+    let text = logs.text();
+    assert!(
+        text.contains("WARN") && text.contains("beyond loopback"),
+        "{text}"
+    );
+    for token in [local_token.as_str(), open.token().expose()] {
+        assert!(
+            !text.contains(token),
+            "a token leaked into the logs:\n{text}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_corrupt_dataset_line_is_named() {
     let dir = tempfile::tempdir().unwrap();
