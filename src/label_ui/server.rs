@@ -207,15 +207,17 @@ fn view(store: &mut Store, worker: &str, prefer: Option<&str>) -> Response {
 /// Longest accepted person name, in characters.
 const MAX_WORKER: usize = 64;
 
-fn check_worker(worker: &str) -> Result<(), Response> {
+/// Why a person's name is refused, if it is.
+fn check_worker(worker: &str) -> Option<Response> {
     let n = worker.chars().count();
-    if n == 0 || n > MAX_WORKER || worker.chars().any(char::is_control) || worker.trim() != worker {
-        return Err(error(
+    let bad =
+        n == 0 || n > MAX_WORKER || worker.chars().any(char::is_control) || worker.trim() != worker;
+    bad.then(|| {
+        error(
             StatusCode::BAD_REQUEST,
             "the person's name must be 1 to 64 characters, without control characters or surrounding spaces",
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 fn refused(refusal: Refusal) -> Response {
@@ -256,14 +258,14 @@ struct SkipRequest {
 }
 
 async fn state(State(shared): State<Arc<Shared>>, Json(req): Json<WhoRequest>) -> Response {
-    if let Err(r) = check_worker(&req.worker) {
+    if let Some(r) = check_worker(&req.worker) {
         return r;
     }
     view(&mut shared.lock(), &req.worker, None)
 }
 
 async fn answer(State(shared): State<Arc<Shared>>, Json(req): Json<AnswerRequest>) -> Response {
-    if let Err(r) = check_worker(&req.worker) {
+    if let Some(r) = check_worker(&req.worker) {
         return r;
     }
     let mut store = shared.lock();
@@ -275,7 +277,7 @@ async fn answer(State(shared): State<Arc<Shared>>, Json(req): Json<AnswerRequest
 }
 
 async fn skip(State(shared): State<Arc<Shared>>, Json(req): Json<SkipRequest>) -> Response {
-    if let Err(r) = check_worker(&req.worker) {
+    if let Some(r) = check_worker(&req.worker) {
         return r;
     }
     let mut store = shared.lock();
@@ -287,7 +289,7 @@ async fn skip(State(shared): State<Arc<Shared>>, Json(req): Json<SkipRequest>) -
 }
 
 async fn undo(State(shared): State<Arc<Shared>>, Json(req): Json<WhoRequest>) -> Response {
-    if let Err(r) = check_worker(&req.worker) {
+    if let Some(r) = check_worker(&req.worker) {
         return r;
     }
     let mut store = shared.lock();
@@ -306,7 +308,7 @@ struct Released {
 /// Gives back the items held for a person (the page calls it when the
 /// person changes their name).
 async fn release(State(shared): State<Arc<Shared>>, Json(req): Json<WhoRequest>) -> Response {
-    if let Err(r) = check_worker(&req.worker) {
+    if let Some(r) = check_worker(&req.worker) {
         return r;
     }
     let released = shared.lock().release(&req.worker);
