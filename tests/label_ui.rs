@@ -634,12 +634,17 @@ mod browser {
         }
     }
 
+    /// Says loudly that the browser test did not run. Written to the
+    /// process's stderr directly, past libtest's output capture, so that it
+    /// shows in a plain `cargo test` run.
     fn skip(why: &str) {
-        eprintln!(
+        use std::io::Write;
+        let banner = format!(
             "\n{bar}\n!!! SKIPPED: headless Chromium test: {why}\n!!! Install it with: \
              apt-get install -y chromium chromium-driver (scripts/test.sh does)\n{bar}\n",
             bar = "!".repeat(78)
         );
+        let _ = std::io::stderr().write_all(banner.as_bytes());
     }
 
     fn free_port() -> u16 {
