@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod batch;
 pub mod checkpoint;
 pub mod classify;
 pub mod dead_letter;
@@ -24,6 +25,8 @@ pub mod fakes;
 #[cfg(feature = "kinesis")]
 pub mod kinesis;
 pub mod labeler;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod local;
 #[cfg(feature = "machine-learning")]
 pub mod machine_learning;
