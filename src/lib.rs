@@ -22,6 +22,8 @@ pub mod dead_letter;
 pub mod decode;
 pub mod error;
 pub mod fakes;
+#[cfg(feature = "kcl")]
+pub mod kcl;
 #[cfg(feature = "kinesis")]
 pub mod kinesis;
 pub mod labeler;
