@@ -523,3 +523,147 @@ fn shard_counts(stats: &mut Stats, shards: &[(usize, ShardId)], outcomes: &[Reco
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::classify::Prediction;
+    use crate::dead_letter::MemoryDeadLetter;
+    use crate::error::{ClassifyError, RouteError};
+    use crate::fakes::RecordingRouter;
+    use crate::pipeline::RetryPolicy;
+    use crate::record::Sequence;
+    use crate::router::{Delivery, Receipt};
+
+    #[derive(Clone, Debug, serde::Deserialize)]
+    struct Msg {
+        text: String,
+    }
+
+    fn records(texts: &[&str]) -> Vec<Record> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let shard = ShardId::new(if i % 2 == 0 { "s0" } else { "s1" });
+                let body = format!("{{\"text\":\"{t}\"}}");
+                Record::new(
+                    shard,
+                    Sequence::from_offset(i as u64),
+                    "k",
+                    body.into_bytes(),
+                )
+            })
+            .collect()
+    }
+
+    fn keyword(m: &Msg) -> futures::future::Ready<Result<Prediction, ClassifyError>> {
+        let score = if m.text.contains("down") { 0.9 } else { 0.1 };
+        futures::future::ready(Ok(Prediction::binary("actionable", "noise", score)))
+    }
+
+    fn unavailable(_: &Delivery<'_, Msg>) -> futures::future::Ready<Result<Receipt, RouteError>> {
+        futures::future::ready(Err(RouteError::unavailable("503")))
+    }
+
+    fn retry() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(1),
+            multiplier: 1.0,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exhausted_retries_are_dead_lettered_by_default_and_reported_on_request() {
+        let dead = MemoryDeadLetter::new();
+        let processor = builder()
+            .json::<Msg>()
+            .classify(keyword)
+            .policy(Policy::binary(0.5, "oncall"))
+            .route(unavailable)
+            .dead_letter(dead.clone())
+            .retry(retry())
+            .into_batch_processor()
+            .unwrap();
+        assert_eq!(processor.exhausted_policy(), OnExhausted::DeadLetter);
+        let report = processor
+            .process(records(&["api down", "fine"]), None)
+            .await;
+        assert_eq!(
+            report.outcomes[0],
+            RecordOutcome::DeadLettered {
+                stage: Stage::Route
+            }
+        );
+        assert_eq!(report.outcomes[1], RecordOutcome::Discarded);
+        assert!(report.all_done());
+        assert_eq!(dead.len(), 1);
+
+        let processor = processor.on_exhausted(OnExhausted::Report);
+        let report = processor
+            .process(records(&["api down", "fine"]), None)
+            .await;
+        assert!(matches!(
+            &report.outcomes[0],
+            RecordOutcome::FailedRetryable { stage: Stage::Route, reason } if reason.contains("503")
+        ));
+        assert_eq!(report.first_not_done(), Some(0));
+        assert_eq!(dead.len(), 1, "reported, not dead-lettered");
+        assert_eq!(report.stats.unfinished, 1);
+        assert_eq!(report.stats.retries, 1);
+        assert!(report.stats.reconciles());
+        assert_eq!(report.stats.shards[&ShardId::new("s0")].unfinished, 1);
+        assert_eq!(report.stats.shards[&ShardId::new("s1")].discarded, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_most_max_in_flight_records_run_at_once() {
+        let running = std::sync::Arc::new(AtomicUsize::new(0));
+        let peak = std::sync::Arc::new(AtomicUsize::new(0));
+        let (r, p) = (running.clone(), peak.clone());
+        let slow = move |_: &Msg| {
+            let (r, p) = (r.clone(), p.clone());
+            async move {
+                let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                r.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, ClassifyError>(Prediction::binary("actionable", "noise", 0.9))
+            }
+        };
+        let router = RecordingRouter::new();
+        let processor = builder()
+            .json::<Msg>()
+            .classify(slow)
+            .policy(Policy::binary(0.5, "oncall"))
+            .route(router.clone())
+            .dead_letter(MemoryDeadLetter::new())
+            .max_in_flight(3)
+            .into_batch_processor()
+            .unwrap();
+        let texts: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let report = processor.process(records(&texts), None).await;
+        assert!(report.all_done());
+        assert_eq!(router.len(), 10);
+        assert_eq!(peak.load(Ordering::SeqCst), 3);
+        assert_eq!(report.stats.peak_in_flight, 3);
+        assert_eq!(report.stats.routed_by_route[&Label::from("oncall")], 10);
+    }
+
+    #[test]
+    fn a_processor_needs_a_policy() {
+        let err = builder()
+            .json::<Msg>()
+            .classify(keyword)
+            .route(RecordingRouter::<Msg>::new())
+            .into_batch_processor()
+            .unwrap_err();
+        assert!(err.to_string().contains("no policy set"), "{err}");
+    }
+}

@@ -597,6 +597,68 @@ mod tests {
         );
     }
 
+    #[derive(Debug)]
+    struct BrokenSink;
+
+    #[async_trait::async_trait]
+    impl crate::DeadLetterSink for BrokenSink {
+        async fn store(&self, _: &crate::DeadLetter) -> Result<(), crate::DeadLetterError> {
+            Err(crate::DeadLetterError::permanent("disk full"))
+        }
+    }
+
+    #[derive(Clone, Debug, Deserialize)]
+    struct Msg {
+        #[allow(dead_code)]
+        text: String,
+    }
+
+    #[tokio::test]
+    async fn a_record_that_cannot_be_finished_checkpoints_the_done_prefix_and_stops() {
+        let processor =
+            crate::batch::builder()
+                .json::<Msg>()
+                .classify(|_: &Msg| {
+                    futures::future::ready(Ok::<_, crate::ClassifyError>(
+                        crate::Prediction::binary("actionable", "noise", 0.1),
+                    ))
+                })
+                .policy(crate::Policy::binary(0.5, "oncall"))
+                .route(crate::fakes::RecordingRouter::<Msg>::new())
+                .dead_letter(BrokenSink)
+                .max_in_flight(1)
+                .into_batch_processor()
+                .unwrap();
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let script = format!(
+            "{}\n{}\n{}\n",
+            r#"{"action":"initialize","shardId":"shardId-1"}"#,
+            serde_json::json!({"action":"processRecords","records":[
+                {"data": b64(r#"{"text":"a"}"#), "partitionKey":"k","sequenceNumber":"1","subSequenceNumber":0},
+                {"data": b64("not json"), "partitionKey":"k","sequenceNumber":"2","subSequenceNumber":0},
+                {"data": b64(r#"{"text":"c"}"#), "partitionKey":"k","sequenceNumber":"3","subSequenceNumber":0},
+            ]}),
+            r#"{"action":"checkpoint","sequenceNumber":"1","subSequenceNumber":0,"error":null}"#,
+        );
+        let mut out = Vec::new();
+        let err = KclProcessor::new(processor)
+            .run(script.as_bytes(), &mut out)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, KclError::Unfinished { record, .. } if record == "2"),
+            "{err}"
+        );
+        let lines: Vec<&str> = std::str::from_utf8(&out).unwrap().lines().collect();
+        assert_eq!(
+            lines,
+            [
+                r#"{"action":"status","responseFor":"initialize"}"#,
+                r#"{"action":"checkpoint","sequenceNumber":"1","subSequenceNumber":0}"#,
+            ]
+        );
+    }
+
     #[test]
     fn an_unknown_action_is_a_typed_error() {
         let err = serde_json::from_str::<DaemonMessage>(r#"{"action":"dance"}"#).unwrap_err();
