@@ -35,6 +35,11 @@
 //! Delivery is at-least-once: a record may be routed twice (an abandoned
 //! call that had taken effect, or a done record after the first failure).
 //!
+//! An event that does not deserialize as a [`KinesisEvent`] (Kinesis always
+//! sends valid base64 `data`, so this means a wrong trigger) fails the
+//! invocation as a whole: the runtime posts an invocation error, and Lambda
+//! retries the batch (`BisectBatchOnFunctionError` splits it).
+//!
 //! # Once per execution environment
 //!
 //! Build the handler, and so load the model, once, before [`run`]; every
