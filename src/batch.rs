@@ -129,8 +129,9 @@ pub enum RecordOutcome {
     /// [`OnExhausted::Report`], a dead-letter sink that failed, or a record
     /// still in progress when the batch's stop time came.
     FailedRetryable {
-        /// The stage it was at.
-        stage: Stage,
+        /// The stage it failed at; `None` when abandoned at the stop time
+        /// (where it was is not known then).
+        stage: Option<Stage>,
         /// What went wrong.
         reason: String,
     },
@@ -355,7 +356,7 @@ where
         for (index, _) in &shards {
             if started[*index] && outcomes[*index] == RecordOutcome::NotStarted {
                 outcomes[*index] = RecordOutcome::FailedRetryable {
-                    stage: Stage::Decode,
+                    stage: None,
                     reason: "still in progress at the batch's stop time; abandoned".into(),
                 };
                 stats.unfinished += 1;
@@ -405,7 +406,7 @@ where
                     Outcome::Review => RecordOutcome::Reviewed,
                     Outcome::DeadLettered(stage) => RecordOutcome::DeadLettered { stage },
                     Outcome::Unfinished(e) => RecordOutcome::FailedRetryable {
-                        stage: Stage::Decode,
+                        stage: None,
                         reason: e.to_string(),
                     },
                 };
@@ -444,11 +445,12 @@ where
                 classified,
                 tries,
                 outcome: RecordOutcome::FailedRetryable {
-                    stage: fail.stage,
+                    stage: Some(fail.stage),
                     reason: fail.reason,
                 },
             };
         }
+        let failed_at = fail.stage;
         let done = Box::pin(dead_letter(
             ctx, record, fail, 0, key, key, tries, classified,
         ))
@@ -456,13 +458,13 @@ where
         let outcome = match done.outcome {
             Outcome::DeadLettered(stage) => RecordOutcome::DeadLettered { stage },
             Outcome::Unfinished(e) => RecordOutcome::FailedRetryable {
-                stage: Stage::Decode,
+                stage: Some(failed_at),
                 reason: format!("the dead-letter sink failed: {e}"),
             },
             // `dead_letter` ends in one of the two above.
             Outcome::Routed(_) | Outcome::Discarded | Outcome::Review => {
                 RecordOutcome::FailedRetryable {
-                    stage: Stage::Decode,
+                    stage: Some(failed_at),
                     reason: "unexpected outcome of the dead-letter path".into(),
                 }
             }
@@ -610,7 +612,7 @@ mod tests {
             .await;
         assert!(matches!(
             &report.outcomes[0],
-            RecordOutcome::FailedRetryable { stage: Stage::Route, reason } if reason.contains("503")
+            RecordOutcome::FailedRetryable { stage: Some(Stage::Route), reason } if reason.contains("503")
         ));
         assert_eq!(report.first_not_done(), Some(0));
         assert_eq!(dead.len(), 1, "reported, not dead-lettered");

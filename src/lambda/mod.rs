@@ -394,7 +394,7 @@ mod tests {
     #[test]
     fn reports_the_first_failure_and_later_ones_not_done() {
         let failed = RecordOutcome::FailedRetryable {
-            stage: crate::Stage::Route,
+            stage: Some(crate::Stage::Route),
             reason: "x".into(),
         };
         // Kinesis records: 0 -> [0], 1 -> [1,2] (aggregate), 2 -> [3], 3 -> [4].
