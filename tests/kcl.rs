@@ -1,9 +1,21 @@
 //! The KCL MultiLang record processor (`streamsift::kcl`, feature `kcl`),
-//! driven as the MultiLangDaemon drives it: the `kcl_support_tweets`
-//! example runs as a child process, and a scripted daemon in this test
-//! talks to it over real pipes through whole lease lifecycles, asserting
-//! every line the processor writes on stdout.
-#![cfg(feature = "kcl")]
+//! driven as the MultiLangDaemon drives it: the support-tweets record
+//! processor (`examples/serving/kcl.rs`, the body of
+//! `examples/kcl_support_tweets.rs`) runs as a child process, and a scripted
+//! daemon in this test talks to it over real pipes through whole lease
+//! lifecycles, asserting every line the processor writes on stdout.
+//!
+//! `harness = false`: the child's stdout is the protocol and must hold
+//! nothing else, which a libtest child could not promise, so this binary is
+//! both the daemon (no argument) and, re-executed with
+//! `STREAMSIFT_KCL_CHILD` set, the record processor. (`cargo test
+//! --examples` builds the examples as test harnesses, so the example binary
+//! itself is not there to run.)
+
+#[path = "../examples/support_tweets/app.rs"]
+mod app;
+#[path = "../examples/serving/mod.rs"]
+mod serving;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -13,22 +25,49 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-/// The example binary, built by `cargo test --features kcl` next to the
-/// test binaries.
-fn example_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let bin = dir.join("examples").join("kcl_support_tweets");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test --features kcl` builds it; or run \
-         `cargo build --features kcl --example kcl_support_tweets`",
-        bin.display()
-    );
-    bin
+/// Set in the child process: run the record processor instead of the test.
+const CHILD: &str = "STREAMSIFT_KCL_CHILD";
+
+type Scenario = (&'static str, fn());
+
+const SCENARIOS: [Scenario; 5] = [
+    (
+        "a_lease_from_initialize_to_lease_lost_checkpoints_only_done_records",
+        a_lease_from_initialize_to_lease_lost_checkpoints_only_done_records,
+    ),
+    (
+        "a_shard_end_is_checkpointed_with_no_sequence_number",
+        a_shard_end_is_checkpointed_with_no_sequence_number,
+    ),
+    (
+        "an_empty_batch_writes_no_checkpoint",
+        an_empty_batch_writes_no_checkpoint,
+    ),
+    (
+        "a_line_that_is_not_a_protocol_message_stops_the_processor_with_a_clear_error",
+        a_line_that_is_not_a_protocol_message_stops_the_processor_with_a_clear_error,
+    ),
+    (
+        "an_unasked_checkpoint_answer_is_a_protocol_error",
+        an_unasked_checkpoint_answer_is_a_protocol_error,
+    ),
+];
+
+fn main() -> std::process::ExitCode {
+    if std::env::var_os(CHILD).is_some() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        return runtime.block_on(serving::kcl::main());
+    }
+    println!("running {} tests", SCENARIOS.len());
+    for (name, scenario) in SCENARIOS {
+        print!("test {name} ... ");
+        scenario();
+        println!("ok");
+    }
+    std::process::ExitCode::SUCCESS
 }
 
 /// A scripted MultiLangDaemon talking to one record processor.
@@ -44,7 +83,8 @@ impl Daemon {
     fn start() -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let dead_letters = dir.path().join("dead-letter.jsonl");
-        let mut child = Command::new(example_binary())
+        let mut child = Command::new(std::env::current_exe().expect("test binary path"))
+            .env(CHILD, "1")
             .env("DEAD_LETTER_PATH", &dead_letters)
             .env("RUST_LOG", "info")
             .env_remove("MODEL_DIR")
@@ -163,7 +203,6 @@ fn checkpoint_request(seq: Option<&str>, sub: Option<u64>) -> Value {
     json!({ "action": "checkpoint", "sequenceNumber": seq, "subSequenceNumber": sub })
 }
 
-#[test]
 fn a_lease_from_initialize_to_lease_lost_checkpoints_only_done_records() {
     let mut d = Daemon::start();
     d.send(json!({
@@ -245,7 +284,6 @@ fn a_lease_from_initialize_to_lease_lost_checkpoints_only_done_records() {
     );
 }
 
-#[test]
 fn a_shard_end_is_checkpointed_with_no_sequence_number() {
     let mut d = Daemon::start();
     d.send(json!({ "action": "initialize", "shardId": "shardId-000000000008" }));
@@ -267,7 +305,6 @@ fn a_shard_end_is_checkpointed_with_no_sequence_number() {
     assert!(rest.is_empty(), "unexpected lines: {rest:?}");
 }
 
-#[test]
 fn an_empty_batch_writes_no_checkpoint() {
     let mut d = Daemon::start();
     d.send(json!({ "action": "initialize", "shardId": "shardId-000000000009" }));
@@ -279,7 +316,6 @@ fn an_empty_batch_writes_no_checkpoint() {
     assert!(rest.is_empty(), "unexpected lines: {rest:?}");
 }
 
-#[test]
 fn a_line_that_is_not_a_protocol_message_stops_the_processor_with_a_clear_error() {
     let mut d = Daemon::start();
     d.send(json!({ "action": "initialize", "shardId": "shardId-000000000010" }));
@@ -298,7 +334,6 @@ fn a_line_that_is_not_a_protocol_message_stops_the_processor_with_a_clear_error(
     );
 }
 
-#[test]
 fn an_unasked_checkpoint_answer_is_a_protocol_error() {
     let mut d = Daemon::start();
     d.send(json!({ "action": "initialize", "shardId": "shardId-000000000011" }));

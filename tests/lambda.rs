@@ -1,21 +1,15 @@
 //! The Lambda Kinesis handler (`streamsift::lambda`, feature `lambda`)
 //! against JSON fixtures of Kinesis events (`tests/fixtures/lambda/`, in
 //! the shape Lambda documents for Kinesis event source mappings, written
-//! for these tests), and the support-tweets Lambda example run as a real
-//! process under `lambda_runtime` against a local Runtime API emulator
-//! (`tests/common/lambda_runtime_api.rs`).
+//! for these tests). `tests/lambda_runtime.rs` runs the support-tweets
+//! Lambda function as a real process under `lambda_runtime`.
 #![cfg(feature = "lambda")]
 
-mod common;
-
 use std::collections::BTreeMap;
-use std::io::Read as _;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use common::lambda_runtime_api::{Answer, Invocation, RuntimeApi};
 use serde::Deserialize;
 use streamsift::batch::{self, RecordOutcome};
 use streamsift::fakes::RecordingRouter;
@@ -38,14 +32,6 @@ fn fixture(name: &str) -> KinesisEvent {
     );
     let text = std::fs::read_to_string(&path).expect("fixture readable");
     serde_json::from_str(&text).expect("fixture is a KinesisEvent")
-}
-
-fn fixture_text(name: &str) -> String {
-    let path = format!(
-        "{}/tests/fixtures/lambda/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read_to_string(path).expect("fixture readable")
 }
 
 /// Sequence numbers in the fixtures end in their record's number.
@@ -360,157 +346,4 @@ async fn a_record_whose_dead_letter_cannot_be_stored_is_reported() {
         RecordOutcome::FailedRetryable { stage: Some(Stage::Decode), reason } if reason.contains("disk full")
     ));
     assert!(inv.report.stats.reconciles());
-}
-
-/// The example binary, built by `cargo test --features lambda` next to the
-/// test binaries.
-fn example_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let bin = dir.join("examples").join("lambda_support_tweets");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test --features lambda` builds it; or run \
-         `cargo build --features lambda --example lambda_support_tweets`",
-        bin.display()
-    );
-    bin
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-#[test]
-fn the_example_runs_under_lambda_runtime_against_a_local_runtime_api() {
-    let far = now_ms() + 600_000;
-    let invocations = vec![
-        Invocation {
-            request_id: "req-1".into(),
-            deadline_ms: far,
-            body: fixture_text("kinesis-event.json"),
-        },
-        Invocation {
-            request_id: "req-2".into(),
-            deadline_ms: far,
-            body: fixture_text("malformed.json"),
-        },
-        Invocation {
-            request_id: "req-3".into(),
-            deadline_ms: far,
-            body: fixture_text("aggregated.json"),
-        },
-        Invocation {
-            // Already past the deadline: nothing may start.
-            request_id: "req-4".into(),
-            deadline_ms: now_ms().saturating_sub(1_000),
-            body: fixture_text("kinesis-event.json"),
-        },
-        Invocation {
-            request_id: "req-5".into(),
-            deadline_ms: far,
-            body: r#"{"Records": "not a list"}"#.into(),
-        },
-    ];
-    let api = RuntimeApi::start(invocations).expect("emulator starts");
-    let mut child = Command::new(example_binary())
-        .env("AWS_LAMBDA_RUNTIME_API", api.addr())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "support-tweets")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("RUST_LOG", "info")
-        .env("EMF_NAMESPACE", "streamsift-test")
-        .env_remove("AWS_LAMBDA_LOG_LEVEL")
-        .env_remove("MODEL_DIR")
-        .env_remove("SNS_TOPIC_ARN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("example starts");
-    let mut stdout = child.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut out = String::new();
-        let _ = stdout.read_to_string(&mut out);
-        out
-    });
-    // A bound on waiting, not a timing assertion: the answers are checked below.
-    let answers = api.wait_for_answers(5, Duration::from_secs(120));
-    // After the last answer the function asks for more work.
-    let polls = api.wait_for_polls(6, Duration::from_secs(30));
-    let _ = child.kill();
-    let _ = child.wait();
-    let out = reader.join().expect("reader thread");
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut stderr);
-    }
-    assert_eq!(
-        answers.len(),
-        5,
-        "answers: {answers:?}\nstdout:\n{out}\nstderr:\n{stderr}"
-    );
-
-    let failures = |answer: &Answer, id: &str| -> Vec<String> {
-        match answer {
-            Answer::Response { request_id, body } if request_id == id => {
-                let v: serde_json::Value = serde_json::from_str(body).expect("JSON response");
-                v["batchItemFailures"]
-                    .as_array()
-                    .expect("batchItemFailures")
-                    .iter()
-                    .map(|f| f["itemIdentifier"].as_str().unwrap_or_default().to_string())
-                    .collect()
-            }
-            other => panic!("expected a response to {id}, got {other:?}"),
-        }
-    };
-    assert!(failures(&answers[0], "req-1").is_empty());
-    assert!(failures(&answers[1], "req-2").is_empty());
-    assert!(failures(&answers[2], "req-3").is_empty());
-    assert_eq!(
-        failures(&answers[3], "req-4"),
-        [seq(1), seq(2), seq(3), seq(4), seq(5)]
-    );
-    // An event that is not a Kinesis event is an invocation error (Lambda
-    // retries the whole batch), not a crash: the function keeps polling.
-    assert!(
-        matches!(&answers[4], Answer::Error { request_id, .. } if request_id == "req-5"),
-        "{:?}",
-        answers[4]
-    );
-    assert_eq!(polls, 6, "the runtime polls for the next event");
-
-    // The model was loaded once for the five invocations.
-    let lines: Vec<serde_json::Value> = out
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let message = |v: &serde_json::Value| v["fields"]["message"].as_str().map(str::to_string);
-    let loaded = lines
-        .iter()
-        .filter(|v| message(v).as_deref() == Some("model loaded"))
-        .count();
-    assert_eq!(loaded, 1, "stdout:\n{out}");
-    // Every log line is JSON, and one EMF line per handled event.
-    assert_eq!(
-        lines.len(),
-        out.lines().filter(|l| !l.trim().is_empty()).count(),
-        "non-JSON output on stdout:\n{out}"
-    );
-    let emf: Vec<&serde_json::Value> = lines.iter().filter(|v| v.get("_aws").is_some()).collect();
-    assert_eq!(emf.len(), 4);
-    assert_eq!(emf[0]["RecordsIn"], 5);
-    assert_eq!(emf[1]["DeadLettered"], 4);
-    assert_eq!(emf[3]["NotStarted"], 5);
-    let dead_letters = lines
-        .iter()
-        .filter(|v| message(v).as_deref() == Some("dead-lettered record"))
-        .count();
-    assert_eq!(dead_letters, 4);
 }

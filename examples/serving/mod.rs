@@ -1,6 +1,15 @@
 //! What the support-tweets serving examples (`lambda_support_tweets`,
 //! `kcl_support_tweets`) share: loading the bundled or given models once,
-//! and the notifier.
+//! and the notifier; and the two mains, so the tests can run them in a
+//! child process of their own (`cargo test --examples` builds examples as
+//! test harnesses, not as these binaries).
+
+#![allow(dead_code)]
+
+#[cfg(feature = "kcl")]
+pub mod kcl;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 
 use std::sync::Arc;
 
