@@ -28,8 +28,12 @@ pub async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let started = std::time::Instant::now();
     let models = load_models()?;
-    tracing::info!("model loaded");
+    tracing::info!(
+        load_ms = started.elapsed().as_millis() as u64,
+        "model loaded"
+    );
     let dead_letter_path =
         std::env::var("DEAD_LETTER_PATH").unwrap_or_else(|_| "dead-letter.jsonl".into());
     let processor = streamsift::batch::builder()
