@@ -16,6 +16,8 @@ pub mod mturk_server;
 pub mod faulty_http;
 #[cfg(feature = "kinesis")]
 pub mod kinesis_local;
+#[cfg(feature = "lambda")]
+pub mod lambda_runtime_api;
 #[cfg(any(
     feature = "kinesis",
     feature = "dynamodb",
