@@ -320,6 +320,11 @@ where
         lock(&self.inner.queue).pending_len()
     }
 
+    /// The items waiting to be submitted, most uncertain first.
+    pub fn pending_tasks(&self) -> Vec<QueuedTask<T>> {
+        lock(&self.inner.queue).peek(usize::MAX)
+    }
+
     /// Items submitted and waiting for their label.
     pub fn awaiting(&self) -> usize {
         lock(&self.inner.queue).awaiting_len()
