@@ -16,6 +16,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod active;
+pub mod aggregate;
 pub mod checkpoint;
 pub mod classify;
 pub mod dead_letter;

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod labeler_conformance;
 
 #[cfg(any(
     feature = "kinesis",
