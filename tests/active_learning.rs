@@ -541,3 +541,96 @@ async fn hot_swap_under_load_loses_and_fails_nothing() {
         assert!(v >= 1 && v <= active.current_version);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn closed_loop_retrains_and_swaps_while_the_stream_flows() {
+    const N: u64 = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let base = vec![
+        Example::new("hello there").labeled("none"),
+        Example::new("site down").labeled("problem"),
+        Example::new("nice weather").labeled("none"),
+        Example::new("app down").labeled("problem"),
+    ];
+    let config = TrainConfig::binary("problem");
+    let swap = HotSwapClassifier::new(LocalClassifier::new(
+        LocalModel::train(&base, &config).unwrap(),
+    ));
+    let retrainer = Retrainer::local(
+        swap.clone(),
+        base,
+        config,
+        RetrainTrigger {
+            every_labels: Some(20),
+            interval: None,
+        },
+    );
+    let learner = ActiveLearner::builder(
+        crowd().completion_delay(Duration::from_secs(60)),
+        to_example,
+    )
+    .queue_file(dir.path().join("q.jsonl"))
+    .dataset(DatasetStore::new(dir.path().join("labels.jsonl")))
+    .config(ActiveConfig {
+        batch_size: 20,
+        tick_interval: Duration::from_secs(10),
+        ..ActiveConfig::default()
+    })
+    .stats(swap.stats().clone())
+    .retrainer(retrainer)
+    .open()
+    .unwrap();
+    let shutdown = streamsift::Shutdown::new();
+    let background = tokio::spawn({
+        let (learner, shutdown) = (learner.clone(), shutdown.clone());
+        async move { learner.run(shutdown).await }
+    });
+    let (tx, source) = MemorySource::channel(2, 64);
+    let feeder = tokio::spawn(async move {
+        for n in 0..N {
+            let text = match n % 4 {
+                0 => format!("service {n} is down"),
+                1 => format!("outage: login {n} down"),
+                2 => format!("good morning {n}"),
+                _ => format!("lunch {n} was great"),
+            };
+            tx.send(serde_json::to_string(&msg(n, &text)).unwrap())
+                .await
+                .unwrap();
+            if n % 20 == 19 {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        }
+    });
+    let report = Pipeline::new(source)
+        .json::<Msg>()
+        .classify(swap.clone())
+        .policy(Policy::binary(0.5, "team").with_review_band(0.2, 0.8))
+        .route(RecordingRouter::new())
+        .review(learner.clone())
+        .dead_letter(MemoryDeadLetter::new())
+        .active_stats(swap.stats().clone())
+        .run()
+        .await
+        .unwrap();
+    feeder.await.unwrap();
+    shutdown.cancel();
+    background.await.unwrap();
+
+    let s = &report.stats;
+    assert!(s.reconciles(), "{s:?}");
+    assert_eq!((s.records_in, s.dead_lettered), (N, 0));
+    let active = report.active.unwrap();
+    eprintln!("{active:?}");
+    assert!(active.retrains >= 1, "{active:?}");
+    assert!(active.labels_gathered >= 20, "{active:?}");
+    let classified: u64 = active.versions.iter().map(|v| v.records).sum();
+    assert_eq!(classified, N);
+    assert!(
+        active
+            .versions
+            .iter()
+            .any(|v| v.version > 1 && v.records > 0),
+        "a retrained model classified part of the stream: {active:?}"
+    );
+}
