@@ -25,6 +25,8 @@ pub mod error;
 pub mod fakes;
 #[cfg(feature = "kinesis")]
 pub mod kinesis;
+#[cfg(feature = "label-ui")]
+pub mod label_ui;
 pub mod labeler;
 pub mod local;
 #[cfg(feature = "machine-learning")]
