@@ -135,3 +135,102 @@ fn bad_arguments_are_clear() {
     let err = app::Options::parse(["--bogus".to_string()]).unwrap_err();
     assert!(err.to_string().contains("unknown option"), "{err}");
 }
+
+/// `--web`: the flow with the local labeling page, one person answering
+/// through its HTTP API (what the page's script calls) with the gold label.
+#[cfg(feature = "label-ui")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_labeling_page_feeds_the_flow() {
+    use std::sync::Arc;
+    use streamsift::label_ui::LocalWebLabelerBuilder;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One JSON POST on its own connection; returns status and body.
+    async fn post(
+        addr: std::net::SocketAddr,
+        token: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let body = body.to_string();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+             Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).await.unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = app::Options::parse(["--web".to_string()]).unwrap();
+    options.out = dir.path().to_path_buf();
+    options.sample = 150;
+    options.poll = Duration::from_millis(20);
+    options.max_wait = Duration::from_secs(120);
+    assert_eq!(options.min_votes, 1, "one person, one answer");
+    assert_eq!(options.method, app::Method::Majority);
+    let expected = app::prepare(&options).unwrap().examples.len();
+    let gold = read_labels_path(&options.gold, "id_str", "label").unwrap();
+
+    let labeler = Arc::new(
+        LocalWebLabelerBuilder::new(dir.path().join("web-labels.jsonl"), app::CATEGORIES)
+            .start(|e: &Example| e.text.clone())
+            .await
+            .unwrap(),
+    );
+    let (addr, token) = (labeler.local_addr(), labeler.token().expose().to_string());
+    let person = tokio::spawn(async move {
+        let mut answered = 0;
+        while answered < expected {
+            let (status, state) = post(
+                addr,
+                &token,
+                "/api/state",
+                serde_json::json!({"worker": "ann"}),
+            )
+            .await;
+            assert_eq!(status, 200, "{state}");
+            let Some(id) = state["item"]["id"].as_str().map(str::to_owned) else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let label = gold.get(&id).cloned().unwrap_or_else(|| "none".to_string());
+            let (status, reply) = post(
+                addr,
+                &token,
+                "/api/answer",
+                serde_json::json!({"worker": "ann", "item": id, "label": label}),
+            )
+            .await;
+            assert_eq!(status, 200, "{reply}");
+            answered += 1;
+        }
+        answered
+    });
+    let outcome = app::run(&options, &labeler).await.unwrap();
+    assert_eq!(person.await.unwrap(), expected);
+    assert_eq!(outcome.tasks, expected);
+    assert_eq!((outcome.unanswered, outcome.incomplete), (0, 0));
+    assert_eq!(outcome.labeled, expected);
+    // The person answered with the gold labels.
+    assert_eq!(outcome.label_accuracy, Some(1.0));
+    assert!(dir.path().join("training.csv").exists());
+    assert!(dir.path().join("report.html").exists());
+    // Every answer is in the page's own dataset file.
+    let saved = std::fs::read_to_string(dir.path().join("web-labels.jsonl")).unwrap();
+    assert!(
+        saved.lines().count() >= expected,
+        "{} lines",
+        saved.lines().count()
+    );
+}

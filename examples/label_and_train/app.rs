@@ -49,7 +49,11 @@ usage: label_and_train [options]
   --sample N         tweets sampled from the stream, 0 for all [600]
   --seed N           seed of the sample, the crowd and training [7]
   --majority         aggregate by majority vote instead of Dawid-Skene
-  --web              label on the local web page (needs --features label-ui)
+  --web              label on the local web page instead (needs --features label-ui);
+                     the URL with its access token is printed at start
+  --answers K        with --web: answers per tweet, from different people [1];
+                     below 3, the answers are aggregated by majority vote
+  --max-wait SECS    with --web: stop collecting after this long [28800]
   -h, --help         this text
 
 Offline (the default) a SimulatedCrowd labels: 3 answers per tweet from 10
@@ -82,6 +86,10 @@ pub struct Options {
     pub method: Method,
     /// Label on the local web page.
     pub web: bool,
+    /// Answers per item on the web page.
+    pub answers: usize,
+    /// Valid answers an item needs to be labeled by the aggregation.
+    pub min_votes: usize,
     /// How often finished labels are collected.
     pub poll: Duration,
     /// How long to wait for labels before giving up on the rest.
@@ -99,6 +107,8 @@ impl Default for Options {
             seed: 7,
             method: Method::DawidSkene,
             web: false,
+            answers: 1,
+            min_votes: 2,
             poll: Duration::from_millis(200),
             max_wait: Duration::from_secs(60),
         }
@@ -161,6 +171,7 @@ impl Options {
     /// Parses the command line (without the program name).
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, AppError> {
         let mut o = Options::default();
+        let mut max_wait_set = false;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let mut value = |name: &str| {
@@ -186,7 +197,39 @@ impl Options {
                 }
                 "--majority" => o.method = Method::Majority,
                 "--web" => o.web = true,
+                "--answers" => {
+                    let v = value("--answers")?;
+                    o.answers = v.parse().ok().filter(|k| *k >= 1).ok_or_else(|| {
+                        AppError::Usage(format!(
+                            "--answers expects a count of at least 1, found {v:?}"
+                        ))
+                    })?;
+                }
+                "--max-wait" => {
+                    let v = value("--max-wait")?;
+                    let secs: u64 = v.parse().map_err(|_| {
+                        AppError::Usage(format!("--max-wait expects seconds, found {v:?}"))
+                    })?;
+                    o.max_wait = Duration::from_secs(secs);
+                    max_wait_set = true;
+                }
                 other => return Err(AppError::Usage(format!("unknown option {other:?}"))),
+            }
+        }
+        if o.web {
+            // People: poll each second, wait a working day, and label an
+            // item once it has every answer asked for (at most 2 needed).
+            o.poll = Duration::from_secs(1);
+            if !max_wait_set {
+                o.max_wait = Duration::from_secs(8 * 60 * 60);
+            }
+            o.min_votes = o.answers.min(2);
+            // Dawid-Skene estimates each worker's confusion from the
+            // answers of others on the same items; with one or two answers
+            // an item there is too little to go on (with one person it
+            // drifts toward the commonest label), so the vote decides.
+            if o.answers < 3 {
+                o.method = Method::Majority;
             }
         }
         Ok(o)
@@ -319,9 +362,9 @@ pub async fn label<L: Labeler<Example>>(
 }
 
 /// Aggregates the answers: one call, whichever the method.
-pub fn aggregate(results: &[LabelResult], method: Method) -> Aggregation {
+pub fn aggregate(results: &[LabelResult], method: Method, min_votes: usize) -> Aggregation {
     let answers = answers_from_results(results);
-    let aggregator = Aggregator::new(CATEGORIES).min_votes(2);
+    let aggregator = Aggregator::new(CATEGORIES).min_votes(min_votes);
     match method {
         Method::DawidSkene => aggregator.dawid_skene(&answers, &DawidSkene::default()),
         Method::Majority => aggregator.majority(&answers),
@@ -563,9 +606,9 @@ pub async fn run<L: Labeler<Example>>(options: &Options, labeler: &L) -> Result<
     })?;
     let (results, unanswered) =
         label(labeler, &prepared.examples, options.poll, options.max_wait).await?;
-    let aggregation = aggregate(&results, options.method);
-    let majority = aggregate(&results, Method::Majority);
-    let dawid_skene = aggregate(&results, Method::DawidSkene);
+    let aggregation = aggregate(&results, options.method, options.min_votes);
+    let majority = aggregate(&results, Method::Majority, options.min_votes);
+    let dawid_skene = aggregate(&results, Method::DawidSkene, options.min_votes);
 
     let csv = options.out.join("training.csv");
     let csv_rows = write_training_csv(&csv, &prepared.examples, &aggregation)?;

@@ -33,11 +33,7 @@ async fn main() -> ExitCode {
         }
     };
     if options.web {
-        eprintln!(
-            "error: --web needs the local web labeling page (LocalWebLabeler, feature \
-             `label-ui`), which this build does not have yet"
-        );
-        return ExitCode::from(2);
+        return web(&options).await;
     }
     let gold = match read_labels_path(&options.gold, "id_str", "label") {
         Ok(g) => g,
@@ -68,6 +64,63 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Labels on the local web page: people open the printed URL (with its
+/// token) and answer by keyboard; answers are saved to
+/// `OUT/web-labels.jsonl` as they come, so a restart resumes.
+#[cfg(feature = "label-ui")]
+async fn web(options: &app::Options) -> ExitCode {
+    use streamsift::label_ui::LocalWebLabelerBuilder;
+    use streamsift::local::Example;
+
+    if let Err(e) = std::fs::create_dir_all(&options.out) {
+        eprintln!("error: creating {}: {e}", options.out.display());
+        return ExitCode::FAILURE;
+    }
+    let dataset = options.out.join("web-labels.jsonl");
+    let labeler = match LocalWebLabelerBuilder::new(&dataset, app::CATEGORIES)
+        .answers_per_item(options.answers)
+        .title("label_and_train: what category would this tweet belong in?")
+        .start(|e: &Example| e.text.clone())
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: starting the labeling page: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "label_and_train: labeling page at {} (open the URL with the token printed above); \
+         {} answer(s) per tweet; answers are saved to {}",
+        labeler.url(),
+        options.answers,
+        dataset.display()
+    );
+    let started = std::time::Instant::now();
+    let result = app::run(options, &labeler).await;
+    labeler.shutdown().await;
+    match result {
+        Ok(o) => {
+            print_outcome(&o);
+            println!("done in {:.1} s", started.elapsed().as_secs_f64());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "label-ui"))]
+async fn web(_: &app::Options) -> ExitCode {
+    eprintln!(
+        "error: --web needs the labeling page (LocalWebLabeler); run \
+         `cargo run --features label-ui --example label_and_train -- --web`"
+    );
+    ExitCode::from(2)
 }
 
 fn print_outcome(o: &app::Outcome) {
