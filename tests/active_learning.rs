@@ -634,3 +634,35 @@ async fn closed_loop_retrains_and_swaps_while_the_stream_flows() {
         "a retrained model classified part of the stream: {active:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_retraining_keeps_the_model_in_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let swap = HotSwapClassifier::new(versioned(1));
+    let train: streamsift::active::TrainFn<VersionedModel> =
+        Arc::new(|examples: &[Example]| Err(format!("refusing {} examples", examples.len())));
+    let retrainer = Retrainer::new(
+        swap.clone(),
+        Vec::new(),
+        train,
+        RetrainTrigger {
+            every_labels: Some(1),
+            interval: None,
+        },
+    );
+    let inner = Arc::new(RecordingLabeler::default());
+    let learner = ActiveLearner::builder(Arc::clone(&inner), to_example)
+        .queue_file(dir.path().join("q.jsonl"))
+        .dataset(DatasetStore::new(dir.path().join("labels.jsonl")))
+        .stats(swap.stats().clone())
+        .retrainer(retrainer)
+        .open()
+        .unwrap();
+    submit_scored(&learner, &[("a", msg(1, "api down"), 0.5)]).await;
+    let tick = learner.tick().await.unwrap();
+    assert_eq!((tick.labels, tick.retrained), (1, None));
+    let stats = learner.stats().snapshot();
+    assert_eq!((stats.retrains, stats.retrain_failures), (0, 1));
+    assert_eq!(swap.version(), 1);
+    assert_eq!(swap.classify(&msg(2, "x")).await.unwrap().label, "v1");
+}

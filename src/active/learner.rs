@@ -484,9 +484,16 @@ where
         }
 
         if let Some(retrainer) = &self.inner.retrainer {
-            report.retrained = retrainer
+            // A failed retraining keeps the model in service; it is counted
+            // in the stats and logged, and does not fail the round (whose
+            // labels are already stored).
+            match retrainer
                 .after_labels(report.labels, &self.inner.store, &self.inner.stats)
-                .await?;
+                .await
+            {
+                Ok(version) => report.retrained = version,
+                Err(e) => tracing::warn!(error = %e, "retraining failed; the current model stays"),
+            }
         }
         Ok(report)
     }

@@ -41,7 +41,8 @@ pub struct ActiveStats {
     pub retrain_failures: u64,
     /// The version in service when the figures were taken.
     pub current_version: u64,
-    /// Records classified per model version, oldest first.
+    /// Records classified per model version, oldest first: one entry per
+    /// version this process served.
     pub versions: Vec<VersionUse>,
 }
 
