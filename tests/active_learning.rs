@@ -666,3 +666,51 @@ async fn a_failed_retraining_keeps_the_model_in_service() {
     assert_eq!(swap.version(), 1);
     assert_eq!(swap.classify(&msg(2, "x")).await.unwrap().label, "v1");
 }
+
+#[tokio::test(start_paused = true)]
+async fn retrain_on_a_schedule_when_new_labels_came_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = vec![
+        Example::new("site down").labeled("problem"),
+        Example::new("nice day").labeled("none"),
+    ];
+    let config = TrainConfig::binary("problem");
+    let swap = HotSwapClassifier::new(LocalClassifier::new(
+        LocalModel::train(&base, &config).unwrap(),
+    ));
+    let retrainer = Retrainer::local(
+        swap.clone(),
+        base,
+        config,
+        RetrainTrigger {
+            every_labels: None,
+            interval: Some(Duration::from_secs(3600)),
+        },
+    );
+    let inner = Arc::new(RecordingLabeler::default());
+    let learner = ActiveLearner::builder(Arc::clone(&inner), to_example)
+        .queue_file(dir.path().join("q.jsonl"))
+        .dataset(DatasetStore::new(dir.path().join("labels.jsonl")))
+        .stats(swap.stats().clone())
+        .retrainer(retrainer)
+        .open()
+        .unwrap();
+    submit_scored(&learner, &[("a", msg(1, "checkout down"), 0.5)]).await;
+    assert_eq!(
+        learner.tick().await.unwrap().retrained,
+        None,
+        "not an hour yet"
+    );
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    // The hour is over and a label came in since the last retraining.
+    assert_eq!(learner.tick().await.unwrap().retrained, Some(2));
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    assert_eq!(
+        learner.tick().await.unwrap().retrained,
+        None,
+        "no new label since"
+    );
+    submit_scored(&learner, &[("b", msg(2, "lovely"), 0.5)]).await;
+    assert_eq!(learner.tick().await.unwrap().retrained, Some(3));
+    assert_eq!(swap.version(), 3);
+}
