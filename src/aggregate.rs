@@ -253,6 +253,13 @@ pub struct Aggregator {
     min_answers_to_flag: usize,
 }
 
+/// How the distributions were fitted.
+#[derive(Clone, Copy)]
+enum Fit {
+    Votes,
+    Em { iterations: usize, converged: bool },
+}
+
 /// Answers indexed: items and workers numbered, votes validated.
 struct Indexed<'a> {
     items: Vec<&'a str>,
@@ -399,7 +406,7 @@ impl Aggregator {
             let n = votes.len() as f64;
             posteriors.push(Some(counts.into_iter().map(|c| c / n).collect()));
         }
-        self.finish(&ix, &posteriors, None, 0, true)
+        self.finish(&ix, &posteriors, None, Fit::Votes)
     }
 
     /// The original application's rule, over [`ORIGINAL_CATEGORIES`]
@@ -473,7 +480,7 @@ impl Aggregator {
                     .then(|| usize::from(votes.iter().filter(|(_, l)| *l == 0).count() < 2))
             })
             .collect();
-        binary.finish(&ix, &posteriors, Some(&decide), 0, true)
+        binary.finish(&ix, &posteriors, Some(&decide), Fit::Votes)
     }
 
     /// Dawid–Skene EM. Starts from the majority vote shares, then
@@ -520,7 +527,6 @@ impl Aggregator {
             .collect();
         let smoothing = settings.smoothing.max(0.0);
         let prior_smoothing = settings.prior_smoothing.max(0.0);
-        let mut confusion = vec![vec![vec![0.0; k]; k]; w];
         let mut iterations = 0;
         let mut converged = complete.is_empty() || k == 0;
         while !converged && iterations < settings.max_iterations {
@@ -534,7 +540,7 @@ impl Aggregator {
             }
             let total: f64 = prior.iter().sum();
             let log_prior: Vec<f64> = prior.iter().map(|p| safe_ln(p / total)).collect();
-            confusion = vec![vec![vec![smoothing; k]; k]; w];
+            let mut confusion = vec![vec![vec![smoothing; k]; k]; w];
             for (p, &i) in post.iter().zip(&complete) {
                 for &(worker, l) in &ix.votes[i] {
                     for (c, x) in p.iter().enumerate() {
@@ -570,36 +576,36 @@ impl Aggregator {
         for (p, &i) in post.into_iter().zip(&complete) {
             posteriors[i] = Some(p);
         }
-        let matrices = (iterations > 0).then_some(confusion);
-        let mut out = self.finish_with(&ix, &posteriors, None, iterations, converged, matrices);
-        out.converged = converged;
-        out
+        self.finish(
+            &ix,
+            &posteriors,
+            None,
+            Fit::Em {
+                iterations,
+                converged,
+            },
+        )
     }
 
+    /// Builds the output from per-item label distributions. `decide`
+    /// overrides the argmax (for the original rule). For EM the workers'
+    /// confusion counts are soft (weighted by the posterior) and confidence
+    /// is the posterior; for the vote rules they count the decisions and
+    /// confidence is the vote share.
     fn finish(
         &self,
         ix: &Indexed<'_>,
         posteriors: &[Option<Vec<f64>>],
         decide: Option<&[Option<usize>]>,
-        iterations: usize,
-        converged: bool,
+        fit: Fit,
     ) -> Aggregation {
-        self.finish_with(ix, posteriors, decide, iterations, converged, None)
-    }
-
-    /// Builds the output from per-item label distributions. `decide`
-    /// overrides the argmax (for the original rule); `matrices` are EM's
-    /// confusion matrices, used for the spammer score instead of ones
-    /// counted from the decisions.
-    fn finish_with(
-        &self,
-        ix: &Indexed<'_>,
-        posteriors: &[Option<Vec<f64>>],
-        decide: Option<&[Option<usize>]>,
-        iterations: usize,
-        converged: bool,
-        matrices: Option<Vec<Vec<Vec<f64>>>>,
-    ) -> Aggregation {
+        let (soft, iterations, converged) = match fit {
+            Fit::Votes => (false, 0, true),
+            Fit::Em {
+                iterations,
+                converged,
+            } => (true, iterations, converged),
+        };
         let k = self.labels.len();
         let mut items = Vec::new();
         let mut incomplete = Vec::new();
@@ -627,7 +633,7 @@ impl Aggregator {
             let n = votes.len().max(1) as f64;
             // Soft truth for the workers: the posterior for EM, the decision
             // for the vote rules.
-            let truth: Vec<f64> = if matrices.is_some() {
+            let truth: Vec<f64> = if soft {
                 p.clone()
             } else {
                 (0..k)
@@ -641,7 +647,7 @@ impl Aggregator {
                     counts[w][c][l] += t;
                 }
             }
-            let confidence = if matrices.is_some() {
+            let confidence = if soft {
                 p.get(chosen).copied().unwrap_or(0.0)
             } else {
                 agreeing as f64 / n

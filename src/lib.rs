@@ -31,6 +31,8 @@ pub mod labeler;
 pub mod local;
 #[cfg(feature = "machine-learning")]
 pub mod machine_learning;
+#[cfg(feature = "mturk")]
+pub mod mturk;
 pub mod pipeline;
 pub mod policy;
 pub mod record;

@@ -3,6 +3,8 @@
 
 pub mod conformance;
 pub mod labeler_conformance;
+#[cfg(feature = "mturk")]
+pub mod mturk_server;
 
 #[cfg(any(
     feature = "kinesis",
