@@ -234,3 +234,58 @@ async fn web_labeling_page_feeds_the_flow() {
         saved.lines().count()
     );
 }
+
+#[cfg(feature = "mturk")]
+#[path = "common/mturk_server.rs"]
+#[allow(dead_code)]
+mod mturk_server;
+
+/// `--mturk`: the flow's HITs against a scripted MTurk at the HTTP layer
+/// (the real SDK serialises every request), workers answering with the gold
+/// label.
+#[cfg(feature = "mturk")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mturk_hits_feed_the_flow() {
+    use mturk_server::{MturkServer, answer_xml};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut options =
+        app::Options::parse(["--mturk", "--max-spend", "100"].map(String::from)).unwrap();
+    assert_eq!(options.max_spend_cents, 10_000);
+    options.out = dir.path().to_path_buf();
+    options.sample = 120;
+    options.poll = Duration::from_millis(20);
+    options.max_wait = Duration::from_secs(120);
+    let expected = app::prepare(&options).unwrap().examples.len();
+    let gold = read_labels_path(&options.gold, "id_str", "label").unwrap();
+
+    let server = MturkServer::new();
+    let labeler = app::mturk_builder(&options).build_with(server.config());
+    let workers = {
+        let server = server.clone();
+        let gold = gold.clone();
+        tokio::spawn(async move {
+            while server.hits().len() < expected {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            server.answer_all(|hit, _| {
+                let label = gold.get(&hit.annotation).map_or("none", String::as_str);
+                answer_xml("category", label)
+            });
+        })
+    };
+    let outcome = app::run(&options, &labeler).await.unwrap();
+    workers.await.unwrap();
+    assert_eq!(server.hits().len(), expected, "one HIT per tweet");
+    let hit = &server.hits()[0];
+    assert_eq!(hit.max_assignments, 3);
+    assert!(
+        hit.question.contains("value=\"technical_question\""),
+        "{}",
+        hit.question
+    );
+    assert_eq!((outcome.unanswered, outcome.incomplete), (0, 0));
+    assert_eq!(outcome.labeled, expected);
+    assert_eq!(outcome.label_accuracy, Some(1.0));
+    assert!(dir.path().join("report.html").exists());
+}

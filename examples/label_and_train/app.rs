@@ -53,7 +53,11 @@ usage: label_and_train [options]
                      the URL with its access token is printed at start
   --answers K        with --web: answers per tweet, from different people [1];
                      below 3, the answers are aggregated by majority vote
-  --max-wait SECS    with --web: stop collecting after this long [28800]
+  --mturk            send HITs to the Mechanical Turk sandbox instead (needs
+                     --features mturk and AWS credentials of a requester account);
+                     keep --sample small: each tweet is one HIT of 3 assignments
+  --max-spend USD    with --mturk: the most the HITs may commit, fees included [5.00]
+  --max-wait SECS    with --web or --mturk: stop collecting after this long [28800]
   -h, --help         this text
 
 Offline (the default) a SimulatedCrowd labels: 3 answers per tweet from 10
@@ -88,6 +92,10 @@ pub struct Options {
     pub web: bool,
     /// Answers per item on the web page.
     pub answers: usize,
+    /// Send HITs to the Mechanical Turk sandbox.
+    pub mturk: bool,
+    /// The most the HITs may commit, in cents.
+    pub max_spend_cents: u64,
     /// Valid answers an item needs to be labeled by the aggregation.
     pub min_votes: usize,
     /// How often finished labels are collected.
@@ -108,6 +116,8 @@ impl Default for Options {
             method: Method::DawidSkene,
             web: false,
             answers: 1,
+            mturk: false,
+            max_spend_cents: 500,
             min_votes: 2,
             poll: Duration::from_millis(200),
             max_wait: Duration::from_secs(60),
@@ -205,6 +215,21 @@ impl Options {
                         ))
                     })?;
                 }
+                "--mturk" => o.mturk = true,
+                "--max-spend" => {
+                    let v = value("--max-spend")?;
+                    let dollars: f64 = v
+                        .trim_start_matches('$')
+                        .parse()
+                        .ok()
+                        .filter(|d: &f64| d.is_finite() && *d >= 0.0)
+                        .ok_or_else(|| {
+                            AppError::Usage(format!(
+                                "--max-spend expects dollars such as 5.00, found {v:?}"
+                            ))
+                        })?;
+                    o.max_spend_cents = (dollars * 100.0).round() as u64;
+                }
                 "--max-wait" => {
                     let v = value("--max-wait")?;
                     let secs: u64 = v.parse().map_err(|_| {
@@ -214,6 +239,16 @@ impl Options {
                     max_wait_set = true;
                 }
                 other => return Err(AppError::Usage(format!("unknown option {other:?}"))),
+            }
+        }
+        if o.web && o.mturk {
+            return Err(AppError::Usage("choose one of --web and --mturk".into()));
+        }
+        if o.mturk {
+            // Workers take minutes to hours: poll every 30 s.
+            o.poll = Duration::from_secs(30);
+            if !max_wait_set {
+                o.max_wait = Duration::from_secs(8 * 60 * 60);
             }
         }
         if o.web {
@@ -322,6 +357,32 @@ pub fn simulated_crowd(gold: HashMap<String, String>, seed: u64) -> SimulatedCro
     .assignments_per_task(3)
     .completion_delay(Duration::ZERO)
     .seed(seed)
+}
+
+/// The Mechanical Turk labeler's settings: the sandbox, the original's
+/// HIT settings (3 assignments, approval rate ≥ 95%), a question over this
+/// data's categories, and the spending limit.
+#[cfg(feature = "mturk")]
+pub fn mturk_builder(options: &Options) -> streamsift::mturk::MturkLabelerBuilder<Example> {
+    use streamsift::mturk::{Cents, MturkLabeler, QuestionTemplate};
+    let shown = [
+        "Request",
+        "Question",
+        "Problem Report",
+        "Feature request",
+        "None of the above",
+    ];
+    let question = QuestionTemplate {
+        categories: CATEGORIES
+            .iter()
+            .zip(shown)
+            .map(|(value, text)| ((*value).to_string(), text.to_string()))
+            .collect(),
+        ..QuestionTemplate::default()
+    };
+    MturkLabeler::builder(|e: &Example| e.text.clone())
+        .question(question)
+        .max_spend(Cents(options.max_spend_cents))
 }
 
 /// Submits every example (in batches) and collects results until all are

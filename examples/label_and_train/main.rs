@@ -35,6 +35,9 @@ async fn main() -> ExitCode {
     if options.web {
         return web(&options).await;
     }
+    if options.mturk {
+        return mturk(&options).await;
+    }
     let gold = match read_labels_path(&options.gold, "id_str", "label") {
         Ok(g) => g,
         Err(e) => {
@@ -119,6 +122,43 @@ async fn web(_: &app::Options) -> ExitCode {
     eprintln!(
         "error: --web needs the labeling page (LocalWebLabeler); run \
          `cargo run --features label-ui --example label_and_train -- --web`"
+    );
+    ExitCode::from(2)
+}
+
+/// Sends one HIT per tweet to the Mechanical Turk **sandbox** (3
+/// assignments each, the original's settings), with a question over this
+/// data's categories, and collects the answers as workers submit them.
+#[cfg(feature = "mturk")]
+async fn mturk(options: &app::Options) -> ExitCode {
+    use streamsift::mturk::Cents;
+
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let labeler = app::mturk_builder(options).build(&config);
+    println!(
+        "label_and_train: HITs go to the Mechanical Turk sandbox ({}), at most ${} committed",
+        labeler.endpoint().requester_url(),
+        Cents(options.max_spend_cents).to_dollars()
+    );
+    let started = std::time::Instant::now();
+    match app::run(options, &labeler).await {
+        Ok(o) => {
+            print_outcome(&o);
+            println!("done in {:.1} s", started.elapsed().as_secs_f64());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "mturk"))]
+async fn mturk(_: &app::Options) -> ExitCode {
+    eprintln!(
+        "error: --mturk needs the Mechanical Turk labeler; run \
+         `cargo run --features mturk --example label_and_train -- --mturk --sample 40`"
     );
     ExitCode::from(2)
 }
