@@ -1,6 +1,8 @@
 //! The active-learning loop: queue order, rate and budget limits, a queue
 //! that survives a restart, retraining, and the hot swap under load.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -713,4 +715,58 @@ async fn retrain_on_a_schedule_when_new_labels_came_in() {
     submit_scored(&learner, &[("b", msg(2, "lovely"), 0.5)]).await;
     assert_eq!(learner.tick().await.unwrap().retrained, Some(3));
     assert_eq!(swap.version(), 3);
+}
+
+/// The `Labeler` contract holds for the learner around a simulated crowd:
+/// "people answer" is a round that submits, time passing, and a round that
+/// collects.
+struct LearnerHarness {
+    dir: tempfile::TempDir,
+    built: usize,
+}
+
+impl common::labeler_conformance::LabelerHarness<Msg> for LearnerHarness {
+    type Labeler = ActiveLearner<Msg, SimulatedCrowd<Msg>>;
+
+    async fn build(&mut self) -> Self::Labeler {
+        self.built += 1;
+        ActiveLearner::builder(crowd(), to_example)
+            .queue_file(self.dir.path().join(format!("q{}.jsonl", self.built)))
+            .dataset(DatasetStore::new(
+                self.dir.path().join(format!("l{}.jsonl", self.built)),
+            ))
+            .open()
+            .unwrap()
+    }
+
+    async fn answer_all(
+        &mut self,
+        learner: &Self::Labeler,
+        _: &std::collections::HashMap<String, TaskId>,
+    ) {
+        learner.tick().await.unwrap();
+        tokio::time::advance(Duration::from_secs(600)).await;
+        learner.tick().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_learner_conforms_to_the_labeler_contract() {
+    let mut harness = LearnerHarness {
+        dir: tempfile::tempdir().unwrap(),
+        built: 0,
+    };
+    let items: Vec<(String, Msg)> = ["api down", "hello", "db down", "thanks"]
+        .iter()
+        .enumerate()
+        .map(|(n, t)| (format!("m{n}"), msg(n as u64, t)))
+        .collect();
+    let results = common::labeler_conformance::labeler_conformance(
+        &mut harness,
+        &items,
+        &["problem", "none"],
+    )
+    .await;
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0].label, "problem");
 }

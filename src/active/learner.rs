@@ -124,7 +124,14 @@ struct Inner<T, L> {
 ///   time, within the [`RateLimit`] and the [`Budget`]; collects finished
 ///   labels into the [`DatasetStore`]; and lets the [`Retrainer`] retrain.
 /// - [`collect`](Labeler::collect) returns the labels stored since the last
-///   call (the most recent 10,000 at most).
+///   call (the most recent 10,000 at most), each named by the task id
+///   `submit` returned (`queued:<item id>`); the inner labeler's task id is
+///   in the [`DatasetStore`].
+///
+/// An item id still queued or awaiting its label is not queued twice (the
+/// pipeline redelivers records after a crash). One whose label was already
+/// stored is queued again; the inner labeler's idempotence (same id, same
+/// task) keeps it from being labeled twice by a conforming labeler.
 ///
 /// After a restart, items that were submitted but not labeled are
 /// submitted again on the first tick without being charged again: the
@@ -475,7 +482,10 @@ where
             ActiveStatsHandle::add(&stats.labels_gathered, n);
             report.labels = n;
             let mut recent = lock(&self.inner.recent);
-            for r in results {
+            for mut r in results {
+                // Name the task as `submit` did; the inner labeler's id
+                // stays in the dataset store.
+                r.task = queued_task(&r.item_id);
                 if recent.len() == RECENT_CAP {
                     recent.pop_front();
                 }
@@ -511,6 +521,12 @@ where
             }
         }
     }
+}
+
+/// The task id `submit` gives an item (stable, so a resubmission gets the
+/// same one).
+fn queued_task(item_id: &str) -> TaskId {
+    TaskId(format!("queued:{item_id}"))
 }
 
 fn label_task<T>(t: &QueuedTask<T>) -> LabelTask<'_, T> {
@@ -549,10 +565,7 @@ where
                 seq: 0,
             })
             .collect();
-        let ids = tasks
-            .iter()
-            .map(|t| TaskId(format!("queued:{}", t.id)))
-            .collect();
+        let ids = tasks.iter().map(|t| queued_task(t.id)).collect();
         let outcome = self
             .with_queue(move |q| q.push(queued))
             .await
