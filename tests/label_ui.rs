@@ -778,6 +778,15 @@ mod browser {
             .await
             .unwrap();
         assert_eq!(injected, json!([0, "undefined"]));
+        // The stylesheet loaded under the CSP (the page's own origin).
+        let style = client
+            .execute(
+                "return getComputedStyle(document.getElementById('item')).whiteSpace;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(style, "pre-wrap");
         // The token left the address bar.
         let url = client.current_url().await.unwrap();
         assert!(!url.as_str().contains("token"), "{url}");

@@ -79,6 +79,13 @@ impl ItemState {
     }
 }
 
+/// Whether an event comes from the file (replay) or from a request (live).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Replay,
+    Live,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ActionKind {
     Answer,
@@ -177,7 +184,7 @@ impl Store {
             }
             let event: Event = serde_json::from_str(text)
                 .map_err(|e| corrupt(format!("not a labeling event: {e}")))?;
-            store.apply(&event).map_err(|r| {
+            store.apply(&event, Mode::Replay).map_err(|r| {
                 corrupt(match r {
                     Refusal::UnknownItem(m) | Refusal::UnknownLabel(m) | Refusal::Conflict(m) => m,
                 })
@@ -212,8 +219,8 @@ impl Store {
 
     /// Checks an event against the state and applies it. Used both for
     /// replay and for live events (after they are written).
-    fn apply(&mut self, event: &Event) -> Result<(), Refusal> {
-        self.check(event)?;
+    fn apply(&mut self, event: &Event, mode: Mode) -> Result<(), Refusal> {
+        self.check(event, mode)?;
         match event {
             Event::Item { id, text } => {
                 self.index.insert(id.clone(), self.items.len());
@@ -304,15 +311,17 @@ impl Store {
     /// Writes then applies one live event. A refused event is not written.
     fn record(&mut self, event: Event) -> Result<Result<(), Refusal>, LabelUiError> {
         // Check first so that a refused event never reaches the file.
-        if let Err(r) = self.check(&event) {
+        if let Err(r) = self.check(&event, Mode::Live) {
             return Ok(Err(r));
         }
         self.append(std::slice::from_ref(&event))?;
-        Ok(self.apply(&event))
+        Ok(self.apply(&event, Mode::Live))
     }
 
-    /// The checks of `apply`, without applying.
-    fn check(&self, event: &Event) -> Result<(), Refusal> {
+    /// The checks of `apply`, without applying. On replay the number of
+    /// answers per item is not enforced: it may have been changed since the
+    /// file was written, and that does not make the file wrong.
+    fn check(&self, event: &Event, mode: Mode) -> Result<(), Refusal> {
         match event {
             Event::Item { id, .. } if self.index.contains_key(id) => {
                 Err(Refusal::Conflict(format!("item {id:?} appears twice")))
@@ -342,7 +351,7 @@ impl Store {
                         "{worker:?} has already answered item {item:?}"
                     )));
                 }
-                if state.answers.len() >= self.answers_per_item {
+                if mode == Mode::Live && state.answers.len() >= self.answers_per_item {
                     return Err(Refusal::Conflict(format!(
                         "item {item:?} already has its {} answer(s)",
                         self.answers_per_item
@@ -371,7 +380,7 @@ impl Store {
             }
             Event::Collected { item, .. } => {
                 let i = self.find(item)?;
-                if self.items[i].answers.len() < self.answers_per_item {
+                if mode == Mode::Live && self.items[i].answers.len() < self.answers_per_item {
                     return Err(Refusal::Conflict(format!(
                         "item {item:?} marked collected with {} of {} answers",
                         self.items[i].answers.len(),
@@ -402,7 +411,7 @@ impl Store {
             self.append(&new)?;
             for event in &new {
                 // New, distinct ids: applying cannot be refused.
-                let _ = self.apply(event);
+                let _ = self.apply(event, Mode::Live);
             }
         }
         Ok(items.iter().map(|(id, _)| task_id(id)).collect())
@@ -512,7 +521,11 @@ impl Store {
     /// Progress counters; `worker` selects the personal ones.
     pub(crate) fn counts(&self, worker: Option<&str>) -> Counts {
         let k = self.answers_per_item;
-        let done = self.items.iter().filter(|i| i.answers.len() >= k).count();
+        let done = self
+            .items
+            .iter()
+            .filter(|i| i.collected || i.answers.len() >= k)
+            .count();
         let now = now_ms();
         let since = now.saturating_sub(RATE_WINDOW_MS);
         let (mut mine, mut recent, mut oldest) = (0usize, 0usize, now);
@@ -698,6 +711,29 @@ mod tests {
         assert_eq!(s.next_for("ann", None).unwrap().id, "a");
         s.answer("ann", "a", "none").unwrap().unwrap();
         assert!(s.next_for("ann", None).is_none(), "b is bob's");
+    }
+
+    #[test]
+    fn changing_k_between_runs_is_not_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.jsonl");
+        let mut s = open(&path, 2);
+        s.submit(items(&["a", "b"])).unwrap();
+        s.answer("ann", "a", "none").unwrap().unwrap();
+        s.answer("bob", "a", "none").unwrap().unwrap();
+        s.answer("ann", "b", "none").unwrap().unwrap();
+        drop(s);
+        // Fewer answers per item now: both are done, a has one vote more.
+        let mut s = open(&path, 1);
+        let results = s.collect().unwrap();
+        assert_eq!(results.len(), 2);
+        assert_eq!(results[0].votes.len(), 2);
+        drop(s);
+        // More now: the collected ones stay collected.
+        let mut s = open(&path, 3);
+        assert!(s.collect().unwrap().is_empty());
+        assert_eq!(s.counts(None).done, 2);
+        assert!(s.next_for("cid", None).is_none());
     }
 
     #[test]
