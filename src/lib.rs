@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod active;
 pub mod aggregate;
 pub mod batch;
 pub mod checkpoint;

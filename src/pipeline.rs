@@ -237,6 +237,10 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Why it ended.
     pub stopped: StopReason,
+    /// Labels gathered and model versions used, when the pipeline was given
+    /// an active-learning stats handle ([`Pipeline::active_stats`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<crate::active::ActiveStats>,
 }
 
 /// Why a run failed. Each carries the report of what was done before.
@@ -303,6 +307,7 @@ pub(crate) struct Config {
     pub(crate) record_timeout: Duration,
     max_record_bytes: usize,
     seed: u64,
+    active: Option<crate::active::ActiveStatsHandle>,
 }
 
 impl Default for Config {
@@ -317,6 +322,7 @@ impl Default for Config {
             record_timeout: Duration::from_secs(60),
             max_record_bytes: 1024 * 1024,
             seed: 0x5eed,
+            active: None,
         }
     }
 }
@@ -532,6 +538,13 @@ impl<S, D, C, R, T> Pipeline<S, D, C, R, T> {
     /// Seeds the retry jitter, for reproducible tests.
     pub fn seed(mut self, seed: u64) -> Self {
         self.config.seed = seed;
+        self
+    }
+
+    /// Puts the active-learning counts of `stats` (labels gathered, model
+    /// versions used; see [`active`](crate::active)) into the run report.
+    pub fn active_stats(mut self, stats: crate::active::ActiveStatsHandle) -> Self {
+        self.config.active = Some(stats);
         self
     }
 
@@ -1354,6 +1367,7 @@ impl<S: Source> Run<'_, S> {
             checkpoints: self.committed.values().cloned().collect(),
             elapsed: self.started.elapsed(),
             stopped,
+            active: self.config.active.as_ref().map(|a| a.snapshot()),
         }
     }
 

@@ -1,0 +1,739 @@
+//! The label_and_train flow, without the terminal, so `tests/label_and_train.rs`
+//! can run it: sample the unlabeled stream, remove retweets and duplicates,
+//! send labeling tasks, aggregate the answers, write a training CSV, train
+//! the local model and write its evaluation report.
+
+#![allow(dead_code)] // main.rs and the test each use part of this module
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use streamsift::aggregate::{Aggregation, Aggregator, DawidSkene, answers_from_results};
+use streamsift::fakes::{SimulatedCrowd, Worker};
+use streamsift::local::{
+    BinaryEvalOptions, Costs, DedupOptions, DedupReport, Example, LoadOptions, Mode, ReportInput,
+    TrainConfig, evaluate_binary, fit_binary_by_cost, read_labels_path, stratified_split,
+    threshold_at, worst_misclassified,
+};
+use streamsift::{LabelResult, LabelTask, Labeler};
+
+/// The categories workers choose from (the bundled data's labels; `none`
+/// is "none of the above").
+pub const CATEGORIES: [&str; 5] = [
+    "support_request",
+    "technical_question",
+    "problem_report",
+    "feature_request",
+    "none",
+];
+/// The category that is not actionable.
+pub const NONE: &str = "none";
+/// The positive label of the trained binary model.
+pub const ACTIONABLE: &str = "actionable";
+/// Share of the labeled sample held out to measure the model.
+pub const HOLDOUT: f64 = 0.3;
+/// Cross-validation folds for the threshold.
+pub const FOLDS: usize = 5;
+
+/// How to call the example.
+pub const USAGE: &str = "\
+usage: label_and_train [options]
+
+  --tweets FILE      the unlabeled stream, JSON lines of tweets [examples/data/tweets.jsonl]
+  --gold FILE        gold labels (id_str,label): the simulated crowd's truth, and
+                     what the model is measured against [examples/data/labels.csv]
+  --out DIR          where the outputs go [target/label_and_train]
+  --sample N         tweets sampled from the stream, 0 for all [600]
+  --seed N           seed of the sample, the crowd and training [7]
+  --majority         aggregate by majority vote instead of Dawid-Skene
+  --web              label on the local web page instead (needs --features label-ui);
+                     the URL with its access token is printed at start
+  --answers K        with --web: answers per tweet, from different people [1];
+                     below 3, the answers are aggregated by majority vote
+  --mturk            send HITs to the Mechanical Turk sandbox instead (needs
+                     --features mturk and AWS credentials of a requester account);
+                     keep --sample small: each tweet is one HIT of 3 assignments
+  --max-spend USD    with --mturk: the most the HITs may commit, fees included [5.00]
+  --max-wait SECS    with --web or --mturk: stop collecting after this long [28800]
+  -h, --help         this text
+
+Offline (the default) a SimulatedCrowd labels: 3 answers per tweet from 10
+workers, 3 of them spammers.";
+
+/// How answers become one label per item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Dawid–Skene EM (the default).
+    DawidSkene,
+    /// Majority vote.
+    Majority,
+}
+
+/// The options.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    /// The unlabeled stream.
+    pub tweets: PathBuf,
+    /// Gold labels.
+    pub gold: PathBuf,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Tweets sampled (0: all).
+    pub sample: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Aggregation.
+    pub method: Method,
+    /// Label on the local web page.
+    pub web: bool,
+    /// Answers per item on the web page.
+    pub answers: usize,
+    /// Send HITs to the Mechanical Turk sandbox.
+    pub mturk: bool,
+    /// The most the HITs may commit, in cents.
+    pub max_spend_cents: u64,
+    /// Valid answers an item needs to be labeled by the aggregation.
+    pub min_votes: usize,
+    /// How often finished labels are collected.
+    pub poll: Duration,
+    /// How long to wait for labels before giving up on the rest.
+    pub max_wait: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        Options {
+            tweets: root.join("examples/data/tweets.jsonl"),
+            gold: root.join("examples/data/labels.csv"),
+            out: root.join("target/label_and_train"),
+            sample: 600,
+            seed: 7,
+            method: Method::DawidSkene,
+            web: false,
+            answers: 1,
+            mturk: false,
+            max_spend_cents: 500,
+            min_votes: 2,
+            poll: Duration::from_millis(200),
+            max_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why the flow stopped.
+#[derive(Debug)]
+pub enum AppError {
+    /// `--help` was asked.
+    Help,
+    /// A bad command line.
+    Usage(String),
+    /// Reading the stream or the gold labels failed.
+    Data(streamsift::local::DatasetError),
+    /// The labeler failed.
+    Label(streamsift::LabelError),
+    /// Too few labels to train.
+    TooFewLabels(String),
+    /// Training or evaluation failed.
+    Train(String),
+    /// Writing an output failed.
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppError::Help => f.write_str(USAGE),
+            AppError::Usage(m) => write!(f, "{m}\n\n{USAGE}"),
+            AppError::Data(e) => write!(f, "reading the data: {e}"),
+            AppError::Label(e) => write!(f, "labeling: {e}"),
+            AppError::TooFewLabels(m) => write!(f, "too few labels to train: {m}"),
+            AppError::Train(m) => write!(f, "training: {m}"),
+            AppError::Write { path, message } => {
+                write!(
+                    f,
+                    "writing {}: {message}; check the directory is writable",
+                    path.display()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for AppError {}
+
+impl From<streamsift::local::DatasetError> for AppError {
+    fn from(e: streamsift::local::DatasetError) -> Self {
+        AppError::Data(e)
+    }
+}
+
+impl Options {
+    /// Parses the command line (without the program name).
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, AppError> {
+        let mut o = Options::default();
+        let mut max_wait_set = false;
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| {
+                args.next()
+                    .ok_or_else(|| AppError::Usage(format!("{name} needs a value")))
+            };
+            match arg.as_str() {
+                "-h" | "--help" => return Err(AppError::Help),
+                "--tweets" => o.tweets = value("--tweets")?.into(),
+                "--gold" => o.gold = value("--gold")?.into(),
+                "--out" => o.out = value("--out")?.into(),
+                "--sample" => {
+                    let v = value("--sample")?;
+                    o.sample = v.parse().map_err(|_| {
+                        AppError::Usage(format!("--sample expects a count, found {v:?}"))
+                    })?;
+                }
+                "--seed" => {
+                    let v = value("--seed")?;
+                    o.seed = v.parse().map_err(|_| {
+                        AppError::Usage(format!("--seed expects an integer, found {v:?}"))
+                    })?;
+                }
+                "--majority" => o.method = Method::Majority,
+                "--web" => o.web = true,
+                "--answers" => {
+                    let v = value("--answers")?;
+                    o.answers = v.parse().ok().filter(|k| *k >= 1).ok_or_else(|| {
+                        AppError::Usage(format!(
+                            "--answers expects a count of at least 1, found {v:?}"
+                        ))
+                    })?;
+                }
+                "--mturk" => o.mturk = true,
+                "--max-spend" => {
+                    let v = value("--max-spend")?;
+                    let dollars: f64 = v
+                        .trim_start_matches('$')
+                        .parse()
+                        .ok()
+                        .filter(|d: &f64| d.is_finite() && *d >= 0.0)
+                        .ok_or_else(|| {
+                            AppError::Usage(format!(
+                                "--max-spend expects dollars such as 5.00, found {v:?}"
+                            ))
+                        })?;
+                    o.max_spend_cents = (dollars * 100.0).round() as u64;
+                }
+                "--max-wait" => {
+                    let v = value("--max-wait")?;
+                    let secs: u64 = v.parse().map_err(|_| {
+                        AppError::Usage(format!("--max-wait expects seconds, found {v:?}"))
+                    })?;
+                    o.max_wait = Duration::from_secs(secs);
+                    max_wait_set = true;
+                }
+                other => return Err(AppError::Usage(format!("unknown option {other:?}"))),
+            }
+        }
+        if o.web && o.mturk {
+            return Err(AppError::Usage("choose one of --web and --mturk".into()));
+        }
+        if o.mturk {
+            // Workers take minutes to hours: poll every 30 s.
+            o.poll = Duration::from_secs(30);
+            if !max_wait_set {
+                o.max_wait = Duration::from_secs(8 * 60 * 60);
+            }
+        }
+        if o.web {
+            // People: poll each second, wait a working day, and label an
+            // item once it has every answer asked for (at most 2 needed).
+            o.poll = Duration::from_secs(1);
+            if !max_wait_set {
+                o.max_wait = Duration::from_secs(8 * 60 * 60);
+            }
+            o.min_votes = o.answers.min(2);
+            // Dawid-Skene estimates each worker's confusion from the
+            // answers of others on the same items; with one or two answers
+            // an item there is too little to go on (with one person it
+            // drifts toward the commonest label), so the vote decides.
+            if o.answers < 3 {
+                o.method = Method::Majority;
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// The sample, ready to label.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Tweets read from the stream.
+    pub loaded: usize,
+    /// Malformed lines skipped.
+    pub skipped_lines: usize,
+    /// Tweets sampled.
+    pub sampled: usize,
+    /// What dedup removed.
+    pub dedup: DedupReport,
+    /// The tweets to label: sampled, without retweets and duplicates.
+    pub examples: Vec<Example>,
+}
+
+/// A seeded shuffle (SplitMix64 keys), so the sample is reproducible.
+fn sample<T>(items: Vec<T>, n: usize, seed: u64) -> Vec<T> {
+    if n == 0 || n >= items.len() {
+        return items;
+    }
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut keyed: Vec<(u64, usize, T)> = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (mix(seed ^ mix(i as u64)), i, t))
+        .collect();
+    keyed.sort_by_key(|(k, _, _)| *k);
+    keyed.truncate(n);
+    // Back in stream order.
+    keyed.sort_by_key(|(_, i, _)| *i);
+    keyed.into_iter().map(|(_, _, t)| t).collect()
+}
+
+/// Reads the stream leniently, samples it, and removes retweets and
+/// duplicates (labeling each costs money or someone's time).
+pub fn prepare(options: &Options) -> Result<Prepared, AppError> {
+    let data = LoadOptions::tweets()
+        .mode(Mode::Lenient)
+        .load_path(&options.tweets)?;
+    let loaded = data.len();
+    let skipped_lines = data.skipped.len();
+    let sampled = sample(data.examples, options.sample, options.seed);
+    let n = sampled.len();
+    let (mut examples, dedup) =
+        streamsift::local::dedup_examples(sampled, &DedupOptions::default());
+    // Tweets without an id cannot be matched with their labels.
+    examples.retain(|e| e.id.is_some());
+    Ok(Prepared {
+        loaded,
+        skipped_lines,
+        sampled: n,
+        dedup,
+        examples,
+    })
+}
+
+/// The offline labeler: a crowd of 10 workers, 3 of them spammers, 3
+/// answers per tweet, answering at once. Its truth is `gold` (a tweet
+/// without a gold label is truly `none`).
+pub fn simulated_crowd(gold: HashMap<String, String>, seed: u64) -> SimulatedCrowd<Example> {
+    SimulatedCrowd::new(CATEGORIES, move |e: &Example| {
+        e.id.as_ref()
+            .and_then(|id| gold.get(id))
+            .cloned()
+            .unwrap_or_else(|| NONE.to_string())
+    })
+    .workers([
+        Worker::accurate("w01", 0.95),
+        Worker::accurate("w02", 0.9),
+        Worker::accurate("w03", 0.9),
+        Worker::accurate("w04", 0.85),
+        Worker::accurate("w05", 0.85),
+        Worker::accurate("w06", 0.8),
+        Worker::accurate("w07", 0.8),
+        Worker::spammer("s01"),
+        Worker::spammer("s02"),
+        Worker::spammer("s03"),
+    ])
+    .assignments_per_task(3)
+    .completion_delay(Duration::ZERO)
+    .seed(seed)
+}
+
+/// The Mechanical Turk labeler's settings: the sandbox, the original's
+/// HIT settings (3 assignments, approval rate ≥ 95%), a question over this
+/// data's categories, and the spending limit.
+#[cfg(feature = "mturk")]
+pub fn mturk_builder(options: &Options) -> streamsift::mturk::MturkLabelerBuilder<Example> {
+    use streamsift::mturk::{Cents, MturkLabeler, QuestionTemplate};
+    let shown = [
+        "Request",
+        "Question",
+        "Problem Report",
+        "Feature request",
+        "None of the above",
+    ];
+    let question = QuestionTemplate {
+        categories: CATEGORIES
+            .iter()
+            .zip(shown)
+            .map(|(value, text)| ((*value).to_string(), text.to_string()))
+            .collect(),
+        ..QuestionTemplate::default()
+    };
+    MturkLabeler::builder(|e: &Example| e.text.clone())
+        .question(question)
+        .max_spend(Cents(options.max_spend_cents))
+}
+
+/// Submits every example (in batches) and collects results until all are
+/// in or `max_wait` passes. Returns the results and how many never came.
+pub async fn label<L: Labeler<Example>>(
+    labeler: &L,
+    examples: &[Example],
+    poll: Duration,
+    max_wait: Duration,
+) -> Result<(Vec<LabelResult>, usize), AppError> {
+    const BATCH: usize = 100;
+    for chunk in examples.chunks(BATCH) {
+        let tasks: Vec<LabelTask<'_, Example>> = chunk
+            .iter()
+            .filter_map(|e| {
+                Some(LabelTask {
+                    id: e.id.as_deref()?,
+                    item: e,
+                    prediction: None,
+                })
+            })
+            .collect();
+        labeler.submit(&tasks).await.map_err(AppError::Label)?;
+    }
+    let deadline = tokio::time::Instant::now() + max_wait;
+    let mut results: BTreeMap<String, LabelResult> = BTreeMap::new();
+    loop {
+        for r in labeler.collect().await.map_err(AppError::Label)? {
+            results.insert(r.item_id.clone(), r);
+        }
+        if results.len() >= examples.len() || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(poll).await;
+    }
+    let missing = examples.len().saturating_sub(results.len());
+    Ok((results.into_values().collect(), missing))
+}
+
+/// Aggregates the answers: one call, whichever the method.
+pub fn aggregate(results: &[LabelResult], method: Method, min_votes: usize) -> Aggregation {
+    let answers = answers_from_results(results);
+    let aggregator = Aggregator::new(CATEGORIES).min_votes(min_votes);
+    match method {
+        Method::DawidSkene => aggregator.dawid_skene(&answers, &DawidSkene::default()),
+        Method::Majority => aggregator.majority(&answers),
+    }
+}
+
+/// The share of aggregated labels equal to the gold label, over the items
+/// that have one.
+pub fn accuracy(aggregation: &Aggregation, gold: &HashMap<String, String>) -> Option<f64> {
+    let (mut right, mut n) = (0usize, 0usize);
+    for item in &aggregation.items {
+        if let Some(g) = gold.get(&item.item_id) {
+            n += 1;
+            right += usize::from(item.label.as_str() == g);
+        }
+    }
+    (n > 0).then(|| right as f64 / n as f64)
+}
+
+/// Writes the training CSV (`id,text,label,confidence,agreement,votes`)
+/// with one row per labeled example; returns the rows written.
+pub fn write_training_csv(
+    path: &Path,
+    examples: &[Example],
+    aggregation: &Aggregation,
+) -> Result<usize, AppError> {
+    let err = |e: &dyn fmt::Display| AppError::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut w = csv::Writer::from_path(path).map_err(|e| err(&e))?;
+    w.write_record(["id", "text", "label", "confidence", "agreement", "votes"])
+        .map_err(|e| err(&e))?;
+    let mut rows = 0;
+    for e in examples {
+        let Some(item) = e.id.as_deref().and_then(|id| aggregation.item(id)) else {
+            continue;
+        };
+        w.write_record([
+            item.item_id.as_str(),
+            e.text.as_str(),
+            item.label.as_str(),
+            &format!("{:.4}", item.confidence),
+            &format!("{:.4}", item.agreement),
+            &item.votes.to_string(),
+        ])
+        .map_err(|e| err(&e))?;
+        rows += 1;
+    }
+    w.flush().map_err(|e| err(&e))?;
+    Ok(rows)
+}
+
+/// The trained model and how it does on the held-out part, against the
+/// gold labels.
+#[derive(Clone, Debug, Serialize)]
+pub struct Trained {
+    /// Examples trained on (crowd labels).
+    pub train: usize,
+    /// Held-out examples with a gold label.
+    pub holdout: usize,
+    /// Of them, actionable by gold.
+    pub holdout_actionable: usize,
+    /// The threshold chosen by cost on cross-validated training scores.
+    pub threshold: f64,
+    /// Hold-out ROC AUC against gold.
+    pub auc: f64,
+    /// Hold-out precision at the threshold.
+    pub precision: Option<f64>,
+    /// Hold-out recall at the threshold.
+    pub recall: Option<f64>,
+}
+
+fn binary(label: &str) -> &'static str {
+    if label == NONE { "none" } else { ACTIONABLE }
+}
+
+/// Reads the training CSV back with `local`'s loader, holds out 30%
+/// (stratified), trains the binary actionable model with a cost-chosen
+/// threshold on the rest, measures it on the hold-out against `gold`, and
+/// writes the model and the HTML report.
+pub fn train_and_report(
+    csv: &Path,
+    gold: &HashMap<String, String>,
+    model_path: &Path,
+    report_path: &Path,
+    seed: u64,
+    notes: Vec<(String, String)>,
+) -> Result<Trained, AppError> {
+    let data = LoadOptions::new("text")
+        .id("id")
+        .label("label")
+        .load_path(csv)?;
+    let examples: Vec<Example> = data
+        .examples
+        .into_iter()
+        .map(|mut e| {
+            e.label = e.label.as_deref().map(|l| binary(l).to_string());
+            e
+        })
+        .collect();
+    let labels = streamsift::local::labels_of(&examples);
+    let split = stratified_split(&labels, HOLDOUT, seed)?;
+    let (train, holdout) = split.apply(&examples);
+    let positives = train
+        .iter()
+        .filter(|e| e.label.as_deref() == Some(ACTIONABLE))
+        .count();
+    if positives < FOLDS || train.len() - positives < FOLDS {
+        return Err(AppError::TooFewLabels(format!(
+            "{positives} actionable and {} none in the training part; need at least {FOLDS} of each \
+             (label more tweets: raise --sample)",
+            train.len() - positives
+        )));
+    }
+    let config = TrainConfig {
+        seed,
+        ..TrainConfig::binary(ACTIONABLE)
+    };
+    let costs = Costs::new(10.0, 1.0);
+    let mut fit = fit_binary_by_cost(&train, &config, costs, FOLDS, seed, |_, _| {})
+        .map_err(|e| AppError::Train(e.to_string()))?;
+    // Measure against gold, not the crowd: that is what the labels are for.
+    let measured: Vec<(&Example, bool)> = holdout
+        .iter()
+        .filter_map(|e| {
+            let g = gold.get(e.id.as_deref()?)?;
+            Some((e, binary(g) == ACTIONABLE))
+        })
+        .collect();
+    let scores: Vec<f64> = measured
+        .iter()
+        .map(|(e, _)| fit.model.positive_probability(*e).unwrap_or(0.0))
+        .collect();
+    let truth: Vec<bool> = measured.iter().map(|(_, t)| *t).collect();
+    let texts: Vec<&str> = measured.iter().map(|(e, _)| e.text.as_str()).collect();
+    let options = BinaryEvalOptions {
+        costs,
+        ..BinaryEvalOptions::default()
+    };
+    let mut evaluation =
+        evaluate_binary(&scores, &truth, &options).map_err(|e| AppError::Train(e.to_string()))?;
+    let at = threshold_at(&scores, &truth, fit.choice.threshold, costs)
+        .map_err(|e| AppError::Train(e.to_string()))?;
+    evaluation.threshold = at.clone();
+    let worst = worst_misclassified(
+        &texts,
+        &scores,
+        &truth,
+        fit.choice.threshold,
+        ACTIONABLE,
+        NONE,
+        20,
+    )
+    .map_err(|e| AppError::Train(e.to_string()))?;
+    let mut report =
+        ReportInput::new("label_and_train: crowd-labeled model, measured on gold labels")
+            .binary(evaluation.clone(), ACTIONABLE, NONE)
+            .features(
+                fit.model
+                    .top_features(20)
+                    .positive
+                    .iter()
+                    .chain(fit.model.top_features(20).negative.iter())
+                    .map(|f| (f.name.clone(), f64::from(f.weight)))
+                    .collect(),
+            )
+            .examples(worst);
+    for (k, v) in notes {
+        report = report.note(k, v);
+    }
+    report.write_to(report_path).map_err(|e| AppError::Write {
+        path: report_path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    fit.model.evaluation = Some(serde_json::json!({ "holdout_vs_gold": &evaluation }));
+    fit.model.save(model_path).map_err(|e| AppError::Write {
+        path: model_path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(Trained {
+        train: train.len(),
+        holdout: measured.len(),
+        holdout_actionable: truth.iter().filter(|t| **t).count(),
+        threshold: fit.choice.threshold,
+        auc: evaluation.roc_auc,
+        precision: at.precision,
+        recall: at.recall,
+    })
+}
+
+/// Everything the flow did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    /// Tweets read.
+    pub loaded: usize,
+    /// Malformed lines skipped.
+    pub skipped_lines: usize,
+    /// Tweets sampled.
+    pub sampled: usize,
+    /// Retweets removed.
+    pub retweets_removed: usize,
+    /// Duplicates removed.
+    pub duplicates_removed: usize,
+    /// Labeling tasks sent.
+    pub tasks: usize,
+    /// Tasks with no result in time.
+    pub unanswered: usize,
+    /// Items labeled by the aggregation.
+    pub labeled: usize,
+    /// Items without enough valid answers (reported, not used).
+    pub incomplete: usize,
+    /// Workers flagged as spammers.
+    pub spammers: Vec<String>,
+    /// The method used.
+    pub method: Method,
+    /// Aggregated labels equal to gold, by the method used.
+    pub label_accuracy: Option<f64>,
+    /// The same for majority vote, for comparison.
+    pub majority_accuracy: Option<f64>,
+    /// The same for Dawid–Skene, for comparison.
+    pub dawid_skene_accuracy: Option<f64>,
+    /// Rows of the training CSV.
+    pub csv_rows: usize,
+    /// The model.
+    pub trained: Trained,
+    /// The output files.
+    pub files: Vec<PathBuf>,
+}
+
+/// Runs the whole flow with `labeler`, writing into `options.out`:
+/// `training.csv`, `aggregation.json`, `model.json`, `report.html`.
+pub async fn run<L: Labeler<Example>>(options: &Options, labeler: &L) -> Result<Outcome, AppError> {
+    let prepared = prepare(options)?;
+    let gold = read_labels_path(&options.gold, "id_str", "label")?;
+    std::fs::create_dir_all(&options.out).map_err(|e| AppError::Write {
+        path: options.out.clone(),
+        message: e.to_string(),
+    })?;
+    let (results, unanswered) =
+        label(labeler, &prepared.examples, options.poll, options.max_wait).await?;
+    let aggregation = aggregate(&results, options.method, options.min_votes);
+    let majority = aggregate(&results, Method::Majority, options.min_votes);
+    let dawid_skene = aggregate(&results, Method::DawidSkene, options.min_votes);
+
+    let csv = options.out.join("training.csv");
+    let csv_rows = write_training_csv(&csv, &prepared.examples, &aggregation)?;
+    let agg_path = options.out.join("aggregation.json");
+    let agg_json = serde_json::to_vec_pretty(&serde_json::json!({
+        "method": options.method,
+        "workers": &aggregation.workers,
+        "incomplete": &aggregation.incomplete,
+        "skipped": &aggregation.skipped,
+    }))
+    .map_err(|e| AppError::Write {
+        path: agg_path.clone(),
+        message: e.to_string(),
+    })?;
+    std::fs::write(&agg_path, agg_json).map_err(|e| AppError::Write {
+        path: agg_path.clone(),
+        message: e.to_string(),
+    })?;
+
+    let label_accuracy = accuracy(&aggregation, &gold);
+    let pct = |x: Option<f64>| x.map_or("n/a".to_string(), |x| format!("{:.1}%", 100.0 * x));
+    let notes = vec![
+        ("tweets sampled".to_string(), prepared.sampled.to_string()),
+        (
+            "labeling tasks".to_string(),
+            prepared.examples.len().to_string(),
+        ),
+        ("aggregation".to_string(), format!("{:?}", options.method)),
+        (
+            "crowd labels equal to gold".to_string(),
+            pct(label_accuracy),
+        ),
+    ];
+    let model_path = options.out.join("model.json");
+    let report_path = options.out.join("report.html");
+    let trained = train_and_report(&csv, &gold, &model_path, &report_path, options.seed, notes)?;
+    Ok(Outcome {
+        loaded: prepared.loaded,
+        skipped_lines: prepared.skipped_lines,
+        sampled: prepared.sampled,
+        retweets_removed: prepared
+            .dedup
+            .count(streamsift::local::RemovalReason::Retweet),
+        duplicates_removed: prepared
+            .dedup
+            .count(streamsift::local::RemovalReason::ExactDuplicate)
+            + prepared
+                .dedup
+                .count(streamsift::local::RemovalReason::NearDuplicate),
+        tasks: prepared.examples.len(),
+        unanswered,
+        labeled: aggregation.items.len(),
+        incomplete: aggregation.incomplete.len(),
+        spammers: aggregation
+            .spammers()
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        method: options.method,
+        label_accuracy,
+        majority_accuracy: accuracy(&majority, &gold),
+        dawid_skene_accuracy: accuracy(&dawid_skene, &gold),
+        csv_rows,
+        trained,
+        files: vec![csv, agg_path, model_path, report_path],
+    })
+}

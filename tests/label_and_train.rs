@@ -1,0 +1,291 @@
+//! The label_and_train example's flow on a small sample: the outputs it
+//! writes, what they hold, and how it fails without labels.
+//!
+//! The flow lives in `examples/label_and_train/app.rs`; this test runs it
+//! into a temporary directory.
+
+#[path = "../examples/label_and_train/app.rs"]
+mod app;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use streamsift::fakes::{SimulatedCrowd, Worker};
+use streamsift::local::{Example, LoadOptions, LocalModel, read_labels_path};
+
+fn options(out: &std::path::Path, sample: usize) -> app::Options {
+    app::Options {
+        out: out.to_path_buf(),
+        sample,
+        ..app::Options::default()
+    }
+}
+
+#[tokio::test]
+async fn small_sample_writes_a_dataset_a_model_and_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = options(dir.path(), 300);
+    let gold = read_labels_path(&options.gold, "id_str", "label").unwrap();
+    let crowd = app::simulated_crowd(gold.clone(), options.seed);
+    let outcome = app::run(&options, &crowd).await.unwrap();
+
+    // Sampling and dedup.
+    assert_eq!(outcome.sampled, 300);
+    assert!(outcome.retweets_removed > 0, "{outcome:?}");
+    assert_eq!(
+        outcome.tasks,
+        300 - outcome.retweets_removed - outcome.duplicates_removed
+    );
+    assert_eq!(crowd.submitted(), outcome.tasks);
+    assert_eq!(outcome.unanswered, 0);
+    assert_eq!(outcome.labeled + outcome.incomplete, outcome.tasks);
+
+    // The training CSV: local's loader reads it; one row per labeled tweet,
+    // no retweet, each id once, labels from the category set.
+    let csv = dir.path().join("training.csv");
+    let data = LoadOptions::new("text")
+        .id("id")
+        .label("label")
+        .load_path(&csv)
+        .unwrap();
+    assert_eq!(data.len(), outcome.csv_rows);
+    assert_eq!(data.len(), outcome.labeled);
+    let ids: BTreeSet<&str> = data
+        .examples
+        .iter()
+        .filter_map(|e| e.id.as_deref())
+        .collect();
+    assert_eq!(ids.len(), data.len());
+    assert!(data.examples.iter().all(|e| !e.text.starts_with("RT @")));
+    let categories: BTreeSet<&str> = app::CATEGORIES.into_iter().collect();
+    assert!(
+        data.examples
+            .iter()
+            .all(|e| categories.contains(e.label.as_deref().unwrap()))
+    );
+    // The CSV's labels are the aggregation's, which agree with gold mostly.
+    let right = data
+        .examples
+        .iter()
+        .filter(|e| gold.get(e.id.as_deref().unwrap()) == e.label.as_ref())
+        .count();
+    assert_eq!(
+        Some(right as f64 / data.len() as f64),
+        outcome.label_accuracy
+    );
+
+    // Dawid-Skene finds the spammers and beats majority vote here.
+    let (ds, mv) = (
+        outcome.dawid_skene_accuracy.unwrap(),
+        outcome.majority_accuracy.unwrap(),
+    );
+    assert!(ds > mv, "Dawid-Skene {ds} vs majority {mv}");
+    assert!(
+        outcome.spammers.iter().all(|w| w.starts_with('s')),
+        "an accurate worker flagged: {:?}",
+        outcome.spammers
+    );
+
+    // The model and the report.
+    let model = LocalModel::load(dir.path().join("model.json")).unwrap();
+    assert!(
+        model.policy().is_some(),
+        "the cost-chosen threshold is saved"
+    );
+    let t = &outcome.trained;
+    assert!(t.holdout > 0 && t.holdout_actionable > 0);
+    assert!(t.auc > 0.8, "hold-out AUC against gold: {}", t.auc);
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(html.contains("<svg"), "the report has its charts");
+    assert!(html.contains("crowd labels equal to gold"));
+    let agg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("aggregation.json")).unwrap())
+            .unwrap();
+    assert_eq!(agg["workers"].as_array().unwrap().len(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_labels_in_time_is_reported_not_hidden() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options(dir.path(), 50);
+    options.max_wait = Duration::from_secs(5);
+    // People who take an hour.
+    let slow = SimulatedCrowd::new(app::CATEGORIES, |_: &Example| "none")
+        .worker(Worker::accurate("w", 1.0))
+        .completion_delay(Duration::from_secs(3600));
+    let prepared = app::prepare(&options).unwrap();
+    let (results, unanswered) =
+        app::label(&slow, &prepared.examples, options.poll, options.max_wait)
+            .await
+            .unwrap();
+    assert!(results.is_empty());
+    assert_eq!(unanswered, prepared.examples.len());
+    let err = app::run(&options, &slow).await.unwrap_err();
+    assert!(matches!(err, app::AppError::TooFewLabels(_)), "{err}");
+    assert!(err.to_string().contains("--sample"), "{err}");
+}
+
+#[test]
+fn bad_arguments_are_clear() {
+    let err = app::Options::parse(["--sample".to_string(), "many".to_string()]).unwrap_err();
+    assert!(
+        err.to_string().contains("--sample expects a count"),
+        "{err}"
+    );
+    let err = app::Options::parse(["--bogus".to_string()]).unwrap_err();
+    assert!(err.to_string().contains("unknown option"), "{err}");
+}
+
+/// `--web`: the flow with the local labeling page, one person answering
+/// through its HTTP API (what the page's script calls) with the gold label.
+#[cfg(feature = "label-ui")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_labeling_page_feeds_the_flow() {
+    use std::sync::Arc;
+    use streamsift::label_ui::LocalWebLabelerBuilder;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One JSON POST on its own connection; returns status and body.
+    async fn post(
+        addr: std::net::SocketAddr,
+        token: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let body = body.to_string();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+             Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).await.unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = app::Options::parse(["--web".to_string()]).unwrap();
+    options.out = dir.path().to_path_buf();
+    options.sample = 150;
+    options.poll = Duration::from_millis(20);
+    options.max_wait = Duration::from_secs(120);
+    assert_eq!(options.min_votes, 1, "one person, one answer");
+    assert_eq!(options.method, app::Method::Majority);
+    let expected = app::prepare(&options).unwrap().examples.len();
+    let gold = read_labels_path(&options.gold, "id_str", "label").unwrap();
+
+    let labeler = Arc::new(
+        LocalWebLabelerBuilder::new(dir.path().join("web-labels.jsonl"), app::CATEGORIES)
+            .start(|e: &Example| e.text.clone())
+            .await
+            .unwrap(),
+    );
+    let (addr, token) = (labeler.local_addr(), labeler.token().expose().to_string());
+    let person = tokio::spawn(async move {
+        let mut answered = 0;
+        while answered < expected {
+            let (status, state) = post(
+                addr,
+                &token,
+                "/api/state",
+                serde_json::json!({"worker": "ann"}),
+            )
+            .await;
+            assert_eq!(status, 200, "{state}");
+            let Some(id) = state["item"]["id"].as_str().map(str::to_owned) else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let label = gold.get(&id).cloned().unwrap_or_else(|| "none".to_string());
+            let (status, reply) = post(
+                addr,
+                &token,
+                "/api/answer",
+                serde_json::json!({"worker": "ann", "item": id, "label": label}),
+            )
+            .await;
+            assert_eq!(status, 200, "{reply}");
+            answered += 1;
+        }
+        answered
+    });
+    let outcome = app::run(&options, &labeler).await.unwrap();
+    assert_eq!(person.await.unwrap(), expected);
+    assert_eq!(outcome.tasks, expected);
+    assert_eq!((outcome.unanswered, outcome.incomplete), (0, 0));
+    assert_eq!(outcome.labeled, expected);
+    // The person answered with the gold labels.
+    assert_eq!(outcome.label_accuracy, Some(1.0));
+    assert!(dir.path().join("training.csv").exists());
+    assert!(dir.path().join("report.html").exists());
+    // Every answer is in the page's own dataset file.
+    let saved = std::fs::read_to_string(dir.path().join("web-labels.jsonl")).unwrap();
+    assert!(
+        saved.lines().count() >= expected,
+        "{} lines",
+        saved.lines().count()
+    );
+}
+
+#[cfg(feature = "mturk")]
+#[path = "common/mturk_server.rs"]
+#[allow(dead_code)]
+mod mturk_server;
+
+/// `--mturk`: the flow's HITs against a scripted MTurk at the HTTP layer
+/// (the real SDK serialises every request), workers answering with the gold
+/// label.
+#[cfg(feature = "mturk")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mturk_hits_feed_the_flow() {
+    use mturk_server::{MturkServer, answer_xml};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut options =
+        app::Options::parse(["--mturk", "--max-spend", "100"].map(String::from)).unwrap();
+    assert_eq!(options.max_spend_cents, 10_000);
+    options.out = dir.path().to_path_buf();
+    options.sample = 120;
+    options.poll = Duration::from_millis(20);
+    options.max_wait = Duration::from_secs(120);
+    let expected = app::prepare(&options).unwrap().examples.len();
+    let gold = read_labels_path(&options.gold, "id_str", "label").unwrap();
+
+    let server = MturkServer::new();
+    let labeler = app::mturk_builder(&options).build_with(server.config());
+    let workers = {
+        let server = server.clone();
+        let gold = gold.clone();
+        tokio::spawn(async move {
+            while server.hits().len() < expected {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            server.answer_all(|hit, _| {
+                let label = gold.get(&hit.annotation).map_or("none", String::as_str);
+                answer_xml("category", label)
+            });
+        })
+    };
+    let outcome = app::run(&options, &labeler).await.unwrap();
+    workers.await.unwrap();
+    assert_eq!(server.hits().len(), expected, "one HIT per tweet");
+    let hit = &server.hits()[0];
+    assert_eq!(hit.max_assignments, 3);
+    assert!(
+        hit.question.contains("value=\"technical_question\""),
+        "{}",
+        hit.question
+    );
+    assert_eq!((outcome.unanswered, outcome.incomplete), (0, 0));
+    assert_eq!(outcome.labeled, expected);
+    assert_eq!(outcome.label_accuracy, Some(1.0));
+    assert!(dir.path().join("report.html").exists());
+}
