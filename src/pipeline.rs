@@ -1028,6 +1028,12 @@ struct ShardTrack {
     watermark: Option<Sequence>,
     /// The last position committed.
     committed: Option<Position>,
+    /// Absolute index one past the last record of the checkpoint being
+    /// committed (the value of `base` when it was taken).
+    sent_base: u64,
+    /// Absolute index one past the last committed record: records from
+    /// here on count as unacked, done or not, until a commit covers them.
+    committed_base: u64,
     /// The source said the shard is closed.
     ended: bool,
     stats: ShardStats,
@@ -1041,6 +1047,8 @@ impl ShardTrack {
             slots: VecDeque::new(),
             watermark: None,
             committed: None,
+            sent_base: 0,
+            committed_base: 0,
             ended: false,
             stats: ShardStats::default(),
         }
@@ -1260,11 +1268,13 @@ impl<S: Source> Run<'_, S> {
         i
     }
 
-    fn pending_checkpoints(&self) -> Vec<Checkpoint> {
+    fn pending_checkpoints(&mut self) -> Vec<Checkpoint> {
         self.shards
-            .iter()
+            .iter_mut()
             .filter_map(|t| {
-                t.pending_position().map(|position| Checkpoint {
+                let position = t.pending_position()?;
+                t.sent_base = t.base;
+                Some(Checkpoint {
                     shard: t.shard.clone(),
                     position,
                 })
@@ -1275,7 +1285,12 @@ impl<S: Source> Run<'_, S> {
     fn committed(&mut self, checkpoints: &[Checkpoint]) {
         for cp in checkpoints {
             if let Some(&i) = self.shard_index.get(&cp.shard) {
-                self.shards[i].committed = Some(cp.position.clone());
+                let track = &mut self.shards[i];
+                track.committed = Some(cp.position.clone());
+                // Only now are these records safe from redelivery.
+                let covered = track.sent_base.saturating_sub(track.committed_base);
+                track.committed_base = track.committed_base.max(track.sent_base);
+                self.unacked = self.unacked.saturating_sub(covered as usize);
             }
             self.committed.insert(cp.shard.clone(), cp.clone());
         }
@@ -1327,8 +1342,8 @@ impl<S: Source> Run<'_, S> {
                 return Some(Stop::DeadLetter(done.record_id.unwrap_or_default(), err));
             }
         }
-        let released = track.complete(done.index, done.sequence);
-        self.unacked -= released;
+        // `unacked` falls when a commit covers the record, not here.
+        track.complete(done.index, done.sequence);
         self.since_commit += 1;
         if track.ended && track.slots.is_empty() {
             // Commit SHARD_END promptly: children of the shard wait for it.
@@ -1454,7 +1469,8 @@ impl<S: Source> Run<'_, S> {
             if want_fetch {
                 fetch = Some(Box::pin(source.next_batch()));
             }
-            if self.since_commit >= config.commit_every {
+            if self.since_commit >= config.commit_every || self.unacked >= config.max_unacked {
+                // At the unacked limit only a commit makes room.
                 commit_due = true;
             }
             if commit_due && commit.is_none() {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod reconcile;
 
 #[cfg(any(
     feature = "kinesis",
