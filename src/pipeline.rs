@@ -1364,6 +1364,12 @@ impl<S: Source> Run<'_, S> {
             stats.reconciles(),
             "run report does not reconcile: {stats:?}"
         );
+        debug_assert!(
+            stats.shards.values().map(|s| s.records_in).sum::<u64>() == stats.records_in
+                && stats.shards.values().map(|s| s.dead_lettered).sum::<u64>()
+                    == stats.dead_lettered,
+            "run report's shards do not add up to its totals: {stats:?}"
+        );
         RunReport {
             stats,
             checkpoints: self.committed.values().cloned().collect(),
