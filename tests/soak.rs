@@ -13,7 +13,7 @@
 //! the tweets the injector failed permanently.
 //!
 //! `soak_reduced` (100,000 records) runs in CI. The full size:
-//! `cargo test --release --test soak -- --ignored --nocapture soak_full`
+//! `cargo test --test soak -- --ignored --nocapture soak_full`
 //! (`STREAMSIFT_SOAK_RECORDS` overrides the size of either).
 //!
 //! The clock is paused (`start_paused`), so injected latency and backoff
@@ -487,7 +487,7 @@ async fn soak_reduced() {
     print_and_check_memory(&f);
 }
 
-/// The full size: `cargo test --release --test soak -- --ignored --nocapture soak_full`.
+/// The full size: `cargo test --test soak -- --ignored --nocapture soak_full`.
 #[tokio::test(start_paused = true)]
 #[ignore = "full size (1M records); run by hand, see the README's Reliability section"]
 async fn soak_full() {
