@@ -32,7 +32,7 @@ use streamsift::{
 const ROLE_ENV: &str = "STREAMSIFT_CRASH_WORKER";
 const RUN_ENV: &str = "STREAMSIFT_CRASH_RUN";
 const STREAM: &str = "crash-stream";
-const RECORDS: usize = 3_000;
+const RECORDS: usize = 20_000;
 const SHARDS: usize = 2;
 /// Every `POISON_EVERY`th line is not JSON: it must be dead-lettered, once
 /// per run that reaches it, never lost.
@@ -242,7 +242,10 @@ fn crash_restart() {
     let mut finished_early = 0;
     let mut temps_seen: HashSet<String> = HashSet::new();
     let mut commits_between_kills = Vec::new();
-    for run in 0..kills {
+    // If no kill landed inside a write in the 20 (a very fast disk), up to
+    // 20 more write-timed kills are made before giving up.
+    let mut run = 0;
+    while run < kills || (killed_in_write == 0 && run < kills + 20) {
         let mut child = spawn(&dir, run);
         let t0 = Instant::now();
         // Even runs: killed at a random moment. Odd runs: killed the moment
@@ -250,7 +253,7 @@ fn crash_restart() {
         // (create temp, write, fsync, rename, fsync dir), after a random
         // number of such writes.
         let mut exited = None;
-        if run % 2 == 0 {
+        if run % 2 == 0 && run < kills {
             let at = Duration::from_millis(20 + rng.below(200));
             while t0.elapsed() < at {
                 if let Some(status) = child.try_wait().unwrap() {
@@ -313,7 +316,9 @@ fn crash_restart() {
                 .sum::<usize>(),
         );
         previous = positions;
+        run += 1;
     }
+    let kills = run;
 
     // The last run finishes.
     let last = kills;
@@ -389,6 +394,11 @@ fn crash_restart() {
     assert!(
         max_dups <= MAX_UNACKED,
         "a restart redelivered {max_dups} records, more than max_unacked = {MAX_UNACKED}: {per_run:?}"
+    );
+    assert!(
+        finished_early * 2 < kills,
+        "{finished_early} of {kills} runs finished before their kill: the stream is too short \
+         for the kills to land in the middle of it"
     );
     assert!(
         kills < 4 || killed_in_write > 0,
