@@ -21,6 +21,15 @@ if [ ! -x .emulators/node_modules/.bin/kinesis-local ]; then
   npm install --silent --no-audit --no-fund --prefix .emulators "kinesis-local@$KINESIS_LOCAL_VERSION"
 fi
 
+# Headless Chromium and chromedriver for the labeling page's browser test
+# (tests/label_ui.rs). Debian's packages; skipped when already installed.
+if [ ! -x /usr/bin/chromedriver ] || [ ! -x /usr/bin/chromium ]; then
+  echo "installing chromium and chromium-driver (apt)"
+  { apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } ||
+    echo "WARNING: could not install chromium; the headless browser test will say SKIPPED"
+fi
+
 # Unit, integration, example and doc tests, with every feature on, plus the
 # benchmarks in criterion's quick test mode (each benchmark runs once).
 cargo test --all-features --lib --tests --examples --benches

@@ -15,18 +15,28 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod aggregate;
+pub mod batch;
 pub mod checkpoint;
 pub mod classify;
 pub mod dead_letter;
 pub mod decode;
 pub mod error;
 pub mod fakes;
+#[cfg(feature = "kcl")]
+pub mod kcl;
 #[cfg(feature = "kinesis")]
 pub mod kinesis;
+#[cfg(feature = "label-ui")]
+pub mod label_ui;
 pub mod labeler;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod local;
 #[cfg(feature = "machine-learning")]
 pub mod machine_learning;
+#[cfg(feature = "mturk")]
+pub mod mturk;
 pub mod pipeline;
 pub mod policy;
 pub mod record;

@@ -293,14 +293,14 @@ impl PipelineError {
 }
 
 #[derive(Clone, Debug)]
-struct Config {
-    max_in_flight: usize,
+pub(crate) struct Config {
+    pub(crate) max_in_flight: usize,
     max_unacked: usize,
     commit_every: u64,
     commit_interval: Duration,
     retry: RetryPolicy,
-    call_timeout: Duration,
-    record_timeout: Duration,
+    pub(crate) call_timeout: Duration,
+    pub(crate) record_timeout: Duration,
     max_record_bytes: usize,
     seed: u64,
 }
@@ -360,13 +360,13 @@ impl Default for Config {
 /// ```
 pub struct Pipeline<S, D = (), C = (), R = (), T = ()> {
     source: S,
-    decoder: D,
-    classifier: C,
-    router: R,
-    policy: Option<Policy>,
-    labeler: Option<Box<dyn Labeler<T>>>,
-    dead_letter: Option<Arc<dyn DeadLetterSink>>,
-    config: Config,
+    pub(crate) decoder: D,
+    pub(crate) classifier: C,
+    pub(crate) router: R,
+    pub(crate) policy: Option<Policy>,
+    pub(crate) labeler: Option<Box<dyn Labeler<T>>>,
+    pub(crate) dead_letter: Option<Arc<dyn DeadLetterSink>>,
+    pub(crate) config: Config,
     shutdown: Shutdown,
     _item: PhantomData<fn() -> T>,
 }
@@ -583,13 +583,13 @@ call_error!(DeadLetterError);
 
 /// Counts of retries made while processing one record.
 #[derive(Default)]
-struct Tries {
-    retries: u32,
-    throttled: u32,
+pub(crate) struct Tries {
+    pub(crate) retries: u32,
+    pub(crate) throttled: u32,
 }
 
 /// How one record ended.
-enum Outcome {
+pub(crate) enum Outcome {
     Routed(Label),
     Discarded,
     Review,
@@ -599,37 +599,37 @@ enum Outcome {
 }
 
 /// A finished record, handed back to the run loop.
-struct Done {
-    shard: usize,
-    index: u64,
+pub(crate) struct Done {
+    pub(crate) shard: usize,
+    pub(crate) index: u64,
     sequence: Sequence,
     record_id: Option<String>,
     /// Whether the record got past decoding.
-    decoded: bool,
-    classified: Option<Label>,
-    outcome: Outcome,
-    tries: Tries,
+    pub(crate) decoded: bool,
+    pub(crate) classified: Option<Label>,
+    pub(crate) outcome: Outcome,
+    pub(crate) tries: Tries,
     arrival: SystemTime,
 }
 
-struct Ctx<'a, D, C, R, T> {
-    decoder: &'a D,
-    classifier: &'a C,
-    router: &'a R,
-    policy: &'a Policy,
-    labeler: Option<&'a dyn Labeler<T>>,
-    dead_letter: &'a dyn DeadLetterSink,
-    config: &'a Config,
+pub(crate) struct Ctx<'a, D, C, R, T> {
+    pub(crate) decoder: &'a D,
+    pub(crate) classifier: &'a C,
+    pub(crate) router: &'a R,
+    pub(crate) policy: &'a Policy,
+    pub(crate) labeler: Option<&'a dyn Labeler<T>>,
+    pub(crate) dead_letter: &'a dyn DeadLetterSink,
+    pub(crate) config: &'a Config,
 }
 
 /// What the stage machine got to before an outcome, so a record timeout can
 /// say where it was.
-const AT_DECODE: u8 = 0;
+pub(crate) const AT_DECODE: u8 = 0;
 const AT_CLASSIFY: u8 = 1;
 const AT_ROUTE: u8 = 2;
 const AT_REVIEW: u8 = 3;
 
-fn stage_of(code: u8) -> Stage {
+pub(crate) fn stage_of(code: u8) -> Stage {
     match code {
         AT_DECODE => Stage::Decode,
         AT_CLASSIFY => Stage::Classify,
@@ -642,7 +642,7 @@ pin_project_lite::pin_project! {
     /// Like `tokio::time::timeout_at`, but the timer is only made (boxed)
     /// when the inner future does not finish on its first poll: fast calls
     /// pay for no timer and carry none in their state.
-    struct LazyTimeout<F> {
+    pub(crate) struct LazyTimeout<F> {
         #[pin]
         inner: F,
         deadline: Instant,
@@ -672,7 +672,7 @@ impl<F: Future> Future for LazyTimeout<F> {
     }
 }
 
-fn lazy_timeout_at<F: Future>(deadline: Instant, inner: F) -> LazyTimeout<F> {
+pub(crate) fn lazy_timeout_at<F: Future>(deadline: Instant, inner: F) -> LazyTimeout<F> {
     LazyTimeout {
         inner,
         deadline,
@@ -749,13 +749,13 @@ where
     }
 }
 
-struct Failure {
-    stage: Stage,
-    class: ErrorClass,
-    kind: &'static str,
-    reason: String,
-    attempts: u32,
-    route: Option<Label>,
+pub(crate) struct Failure {
+    pub(crate) stage: Stage,
+    pub(crate) class: ErrorClass,
+    pub(crate) kind: &'static str,
+    pub(crate) reason: String,
+    pub(crate) attempts: u32,
+    pub(crate) route: Option<Label>,
 }
 
 fn failure<E: CallError>(stage: Stage, e: &E, attempts: u32, route: Option<Label>) -> Failure {
@@ -777,7 +777,7 @@ fn failure<E: CallError>(stage: Stage, e: &E, attempts: u32, route: Option<Label
 
 /// Decode → classify → policy → route (or review) for one record. Returns
 /// the outcome, or the failure to dead-letter.
-async fn stages<T, D, C, R>(
+pub(crate) async fn stages<T, D, C, R>(
     ctx: &Ctx<'_, D, C, R, T>,
     record: &Record,
     key: u64,
@@ -953,7 +953,7 @@ where
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn dead_letter<T, D, C, R>(
+pub(crate) async fn dead_letter<T, D, C, R>(
     ctx: &Ctx<'_, D, C, R, T>,
     record: Record,
     fail: Failure,

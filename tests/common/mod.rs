@@ -3,6 +3,9 @@
 
 pub mod conformance;
 pub mod reconcile;
+pub mod labeler_conformance;
+#[cfg(feature = "mturk")]
+pub mod mturk_server;
 
 #[cfg(any(
     feature = "kinesis",
@@ -14,6 +17,8 @@ pub mod reconcile;
 pub mod faulty_http;
 #[cfg(feature = "kinesis")]
 pub mod kinesis_local;
+#[cfg(feature = "lambda")]
+pub mod lambda_runtime_api;
 #[cfg(any(
     feature = "kinesis",
     feature = "dynamodb",

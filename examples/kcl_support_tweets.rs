@@ -1,0 +1,19 @@
+//! The support-tweets triage as a record processor under the KCL's
+//! MultiLangDaemon ([`streamsift::kcl`]): the daemon starts one of these
+//! per shard lease and talks to it on stdin/stdout. See the README's
+//! "Running under the KCL" for the `.properties` file.
+//!
+//! Environment: `MODEL_DIR` and `SNS_TOPIC_ARN` as for
+//! `lambda_support_tweets`; `DEAD_LETTER_PATH` (default
+//! `./dead-letter.jsonl`) for the JSON-lines dead-letter file. Logs go to
+//! stderr (stdout is the protocol), level from `RUST_LOG` (default `info`).
+
+#[path = "support_tweets/app.rs"]
+mod app;
+#[path = "serving/mod.rs"]
+mod serving;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    serving::kcl::main().await
+}

@@ -1,0 +1,32 @@
+//! The support-tweets triage as an AWS Lambda function consuming a Kinesis
+//! stream: the same model, policy and stages as `examples/support_tweets`,
+//! run by [`streamsift::lambda`]. See the README's "Running on AWS Lambda"
+//! for building (`cargo lambda build --release --arm64 --example
+//! lambda_support_tweets --features lambda,sns`), deploying, the event
+//! source mapping settings and the IAM policy.
+//!
+//! Environment:
+//! - `MODEL_DIR`: a directory holding `support_actionable.model.json` and
+//!   `support_team.model.json`; without it, the models bundled into the
+//!   binary at build time are used.
+//! - `SNS_TOPIC_ARN` (build with feature `sns`): publish every notification
+//!   to this topic, with the route as the `route` message attribute.
+//!   Without it, notifications are written to the log (a dry run).
+//! - `EMF_NAMESPACE`: CloudWatch namespace of the per-invocation metrics
+//!   (default `streamsift`).
+//! - `SAFETY_MARGIN_MS`: stop starting records this long before the
+//!   deadline (default 2000).
+//!
+//! Permanently bad records (not JSON, too large, corrupt KPL aggregates) go
+//! to the dead-letter route: an `ERROR` log line holding the whole
+//! dead-letter entry (payload in base64), kept by CloudWatch Logs.
+
+#[path = "support_tweets/app.rs"]
+mod app;
+#[path = "serving/mod.rs"]
+mod serving;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    serving::lambda::main().await
+}

@@ -1,0 +1,763 @@
+//! The dataset file and the labeling state replayed from it.
+//!
+//! The file is JSON lines, one event per line, appended and fsynced before
+//! the event changes the state in memory, so what the page acknowledged is
+//! on disk. Events:
+//!
+//! - `{"kind":"item","id":..,"text":..}`: an item submitted for labeling;
+//! - `{"kind":"answer","item":..,"worker":..,"label":..,"at":ms}`;
+//! - `{"kind":"skip","item":..,"worker":..,"at":ms}`;
+//! - `{"kind":"undo","item":..,"worker":..,"at":ms}`: retracts that
+//!   worker's latest answer or skip, which was on `item`;
+//! - `{"kind":"collected","item":..,"at":ms}`: the item's result was handed
+//!   out by `collect()` and will not be handed out again.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::LabelUiError;
+use crate::aggregate::{Aggregator, Answer};
+use crate::classify::Label;
+use crate::labeler::{LabelResult, TaskId, Vote};
+
+/// One line of the dataset file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum Event {
+    Item {
+        id: String,
+        text: String,
+    },
+    Answer {
+        item: String,
+        worker: String,
+        label: String,
+        at: u64,
+    },
+    Skip {
+        item: String,
+        worker: String,
+        at: u64,
+    },
+    Undo {
+        item: String,
+        worker: String,
+        at: u64,
+    },
+    Collected {
+        item: String,
+        at: u64,
+    },
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[derive(Debug)]
+struct ItemState {
+    id: String,
+    text: String,
+    /// (worker, label, at ms), in arrival order.
+    answers: Vec<(String, Label, u64)>,
+    skipped_by: HashSet<String>,
+    collected: bool,
+}
+
+impl ItemState {
+    fn answered_by(&self, worker: &str) -> bool {
+        self.answers.iter().any(|(w, _, _)| w == worker)
+    }
+}
+
+/// Whether an event comes from the file (replay) or from a request (live).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Replay,
+    Live,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ActionKind {
+    Answer,
+    Skip,
+}
+
+/// What a request asked for and could not get, with the HTTP status it maps to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// 404: no such item.
+    UnknownItem(String),
+    /// 400: the label is not one of the page's categories.
+    UnknownLabel(String),
+    /// 409: the request conflicts with the state (already answered, item
+    /// complete, nothing to undo...).
+    Conflict(String),
+}
+
+/// An item as the page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ShownItem {
+    pub(crate) id: String,
+    pub(crate) text: String,
+}
+
+/// Progress counters for the page and for [`super::Progress`].
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub(crate) struct Counts {
+    pub(crate) done: usize,
+    pub(crate) total: usize,
+    pub(crate) mine: usize,
+    pub(crate) per_minute: f64,
+}
+
+/// The labeling state and the open dataset file.
+#[derive(Debug)]
+pub(crate) struct Store {
+    path: PathBuf,
+    file: File,
+    labels: Vec<Label>,
+    answers_per_item: usize,
+    lease: Duration,
+    items: Vec<ItemState>,
+    index: HashMap<String, usize>,
+    /// Each worker's answers and skips not undone, oldest first.
+    history: HashMap<String, Vec<(usize, ActionKind)>>,
+    /// Items shown to a worker and not answered yet: item -> worker -> until.
+    leases: HashMap<usize, HashMap<String, Instant>>,
+}
+
+/// How far back the labels-per-minute rate looks.
+const RATE_WINDOW_MS: u64 = 10 * 60 * 1000;
+
+impl Store {
+    /// Opens (creating if needed) the dataset file and replays it.
+    pub(crate) fn open(
+        path: &Path,
+        labels: Vec<Label>,
+        answers_per_item: usize,
+        lease: Duration,
+    ) -> Result<Store, LabelUiError> {
+        let io = |source| LabelUiError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)
+            .map_err(io)?;
+        let mut store = Store {
+            path: path.to_owned(),
+            file,
+            labels,
+            answers_per_item: answers_per_item.max(1),
+            lease,
+            items: Vec::new(),
+            index: HashMap::new(),
+            history: HashMap::new(),
+            leases: HashMap::new(),
+        };
+        let reader = BufReader::new(File::open(path).map_err(io)?);
+        for (n, line) in reader.split(b'\n').enumerate() {
+            let line_no = n + 1;
+            let bytes = line.map_err(io)?;
+            let corrupt = |message: String| LabelUiError::CorruptLine {
+                path: path.to_owned(),
+                line: line_no,
+                message,
+            };
+            let text =
+                std::str::from_utf8(&bytes).map_err(|e| corrupt(format!("not UTF-8: {e}")))?;
+            if text.trim().is_empty() {
+                continue;
+            }
+            let event: Event = serde_json::from_str(text)
+                .map_err(|e| corrupt(format!("not a labeling event: {e}")))?;
+            store.apply(&event, Mode::Replay).map_err(|r| {
+                corrupt(match r {
+                    Refusal::UnknownItem(m) | Refusal::UnknownLabel(m) | Refusal::Conflict(m) => m,
+                })
+            })?;
+        }
+        Ok(store)
+    }
+
+    pub(crate) fn labels(&self) -> &[Label] {
+        &self.labels
+    }
+
+    fn append(&mut self, events: &[Event]) -> Result<(), LabelUiError> {
+        let mut buf = Vec::new();
+        for event in events {
+            // Serializing these plain structs cannot fail.
+            serde_json::to_writer(&mut buf, event).map_err(|e| LabelUiError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(e),
+            })?;
+            buf.push(b'\n');
+        }
+        let io = |source| LabelUiError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.file.write_all(&buf).map_err(io)?;
+        self.file.flush().map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        Ok(())
+    }
+
+    /// Checks an event against the state and applies it. Used both for
+    /// replay and for live events (after they are written).
+    fn apply(&mut self, event: &Event, mode: Mode) -> Result<(), Refusal> {
+        self.check(event, mode)?;
+        match event {
+            Event::Item { id, text } => {
+                self.index.insert(id.clone(), self.items.len());
+                self.items.push(ItemState {
+                    id: id.clone(),
+                    text: text.clone(),
+                    answers: Vec::new(),
+                    skipped_by: HashSet::new(),
+                    collected: false,
+                });
+            }
+            Event::Answer {
+                item,
+                worker,
+                label,
+                at,
+            } => {
+                let i = self.find(item)?;
+                let Some(label) = self.labels.iter().find(|l| l.as_str() == label).cloned() else {
+                    return Err(Refusal::UnknownLabel(label.clone()));
+                };
+                let state = &mut self.items[i];
+                state.answers.push((worker.clone(), label, *at));
+                state.skipped_by.remove(worker);
+                if let Some(l) = self.leases.get_mut(&i) {
+                    l.remove(worker);
+                }
+                self.history
+                    .entry(worker.clone())
+                    .or_default()
+                    .push((i, ActionKind::Answer));
+            }
+            Event::Skip { item, worker, .. } => {
+                let i = self.find(item)?;
+                self.items[i].skipped_by.insert(worker.clone());
+                if let Some(l) = self.leases.get_mut(&i) {
+                    l.remove(worker);
+                }
+                self.history
+                    .entry(worker.clone())
+                    .or_default()
+                    .push((i, ActionKind::Skip));
+            }
+            Event::Undo { worker, .. } => {
+                let (i, kind) = self.undoable(worker)?;
+                if let Some(h) = self.history.get_mut(worker) {
+                    h.pop();
+                }
+                let state = &mut self.items[i];
+                match kind {
+                    ActionKind::Answer => state.answers.retain(|(w, _, _)| w != worker),
+                    ActionKind::Skip => {
+                        state.skipped_by.remove(worker);
+                    }
+                }
+            }
+            Event::Collected { item, .. } => {
+                let i = self.find(item)?;
+                self.items[i].collected = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn find(&self, item: &str) -> Result<usize, Refusal> {
+        self.index
+            .get(item)
+            .copied()
+            .ok_or_else(|| Refusal::UnknownItem(format!("no item with id {item:?}")))
+    }
+
+    /// The worker's latest action, if it can still be undone.
+    fn undoable(&self, worker: &str) -> Result<(usize, ActionKind), Refusal> {
+        let &(i, kind) = self
+            .history
+            .get(worker)
+            .and_then(|h| h.last())
+            .ok_or_else(|| Refusal::Conflict(format!("{worker:?} has nothing to undo")))?;
+        if self.items[i].collected {
+            return Err(Refusal::Conflict(format!(
+                "item {:?} is finished and its result was collected; it can no longer be undone",
+                self.items[i].id
+            )));
+        }
+        Ok((i, kind))
+    }
+
+    /// Writes then applies one live event. A refused event is not written.
+    fn record(&mut self, event: Event) -> Result<Result<(), Refusal>, LabelUiError> {
+        // Check first so that a refused event never reaches the file.
+        if let Err(r) = self.check(&event, Mode::Live) {
+            return Ok(Err(r));
+        }
+        self.append(std::slice::from_ref(&event))?;
+        Ok(self.apply(&event, Mode::Live))
+    }
+
+    /// The checks of `apply`, without applying. On replay the number of
+    /// answers per item is not enforced: it may have been changed since the
+    /// file was written, and that does not make the file wrong.
+    fn check(&self, event: &Event, mode: Mode) -> Result<(), Refusal> {
+        match event {
+            Event::Item { id, .. } if self.index.contains_key(id) => {
+                Err(Refusal::Conflict(format!("item {id:?} appears twice")))
+            }
+            Event::Item { .. } => Ok(()),
+            Event::Answer {
+                item,
+                worker,
+                label,
+                ..
+            } => {
+                let i = self.find(item)?;
+                if !self.labels.iter().any(|l| l.as_str() == label) {
+                    return Err(Refusal::UnknownLabel(format!(
+                        "label {label:?} is not one of the categories {:?}",
+                        self.labels
+                    )));
+                }
+                let state = &self.items[i];
+                if state.collected {
+                    return Err(Refusal::Conflict(format!(
+                        "item {item:?} is finished and collected"
+                    )));
+                }
+                if state.answered_by(worker) {
+                    return Err(Refusal::Conflict(format!(
+                        "{worker:?} has already answered item {item:?}"
+                    )));
+                }
+                if mode == Mode::Live && state.answers.len() >= self.answers_per_item {
+                    return Err(Refusal::Conflict(format!(
+                        "item {item:?} already has its {} answer(s)",
+                        self.answers_per_item
+                    )));
+                }
+                Ok(())
+            }
+            Event::Skip { item, worker, .. } => {
+                let i = self.find(item)?;
+                if self.items[i].answered_by(worker) {
+                    return Err(Refusal::Conflict(format!(
+                        "{worker:?} has already answered item {item:?}; undo it first"
+                    )));
+                }
+                Ok(())
+            }
+            Event::Undo { item, worker, .. } => {
+                let (i, _) = self.undoable(worker)?;
+                if self.items[i].id != *item {
+                    return Err(Refusal::Conflict(format!(
+                        "undo names item {item:?} but {worker:?}'s latest action was on {:?}",
+                        self.items[i].id
+                    )));
+                }
+                Ok(())
+            }
+            Event::Collected { item, .. } => {
+                let i = self.find(item)?;
+                if mode == Mode::Live && self.items[i].answers.len() < self.answers_per_item {
+                    return Err(Refusal::Conflict(format!(
+                        "item {item:?} marked collected with {} of {} answers",
+                        self.items[i].answers.len(),
+                        self.answers_per_item
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Adds items not seen before (one write, one fsync); returns the task
+    /// id of every given item, old or new.
+    pub(crate) fn submit(
+        &mut self,
+        items: Vec<(String, String)>,
+    ) -> Result<Vec<TaskId>, LabelUiError> {
+        let mut seen = HashSet::new();
+        let new: Vec<Event> = items
+            .iter()
+            .filter(|(id, _)| !self.index.contains_key(id) && seen.insert(id.clone()))
+            .map(|(id, text)| Event::Item {
+                id: id.clone(),
+                text: text.clone(),
+            })
+            .collect();
+        if !new.is_empty() {
+            self.append(&new)?;
+            for event in &new {
+                // New, distinct ids: applying cannot be refused.
+                let _ = self.apply(event, Mode::Live);
+            }
+        }
+        Ok(items.iter().map(|(id, _)| task_id(id)).collect())
+    }
+
+    /// Records an answer.
+    pub(crate) fn answer(
+        &mut self,
+        worker: &str,
+        item: &str,
+        label: &str,
+    ) -> Result<Result<(), Refusal>, LabelUiError> {
+        self.record(Event::Answer {
+            item: item.to_owned(),
+            worker: worker.to_owned(),
+            label: label.to_owned(),
+            at: now_ms(),
+        })
+    }
+
+    /// Records a skip.
+    pub(crate) fn skip(
+        &mut self,
+        worker: &str,
+        item: &str,
+    ) -> Result<Result<(), Refusal>, LabelUiError> {
+        self.record(Event::Skip {
+            item: item.to_owned(),
+            worker: worker.to_owned(),
+            at: now_ms(),
+        })
+    }
+
+    /// Retracts the worker's latest answer or skip; returns the item it was on.
+    pub(crate) fn undo(&mut self, worker: &str) -> Result<Result<String, Refusal>, LabelUiError> {
+        let i = match self.undoable(worker) {
+            Ok((i, _)) => i,
+            Err(r) => return Ok(Err(r)),
+        };
+        let item = self.items[i].id.clone();
+        let event = Event::Undo {
+            item: item.clone(),
+            worker: worker.to_owned(),
+            at: now_ms(),
+        };
+        Ok(self.record(event)?.map(|()| item))
+    }
+
+    /// The next item for `worker`, leased to them: the first item (in
+    /// submission order) that still needs answers, that they have neither
+    /// answered nor skipped, and that is not leased to enough others to
+    /// complete it; then, when none is left, the items they skipped. When
+    /// `prefer` names such an item (the one an undo just reopened), it comes
+    /// first.
+    pub(crate) fn next_for(&mut self, worker: &str, prefer: Option<&str>) -> Option<ShownItem> {
+        let now = Instant::now();
+        let k = self.answers_per_item;
+        let leases = &self.leases;
+        let open = |i: usize, item: &ItemState| {
+            let others = leases.get(&i).map_or(0, |l| {
+                l.iter()
+                    .filter(|(w, until)| w.as_str() != worker && **until > now)
+                    .count()
+            });
+            !item.collected && !item.answered_by(worker) && item.answers.len() + others < k
+        };
+        let preferred = prefer
+            .and_then(|id| self.index.get(id).copied())
+            .filter(|&i| open(i, &self.items[i]));
+        let pick = preferred
+            .or_else(|| {
+                self.items
+                    .iter()
+                    .enumerate()
+                    .position(|(i, item)| open(i, item) && !item.skipped_by.contains(worker))
+            })
+            .or_else(|| {
+                self.items
+                    .iter()
+                    .enumerate()
+                    .position(|(i, item)| open(i, item))
+            })?;
+        let until = now + self.lease;
+        let lease = self.leases.entry(pick).or_default();
+        lease.retain(|_, t| *t > now);
+        lease.insert(worker.to_owned(), until);
+        let item = &self.items[pick];
+        Some(ShownItem {
+            id: item.id.clone(),
+            text: item.text.clone(),
+        })
+    }
+
+    /// Drops the worker's leases; returns how many there were.
+    pub(crate) fn release(&mut self, worker: &str) -> usize {
+        self.leases
+            .values_mut()
+            .map(|l| usize::from(l.remove(worker).is_some()))
+            .sum()
+    }
+
+    /// Whether the worker has something to undo.
+    pub(crate) fn can_undo(&self, worker: &str) -> bool {
+        self.undoable(worker).is_ok()
+    }
+
+    /// Progress counters; `worker` selects the personal ones.
+    pub(crate) fn counts(&self, worker: Option<&str>) -> Counts {
+        let k = self.answers_per_item;
+        let done = self
+            .items
+            .iter()
+            .filter(|i| i.collected || i.answers.len() >= k)
+            .count();
+        let now = now_ms();
+        let since = now.saturating_sub(RATE_WINDOW_MS);
+        let (mut mine, mut recent, mut oldest) = (0usize, 0usize, now);
+        if let Some(worker) = worker {
+            for item in &self.items {
+                for (w, _, at) in &item.answers {
+                    if w == worker {
+                        mine += 1;
+                        if *at >= since {
+                            recent += 1;
+                            oldest = oldest.min(*at);
+                        }
+                    }
+                }
+            }
+        }
+        // Answers in the last ten minutes over the time since the first of
+        // them, counted as at least one minute.
+        let minutes = ((now - oldest) as f64 / 60_000.0).max(1.0);
+        Counts {
+            done,
+            total: self.items.len(),
+            mine,
+            per_minute: recent as f64 / minutes,
+        }
+    }
+
+    /// Finished items not collected yet, marked collected (in the file
+    /// first), with their votes and the majority label
+    /// ([`Aggregator::majority`]: ties go to the category listed first).
+    pub(crate) fn collect(&mut self) -> Result<Vec<LabelResult>, LabelUiError> {
+        let k = self.answers_per_item;
+        let ready: Vec<usize> = (0..self.items.len())
+            .filter(|&i| !self.items[i].collected && self.items[i].answers.len() >= k)
+            .collect();
+        if ready.is_empty() {
+            return Ok(Vec::new());
+        }
+        let answers: Vec<Answer> = ready
+            .iter()
+            .flat_map(|&i| {
+                let item = &self.items[i];
+                item.answers
+                    .iter()
+                    .map(|(w, l, _)| Answer::new(item.id.as_str(), w.as_str(), l.as_str()))
+            })
+            .collect();
+        let aggregation = Aggregator::new(self.labels.iter().cloned())
+            .min_votes(k)
+            .majority(&answers);
+        // Every stored answer is a valid vote (its label was checked), so
+        // every ready item is labeled; one that were not would stay pending.
+        let labeled: Vec<(usize, Label, f64)> = ready
+            .into_iter()
+            .filter_map(|i| {
+                aggregation
+                    .item(&self.items[i].id)
+                    .map(|l| (i, l.label.clone(), l.agreement))
+            })
+            .collect();
+        let at = now_ms();
+        let events: Vec<Event> = labeled
+            .iter()
+            .map(|(i, _, _)| Event::Collected {
+                item: self.items[*i].id.clone(),
+                at,
+            })
+            .collect();
+        self.append(&events)?;
+        let mut results = Vec::with_capacity(labeled.len());
+        for (i, label, agreement) in labeled {
+            let item = &mut self.items[i];
+            item.collected = true;
+            results.push(LabelResult {
+                task: task_id(&item.id),
+                item_id: item.id.clone(),
+                label,
+                agreement,
+                votes: item
+                    .answers
+                    .iter()
+                    .map(|(w, l, _)| Vote {
+                        worker: w.clone(),
+                        label: l.clone(),
+                    })
+                    .collect(),
+            });
+        }
+        Ok(results)
+    }
+}
+
+/// The task id of an item: stable across restarts.
+pub(crate) fn task_id(item: &str) -> TaskId {
+    TaskId(format!("web:{item}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels() -> Vec<Label> {
+        vec![Label::from_static("problem"), Label::from_static("none")]
+    }
+
+    fn open(path: &Path, k: usize) -> Store {
+        Store::open(path, labels(), k, Duration::from_secs(300)).unwrap()
+    }
+
+    fn items(ids: &[&str]) -> Vec<(String, String)> {
+        ids.iter()
+            .map(|id| (id.to_string(), format!("text of {id}")))
+            .collect()
+    }
+
+    #[test]
+    fn replay_gives_back_the_same_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.jsonl");
+        let mut s = open(&path, 2);
+        s.submit(items(&["a", "b", "c"])).unwrap();
+        assert_eq!(s.next_for("ann", None).unwrap().id, "a");
+        s.answer("ann", "a", "problem").unwrap().unwrap();
+        s.answer("bob", "a", "none").unwrap().unwrap();
+        s.skip("ann", "b").unwrap().unwrap();
+        s.answer("ann", "c", "none").unwrap().unwrap();
+        assert_eq!(s.undo("ann").unwrap().unwrap(), "c");
+        assert_eq!(s.counts(Some("ann")).mine, 1);
+        let collected = s.collect().unwrap();
+        assert_eq!(collected.len(), 1);
+        // Tie: the first category wins.
+        assert_eq!(collected[0].label, "problem");
+        assert_eq!(collected[0].agreement, 0.5);
+        drop(s);
+
+        let mut s = open(&path, 2);
+        assert!(s.collect().unwrap().is_empty(), "collected once, ever");
+        assert_eq!(s.counts(Some("ann")).mine, 1);
+        assert_eq!(s.counts(None).done, 1);
+        // ann skipped b, so c comes first, then b again.
+        assert_eq!(s.next_for("ann", None).unwrap().id, "c");
+        s.answer("ann", "c", "none").unwrap().unwrap();
+        assert_eq!(s.next_for("ann", None).unwrap().id, "b");
+        // ann's latest action is now the answer on c, then the skip on b.
+        assert_eq!(s.undo("ann").unwrap().unwrap(), "c");
+        assert_eq!(s.undo("ann").unwrap().unwrap(), "b");
+        // The answer on a was collected: it can no longer be undone.
+        assert!(matches!(s.undo("ann").unwrap(), Err(Refusal::Conflict(_))));
+    }
+
+    #[test]
+    fn refusals_are_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.jsonl");
+        let mut s = open(&path, 1);
+        s.submit(items(&["a"])).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        assert!(matches!(
+            s.answer("ann", "a", "angry").unwrap(),
+            Err(Refusal::UnknownLabel(_))
+        ));
+        assert!(matches!(
+            s.answer("ann", "zz", "none").unwrap(),
+            Err(Refusal::UnknownItem(_))
+        ));
+        assert!(matches!(s.undo("ann").unwrap(), Err(Refusal::Conflict(_))));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        s.answer("ann", "a", "none").unwrap().unwrap();
+        assert!(matches!(
+            s.answer("bob", "a", "none").unwrap(),
+            Err(Refusal::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn leases_keep_two_people_off_one_item() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(&dir.path().join("l.jsonl"), 1);
+        s.submit(items(&["a", "b"])).unwrap();
+        assert_eq!(s.next_for("ann", None).unwrap().id, "a");
+        assert_eq!(s.next_for("bob", None).unwrap().id, "b");
+        // Asking again keeps your own lease.
+        assert_eq!(s.next_for("ann", None).unwrap().id, "a");
+        s.answer("ann", "a", "none").unwrap().unwrap();
+        assert!(s.next_for("ann", None).is_none(), "b is bob's");
+    }
+
+    #[test]
+    fn changing_k_between_runs_is_not_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.jsonl");
+        let mut s = open(&path, 2);
+        s.submit(items(&["a", "b"])).unwrap();
+        s.answer("ann", "a", "none").unwrap().unwrap();
+        s.answer("bob", "a", "none").unwrap().unwrap();
+        s.answer("ann", "b", "none").unwrap().unwrap();
+        drop(s);
+        // Fewer answers per item now: both are done, a has one vote more.
+        let mut s = open(&path, 1);
+        let results = s.collect().unwrap();
+        assert_eq!(results.len(), 2);
+        assert_eq!(results[0].votes.len(), 2);
+        drop(s);
+        // More now: the collected ones stay collected.
+        let mut s = open(&path, 3);
+        assert!(s.collect().unwrap().is_empty());
+        assert_eq!(s.counts(None).done, 2);
+        assert!(s.next_for("cid", None).is_none());
+    }
+
+    #[test]
+    fn corrupt_lines_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.jsonl");
+        std::fs::write(
+            &path,
+            "{\"kind\":\"item\",\"id\":\"a\",\"text\":\"t\"}\n\n{\"kind\":\"answer\",\"item\":\"a\"\n",
+        )
+        .unwrap();
+        let err = Store::open(&path, labels(), 1, Duration::from_secs(1)).unwrap_err();
+        match &err {
+            LabelUiError::CorruptLine { line, .. } => assert_eq!(*line, 3),
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains("line 3"), "{err}");
+        std::fs::write(
+            &path,
+            "{\"kind\":\"answer\",\"item\":\"nope\",\"worker\":\"w\",\"label\":\"none\",\"at\":1}\n",
+        )
+        .unwrap();
+        let err = Store::open(&path, labels(), 1, Duration::from_secs(1)).unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+}

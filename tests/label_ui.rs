@@ -1,0 +1,849 @@
+//! The local labeling page (`label-ui`): HTTP-level tests against the real
+//! server on loopback, and a headless Chromium test that labels by keyboard.
+#![cfg(feature = "label-ui")]
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::labeler_conformance::{LabelerHarness, labeler_conformance};
+use serde_json::{Value, json};
+use streamsift::label_ui::{
+    CONTENT_SECURITY_POLICY, LabelUiError, LocalWebLabeler, LocalWebLabelerBuilder,
+};
+use streamsift::{LabelTask, Labeler, TaskId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const LABELS: [&str; 3] = ["problem_report", "question", "none"];
+const HOSTILE_IMG: &str = "<img src=x onerror=\"window.pwned=1\"> my order is late";
+const HOSTILE_SCRIPT: &str = "<script>window.pwned=2</script> & \"quotes\" 'too'";
+
+/// A response: status, headers (lower-case names), body.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// A minimal HTTP/1.1 client: one request per connection.
+async fn http(
+    labeler: &LocalWebLabeler<String>,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<&Value>,
+) -> Reply {
+    let mut stream = TcpStream::connect(labeler.local_addr()).await.unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        labeler.local_addr(),
+        body.len()
+    );
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    if let Some(auth) = auth {
+        request.push_str(&format!("Authorization: {auth}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap()[9..12].parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.to_owned()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// A POST to the API with the right token.
+async fn api(labeler: &LocalWebLabeler<String>, path: &str, body: Value) -> Reply {
+    let auth = format!("Bearer {}", labeler.token().expose());
+    http(labeler, "POST", path, Some(&auth), Some(&body)).await
+}
+
+/// The id of the item the person is shown next (None when nothing is left).
+async fn next(labeler: &LocalWebLabeler<String>, worker: &str) -> Option<String> {
+    let reply = api(labeler, "/api/state", json!({ "worker": worker })).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()["item"]["id"].as_str().map(str::to_owned)
+}
+
+async fn answer(labeler: &LocalWebLabeler<String>, worker: &str, item: &str, label: &str) -> Reply {
+    api(
+        labeler,
+        "/api/answer",
+        json!({ "worker": worker, "item": item, "label": label }),
+    )
+    .await
+}
+
+async fn start(path: &Path, k: usize) -> LocalWebLabeler<String> {
+    LocalWebLabelerBuilder::new(path, LABELS)
+        .answers_per_item(k)
+        .title("<script>alert('title')</script>")
+        .start(|text: &String| text.clone())
+        .await
+        .unwrap()
+}
+
+async fn submit(labeler: &LocalWebLabeler<String>, items: &[(&str, &str)]) -> Vec<String> {
+    let texts: Vec<String> = items.iter().map(|(_, t)| t.to_string()).collect();
+    let tasks: Vec<LabelTask<'_, String>> = items
+        .iter()
+        .zip(&texts)
+        .map(|((id, _), text)| LabelTask {
+            id,
+            item: text,
+            prediction: None,
+        })
+        .collect();
+    labeler
+        .submit(&tasks)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.0)
+        .collect()
+}
+
+/// The dataset's events, parsed.
+fn events(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// (kind, item, worker, label) of each event after the item lines.
+fn actions(path: &Path) -> Vec<(String, String, String, String)> {
+    events(path)
+        .into_iter()
+        .filter(|e| e["kind"] != "item")
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
+            (s("kind"), s("item"), s("worker"), s("label"))
+        })
+        .collect()
+}
+
+fn act(kind: &str, item: &str, worker: &str, label: &str) -> (String, String, String, String) {
+    (kind.into(), item.into(), worker.into(), label.into())
+}
+
+#[tokio::test]
+async fn every_api_call_needs_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let labeler = start(&dir.path().join("labels.jsonl"), 1).await;
+    submit(&labeler, &[("a", "hello")]).await;
+    let token = labeler.token().expose().to_owned();
+    let body = json!({ "worker": "ann" });
+    for path in ["/api/state", "/api/undo"] {
+        let missing = http(&labeler, "POST", path, None, Some(&body)).await;
+        assert_eq!(missing.status, 401, "{path}: {}", missing.body);
+        let wrong = http(
+            &labeler,
+            "POST",
+            path,
+            Some(&format!("Bearer {}", "0".repeat(64))),
+            Some(&body),
+        )
+        .await;
+        assert_eq!(wrong.status, 403, "{path}: {}", wrong.body);
+        let not_bearer = http(&labeler, "POST", path, Some(&token), Some(&body)).await;
+        assert_eq!(not_bearer.status, 403, "{path}: {}", not_bearer.body);
+        assert!(!wrong.body.contains(&token));
+    }
+    // A refused call changes nothing, even with a valid body.
+    let sneaky = http(
+        &labeler,
+        "POST",
+        "/api/answer",
+        None,
+        Some(&json!({ "worker": "ann", "item": "a", "label": "none" })),
+    )
+    .await;
+    assert_eq!(sneaky.status, 401);
+    assert!(actions(labeler.dataset()).is_empty());
+    // With the token: 200.
+    assert_eq!(next(&labeler, "ann").await.as_deref(), Some("a"));
+
+    // The page itself is public and carries no secret, under a strict CSP.
+    let page = http(&labeler, "GET", "/", None, None).await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains(&token));
+    assert_eq!(
+        page.header("content-security-policy"),
+        Some(CONTENT_SECURITY_POLICY)
+    );
+    assert!(CONTENT_SECURITY_POLICY.contains("default-src 'none'"));
+    assert!(CONTENT_SECURITY_POLICY.contains("connect-src 'self'"));
+    assert!(!CONTENT_SECURITY_POLICY.contains("unsafe-inline"));
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+    // Loopback only, and the token is in the URL for the person but not in
+    // Debug output.
+    assert!(labeler.local_addr().ip().is_loopback());
+    assert!(
+        labeler
+            .url_with_token()
+            .ends_with(&format!("#token={token}"))
+    );
+    assert!(!labeler.url().contains(&token));
+    assert!(!format!("{labeler:?}").contains(&token));
+    assert!(!format!("{:?}", labeler.token()).contains(&token));
+}
+
+#[tokio::test]
+async fn hostile_text_is_escaped_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let labeler = start(&dir.path().join("labels.jsonl"), 1).await;
+    submit(&labeler, &[("x1", HOSTILE_IMG), ("x2", HOSTILE_SCRIPT)]).await;
+
+    let page = http(&labeler, "GET", "/", None, None).await;
+    // The (hostile) title is escaped in the server-rendered HTML.
+    assert!(
+        page.body
+            .contains("&lt;script&gt;alert(&#39;title&#39;)&lt;/script&gt;")
+    );
+    assert!(!page.body.contains("<script>alert"));
+    // The script renders item text with textContent only.
+    let js = http(&labeler, "GET", "/app.js", None, None).await;
+    assert_eq!(js.status, 200);
+    assert!(js.body.contains("textContent"));
+    assert!(!js.body.contains("innerHTML") && !js.body.contains("outerHTML"));
+    assert!(!js.body.contains("insertAdjacentHTML") && !js.body.contains("document.write"));
+
+    for (id, text) in [("x1", HOSTILE_IMG), ("x2", HOSTILE_SCRIPT)] {
+        let reply = api(&labeler, "/api/state", json!({ "worker": "ann" })).await;
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/json; charset=utf-8")
+        );
+        // No markup characters at all in the JSON body; the text survives.
+        assert!(!reply.body.contains('<') && !reply.body.contains('>'));
+        assert!(reply.body.contains("\\u003c"));
+        let view = reply.json();
+        assert_eq!(view["item"]["id"], id);
+        assert_eq!(view["item"]["text"], text);
+        assert_eq!(answer(&labeler, "ann", id, "none").await.status, 200);
+    }
+    // Stored as given: escaping is the page's job, not the dataset's.
+    let stored: Vec<Value> = events(labeler.dataset())
+        .into_iter()
+        .filter(|e| e["kind"] == "item")
+        .collect();
+    assert_eq!(stored[0]["text"], HOSTILE_IMG);
+    assert_eq!(stored[1]["text"], HOSTILE_SCRIPT);
+}
+
+#[tokio::test]
+async fn a_restart_loses_nothing_and_resumes_where_each_person_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("labels.jsonl");
+    let items = [("a", "one"), ("b", "two"), ("c", "three"), ("d", "four")];
+    let first_ids = {
+        let labeler = start(&path, 1).await;
+        let ids = submit(&labeler, &items).await;
+        assert_eq!(next(&labeler, "ann").await.as_deref(), Some("a"));
+        assert_eq!(answer(&labeler, "ann", "a", "question").await.status, 200);
+        assert_eq!(next(&labeler, "ann").await.as_deref(), Some("b"));
+        assert_eq!(answer(&labeler, "ann", "b", "none").await.status, 200);
+        let undone = api(&labeler, "/api/undo", json!({ "worker": "ann" })).await;
+        assert_eq!(undone.json()["item"]["id"], "b", "undo shows b again");
+        labeler.shutdown().await;
+        ids
+    };
+    let labeler = start(&path, 1).await;
+    // Submitting the same items again is idempotent, across the restart.
+    assert_eq!(submit(&labeler, &items).await, first_ids);
+    let item_lines = events(&path).iter().filter(|e| e["kind"] == "item").count();
+    assert_eq!(item_lines, 4);
+    assert_eq!(labeler.progress().done, 1);
+    assert_eq!(labeler.progress().total, 4);
+    // ann carries on at b (her answer on it was undone), not at a.
+    let view = api(&labeler, "/api/state", json!({ "worker": "ann" }))
+        .await
+        .json();
+    assert_eq!(view["item"]["id"], "b");
+    assert_eq!(view["progress"]["mine"], 1);
+    assert_eq!(view["progress"]["done"], 1);
+    assert_eq!(view["can_undo"], true, "a's answer can still be undone");
+    let results = labeler.collect().await.unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].item_id, "a");
+    assert_eq!(results[0].label, "question");
+    assert_eq!(results[0].task.0, first_ids[0]);
+    labeler.shutdown().await;
+
+    // Collected results are not handed out twice, even after a restart.
+    let labeler = start(&path, 1).await;
+    assert!(labeler.collect().await.unwrap().is_empty());
+    let undo = api(&labeler, "/api/undo", json!({ "worker": "ann" })).await;
+    assert_eq!(undo.status, 409, "a collected answer cannot be undone");
+}
+
+#[tokio::test]
+async fn each_item_gets_k_answers_from_different_people() {
+    let dir = tempfile::tempdir().unwrap();
+    let labeler = start(&dir.path().join("labels.jsonl"), 2).await;
+    submit(&labeler, &[("a", "site down"), ("b", "how do I reset?")]).await;
+
+    assert_eq!(next(&labeler, "ann").await.as_deref(), Some("a"));
+    assert_eq!(
+        answer(&labeler, "ann", "a", "problem_report").await.status,
+        200
+    );
+    let again = answer(&labeler, "ann", "a", "none").await;
+    assert_eq!(again.status, 409, "one answer per person: {}", again.body);
+    assert_eq!(next(&labeler, "ann").await.as_deref(), Some("b"));
+    assert_eq!(answer(&labeler, "ann", "b", "question").await.status, 200);
+    assert_eq!(
+        next(&labeler, "ann").await,
+        None,
+        "ann never sees an item twice"
+    );
+    assert!(
+        labeler.collect().await.unwrap().is_empty(),
+        "one vote of two"
+    );
+
+    assert_eq!(next(&labeler, "bob").await.as_deref(), Some("a"));
+    assert_eq!(
+        answer(&labeler, "bob", "a", "problem_report").await.status,
+        200
+    );
+    assert_eq!(next(&labeler, "bob").await.as_deref(), Some("b"));
+    assert_eq!(answer(&labeler, "bob", "b", "none").await.status, 200);
+    let third = answer(&labeler, "cid", "a", "none").await;
+    assert_eq!(third.status, 409, "a has its two answers: {}", third.body);
+    assert_eq!(next(&labeler, "cid").await, None);
+
+    let mut results = labeler.collect().await.unwrap();
+    results.sort_by(|x, y| x.item_id.cmp(&y.item_id));
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0].label, "problem_report");
+    assert_eq!(results[0].agreement, 1.0);
+    let voters: Vec<&str> = results[0].votes.iter().map(|v| v.worker.as_str()).collect();
+    assert_eq!(voters, ["ann", "bob"]);
+    // A split vote goes to the category listed first, with agreement 1/2.
+    assert_eq!(results[1].label, "question");
+    assert_eq!(results[1].agreement, 0.5);
+    assert!(
+        labeler.collect().await.unwrap().is_empty(),
+        "each result once"
+    );
+}
+
+#[tokio::test]
+async fn undo_and_skip_are_saved_as_they_happen() {
+    let dir = tempfile::tempdir().unwrap();
+    let labeler = start(&dir.path().join("labels.jsonl"), 1).await;
+    submit(&labeler, &[("a", "1"), ("b", "2"), ("c", "3")]).await;
+    let path = labeler.dataset().to_owned();
+
+    assert_eq!(answer(&labeler, "ann", "a", "none").await.status, 200);
+    let view = api(&labeler, "/api/undo", json!({ "worker": "ann" }))
+        .await
+        .json();
+    assert_eq!(view["item"]["id"], "a");
+    assert_eq!(view["can_undo"], false);
+    assert!(labeler.collect().await.unwrap().is_empty(), "undone");
+    let nothing = api(&labeler, "/api/undo", json!({ "worker": "ann" })).await;
+    assert_eq!(nothing.status, 409);
+
+    let view = api(
+        &labeler,
+        "/api/skip",
+        json!({ "worker": "ann", "item": "a" }),
+    )
+    .await
+    .json();
+    assert_eq!(view["item"]["id"], "b", "skip moves on");
+    assert_eq!(answer(&labeler, "ann", "b", "question").await.status, 200);
+    assert_eq!(next(&labeler, "ann").await.as_deref(), Some("c"));
+    assert_eq!(answer(&labeler, "ann", "c", "none").await.status, 200);
+    // Skipped items come back once nothing else is left.
+    assert_eq!(next(&labeler, "ann").await.as_deref(), Some("a"));
+    // Another person is not affected by ann's skip.
+    assert_eq!(next(&labeler, "bob").await, None, "a is leased to ann");
+    let released = api(&labeler, "/api/release", json!({ "worker": "ann" })).await;
+    assert_eq!(released.json()["released"], 1);
+    assert_eq!(next(&labeler, "bob").await.as_deref(), Some("a"));
+
+    assert_eq!(
+        actions(&path),
+        [
+            act("answer", "a", "ann", "none"),
+            act("undo", "a", "ann", ""),
+            act("skip", "a", "ann", ""),
+            act("answer", "b", "ann", "question"),
+            act("answer", "c", "ann", "none"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let labeler = start(&dir.path().join("labels.jsonl"), 1).await;
+    submit(&labeler, &[("a", "1")]).await;
+    let unknown_label = answer(&labeler, "ann", "a", "angry").await;
+    assert_eq!(unknown_label.status, 400);
+    assert!(
+        unknown_label.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("angry")
+    );
+    assert_eq!(answer(&labeler, "ann", "zz", "none").await.status, 404);
+    for name in ["", " ann", "a\u{7}b", &"x".repeat(65)] {
+        let r = api(&labeler, "/api/state", json!({ "worker": name })).await;
+        assert_eq!(r.status, 400, "{name:?}");
+    }
+    let extra = api(
+        &labeler,
+        "/api/state",
+        json!({ "worker": "ann", "admin": true }),
+    )
+    .await;
+    assert!(
+        extra.status >= 400 && extra.status < 500,
+        "{}",
+        extra.status
+    );
+    assert!(actions(labeler.dataset()).is_empty());
+}
+
+/// A `tracing` writer that keeps everything written, to read it back.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+// Current-thread runtime: the subscriber set for this thread also sees the
+// server's tasks.
+#[tokio::test(flavor = "current_thread")]
+async fn binding_beyond_loopback_warns_and_logs_never_show_the_token() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let dir = tempfile::tempdir().unwrap();
+
+    let local = start(&dir.path().join("a.jsonl"), 1).await;
+    assert!(
+        logs.text().contains("labeling page started"),
+        "{}",
+        logs.text()
+    );
+    assert!(!logs.text().contains("beyond loopback"));
+    let local_token = local.token().expose().to_owned();
+    submit(&local, &[("a", "x")]).await;
+    assert_eq!(answer(&local, "ann", "a", "none").await.status, 200);
+    assert_eq!(answer(&local, "ann", "a", "none").await.status, 409);
+
+    let open = LocalWebLabelerBuilder::new(dir.path().join("b.jsonl"), LABELS)
+        .bind_beyond_loopback("0.0.0.0:0".parse().unwrap())
+        .start(|t: &String| t.clone())
+        .await
+        .unwrap();
+    assert!(open.local_addr().ip().is_unspecified());
+    let text = logs.text();
+    assert!(
+        text.contains("WARN") && text.contains("beyond loopback"),
+        "{text}"
+    );
+    for token in [local_token.as_str(), open.token().expose()] {
+        assert!(
+            !text.contains(token),
+            "a token leaked into the logs:\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_dataset_line_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("labels.jsonl");
+    std::fs::write(
+        &path,
+        "{\"kind\":\"item\",\"id\":\"a\",\"text\":\"t\"}\n{\"kind\":\"answer\",\"item\":\"a\",\"worker\":\"w\",\"label\":\"none\",\"at\":1}\nnot json\n",
+    )
+    .unwrap();
+    let err = LocalWebLabelerBuilder::new(&path, LABELS)
+        .start(|t: &String| t.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LabelUiError::CorruptLine { line: 3, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("line 3"), "{err}");
+    let no_labels = LocalWebLabelerBuilder::new(dir.path().join("x.jsonl"), Vec::<String>::new())
+        .start(|t: &String| t.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(no_labels, LabelUiError::InvalidConfig(_)));
+}
+
+/// People answer through the HTTP API, as the page does: each asks for
+/// their next item and answers it until nothing is left for them.
+struct WebHarness {
+    dir: tempfile::TempDir,
+    people: Vec<&'static str>,
+    answers_per_item: usize,
+    built: usize,
+}
+
+fn truth(text: &str) -> &'static str {
+    if text.contains("down") {
+        "problem_report"
+    } else if text.contains('?') {
+        "question"
+    } else {
+        "none"
+    }
+}
+
+impl LabelerHarness<String> for WebHarness {
+    type Labeler = LocalWebLabeler<String>;
+
+    async fn build(&mut self) -> LocalWebLabeler<String> {
+        self.built += 1;
+        let path = self
+            .dir
+            .path()
+            .join(format!("conformance-{}.jsonl", self.built));
+        start(&path, self.answers_per_item).await
+    }
+
+    async fn answer_all(&mut self, labeler: &LocalWebLabeler<String>, _: &HashMap<String, TaskId>) {
+        for worker in self.people.clone() {
+            loop {
+                let view = api(labeler, "/api/state", json!({ "worker": worker }))
+                    .await
+                    .json();
+                let Some(id) = view["item"]["id"].as_str() else {
+                    break;
+                };
+                let text = view["item"]["text"].as_str().unwrap();
+                let reply = answer(labeler, worker, id, truth(text)).await;
+                assert_eq!(reply.status, 200, "{}", reply.body);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn local_web_labeler_conforms() {
+    let tweets: Vec<(String, String)> = [
+        "the api is down again",
+        "how do I rotate keys?",
+        "nice weather <b>today</b>",
+        "console down for everyone",
+        "thanks!",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, t)| (format!("tweet-{i}"), t.to_string()))
+    .collect();
+    for k in [1, 2] {
+        let mut harness = WebHarness {
+            dir: tempfile::tempdir().unwrap(),
+            people: vec!["ann", "bob", "cid"],
+            answers_per_item: k,
+            built: 0,
+        };
+        let results = labeler_conformance(&mut harness, &tweets, &LABELS).await;
+        assert_eq!(results.len(), 5);
+        for r in &results {
+            assert_eq!(r.votes.len(), k, "{}: K = {k} answers", r.item_id);
+            let text = &tweets.iter().find(|(id, _)| *id == r.item_id).unwrap().1;
+            assert_eq!(r.label, truth(text), "accurate people, right labels");
+            assert_eq!(r.agreement, 1.0);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Headless Chromium, driven through chromedriver (WebDriver) by fantoccini.
+
+mod browser {
+    use super::*;
+    use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+    use fantoccini::{Client, ClientBuilder, Locator};
+    use std::process::{Child, Command, Stdio};
+
+    const CHROMIUM: &str = "/usr/bin/chromium";
+    const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+    /// Kills chromedriver (and with it the browser it started) on drop.
+    struct Driver(Child);
+
+    impl Drop for Driver {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Says loudly that the browser test did not run. Written to the
+    /// process's stderr directly, past libtest's output capture, so that it
+    /// shows in a plain `cargo test` run.
+    fn skip(why: &str) {
+        use std::io::Write;
+        let banner = format!(
+            "\n{bar}\n!!! SKIPPED: headless Chromium test: {why}\n!!! Install it with: \
+             apt-get install -y chromium chromium-driver (scripts/test.sh does)\n{bar}\n",
+            bar = "!".repeat(78)
+        );
+        let _ = std::io::stderr().write_all(banner.as_bytes());
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// Starts chromedriver and a headless Chromium session, or says why not.
+    async fn browser(profile: &Path) -> Result<(Driver, Client), String> {
+        for bin in [CHROMIUM, CHROMEDRIVER] {
+            if !Path::new(bin).exists() {
+                return Err(format!("{bin} is not installed"));
+            }
+        }
+        let port = free_port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run {CHROMEDRIVER}: {e}"))?;
+        let driver = Driver(child);
+        let mut up = false;
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !up {
+            return Err("chromedriver did not listen within 10 s".into());
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            }),
+        );
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .map_err(|e| format!("chromium did not start a session: {e}"))?;
+        Ok((driver, client))
+    }
+
+    async fn press(client: &Client, key: char) {
+        let keys = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down { value: key })
+            .then(KeyAction::Up { value: key });
+        client.perform_actions(keys).await.unwrap();
+    }
+
+    /// Waits until the shown item's id is `want` (None: nothing left).
+    async fn shown(client: &Client, want: Option<&str>) {
+        let mut last = Value::Null;
+        for _ in 0..200 {
+            last = client
+                .execute(
+                    "const i = document.getElementById('item'); \
+                     return document.body.dataset.ready === 'yes' ? (i.dataset.id || null) : 'loading';",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            if last.as_str() == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("waited 10 s for item {want:?}; the page shows {last}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_person_labels_by_keyboard_in_headless_chromium() {
+        let dir = tempfile::tempdir().unwrap();
+        let labeler = start(&dir.path().join("labels.jsonl"), 1).await;
+        submit(
+            &labeler,
+            &[
+                ("t1", HOSTILE_IMG),
+                ("t2", "the app crashes on start"),
+                ("t3", HOSTILE_SCRIPT),
+                ("t4", "thanks, all good"),
+            ],
+        )
+        .await;
+        let (_driver, client) = match browser(&dir.path().join("profile")).await {
+            Ok(b) => b,
+            Err(why) => return skip(&why),
+        };
+        let started = std::time::Instant::now();
+        client.goto(&labeler.url_with_token()).await.unwrap();
+        // A first visit asks for the person's name before showing anything.
+        let mut ready = Value::Null;
+        for _ in 0..200 {
+            ready = client
+                .execute("return document.body.dataset.ready || null;", vec![])
+                .await
+                .unwrap();
+            if ready == "name" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(ready, "name");
+        let name = client.find(Locator::Id("worker")).await.unwrap();
+        name.send_keys("carol\u{E007}").await.unwrap(); // Enter
+        shown(&client, Some("t1")).await;
+
+        // The hostile text is shown as text, and nothing in it ran.
+        let item = client.find(Locator::Id("item")).await.unwrap();
+        assert_eq!(item.text().await.unwrap(), HOSTILE_IMG.trim_end());
+        let injected = client
+            .execute(
+                "return [document.querySelectorAll('#item *').length, typeof window.pwned];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(injected, json!([0, "undefined"]));
+        // The stylesheet loaded under the CSP (the page's own origin).
+        let style = client
+            .execute(
+                "return getComputedStyle(document.getElementById('item')).whiteSpace;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(style, "pre-wrap");
+        // The token left the address bar.
+        let url = client.current_url().await.unwrap();
+        assert!(!url.as_str().contains("token"), "{url}");
+
+        press(&client, '1').await; // t1 -> problem_report
+        shown(&client, Some("t2")).await;
+        press(&client, '2').await; // t2 -> question
+        shown(&client, Some("t3")).await;
+        assert_eq!(
+            item.text().await.unwrap(),
+            HOSTILE_SCRIPT,
+            "the <script> text shows as text"
+        );
+        press(&client, 'u').await; // undo t2
+        shown(&client, Some("t2")).await;
+        press(&client, '3').await; // t2 -> none
+        shown(&client, Some("t3")).await;
+        press(&client, 's').await; // skip t3
+        shown(&client, Some("t4")).await;
+        press(&client, '3').await; // t4 -> none
+        shown(&client, Some("t3")).await; // the skipped one comes back
+        press(&client, '2').await; // t3 -> question
+        shown(&client, None).await;
+        let progress = client
+            .find(Locator::Id("progress"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(progress.starts_with("4 / 4 done"), "{progress}");
+        let injected = client
+            .execute("return typeof window.pwned;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(injected, "undefined");
+        client.close().await.unwrap();
+        eprintln!(
+            "browser session (page load to last key) took {:?}",
+            started.elapsed()
+        );
+
+        assert_eq!(
+            actions(labeler.dataset()),
+            [
+                act("answer", "t1", "carol", "problem_report"),
+                act("answer", "t2", "carol", "question"),
+                act("undo", "t2", "carol", ""),
+                act("answer", "t2", "carol", "none"),
+                act("skip", "t3", "carol", ""),
+                act("answer", "t4", "carol", "none"),
+                act("answer", "t3", "carol", "question"),
+            ]
+        );
+        let mut results = labeler.collect().await.unwrap();
+        results.sort_by(|a, b| a.item_id.cmp(&b.item_id));
+        let labels: Vec<&str> = results.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(labels, ["problem_report", "none", "question", "none"]);
+    }
+}
