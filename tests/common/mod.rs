@@ -2,10 +2,10 @@
 #![allow(dead_code)]
 
 pub mod conformance;
-pub mod reconcile;
 pub mod labeler_conformance;
 #[cfg(feature = "mturk")]
 pub mod mturk_server;
+pub mod reconcile;
 
 #[cfg(any(
     feature = "kinesis",
