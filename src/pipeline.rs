@@ -1041,6 +1041,12 @@ struct ShardTrack {
     watermark: Option<Sequence>,
     /// The last position committed.
     committed: Option<Position>,
+    /// Absolute index one past the last record of the checkpoint being
+    /// committed (the value of `base` when it was taken).
+    sent_base: u64,
+    /// Absolute index one past the last committed record: records from
+    /// here on count as unacked, done or not, until a commit covers them.
+    committed_base: u64,
     /// The source said the shard is closed.
     ended: bool,
     stats: ShardStats,
@@ -1054,6 +1060,8 @@ impl ShardTrack {
             slots: VecDeque::new(),
             watermark: None,
             committed: None,
+            sent_base: 0,
+            committed_base: 0,
             ended: false,
             stats: ShardStats::default(),
         }
@@ -1273,11 +1281,13 @@ impl<S: Source> Run<'_, S> {
         i
     }
 
-    fn pending_checkpoints(&self) -> Vec<Checkpoint> {
+    fn pending_checkpoints(&mut self) -> Vec<Checkpoint> {
         self.shards
-            .iter()
+            .iter_mut()
             .filter_map(|t| {
-                t.pending_position().map(|position| Checkpoint {
+                let position = t.pending_position()?;
+                t.sent_base = t.base;
+                Some(Checkpoint {
                     shard: t.shard.clone(),
                     position,
                 })
@@ -1288,7 +1298,12 @@ impl<S: Source> Run<'_, S> {
     fn committed(&mut self, checkpoints: &[Checkpoint]) {
         for cp in checkpoints {
             if let Some(&i) = self.shard_index.get(&cp.shard) {
-                self.shards[i].committed = Some(cp.position.clone());
+                let track = &mut self.shards[i];
+                track.committed = Some(cp.position.clone());
+                // Only now are these records safe from redelivery.
+                let covered = track.sent_base.saturating_sub(track.committed_base);
+                track.committed_base = track.committed_base.max(track.sent_base);
+                self.unacked = self.unacked.saturating_sub(covered as usize);
             }
             self.committed.insert(cp.shard.clone(), cp.clone());
         }
@@ -1340,8 +1355,8 @@ impl<S: Source> Run<'_, S> {
                 return Some(Stop::DeadLetter(done.record_id.unwrap_or_default(), err));
             }
         }
-        let released = track.complete(done.index, done.sequence);
-        self.unacked -= released;
+        // `unacked` falls when a commit covers the record, not here.
+        track.complete(done.index, done.sequence);
         self.since_commit += 1;
         if track.ended && track.slots.is_empty() {
             // Commit SHARD_END promptly: children of the shard wait for it.
@@ -1361,6 +1376,12 @@ impl<S: Source> Run<'_, S> {
         debug_assert!(
             stats.reconciles(),
             "run report does not reconcile: {stats:?}"
+        );
+        debug_assert!(
+            stats.shards.values().map(|s| s.records_in).sum::<u64>() == stats.records_in
+                && stats.shards.values().map(|s| s.dead_lettered).sum::<u64>()
+                    == stats.dead_lettered,
+            "run report's shards do not add up to its totals: {stats:?}"
         );
         RunReport {
             stats,
@@ -1468,7 +1489,8 @@ impl<S: Source> Run<'_, S> {
             if want_fetch {
                 fetch = Some(Box::pin(source.next_batch()));
             }
-            if self.since_commit >= config.commit_every {
+            if self.since_commit >= config.commit_every || self.unacked >= config.max_unacked {
+                // At the unacked limit only a commit makes room.
                 commit_due = true;
             }
             if commit_due && commit.is_none() {

@@ -3,6 +3,9 @@
 //!
 //! - [`MemorySource`]: a stream held in memory, with N shards, recorded
 //!   commits and crash-restart from the last commit.
+//! - [`FileSource`]: a stream in a file, one record per line, resuming
+//!   from a [`CheckpointStore`](crate::checkpoint::CheckpointStore): survives
+//!   the process, for real crash-restart tests.
 //! - [`FnClassifier`] and [`KeywordClassifier`]: classifiers from a closure or
 //!   a keyword table.
 //! - [`RecordingRouter`]: keeps every delivery for assertions.
@@ -13,11 +16,13 @@
 mod classifier;
 mod crowd;
 mod fault;
+mod file_source;
 mod router;
 mod source;
 
 pub use classifier::{AsText, FnClassifier, KeywordClassifier};
 pub use crowd::{SimulatedCrowd, Worker};
 pub use fault::{DefaultKey, FaultKind, FaultPlan, Faulty, ItemKey};
+pub use file_source::FileSource;
 pub use router::{Delivered, RecordingRouter};
 pub use source::{MemorySender, MemorySource, MemoryStream};

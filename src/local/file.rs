@@ -29,6 +29,10 @@ use crate::policy::Policy;
 pub const MODEL_FORMAT: &str = "streamsift-local-model";
 /// The model-file version this build reads and writes.
 pub const MODEL_VERSION: u32 = 1;
+/// The most weights (buckets x columns) a model file may ask for: 2^28
+/// `f32`s, 1 GiB. A file asking for more is refused before anything is
+/// allocated.
+pub const MAX_WEIGHT_CELLS: usize = 1 << 28;
 
 /// Why a model file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -263,7 +267,21 @@ impl LocalModel {
         if values.iter().chain(&repr.bias).any(|w| !w.is_finite()) {
             return shape("a weight is not a finite number".to_string());
         }
-        let mut weights = vec![0.0f32; dim * columns];
+        // Refuse a table too large to hold before allocating it: a file of a
+        // few bytes can ask for 2^26 buckets times thousands of labels.
+        let cells = dim
+            .checked_mul(columns)
+            .filter(|&cells| cells <= MAX_WEIGHT_CELLS);
+        let Some(cells) = cells else {
+            return shape(format!(
+                "the weight table would hold 2^{} buckets x {columns} columns = {} weights, more \
+                 than the {MAX_WEIGHT_CELLS} this build loads; lower the featurizer's bits or the \
+                 number of labels",
+                featurizer.config().bits,
+                (dim as u128) * (columns as u128),
+            ));
+        };
+        let mut weights = vec![0.0f32; cells];
         for (&b, row) in buckets.iter().zip(values.chunks_exact(columns)) {
             let at = b as usize * columns;
             weights[at..at + columns].copy_from_slice(row);

@@ -49,7 +49,7 @@ pub use eval::{
 pub use features::{
     CharNgrams, ConfigError, Feature, FeatureBuf, Featurizer, FeaturizerConfig, Norm, NumericField,
 };
-pub use file::{MODEL_FORMAT, MODEL_VERSION, ModelFileError};
+pub use file::{MAX_WEIGHT_CELLS, MODEL_FORMAT, MODEL_VERSION, ModelFileError};
 pub use fingerprint::training_fingerprint;
 pub use model::{
     FeatureWeight, LocalClassifier, LocalModel, ModelKind, NamedBucket, TopFeatures,

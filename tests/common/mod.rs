@@ -5,6 +5,7 @@ pub mod conformance;
 pub mod labeler_conformance;
 #[cfg(feature = "mturk")]
 pub mod mturk_server;
+pub mod reconcile;
 
 #[cfg(any(
     feature = "kinesis",

@@ -1,0 +1,270 @@
+//! Secrets stay secret: a recognisable fake access key, secret key and
+//! session token go into the `SdkConfig` every AWS-backed component is built
+//! from; none of them may appear in the components' `Debug` output, in the
+//! logs (captured at every level streamsift logs at), in the dead-letter file
+//! or in the run report, even when every call fails and is retried.
+//!
+//! Nothing reaches AWS: the endpoint is a loopback server that records each
+//! request (showing the token really was sent) and answers 403.
+
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use streamsift::checkpoint::dynamodb::DynamoDbCheckpointStore;
+use streamsift::fakes::MemorySource;
+use streamsift::kinesis::{KinesisProducer, KinesisSource};
+use streamsift::machine_learning::AmazonMlClassifierBuilder;
+use streamsift::sagemaker::SageMakerClassifier;
+use streamsift::sns::SnsRouter;
+use streamsift::{ClassifyError, JsonLinesDeadLetter, Pipeline, Policy, Prediction, RetryPolicy};
+
+const ACCESS_KEY: &str = "AKIAFAKESECRETKEY7777";
+const SECRET_KEY: &str = "s3cr3t/SECRET+key/DO-NOT-LEAK/0123456789";
+const SESSION_TOKEN: &str = "FwoGZXIvYXdzTOKEN-do-not-leak-QWERTYUIOP0987654321";
+
+/// Every secret, and recognisable parts of them (a leak may be truncated).
+fn needles() -> Vec<&'static str> {
+    vec![
+        SECRET_KEY,
+        &SECRET_KEY[..20],
+        SESSION_TOKEN,
+        &SESSION_TOKEN[..24],
+        "DO-NOT-LEAK",
+        "do-not-leak",
+    ]
+}
+
+fn assert_clean(what: &str, text: &str) {
+    for needle in needles() {
+        assert!(
+            !text.contains(needle),
+            "{what} contains the secret {needle:?}:\n{text}"
+        );
+    }
+}
+
+async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .credentials_provider(aws_credential_types::Credentials::new(
+            ACCESS_KEY,
+            SECRET_KEY,
+            Some(SESSION_TOKEN.to_string()),
+            None,
+            "streamsift-secrets-test",
+        ))
+        .load()
+        .await
+}
+
+/// A loopback HTTP server that keeps every request it gets (so the test can
+/// show the credentials really were sent, signed into the headers) and
+/// answers each with 403, the way AWS answers a bad token.
+fn refusing_server() -> (String, Arc<Mutex<Vec<String>>>) {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&requests);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream);
+            let mut head = String::new();
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                let end = line == "\r\n";
+                head.push_str(&line);
+                if end {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let body = String::from_utf8_lossy(&body).into_owned();
+            let (content_type, answer) = if body.starts_with("Action=") {
+                (
+                    "text/xml",
+                    "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidClientTokenId</Code>\
+                     <Message>The security token included in the request is invalid.</Message>\
+                     </Error><RequestId>r-1</RequestId></ErrorResponse>"
+                        .to_string(),
+                )
+            } else {
+                (
+                    "application/x-amz-json-1.1",
+                    r#"{"__type":"UnrecognizedClientException","message":"The security token included in the request is invalid."}"#
+                        .to_string(),
+                )
+            };
+            seen.lock().unwrap().push(format!("{head}{body}"));
+            let response = format!(
+                "HTTP/1.1 403 Forbidden\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            let mut stream = reader.into_inner();
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    (endpoint, requests)
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+struct Tweet {
+    id: u64,
+    text: String,
+}
+
+#[tokio::test]
+async fn credentials_never_appear_in_debug_logs_dead_letters_or_reports() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    // Everything streamsift logs, at every level, plus the SDK's own
+    // warnings and errors (its debug/trace output is the SDK's business and
+    // is off in any sane production setting).
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info,streamsift=trace"))
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (endpoint, requests) = refusing_server();
+    let config = sdk_config(&endpoint).await;
+    // The config itself: the SDK redacts the secret key in Debug.
+    assert_clean("SdkConfig Debug", &format!("{config:?}"));
+
+    // Every component that holds a client or credentials.
+    let producer = KinesisProducer::from_conf(&config, "tweets");
+    let source_builder = KinesisSource::from_conf(&config, "tweets");
+    let store = DynamoDbCheckpointStore::from_conf(&config, "leases");
+    let sagemaker: SageMakerClassifier<Tweet> =
+        SageMakerClassifier::builder(aws_sdk_sagemakerruntime::Client::new(&config), "ep").build();
+    let aml: AmazonMlClassifierBuilder<Tweet> =
+        AmazonMlClassifierBuilder::new(aws_sdk_machinelearning::Client::new(&config), "ml-model");
+    let router: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&config)
+        .topic("arn:aws:sns:us-east-1:123456789012:alerts")
+        .retry_policy(RetryPolicy {
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+            multiplier: 2.0,
+        })
+        .build()
+        .unwrap();
+    for (what, debug) in [
+        ("KinesisProducer", format!("{producer:?} {producer:#?}")),
+        (
+            "KinesisSourceBuilder",
+            format!("{source_builder:?} {source_builder:#?}"),
+        ),
+        ("DynamoDbCheckpointStore", format!("{store:?} {store:#?}")),
+        (
+            "SageMakerClassifier",
+            format!("{sagemaker:?} {sagemaker:#?}"),
+        ),
+        ("AmazonMlClassifierBuilder", format!("{aml:?} {aml:#?}")),
+        ("SnsRouter", format!("{router:?} {router:#?}")),
+    ] {
+        assert_clean(what, &debug);
+    }
+
+    // A run where every route call fails (connection refused), is retried,
+    // logged and dead-lettered.
+    let dir = tempfile::tempdir().unwrap();
+    let dead_path = dir.path().join("dead.jsonl");
+    let source = MemorySource::from_payloads(
+        1,
+        vec![
+            r#"{"id":1,"text":"site down"}"#,
+            r#"{"id":2,"text":"still down"}"#,
+        ],
+    );
+    let report = Pipeline::new(source)
+        .json::<Tweet>()
+        .classify(|_: &Tweet| async {
+            Ok::<_, ClassifyError>(Prediction::binary("actionable", "noise", 0.9))
+        })
+        .policy(Policy::binary(0.5, "oncall"))
+        .route(router)
+        .dead_letter(JsonLinesDeadLetter::new(&dead_path))
+        .retry(RetryPolicy {
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+            multiplier: 2.0,
+        })
+        .call_timeout(Duration::from_secs(5))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.stats.dead_lettered, 2, "{report:?}");
+
+    // A producer call that fails, logged by the producer.
+    let put = producer
+        .send(vec![
+            streamsift::kinesis::ProducerRecord::new("hello").partition_key("k"),
+        ])
+        .await;
+    let put_debug = format!("{put:?}");
+    let failed = match &put {
+        Err(_) => true,
+        Ok(report) => report.outcomes().iter().all(Result::is_err),
+    };
+    assert!(failed, "{endpoint} refuses everything: {put_debug}");
+    assert_clean("producer error", &put_debug);
+
+    let dead = std::fs::read_to_string(&dead_path).unwrap();
+    assert!(dead.contains("route"), "{dead}");
+    assert_clean("dead-letter file", &dead);
+    assert_clean("run report (Debug)", &format!("{report:?}"));
+    assert_clean(
+        "run report (JSON)",
+        &serde_json::to_string(&report).unwrap(),
+    );
+    let _ = std::io::stdout().flush();
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert_clean("logs", &logs);
+
+    // The secrets were live: the session token went out in the signed
+    // requests' headers (and the secret key signed them), so a component
+    // that logged or kept its requests would have leaked it.
+    let requests = requests.lock().unwrap().clone();
+    assert!(requests.len() >= 2, "{} requests", requests.len());
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.to_ascii_lowercase().contains("x-amz-security-token")
+                && r.contains(SESSION_TOKEN)),
+        "every request carries the session token"
+    );
+    assert!(requests.iter().any(|r| r.contains("Action=Publish")));
+    assert!(logs.contains("dead-lettering record"), "{logs}");
+    // And the check catches a real leak: the raw requests fail it.
+    let raw = requests.join("\n");
+    assert!(std::panic::catch_unwind(|| assert_clean("raw requests", &raw)).is_err());
+}
