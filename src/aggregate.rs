@@ -494,6 +494,12 @@ impl Aggregator {
     /// Only complete items (with [`min_votes`](Self::min_votes) valid
     /// votes) take part.
     ///
+    /// Dawid–Skene learns how reliable each worker is from the items that
+    /// several workers answered. When no complete item has two or more valid
+    /// votes (one person labeling alone, say) there is nothing to learn it
+    /// from, and EM only drifts towards the commonest label; then this
+    /// returns [`majority`](Self::majority) instead (`iterations` is 0).
+    ///
     /// ```
     /// use streamsift::aggregate::{Aggregator, Answer, DawidSkene};
     /// let answers = [
@@ -512,6 +518,9 @@ impl Aggregator {
         let complete: Vec<usize> = (0..ix.items.len())
             .filter(|&i| ix.votes[i].len() >= self.min_votes)
             .collect();
+        if complete.iter().all(|&i| ix.votes[i].len() < 2) {
+            return self.majority(answers);
+        }
         // Initial posteriors: the majority vote shares.
         let mut post: Vec<Vec<f64>> = complete
             .iter()
@@ -756,6 +765,24 @@ mod tests {
 
     fn a(item: &str, worker: &str, label: &str) -> Answer {
         Answer::new(item, worker, label)
+    }
+
+    #[test]
+    fn dawid_skene_with_one_answer_per_item_is_the_majority_vote() {
+        // One person alone: 7 "no", 3 "yes". EM would drift every item to
+        // "no"; with nothing to learn reliability from it must keep the votes.
+        let agg = Aggregator::new(["yes", "no"]);
+        let answers: Vec<Answer> = (0..10)
+            .map(|i| a(&format!("t{i}"), "solo", if i < 3 { "yes" } else { "no" }))
+            .collect();
+        let ds = agg.dawid_skene(&answers, &DawidSkene::default());
+        let mv = agg.majority(&answers);
+        assert_eq!(ds.iterations, 0);
+        for (d, m) in ds.items.iter().zip(&mv.items) {
+            assert_eq!(d.item_id, m.item_id);
+            assert_eq!(d.label, m.label);
+        }
+        assert_eq!(ds.items.iter().filter(|i| i.label == "yes").count(), 3);
     }
 
     #[test]
