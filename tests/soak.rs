@@ -503,6 +503,7 @@ fn reconcile_helpers_catch_broken_accounts() {
         checkpoints: Vec::new(),
         elapsed: Duration::ZERO,
         stopped: streamsift::StopReason::SourceExhausted,
+        active: None,
     };
     report.stats.records_in = 3;
     report.stats.routed = 2;
