@@ -10,7 +10,9 @@
 //!   file (JSON lines) and fsynced before the page is told it was saved.
 //!   Starting again on the same file replays it: nothing is lost and each
 //!   person carries on where they stopped. A line that is not a valid event
-//!   is a [`LabelUiError::CorruptLine`] naming the line.
+//!   is a [`LabelUiError::CorruptLine`] naming the line, except an
+//!   unfinished last line (no newline: a write cut short by a crash, never
+//!   acknowledged), which is dropped with a warning and cut from the file.
 //! - **Several people**: each browser has a person's name (kept in its
 //!   `localStorage`); each item gets
 //!   [`answers_per_item`](LocalWebLabelerBuilder::answers_per_item) answers
@@ -85,8 +87,7 @@ pub enum LabelUiError {
     },
     /// A line of the dataset file is not a valid labeling event.
     #[error(
-        "labeling dataset {path}, line {line}: {message}. Fix or delete that line and start again \
-         (a last line cut short by a crash while writing can be deleted safely: it was never acknowledged)"
+        "labeling dataset {path}, line {line}: {message}. Fix or delete that line and start again"
     )]
     CorruptLine {
         /// The dataset file.

@@ -168,22 +168,49 @@ impl Store {
             history: HashMap::new(),
             leases: HashMap::new(),
         };
+        let len = store.file.metadata().map_err(io)?.len();
         let reader = BufReader::new(File::open(path).map_err(io)?);
+        let mut offset: u64 = 0;
         for (n, line) in reader.split(b'\n').enumerate() {
             let line_no = n + 1;
             let bytes = line.map_err(io)?;
+            let start = offset;
+            offset += bytes.len() as u64 + 1;
+            // The last line without its newline is a write cut short by a
+            // crash: it was never synced, so never acknowledged to anyone.
+            let torn = offset > len;
             let corrupt = |message: String| LabelUiError::CorruptLine {
                 path: path.to_owned(),
                 line: line_no,
                 message,
             };
-            let text =
-                std::str::from_utf8(&bytes).map_err(|e| corrupt(format!("not UTF-8: {e}")))?;
-            if text.trim().is_empty() {
-                continue;
-            }
-            let event: Event = serde_json::from_str(text)
-                .map_err(|e| corrupt(format!("not a labeling event: {e}")))?;
+            let parsed = std::str::from_utf8(&bytes)
+                .map_err(|e| format!("not UTF-8: {e}"))
+                .and_then(|text| {
+                    if text.trim().is_empty() {
+                        Ok(None)
+                    } else {
+                        serde_json::from_str::<Event>(text)
+                            .map(Some)
+                            .map_err(|e| format!("not a labeling event: {e}"))
+                    }
+                });
+            let event = match parsed {
+                Ok(Some(event)) => event,
+                Ok(None) => continue,
+                Err(message) if torn => {
+                    tracing::warn!(
+                        path = %path.display(),
+                        line = line_no,
+                        %message,
+                        "dropping an unfinished last line (a write cut short); it was never acknowledged"
+                    );
+                    store.file.set_len(start).map_err(io)?;
+                    store.file.sync_data().map_err(io)?;
+                    break;
+                }
+                Err(message) => return Err(corrupt(message)),
+            };
             store.apply(&event, Mode::Replay).map_err(|r| {
                 corrupt(match r {
                     Refusal::UnknownItem(m) | Refusal::UnknownLabel(m) | Refusal::Conflict(m) => m,
@@ -759,5 +786,35 @@ mod tests {
         let err = Store::open(&path, labels(), 1, Duration::from_secs(1)).unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");
         assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn a_torn_last_line_is_dropped_and_the_file_repaired() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.jsonl");
+        {
+            let mut store = Store::open(&path, labels(), 1, Duration::from_secs(1)).unwrap();
+            store.submit(items(&["a", "b"])).unwrap();
+        }
+        let good = std::fs::read(&path).unwrap();
+        // A crash in the middle of appending the next event.
+        let mut torn = good.clone();
+        torn.extend_from_slice(b"{\"kind\":\"answer\",\"item\":\"a\",\"wor");
+        std::fs::write(&path, &torn).unwrap();
+        let mut store = Store::open(&path, labels(), 1, Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            good,
+            "the torn tail is cut off"
+        );
+        // Appending afterwards starts on a line of its own.
+        store.submit(items(&["c"])).unwrap();
+        drop(store);
+        let store = Store::open(&path, labels(), 1, Duration::from_secs(1)).unwrap();
+        assert_eq!(store.items.len(), 3);
+        // The same bytes followed by a newline are not a torn write: an error.
+        torn.push(b'\n');
+        std::fs::write(&path, &torn).unwrap();
+        assert!(Store::open(&path, labels(), 1, Duration::from_secs(1)).is_err());
     }
 }
