@@ -16,6 +16,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use crate::local::escape_html;
+
 use super::store::{Counts, Refusal, ShownItem, Store};
 use super::token::AccessToken;
 
@@ -118,22 +120,6 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 async fn index(State(shared): State<Arc<Shared>>) -> Response {
     let html = INDEX_HTML.replace("{{TITLE}}", &escape_html(&shared.title));
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
-}
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub(crate) fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// JSON with `<`, `>` and `&` written as `\u` escapes, so that no HTML

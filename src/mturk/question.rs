@@ -89,20 +89,19 @@ impl Default for QuestionTemplate {
 /// assert_eq!(escape_html("<b>\"x\" & 'y'</b>"), "&lt;b&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/b&gt;");
 /// ```
 pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + text.len() / 8);
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
+    let xml_invalid = |c: char| {
+        !matches!(c, '\t' | '\n' | '\r')
+            && ((c as u32) < 0x20 || matches!(c, '\u{FFFE}' | '\u{FFFF}'))
+    };
+    if text.contains(xml_invalid) {
+        let valid: String = text
+            .chars()
+            .map(|c| if xml_invalid(c) { '\u{FFFD}' } else { c })
+            .collect();
+        crate::local::escape_html(&valid)
+    } else {
+        crate::local::escape_html(text)
     }
-    out
 }
 
 fn is_identifier(value: &str) -> bool {
