@@ -463,18 +463,30 @@ impl Captured {
     }
 }
 
-// Current-thread runtime: the subscriber set for this thread also sees the
-// server's tasks.
-#[tokio::test(flavor = "current_thread")]
+// The process-wide subscriber, not a thread-local one: with a thread-local
+// subscriber, a callsite first hit by another test's thread (with no
+// subscriber) can be cached as "never" and this test then sees no events.
+// Every test's logs land here, which only widens the token check.
+fn process_logs() -> Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("streamsift=trace,warn"))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other test in this binary sets a global subscriber");
+        logs
+    })
+    .clone()
+}
+
+#[tokio::test]
 async fn binding_beyond_loopback_warns_and_logs_never_show_the_token() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = process_logs();
     let dir = tempfile::tempdir().unwrap();
 
     let local = start(&dir.path().join("a.jsonl"), 1).await;
