@@ -56,17 +56,7 @@ async fn main() -> ExitCode {
     );
     let crowd = app::simulated_crowd(gold, options.seed);
     let started = std::time::Instant::now();
-    match app::run(&options, &crowd).await {
-        Ok(o) => {
-            print_outcome(&o);
-            println!("done in {:.1} s", started.elapsed().as_secs_f64());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    finish(app::run(&options, &crowd).await, started)
 }
 
 /// Labels on the local web page: people open the printed URL (with its
@@ -104,17 +94,7 @@ async fn web(options: &app::Options) -> ExitCode {
     let started = std::time::Instant::now();
     let result = app::run(options, &labeler).await;
     labeler.shutdown().await;
-    match result {
-        Ok(o) => {
-            print_outcome(&o);
-            println!("done in {:.1} s", started.elapsed().as_secs_f64());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    finish(result, started)
 }
 
 #[cfg(not(feature = "label-ui"))]
@@ -141,7 +121,21 @@ async fn mturk(options: &app::Options) -> ExitCode {
         Cents(options.max_spend_cents).to_dollars()
     );
     let started = std::time::Instant::now();
-    match app::run(options, &labeler).await {
+    finish(app::run(options, &labeler).await, started)
+}
+
+#[cfg(not(feature = "mturk"))]
+async fn mturk(_: &app::Options) -> ExitCode {
+    eprintln!(
+        "error: --mturk needs the Mechanical Turk labeler; run \
+         `cargo run --features mturk --example label_and_train -- --mturk --sample 40`"
+    );
+    ExitCode::from(2)
+}
+
+/// Prints the outcome (or the error) of a run that began at `started`.
+fn finish(result: Result<app::Outcome, app::AppError>, started: std::time::Instant) -> ExitCode {
+    match result {
         Ok(o) => {
             print_outcome(&o);
             println!("done in {:.1} s", started.elapsed().as_secs_f64());
@@ -152,15 +146,6 @@ async fn mturk(options: &app::Options) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-#[cfg(not(feature = "mturk"))]
-async fn mturk(_: &app::Options) -> ExitCode {
-    eprintln!(
-        "error: --mturk needs the Mechanical Turk labeler; run \
-         `cargo run --features mturk --example label_and_train -- --mturk --sample 40`"
-    );
-    ExitCode::from(2)
 }
 
 fn print_outcome(o: &app::Outcome) {
