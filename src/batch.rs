@@ -45,8 +45,6 @@
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt as _};
@@ -54,18 +52,15 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::classify::{Classifier, Label};
-use crate::dead_letter::{DeadLetterSink, JsonLinesDeadLetter, Stage};
+use crate::dead_letter::Stage;
 use crate::decode::Decoder;
-use crate::error::{ErrorClass, SourceError};
-use crate::labeler::Labeler;
-use crate::pipeline::{
-    AT_DECODE, Config, Ctx, Failure, Outcome, Pipeline, PipelineError, Stats, Tries, dead_letter,
-    lazy_timeout_at, stage_of, stages,
-};
-use crate::policy::Policy;
+use crate::error::SourceError;
+use crate::pipeline::{Done, Outcome, Pipeline, PipelineError, Stages, Stats};
 use crate::record::{Batch, Checkpoint, Record, ShardId};
 use crate::router::Router;
 use crate::source::Source;
+
+pub use crate::pipeline::OnExhausted;
 
 /// The source of a [`Pipeline`] that is never run, only turned into a
 /// [`BatchProcessor`]: records come from outside (a Lambda event, the KCL
@@ -89,30 +84,18 @@ pub fn builder() -> Pipeline<NoSource> {
     Pipeline::new(NoSource)
 }
 
-/// What to do with a record whose retryable failure outlasted its retries
-/// (throttling that did not stop, a backend down, a call or record
-/// timeout). Permanent failures (undecodable, too large, rejected for good)
-/// are always dead-lettered.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnExhausted {
-    /// Dead-letter it and move on, as [`Pipeline::run`] does. The KCL
-    /// processor uses this: the daemon does not redeliver by itself.
-    #[default]
-    DeadLetter,
-    /// Report it as [`RecordOutcome::FailedRetryable`] so the engine
-    /// delivers it again later. The Lambda handler uses this: Lambda
-    /// retries from the first failed record, up to the event source
-    /// mapping's `MaximumRetryAttempts`.
-    Report,
-}
-
 /// How one record of a batch ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum RecordOutcome {
     /// Delivered on this route.
     Routed {
+        /// The route.
+        route: Label,
+    },
+    /// Accepted by a router that chose not to deliver it
+    /// ([`Receipt::skipped`](crate::Receipt::skipped)): done, not routed.
+    Skipped {
         /// The route.
         route: Label,
     },
@@ -140,8 +123,8 @@ pub enum RecordOutcome {
 }
 
 impl RecordOutcome {
-    /// Routed, discarded, reviewed or dead-lettered: nothing more to do,
-    /// so the record may be checkpointed.
+    /// Routed, skipped, discarded, reviewed or dead-lettered: nothing more
+    /// to do, so the record may be checkpointed.
     pub fn is_done(&self) -> bool {
         !matches!(
             self,
@@ -158,6 +141,28 @@ impl RecordOutcome {
     pub fn is_dead_lettered(&self) -> bool {
         matches!(self, RecordOutcome::DeadLettered { .. })
     }
+
+    fn of(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Routed(route) => RecordOutcome::Routed {
+                route: route.clone(),
+            },
+            Outcome::Skipped(route) => RecordOutcome::Skipped {
+                route: route.clone(),
+            },
+            Outcome::Discarded => RecordOutcome::Discarded,
+            Outcome::Review => RecordOutcome::Reviewed,
+            Outcome::DeadLettered(stage) => RecordOutcome::DeadLettered { stage: *stage },
+            Outcome::SinkFailed(e) => RecordOutcome::FailedRetryable {
+                stage: None,
+                reason: format!("the dead-letter sink failed: {e}"),
+            },
+            Outcome::Exhausted { stage, reason } => RecordOutcome::FailedRetryable {
+                stage: Some(*stage),
+                reason: reason.clone(),
+            },
+        }
+    }
 }
 
 /// What [`BatchProcessor::process`] did.
@@ -167,7 +172,7 @@ pub struct BatchReport {
     pub outcomes: Vec<RecordOutcome>,
     /// The counts. `records_in` counts the records started;
     /// `unfinished` counts those that ended [`RecordOutcome::FailedRetryable`],
-    /// so `records_in == routed + discarded + sent_for_review +
+    /// so `records_in == routed + skipped + discarded + sent_for_review +
     /// dead_lettered + unfinished` ([`Stats::reconciles`]); records
     /// [`RecordOutcome::NotStarted`] are in neither.
     pub stats: Stats,
@@ -203,13 +208,7 @@ impl BatchReport {
 /// (in an `Arc`) between invocations so the classifier's model is loaded
 /// once.
 pub struct BatchProcessor<D, C, R, T> {
-    decoder: D,
-    classifier: C,
-    router: R,
-    policy: Policy,
-    labeler: Option<Box<dyn Labeler<T>>>,
-    dead_letter: Arc<dyn DeadLetterSink>,
-    config: Config,
+    stages: Stages<D, C, R, T>,
     on_exhausted: OnExhausted,
 }
 
@@ -217,9 +216,9 @@ impl<D, C, R, T> fmt::Debug for BatchProcessor<D, C, R, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BatchProcessor")
             .field("item", &std::any::type_name::<T>())
-            .field("policy", &self.policy)
-            .field("has_labeler", &self.labeler.is_some())
-            .field("config", &self.config)
+            .field("policy", &self.stages.policy)
+            .field("has_labeler", &self.stages.labeler.is_some())
+            .field("config", &self.stages.config)
             .field("on_exhausted", &self.on_exhausted)
             .finish_non_exhaustive()
     }
@@ -230,40 +229,12 @@ impl<S, D, C, R, T> Pipeline<S, D, C, R, T> {
     /// dead-letter sink into a [`BatchProcessor`]; the source is dropped.
     /// Fails like [`Pipeline::run`] when no policy is set or a limit is 0.
     pub fn into_batch_processor(self) -> Result<BatchProcessor<D, C, R, T>, PipelineError> {
-        let Some(policy) = self.policy else {
-            return Err(PipelineError::Config(
-                "no policy set: call .policy(Policy::binary(..)) or .policy(Policy::by_label(..))"
-                    .into(),
-            ));
-        };
-        if self.config.max_in_flight == 0 {
-            return Err(PipelineError::Config(
-                "max_in_flight must be at least 1".into(),
-            ));
-        }
-        let dead_letter: Arc<dyn DeadLetterSink> = self
-            .dead_letter
-            .unwrap_or_else(|| Arc::new(JsonLinesDeadLetter::new("dead-letter.jsonl")));
+        let (_source, stages, _shutdown) = self.into_parts()?;
         Ok(BatchProcessor {
-            decoder: self.decoder,
-            classifier: self.classifier,
-            router: self.router,
-            policy,
-            labeler: self.labeler,
-            dead_letter,
-            config: self.config,
+            stages,
             on_exhausted: OnExhausted::default(),
         })
     }
-}
-
-/// A record's end, as one task hands it back.
-struct Finished {
-    index: usize,
-    decoded: bool,
-    classified: Option<Label>,
-    tries: Tries,
-    outcome: RecordOutcome,
 }
 
 impl<D, C, R, T> BatchProcessor<D, C, R, T>
@@ -293,19 +264,9 @@ where
     /// Records never started are [`RecordOutcome::NotStarted`].
     pub async fn process(&self, records: Vec<Record>, stop_at: Option<Instant>) -> BatchReport {
         let started_at = Instant::now();
-        let ctx = Ctx {
-            decoder: &self.decoder,
-            classifier: &self.classifier,
-            router: &self.router,
-            policy: &self.policy,
-            labeler: self.labeler.as_deref(),
-            dead_letter: &*self.dead_letter,
-            config: &self.config,
-        };
         let n = records.len();
         let mut outcomes: Vec<RecordOutcome> = vec![RecordOutcome::NotStarted; n];
-        let mut shards = Vec::with_capacity(n);
-        let mut started = vec![false; n];
+        let mut shards: Vec<Option<ShardId>> = vec![None; n];
         let mut stats = Stats::default();
         let mut inflight = FuturesUnordered::new();
         let mut queue = records.into_iter().enumerate();
@@ -318,7 +279,7 @@ where
         };
         tokio::pin!(stop);
         loop {
-            while !stopped && inflight.len() < self.config.max_in_flight {
+            while !stopped && inflight.len() < self.stages.config.max_in_flight {
                 if stop_at.is_some_and(|at| Instant::now() >= at) {
                     stopped = true;
                     break;
@@ -326,12 +287,22 @@ where
                 let Some((index, record)) = queue.next() else {
                     break;
                 };
-                started[index] = true;
                 stats.records_in += 1;
-                let shard = record.shard.clone();
-                stats.shards.entry(shard.clone()).or_default().records_in += 1;
-                shards.push((index, shard));
-                inflight.push(self.one(&ctx, record, index));
+                stats
+                    .shards
+                    .entry(record.shard.clone())
+                    .or_default()
+                    .records_in += 1;
+                shards[index] = Some(record.shard.clone());
+                let key = index as u64;
+                inflight.push(self.stages.process(
+                    record,
+                    index,
+                    key,
+                    key,
+                    Instant::now(),
+                    self.on_exhausted,
+                ));
                 stats.peak_in_flight = stats.peak_in_flight.max(inflight.len());
             }
             if inflight.is_empty() {
@@ -340,8 +311,9 @@ where
             tokio::select! {
                 biased;
                 Some(done) = inflight.next() => {
-                    outcomes[done.index] = done.outcome.clone();
-                    count(&mut stats, &done);
+                    let done: Done = done;
+                    count(&mut stats, &done, shards[done.slot].as_ref());
+                    outcomes[done.slot] = RecordOutcome::of(&done.outcome);
                 }
                 () = &mut stop, if !stopped => {
                     stopped = true;
@@ -353,17 +325,17 @@ where
         }
         drop(inflight);
         let mut stopped_early = false;
-        for (index, _) in &shards {
-            if started[*index] && outcomes[*index] == RecordOutcome::NotStarted {
-                outcomes[*index] = RecordOutcome::FailedRetryable {
+        for (outcome, shard) in outcomes.iter_mut().zip(&shards) {
+            if let (RecordOutcome::NotStarted, Some(shard)) = (&*outcome, shard) {
+                *outcome = RecordOutcome::FailedRetryable {
                     stage: None,
                     reason: "still in progress at the batch's stop time; abandoned".into(),
                 };
                 stats.unfinished += 1;
+                stats.shards.entry(shard.clone()).or_default().unfinished += 1;
                 stopped_early = true;
             }
         }
-        shard_counts(&mut stats, &shards, &outcomes);
         stopped_early |= outcomes.contains(&RecordOutcome::NotStarted);
         debug_assert!(
             stats.reconciles(),
@@ -376,159 +348,33 @@ where
             elapsed: started_at.elapsed(),
         }
     }
-
-    /// One record through the pipeline's stages; on failure, either
-    /// dead-lettered (the pipeline's own path) or reported.
-    async fn one(&self, ctx: &Ctx<'_, D, C, R, T>, record: Record, index: usize) -> Finished {
-        let dispatched = Instant::now();
-        let key = index as u64;
-        let at = AtomicU8::new(AT_DECODE);
-        let mut tries = Tries::default();
-        let mut classified = None;
-        let result = lazy_timeout_at(
-            dispatched + self.config.record_timeout,
-            stages(
-                ctx,
-                &record,
-                key,
-                dispatched + self.config.call_timeout,
-                &at,
-                &mut tries,
-                &mut classified,
-            ),
-        )
-        .await;
-        let fail = match result {
-            Ok(Ok(outcome)) => {
-                let outcome = match outcome {
-                    Outcome::Routed(route) => RecordOutcome::Routed { route },
-                    Outcome::Discarded => RecordOutcome::Discarded,
-                    Outcome::Review => RecordOutcome::Reviewed,
-                    Outcome::DeadLettered(stage) => RecordOutcome::DeadLettered { stage },
-                    Outcome::Unfinished(e) => RecordOutcome::FailedRetryable {
-                        stage: None,
-                        reason: e.to_string(),
-                    },
-                };
-                return Finished {
-                    index,
-                    decoded: true,
-                    classified,
-                    tries,
-                    outcome,
-                };
-            }
-            Ok(Err(fail)) => fail,
-            Err(()) => Failure {
-                stage: stage_of(at.load(Ordering::Relaxed)),
-                class: ErrorClass::Retryable,
-                kind: "timeout",
-                reason: format!(
-                    "record not done within the record timeout of {:?}",
-                    self.config.record_timeout
-                ),
-                attempts: tries.retries + 1,
-                route: None,
-            },
-        };
-        if fail.class == ErrorClass::Retryable && self.on_exhausted == OnExhausted::Report {
-            tracing::warn!(
-                record = %record.id,
-                stage = fail.stage.as_str(),
-                kind = fail.kind,
-                reason = %fail.reason,
-                "record failed after retries; reporting it for redelivery"
-            );
-            return Finished {
-                index,
-                decoded: fail.stage != Stage::Decode,
-                classified,
-                tries,
-                outcome: RecordOutcome::FailedRetryable {
-                    stage: Some(fail.stage),
-                    reason: fail.reason,
-                },
-            };
-        }
-        let failed_at = fail.stage;
-        let done = Box::pin(dead_letter(
-            ctx, record, fail, 0, key, key, tries, classified,
-        ))
-        .await;
-        let outcome = match done.outcome {
-            Outcome::DeadLettered(stage) => RecordOutcome::DeadLettered { stage },
-            Outcome::Unfinished(e) => RecordOutcome::FailedRetryable {
-                stage: Some(failed_at),
-                reason: format!("the dead-letter sink failed: {e}"),
-            },
-            // `dead_letter` ends in one of the two above.
-            Outcome::Routed(_) | Outcome::Discarded | Outcome::Review => {
-                RecordOutcome::FailedRetryable {
-                    stage: Some(failed_at),
-                    reason: "unexpected outcome of the dead-letter path".into(),
-                }
-            }
-        };
-        Finished {
-            index,
-            decoded: done.decoded,
-            classified: done.classified,
-            tries: done.tries,
-            outcome,
-        }
-    }
 }
 
-fn count(stats: &mut Stats, done: &Finished) {
+/// Counts one finished record, in total and for its shard.
+fn count(stats: &mut Stats, done: &Done, shard: Option<&ShardId>) {
     stats.retries += u64::from(done.tries.retries);
     stats.throttled += u64::from(done.tries.throttled);
-    if done.decoded {
-        stats.decoded += 1;
-    }
+    stats.panics += u64::from(done.panicked);
+    stats.decoded += u64::from(done.decoded);
     if let Some(label) = &done.classified {
         *stats.classified.entry(label.clone()).or_insert(0) += 1;
     }
-    match &done.outcome {
-        RecordOutcome::Routed { route } => {
-            stats.routed += 1;
-            *stats.routed_by_route.entry(route.clone()).or_insert(0) += 1;
-        }
-        RecordOutcome::Discarded => stats.discarded += 1,
-        RecordOutcome::Reviewed => stats.sent_for_review += 1,
-        RecordOutcome::DeadLettered { stage } => {
-            stats.dead_lettered += 1;
-            *stats
-                .dead_lettered_by_stage
-                .entry(stage.as_str().to_string())
-                .or_insert(0) += 1;
-        }
-        RecordOutcome::FailedRetryable { .. } => stats.unfinished += 1,
-        RecordOutcome::NotStarted => {}
+    if let Outcome::Routed(route) = &done.outcome {
+        *stats.routed_by_route.entry(route.clone()).or_insert(0) += 1;
     }
-}
-
-/// Per-shard counts need the record's shard, which [`Finished`] does not
-/// carry; they are filled from the outcomes at the end.
-fn shard_counts(stats: &mut Stats, shards: &[(usize, ShardId)], outcomes: &[RecordOutcome]) {
-    for (index, shard) in shards {
-        let Some(outcome) = outcomes.get(*index) else {
-            continue;
-        };
-        let s = stats.shards.entry(shard.clone()).or_default();
-        match outcome {
-            RecordOutcome::Routed { .. } => s.routed += 1,
-            RecordOutcome::Discarded => s.discarded += 1,
-            RecordOutcome::Reviewed => s.sent_for_review += 1,
-            RecordOutcome::DeadLettered { .. } => s.dead_lettered += 1,
-            RecordOutcome::FailedRetryable { .. } => s.unfinished += 1,
-            RecordOutcome::NotStarted => {}
-        }
+    stats.tally(&done.outcome);
+    if let Some(shard) = shard {
+        stats
+            .shards
+            .entry(shard.clone())
+            .or_default()
+            .tally(&done.outcome);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     use super::*;
@@ -537,6 +383,7 @@ mod tests {
     use crate::error::{ClassifyError, RouteError};
     use crate::fakes::RecordingRouter;
     use crate::pipeline::RetryPolicy;
+    use crate::policy::Policy;
     use crate::record::Sequence;
     use crate::router::{Delivery, Receipt};
 

@@ -18,14 +18,7 @@ use streamsift::{RunReport, ShardStats};
 /// per-shard figures sum to the totals. The error says which figure is off.
 pub fn check_report(report: &RunReport) -> Result<(), String> {
     let s = &report.stats;
-    let total = ShardStats {
-        records_in: s.records_in,
-        routed: s.routed,
-        discarded: s.discarded,
-        sent_for_review: s.sent_for_review,
-        dead_lettered: s.dead_lettered,
-        unfinished: s.unfinished,
-    };
+    let total = s.totals();
     if !total.reconciles() {
         return Err(format!("totals do not reconcile: {total:?}"));
     }
@@ -36,6 +29,7 @@ pub fn check_report(report: &RunReport) -> Result<(), String> {
         }
         sum.records_in += st.records_in;
         sum.routed += st.routed;
+        sum.skipped += st.skipped;
         sum.discarded += st.discarded;
         sum.sent_for_review += st.sent_for_review;
         sum.dead_lettered += st.dead_lettered;

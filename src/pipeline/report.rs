@@ -1,0 +1,388 @@
+//! What a run did: the counts ([`Stats`]), the [`RunReport`], why a run
+//! ended ([`StopReason`], [`PipelineError`]), and the meter that keeps the
+//! counts on the hot path and flushes them to the `metrics` facade.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::stages::Outcome;
+use crate::classify::Label;
+use crate::error::{DeadLetterError, SourceError};
+use crate::record::{Checkpoint, ShardId};
+
+/// Figures for one shard.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardStats {
+    /// Records dispatched for processing.
+    pub records_in: u64,
+    /// Records delivered to a route.
+    pub routed: u64,
+    /// Records a router accepted but chose not to deliver
+    /// ([`Receipt::skipped`](crate::Receipt::skipped)); done, not routed.
+    #[serde(default)]
+    pub skipped: u64,
+    /// Records dropped by the policy.
+    pub discarded: u64,
+    /// Records sent for human review.
+    pub sent_for_review: u64,
+    /// Records dead-lettered.
+    pub dead_lettered: u64,
+    /// Records not done when the run or batch ended: their dead letter
+    /// could not be stored, or (in a batch) they were left for redelivery.
+    pub unfinished: u64,
+}
+
+impl ShardStats {
+    /// `records_in == routed + skipped + discarded + sent_for_review + dead_lettered + unfinished`.
+    pub fn reconciles(&self) -> bool {
+        self.records_in
+            == self.routed
+                + self.skipped
+                + self.discarded
+                + self.sent_for_review
+                + self.dead_lettered
+                + self.unfinished
+    }
+
+    /// Counts one record's end.
+    pub(crate) fn tally(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Routed(_) => self.routed += 1,
+            Outcome::Skipped(_) => self.skipped += 1,
+            Outcome::Discarded => self.discarded += 1,
+            Outcome::Review => self.sent_for_review += 1,
+            Outcome::DeadLettered(_) => self.dead_lettered += 1,
+            Outcome::SinkFailed(_) | Outcome::Exhausted { .. } => self.unfinished += 1,
+        }
+    }
+}
+
+/// What a run did, counted. The same figures go to the `metrics` facade.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Records dispatched for processing.
+    pub records_in: u64,
+    /// Records decoded.
+    pub decoded: u64,
+    /// Records classified, per predicted label.
+    pub classified: BTreeMap<Label, u64>,
+    /// Records delivered to a route.
+    pub routed: u64,
+    /// Deliveries per route.
+    pub routed_by_route: BTreeMap<Label, u64>,
+    /// Records a router accepted but chose not to deliver
+    /// ([`Receipt::skipped`](crate::Receipt::skipped), for example a
+    /// [`Filter`](crate::Filter) that said no): done, and not counted as routed.
+    #[serde(default)]
+    pub skipped: u64,
+    /// Records dropped by the policy.
+    pub discarded: u64,
+    /// Records sent for human review.
+    pub sent_for_review: u64,
+    /// Records dead-lettered.
+    pub dead_lettered: u64,
+    /// Dead letters per stage (`decode`, `classify`, `route`, `review`).
+    pub dead_lettered_by_stage: BTreeMap<String, u64>,
+    /// Records not done when the run or batch ended (see
+    /// [`ShardStats::unfinished`]).
+    pub unfinished: u64,
+    /// Retries of classify, route, review and dead-letter calls.
+    pub retries: u64,
+    /// How many of the failures retried were throttling.
+    pub throttled: u64,
+    /// Records whose user code panicked (each is dead-lettered with kind
+    /// `panic`, or left for redelivery in a batch).
+    #[serde(default)]
+    pub panics: u64,
+    /// Retries of source reads.
+    pub source_retries: u64,
+    /// Checkpoint commits that succeeded.
+    pub commits: u64,
+    /// Checkpoint commits that failed (and were tried again later).
+    pub commit_failures: u64,
+    /// The most records waiting on a component at once (records whose
+    /// components finish on the first poll are never waiting).
+    pub peak_in_flight: usize,
+    /// The same counts per shard.
+    pub shards: BTreeMap<ShardId, ShardStats>,
+}
+
+impl Stats {
+    /// The totals as one [`ShardStats`].
+    pub fn totals(&self) -> ShardStats {
+        ShardStats {
+            records_in: self.records_in,
+            routed: self.routed,
+            skipped: self.skipped,
+            discarded: self.discarded,
+            sent_for_review: self.sent_for_review,
+            dead_lettered: self.dead_lettered,
+            unfinished: self.unfinished,
+        }
+    }
+
+    /// The reconciliation invariant, in total and per shard:
+    /// `records_in == routed + skipped + discarded + sent_for_review + dead_lettered + unfinished`.
+    pub fn reconciles(&self) -> bool {
+        self.totals().reconciles() && self.shards.values().all(ShardStats::reconciles)
+    }
+
+    /// Counts one record's end in the totals (not per shard: see
+    /// [`ShardStats::tally`]).
+    pub(crate) fn tally(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Routed(_) => self.routed += 1,
+            Outcome::Skipped(_) => self.skipped += 1,
+            Outcome::Discarded => self.discarded += 1,
+            Outcome::Review => self.sent_for_review += 1,
+            Outcome::DeadLettered(stage) => {
+                self.dead_lettered += 1;
+                *self
+                    .dead_lettered_by_stage
+                    .entry(stage.as_str().to_string())
+                    .or_insert(0) += 1;
+            }
+            Outcome::SinkFailed(_) | Outcome::Exhausted { .. } => self.unfinished += 1,
+        }
+    }
+}
+
+/// Why a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The source said the stream ended.
+    SourceExhausted,
+    /// [`Shutdown::cancel`](crate::Shutdown::cancel) was called.
+    Shutdown,
+    /// An error stopped the run; see [`PipelineError`].
+    Error,
+}
+
+/// The result of [`Pipeline::run`](crate::Pipeline::run).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// The counts.
+    pub stats: Stats,
+    /// The last checkpoint committed per shard during this run.
+    pub checkpoints: Vec<Checkpoint>,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// Why it ended.
+    pub stopped: StopReason,
+    /// Labels gathered and model versions used, when the pipeline was given
+    /// an active-learning stats handle ([`Pipeline::active_stats`](crate::Pipeline::active_stats)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<crate::active::ActiveStats>,
+}
+
+/// Why a run failed. Each carries the report of what was done before.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Reading from the source failed permanently.
+    #[error("source failed permanently, pipeline stopped: {source}")]
+    Source {
+        /// The source's error.
+        #[source]
+        source: SourceError,
+        /// What was done before.
+        report: Box<RunReport>,
+    },
+    /// Committing checkpoints failed permanently (for example, a lost
+    /// lease), or kept failing for longer than
+    /// [`Pipeline::commit_timeout`](crate::Pipeline::commit_timeout). Nothing
+    /// was committed after it; what was done but not committed is
+    /// delivered again after a restart.
+    #[error("checkpoint commit failed, pipeline stopped: {source}")]
+    Commit {
+        /// The source's error.
+        #[source]
+        source: SourceError,
+        /// What was done before.
+        report: Box<RunReport>,
+    },
+    /// A dead letter could not be stored even after retries. The pipeline
+    /// stopped without committing past the record, so it will be delivered
+    /// again after a restart; fix the sink (disk full? permissions?) first.
+    #[error(
+        "dead-letter sink failed for record {record_id}; stopped without committing past it: {source}"
+    )]
+    DeadLetter {
+        /// The record that could not be dead-lettered.
+        record_id: String,
+        /// The sink's error.
+        #[source]
+        source: DeadLetterError,
+        /// What was done before.
+        report: Box<RunReport>,
+    },
+    /// The pipeline was configured wrongly.
+    #[error("invalid pipeline configuration: {0}")]
+    Config(String),
+}
+
+impl PipelineError {
+    /// The run's report, when the run started.
+    pub fn report(&self) -> Option<&RunReport> {
+        match self {
+            PipelineError::Source { report, .. }
+            | PipelineError::Commit { report, .. }
+            | PipelineError::DeadLetter { report, .. } => Some(report),
+            PipelineError::Config(_) => None,
+        }
+    }
+}
+
+/// Counts kept as the run goes, flushed to `metrics` at each commit.
+pub(crate) struct Meter {
+    pub(crate) stats: Stats,
+    flushed: Stats,
+    /// Per-label counts on the hot path: a short list scanned linearly is
+    /// cheaper than a map for the handful of labels a model has. Folded
+    /// into `stats` by `sync`.
+    classified: Vec<(Label, u64)>,
+    routed_by_route: Vec<(Label, u64)>,
+    pub(crate) latency: metrics::Histogram,
+}
+
+impl Meter {
+    pub(crate) fn new() -> Self {
+        Meter {
+            stats: Stats::default(),
+            flushed: Stats::default(),
+            classified: Vec::new(),
+            routed_by_route: Vec::new(),
+            latency: metrics::histogram!("streamsift_end_to_end_latency_seconds"),
+        }
+    }
+
+    fn bump(counts: &mut Vec<(Label, u64)>, label: &Label) {
+        match counts.iter_mut().find(|(l, _)| l == label) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((label.clone(), 1)),
+        }
+    }
+
+    /// Counts a finished record in the totals.
+    pub(crate) fn count(
+        &mut self,
+        decoded: bool,
+        classified: Option<&Label>,
+        outcome: &Outcome,
+        retries: u32,
+        throttled: u32,
+        panicked: bool,
+    ) {
+        if let Some(label) = classified {
+            Self::bump(&mut self.classified, label);
+        }
+        if let Outcome::Routed(route) = outcome {
+            Self::bump(&mut self.routed_by_route, route);
+        }
+        let stats = &mut self.stats;
+        stats.retries += u64::from(retries);
+        stats.throttled += u64::from(throttled);
+        stats.panics += u64::from(panicked);
+        stats.decoded += u64::from(decoded);
+        stats.tally(outcome);
+    }
+
+    /// Folds the hot-path label counts into `stats`.
+    pub(crate) fn sync(&mut self) {
+        for (label, n) in &self.classified {
+            self.stats.classified.insert(label.clone(), *n);
+        }
+        for (route, n) in &self.routed_by_route {
+            self.stats.routed_by_route.insert(route.clone(), *n);
+        }
+    }
+
+    /// Sends the increments since the last flush to the `metrics` recorder.
+    pub(crate) fn flush(&mut self, in_flight: usize, tracked_shards: usize) {
+        self.sync();
+        let (s, f) = (&self.stats, &self.flushed);
+        let plain = [
+            ("streamsift_records_in_total", s.records_in, f.records_in),
+            ("streamsift_decoded_total", s.decoded, f.decoded),
+            ("streamsift_routed_total", s.routed, f.routed),
+            ("streamsift_skipped_total", s.skipped, f.skipped),
+            ("streamsift_discarded_total", s.discarded, f.discarded),
+            (
+                "streamsift_review_total",
+                s.sent_for_review,
+                f.sent_for_review,
+            ),
+            (
+                "streamsift_dead_letter_total",
+                s.dead_lettered,
+                f.dead_lettered,
+            ),
+            ("streamsift_retries_total", s.retries, f.retries),
+            ("streamsift_throttled_total", s.throttled, f.throttled),
+            ("streamsift_panics_total", s.panics, f.panics),
+            (
+                "streamsift_source_retries_total",
+                s.source_retries,
+                f.source_retries,
+            ),
+            ("streamsift_commits_total", s.commits, f.commits),
+            (
+                "streamsift_commit_failures_total",
+                s.commit_failures,
+                f.commit_failures,
+            ),
+        ];
+        for (name, now, before) in plain {
+            if now > before {
+                metrics::counter!(name).increment(now - before);
+            }
+        }
+        for (label, n) in &s.classified {
+            let before = f.classified.get(label).copied().unwrap_or(0);
+            if *n > before {
+                metrics::counter!("streamsift_classified_total", "label" => label.to_string())
+                    .increment(n - before);
+            }
+        }
+        for (route, n) in &s.routed_by_route {
+            let before = f.routed_by_route.get(route).copied().unwrap_or(0);
+            if *n > before {
+                metrics::counter!("streamsift_routed_by_route_total", "route" => route.to_string())
+                    .increment(n - before);
+            }
+        }
+        for (stage, n) in &s.dead_lettered_by_stage {
+            let before = f.dead_lettered_by_stage.get(stage).copied().unwrap_or(0);
+            if *n > before {
+                metrics::counter!("streamsift_dead_letter_by_stage_total", "stage" => stage.clone())
+                    .increment(n - before);
+            }
+        }
+        metrics::gauge!("streamsift_in_flight").set(in_flight as f64);
+        metrics::gauge!("streamsift_tracked_shards").set(tracked_shards as f64);
+        self.flushed = self.stats.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_reconcile() {
+        let mut s = Stats {
+            records_in: 6,
+            routed: 1,
+            skipped: 1,
+            discarded: 2,
+            sent_for_review: 1,
+            dead_lettered: 1,
+            ..Stats::default()
+        };
+        assert!(s.reconciles());
+        s.routed = 2;
+        assert!(!s.reconciles());
+    }
+}
