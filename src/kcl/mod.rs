@@ -492,7 +492,14 @@ where
                     if !retry {
                         return Ok(false);
                     }
-                    tokio::time::sleep(backoff).await;
+                    // Equal jitter: half the ceiling plus a uniform draw
+                    // over the other half, so workers do not retry in step.
+                    let unit = crate::util::unit_f64(
+                        summary.checkpoints,
+                        summary.checkpoint_errors.len() as u64,
+                        u64::from(attempt),
+                    );
+                    tokio::time::sleep(backoff.mul_f64(0.5 + 0.5 * unit)).await;
                     backoff = backoff.saturating_mul(2);
                 }
             }
