@@ -153,8 +153,8 @@ impl RecordOutcome {
             Outcome::Discarded => RecordOutcome::Discarded,
             Outcome::Review => RecordOutcome::Reviewed,
             Outcome::DeadLettered(stage) => RecordOutcome::DeadLettered { stage: *stage },
-            Outcome::SinkFailed(e) => RecordOutcome::FailedRetryable {
-                stage: None,
+            Outcome::SinkFailed { stage, error: e } => RecordOutcome::FailedRetryable {
+                stage: Some(*stage),
                 reason: format!("the dead-letter sink failed: {e}"),
             },
             Outcome::Exhausted { stage, reason } => RecordOutcome::FailedRetryable {

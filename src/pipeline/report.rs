@@ -54,7 +54,7 @@ impl ShardStats {
             Outcome::Discarded => self.discarded += 1,
             Outcome::Review => self.sent_for_review += 1,
             Outcome::DeadLettered(_) => self.dead_lettered += 1,
-            Outcome::SinkFailed(_) | Outcome::Exhausted { .. } => self.unfinished += 1,
+            Outcome::SinkFailed { .. } | Outcome::Exhausted { .. } => self.unfinished += 1,
         }
     }
 }
@@ -144,7 +144,7 @@ impl Stats {
                     .entry(stage.as_str().to_string())
                     .or_insert(0) += 1;
             }
-            Outcome::SinkFailed(_) | Outcome::Exhausted { .. } => self.unfinished += 1,
+            Outcome::SinkFailed { .. } | Outcome::Exhausted { .. } => self.unfinished += 1,
         }
     }
 }

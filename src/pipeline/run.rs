@@ -278,7 +278,7 @@ where
             return;
         };
         track.stats.tally(&done.outcome);
-        if let Outcome::SinkFailed(err) = done.outcome {
+        if let Outcome::SinkFailed { error: err, .. } = done.outcome {
             // The slot stays unfinished: the watermark never passes it.
             self.begin_stop(
                 Cause::Error,

@@ -62,8 +62,12 @@ pub(crate) enum Outcome {
     Discarded,
     Review,
     DeadLettered(Stage),
-    /// Not done: the dead-letter sink failed.
-    SinkFailed(DeadLetterError),
+    /// Not done: the dead-letter sink failed; `stage` is where the record
+    /// failed.
+    SinkFailed {
+        stage: Stage,
+        error: DeadLetterError,
+    },
     /// Not done: retries ran out and the driver asked for it to be
     /// reported ([`OnExhausted::Report`]).
     Exhausted {
@@ -437,7 +441,10 @@ where
                     kind = e.kind(),
                     "dead-letter sink failed; the record is not done"
                 );
-                Outcome::SinkFailed(e)
+                Outcome::SinkFailed {
+                    stage: dead.stage,
+                    error: e,
+                }
             }
         };
         Done {
