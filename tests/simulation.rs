@@ -21,27 +21,39 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 fn replay(seed: u64) -> String {
-    format!("STREAMSIFT_SIM_SEED={seed} cargo test --all-features --test simulation -- --nocapture simulate_seeds")
+    format!(
+        "STREAMSIFT_SIM_SEED={seed} cargo test --all-features --test simulation -- --nocapture simulate_seeds"
+    )
 }
 
 #[test]
 fn simulate_seeds() {
-    let (seeds, verbose): (Vec<u64>, bool) = match (env_u64("STREAMSIFT_SIM_SEED"), env_u64("STREAMSIFT_SIM_SEEDS")) {
+    let (seeds, verbose): (Vec<u64>, bool) = match (
+        env_u64("STREAMSIFT_SIM_SEED"),
+        env_u64("STREAMSIFT_SIM_SEEDS"),
+    ) {
         (Some(s), _) => (vec![s], true),
         (None, Some(n)) => ((1..=n).collect(), false),
         (None, None) => ((1..=300).collect(), false),
     };
+    // STREAMSIFT_SIM_LIST=1 prints each failing seed's invariants.
+    let list = std::env::var_os("STREAMSIFT_SIM_LIST").is_some();
+    let started = std::time::Instant::now();
     let mut faults: BTreeMap<String, u64> = BTreeMap::new();
     let mut checks = 0u64;
     let mut runs = 0usize;
     let mut modes: BTreeMap<String, usize> = BTreeMap::new();
     let mut failed_seeds = 0usize;
     // (invariant, tag) -> (seeds failing, the smallest such seed's report size, seed, message)
-    let mut distinct: BTreeMap<(&'static str, String), (usize, usize, u64, String)> = BTreeMap::new();
+    let mut distinct: BTreeMap<(&'static str, String), (usize, usize, u64, String)> =
+        BTreeMap::new();
     for &seed in &seeds {
         let report: SeedReport = run_seed(seed, Mutation::None, verbose);
         if verbose {
-            println!("{}", sim::plan::Plan::generate(seed, Mutation::None).describe());
+            println!(
+                "{}",
+                sim::plan::Plan::generate(seed, Mutation::None).describe()
+            );
             for line in &report.trace {
                 println!("  {line}");
             }
@@ -54,6 +66,17 @@ fn simulate_seeds() {
         }
         if !report.failures.is_empty() {
             failed_seeds += 1;
+            if list {
+                let kinds: std::collections::BTreeSet<String> = report
+                    .failures
+                    .iter()
+                    .map(|f| format!("{}: {}", f.invariant, f.tag))
+                    .collect();
+                println!(
+                    "seed {seed} ({:?}, {} records, {} runs): {kinds:?}",
+                    report.mode, report.records, report.runs
+                );
+            }
         }
         let size = report.records + report.runs;
         let mut seen = std::collections::BTreeSet::new();
@@ -62,7 +85,9 @@ fn simulate_seeds() {
             if !seen.insert(key.clone()) {
                 continue;
             }
-            let entry = distinct.entry(key).or_insert((0, usize::MAX, seed, String::new()));
+            let entry = distinct
+                .entry(key)
+                .or_insert((0, usize::MAX, seed, String::new()));
             entry.0 += 1;
             if size < entry.1 {
                 *entry = (entry.0, size, seed, f.message.clone());
@@ -71,9 +96,10 @@ fn simulate_seeds() {
     }
     println!(
         "simulation: {} seeds ({modes:?}), {runs} runs or batch invocations, {checks} invariant checks, \
-         {failed_seeds} seeds failing, {} distinct failures",
+         {failed_seeds} seeds failing, {} distinct failures, {:.1}s wall",
         seeds.len(),
-        distinct.len()
+        distinct.len(),
+        started.elapsed().as_secs_f64()
     );
     println!("faults injected: {faults:?}");
     let mut summary = String::new();
@@ -84,7 +110,11 @@ fn simulate_seeds() {
         ));
     }
     println!("{summary}");
-    assert!(distinct.is_empty(), "the simulation found {} distinct invariant failures:{summary}", distinct.len());
+    assert!(
+        distinct.is_empty(),
+        "the simulation found {} distinct invariant failures:{summary}",
+        distinct.len()
+    );
 }
 
 #[test]
@@ -96,11 +126,20 @@ fn same_seed_same_trace() {
             a.hash, b.hash,
             "seed {seed} gave two different event logs: the simulation is not deterministic"
         );
-        assert_eq!(a.failures.len(), b.failures.len(), "seed {seed}: different verdicts");
+        assert_eq!(
+            a.failures.len(),
+            b.failures.len(),
+            "seed {seed}: different verdicts"
+        );
     }
-    let hashes: std::collections::BTreeSet<u64> =
-        (1..=5).map(|s| run_seed(s, Mutation::None, false).hash).collect();
-    assert_eq!(hashes.len(), 5, "different seeds must give different worlds");
+    let hashes: std::collections::BTreeSet<u64> = (1..=5)
+        .map(|s| run_seed(s, Mutation::None, false).hash)
+        .collect();
+    assert_eq!(
+        hashes.len(),
+        5,
+        "different seeds must give different worlds"
+    );
 }
 
 fn oracle_catches(mutation: Mutation) {
@@ -113,13 +152,21 @@ fn oracle_catches(mutation: Mutation) {
         exercised += 1;
         assert!(
             report.failures.iter().any(|f| f.invariant == "no_loss"),
-            "seed {seed} with {mutation:?} applied {} times, yet the oracle reported no no_loss failure; \
+            "seed {} with {mutation:?} applied {} times, yet the oracle reported no no_loss failure; \
              it reported: {:?}",
+            report.seed,
             report.mutations_applied,
-            report.failures.iter().map(|f| &f.message).collect::<Vec<_>>()
+            report
+                .failures
+                .iter()
+                .map(|f| &f.message)
+                .collect::<Vec<_>>()
         );
     }
-    assert!(exercised >= 5, "{mutation:?} changed only {exercised} of 40 seeds; the test proves too little");
+    assert!(
+        exercised >= 5,
+        "{mutation:?} changed only {exercised} of 40 seeds; the test proves too little"
+    );
 }
 
 #[test]

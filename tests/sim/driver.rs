@@ -16,7 +16,9 @@ use tokio::time::Instant;
 use super::components::{POISON, SimClassifier, SimDeadLetter, SimLabeler, SimRouter, decoder};
 use super::logs;
 use super::oracle::{Failure, Oracle};
-use super::plan::{CALL_TIMEOUT, Mode, Mutation, Plan, RESTART_DELAY, REVIEW_LOW, ROUTE, THRESHOLD};
+use super::plan::{
+    CALL_TIMEOUT, Mode, Mutation, Plan, RESTART_DELAY, REVIEW_LOW, ROUTE, THRESHOLD,
+};
 use super::rng::unit;
 use super::source::{SimSource, record};
 
@@ -79,10 +81,16 @@ fn policy(plan: &Plan) -> Policy {
 }
 
 fn escaped(oracle: &Oracle, where_: &str, msg: &str) {
-    let what = ["decoder", "classifier", "router", "labeler", "dead-letter sink"]
-        .into_iter()
-        .find(|w| msg.contains(w))
-        .unwrap_or("unknown code");
+    let what = [
+        "decoder",
+        "classifier",
+        "router",
+        "labeler",
+        "dead-letter sink",
+    ]
+    .into_iter()
+    .find(|w| msg.contains(w))
+    .unwrap_or("unknown code");
     oracle.fail(
         "poison",
         format!("panic in the {what} escaped {where_}"),
@@ -178,8 +186,8 @@ async fn pipeline_seed(oracle: &Oracle, store: &MemoryCheckpointStore, extra: &m
         let cancel = next(&plan.cancels);
         let cap = start + Duration::from_secs(if healthy { 600 } else { 120 });
         let far = base + cap;
-        let fut = AssertUnwindSafe(pipeline.run()).catch_unwind();
-        tokio::pin!(fut);
+        // Boxed, so that `drop` below really drops it at the crash instant.
+        let mut fut = Box::pin(AssertUnwindSafe(pipeline.run()).catch_unwind());
         let mut cancelled = false;
         let ended_by = loop {
             tokio::select! {
@@ -269,11 +277,14 @@ async fn batch_seed(oracle: &Oracle, on_exhausted: OnExhausted) {
             } else {
                 plan.batch_deadline.map(|d| now + d)
             };
-            let crash = (!healthy && unit(plan.seed, &[0xc4a5, u64::from(run)]) < p_crash).then(|| {
-                now + Duration::from_millis((unit(plan.seed, &[0xc4a6, u64::from(run)]) * 5000.0) as u64)
-            });
-            let fut = AssertUnwindSafe(processor.process(records, stop_at)).catch_unwind();
-            tokio::pin!(fut);
+            let crash =
+                (!healthy && unit(plan.seed, &[0xc4a5, u64::from(run)]) < p_crash).then(|| {
+                    now + Duration::from_millis(
+                        (unit(plan.seed, &[0xc4a6, u64::from(run)]) * 5000.0) as u64,
+                    )
+                });
+            let mut fut =
+                Box::pin(AssertUnwindSafe(processor.process(records, stop_at)).catch_unwind());
             let (done, ended_by) = tokio::select! {
                 biased;
                 result = &mut fut => match result {

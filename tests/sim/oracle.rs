@@ -255,7 +255,9 @@ impl Oracle {
         };
         let fault = s.plan.decide(comp, rec, run, attempt, now, s.healthy);
         if let Some(kind) = fault.kind() {
-            *s.faults.entry(format!("{}.{kind}", comp.name())).or_insert(0) += 1;
+            *s.faults
+                .entry(format!("{}.{kind}", comp.name()))
+                .or_insert(0) += 1;
         }
         if comp == Comp::Decode
             && let Some(r) = rec
@@ -369,13 +371,16 @@ impl Oracle {
             ended_by: String::new(),
             healthy,
         });
-        s.event(format!("{} run{run} start {kind} healthy={healthy}", t(now)));
+        s.event(format!(
+            "{} run{run} start {kind} healthy={healthy}",
+            t(now)
+        ));
         if s.plan.mode == Mode::Pipeline && run > 0 {
-            // Records delivered before and not covered by a commit come
-            // again: at most max_unacked of them.
+            // Records the previous run was given and that no commit covers
+            // come again: at most max_unacked of them.
             let positions = s.store.positions(STREAM);
             let again: Vec<usize> = (0..s.plan.records.len())
-                .filter(|&r| s.ever_dispatched[r] && !s.covered(&positions, r))
+                .filter(|&r| s.dispatch.contains_key(&(run - 1, r)) && !s.covered(&positions, r))
                 .collect();
             s.checks += 1;
             let limit = s.plan.knobs.max_unacked;
@@ -386,11 +391,16 @@ impl Oracle {
                     .map(|&r| s.plan.records[r].id.as_str())
                     .collect();
                 let msg = format!(
-                    "bounded_duplicates: run {run} starts with {} records delivered before but not \
-                     covered by a commit (max_unacked = {limit}), e.g. {ids:?}",
-                    again.len()
+                    "bounded_duplicates: run {run} starts with {} records that run {} was given and no \
+                     commit covers (max_unacked = {limit}), e.g. {ids:?}",
+                    again.len(),
+                    run - 1
                 );
-                s.fail("bounded_duplicates", "redelivered beyond max_unacked".into(), msg);
+                s.fail(
+                    "bounded_duplicates",
+                    "redelivered beyond max_unacked".into(),
+                    msg,
+                );
             }
         }
         run
@@ -400,7 +410,15 @@ impl Oracle {
     pub fn end_run(&self, run: u32, ended_by: String) {
         let now = self.now();
         let mut s = self.lock();
-        s.event(format!("{} run{run} end {ended_by}", t(now)));
+        let info = &s.runs[run as usize];
+        let line = format!(
+            "{} run{run} ({}, started {}, healthy={}) end {ended_by}",
+            t(now),
+            info.kind,
+            t(info.start),
+            info.healthy
+        );
+        s.event(line);
         let info = &mut s.runs[run as usize];
         info.end = Some(now);
         info.ended_by = ended_by;
@@ -480,7 +498,8 @@ impl Oracle {
         if !stats.reconciles() {
             problems.push("stats.reconciles() is false".to_string());
         }
-        let shard_sum = |f: fn(&streamsift::ShardStats) -> u64| stats.shards.values().map(f).sum::<u64>();
+        let shard_sum =
+            |f: fn(&streamsift::ShardStats) -> u64| stats.shards.values().map(f).sum::<u64>();
         if shard_sum(|x| x.records_in) != stats.records_in
             || shard_sum(|x| x.routed) != stats.routed
             || shard_sum(|x| x.dead_lettered) != stats.dead_lettered
@@ -490,12 +509,17 @@ impl Oracle {
             problems.push("per-shard counts do not add up to the totals".to_string());
         }
         if stats.records_in != n {
-            problems.push(format!("records_in = {} but {n} records were started", stats.records_in));
+            problems.push(format!(
+                "records_in = {} but {n} records were started",
+                stats.records_in
+            ));
         }
         let mut tag = "report disagrees with the calls made";
         match reported_skipped(stats) {
             Some(sk) if sk != skipped => {
-                problems.push(format!("skipped = {sk} but {skipped} receipts had skipped = true"));
+                problems.push(format!(
+                    "skipped = {sk} but {skipped} receipts had skipped = true"
+                ));
             }
             _ => {}
         }
@@ -510,16 +534,28 @@ impl Oracle {
             ));
         }
         if stats.sent_for_review != reviewed {
-            problems.push(format!("sent_for_review = {} but {reviewed} review calls succeeded", stats.sent_for_review));
+            problems.push(format!(
+                "sent_for_review = {} but {reviewed} review calls succeeded",
+                stats.sent_for_review
+            ));
         }
         if stats.dead_lettered != dead {
-            problems.push(format!("dead_lettered = {} but the sink stored {dead}", stats.dead_lettered));
+            problems.push(format!(
+                "dead_lettered = {} but the sink stored {dead}",
+                stats.dead_lettered
+            ));
         }
         if stats.discarded != discarded {
-            problems.push(format!("discarded = {} but {discarded} records were classified into the discard range", stats.discarded));
+            problems.push(format!(
+                "discarded = {} but {discarded} records were classified into the discard range",
+                stats.discarded
+            ));
         }
         if !problems.is_empty() {
-            let msg = format!("counts_are_true: {what} (run {run}): {}", problems.join("; "));
+            let msg = format!(
+                "counts_are_true: {what} (run {run}): {}",
+                problems.join("; ")
+            );
             s.fail("counts_are_true", tag.into(), msg);
         }
     }
@@ -531,16 +567,17 @@ impl Oracle {
         let mut s = self.lock();
         s.checks += 1;
         let saw = |comp: Comp, ok: &[Outcome]| {
-            s.calls
-                .iter()
-                .any(|c| c.run == run && c.rec == Some(rec) && c.comp == comp && ok.contains(&c.outcome))
+            s.calls.iter().any(|c| {
+                c.run == run && c.rec == Some(rec) && c.comp == comp && ok.contains(&c.outcome)
+            })
         };
         let honest = match outcome {
             O::Routed { .. } => saw(Comp::Route, &[Outcome::Ok, Outcome::Skipped]),
             O::Reviewed => saw(Comp::Review, &[Outcome::Ok]),
             O::DeadLettered { .. } => saw(Comp::Dead, &[Outcome::Ok]),
             O::Discarded => {
-                saw(Comp::Classify, &[Outcome::Ok]) && s.plan.records[rec].discards(s.plan.knobs.review_band)
+                saw(Comp::Classify, &[Outcome::Ok])
+                    && s.plan.records[rec].discards(s.plan.knobs.review_band)
             }
             O::FailedRetryable { .. } | O::NotStarted => true,
         };
@@ -551,13 +588,12 @@ impl Oracle {
                 s.plan.records[rec].id,
                 s.history(rec)
             );
-            s.fail("counts_are_true", "batch outcome not backed by a call".into(), msg);
+            s.fail(
+                "counts_are_true",
+                "batch outcome not backed by a call".into(),
+                msg,
+            );
         }
-    }
-
-    /// Whether `rec` is done.
-    pub fn is_done(&self, rec: usize) -> bool {
-        self.lock().done[rec].is_some()
     }
 
     /// The end-of-seed checks; `logs` is what the seed logged.
@@ -569,11 +605,6 @@ impl Oracle {
         s.check_poison();
         s.check_all_done();
         s.check_logs(logs);
-    }
-
-    /// The trace hash.
-    pub fn hash(&self) -> u64 {
-        self.lock().hash
     }
 }
 
@@ -610,7 +641,9 @@ impl State {
         let rec = &self.plan.records[r];
         match positions.get(&self.plan.shards[rec.shard].id) {
             Some(Position::ShardEnd) => true,
-            Some(Position::Sequence(seq)) => seq.number.parse::<u64>().is_ok_and(|n| rec.index <= n),
+            Some(Position::Sequence(seq)) => {
+                seq.number.parse::<u64>().is_ok_and(|n| rec.index <= n)
+            }
             None => false,
         }
     }
@@ -622,18 +655,23 @@ impl State {
             .filter(|c| c.rec == Some(r))
             .map(|c| {
                 format!(
-                    "run{} {}#{} [{}..{}] {:?}",
+                    "run{} {}#{} [{}..{}] {:?} (fault {:?})",
                     c.run,
                     c.comp.name(),
                     c.attempt,
                     t(c.start),
                     c.end.map_or("-".into(), t),
-                    c.outcome
+                    c.outcome,
+                    c.fault
                 )
             })
             .collect();
         let skip = calls.len().saturating_sub(8);
-        let mut out = if skip > 0 { format!("({skip} earlier) ") } else { String::new() };
+        let mut out = if skip > 0 {
+            format!("({skip} earlier) ")
+        } else {
+            String::new()
+        };
         out.push_str(&calls[skip..].join("; "));
         if calls.is_empty() {
             out.push_str("none");
@@ -648,7 +686,9 @@ impl State {
         let mut found = Vec::new();
         for c in &self.calls {
             let Some(r) = c.rec else { continue };
-            let Some(&dispatched) = self.dispatch.get(&(c.run, r)) else { continue };
+            let Some(&dispatched) = self.dispatch.get(&(c.run, r)) else {
+                continue;
+            };
             let deadline = dispatched + record_timeout;
             let run_end = self.runs[c.run as usize].end.unwrap_or(Duration::MAX);
             let id = &self.plan.records[r].id;
@@ -725,7 +765,9 @@ impl State {
     fn check_sequential_attempts(&mut self) {
         let mut by_key: BTreeMap<(u32, usize, Comp), Vec<usize>> = BTreeMap::new();
         for (i, c) in self.calls.iter().enumerate() {
-            if let (Some(r), Comp::Classify | Comp::Route | Comp::Review | Comp::Dead) = (c.rec, c.comp) {
+            if let (Some(r), Comp::Classify | Comp::Route | Comp::Review | Comp::Dead) =
+                (c.rec, c.comp)
+            {
                 by_key.entry((c.run, r, c.comp)).or_default().push(i);
             }
         }
@@ -754,7 +796,11 @@ impl State {
             }
         }
         for msg in found {
-            self.fail("bounded_duplicates", "second attempt while the first ran or after it succeeded".into(), msg);
+            self.fail(
+                "bounded_duplicates",
+                "second attempt while the first ran or after it succeeded".into(),
+                msg,
+            );
         }
     }
 
@@ -765,7 +811,9 @@ impl State {
         let mut found = Vec::new();
         let mut per: BTreeMap<(u32, usize, Comp), u32> = BTreeMap::new();
         for c in &self.calls {
-            if let (Some(r), Comp::Classify | Comp::Route | Comp::Review | Comp::Dead) = (c.rec, c.comp) {
+            if let (Some(r), Comp::Classify | Comp::Route | Comp::Review | Comp::Dead) =
+                (c.rec, c.comp)
+            {
                 *per.entry((c.run, r, c.comp)).or_insert(0) += 1;
             }
         }
@@ -788,7 +836,9 @@ impl State {
             let times: Vec<Duration> = self
                 .calls
                 .iter()
-                .filter(|c| c.comp == comp && matches!(c.outcome, Outcome::Err(_) | Outcome::Panicked))
+                .filter(|c| {
+                    c.comp == comp && matches!(c.outcome, Outcome::Err(_) | Outcome::Panicked)
+                })
                 .map(|c| c.start)
                 .collect();
             let mut lo = 0;
@@ -831,7 +881,10 @@ impl State {
             }
             self.checks += 1;
             let want = stage_of(comp);
-            if !self.dead[r].iter().any(|(st, kind)| *st == want && kind == "panic") {
+            if !self.dead[r]
+                .iter()
+                .any(|(st, kind)| *st == want && kind == "panic")
+            {
                 found.push(format!(
                     "poison: record {} panics in {} but was never dead-lettered with kind \"panic\" at stage \
                      {} (dead letters: {:?})",
@@ -843,14 +896,20 @@ impl State {
             }
         }
         for msg in found {
-            self.fail("poison", "poison record not dead-lettered as panic".into(), msg);
+            self.fail(
+                "poison",
+                "poison record not dead-lettered as panic".into(),
+                msg,
+            );
         }
     }
 
     /// no_loss at the end: every record is done, every closed shard ended.
     fn check_all_done(&mut self) {
         self.checks += 1;
-        let not_done: Vec<usize> = (0..self.plan.records.len()).filter(|&r| self.done[r].is_none()).collect();
+        let not_done: Vec<usize> = (0..self.plan.records.len())
+            .filter(|&r| self.done[r].is_none())
+            .collect();
         if let Some(&r) = not_done.first() {
             let msg = format!(
                 "no_loss: after every run of the seed, {} records are not done, e.g. {} (calls: {})",
@@ -858,7 +917,11 @@ impl State {
                 self.plan.records[r].id,
                 self.history(r)
             );
-            self.fail("no_loss", "records not done at the end of the seed".into(), msg);
+            self.fail(
+                "no_loss",
+                "records not done at the end of the seed".into(),
+                msg,
+            );
         } else if self.plan.mode == Mode::Pipeline {
             let positions = self.store.positions(STREAM);
             let missing: Vec<String> = self
@@ -885,9 +948,16 @@ impl State {
                 continue;
             }
             // Group by the event's message: the text before its first field.
-            let body = line.rsplit_once("}: ").map_or(line, |(_, b)| b);
+            let body = match line.rsplit_once("}: ") {
+                Some((_, b)) => b,
+                None => line.trim_start().split_once(' ').map_or(line, |(_, b)| b),
+            };
             let head = body.split('=').next().unwrap_or(body);
-            let head = head.rsplit_once(' ').map_or(head, |(h, _)| h).trim().to_string();
+            let head = head
+                .rsplit_once(' ')
+                .map_or(head, |(h, _)| h)
+                .trim()
+                .to_string();
             if tags.insert(head.clone()) {
                 let mut shown = line.to_string();
                 if shown.len() > 400 {
@@ -898,7 +968,10 @@ impl State {
                     shown.truncate(cut);
                 }
                 let mut msg = String::new();
-                let _ = write!(msg, "no_customer_text_in_logs: a log line carries payload text: {shown}");
+                let _ = write!(
+                    msg,
+                    "no_customer_text_in_logs: a log line carries payload text: {shown}"
+                );
                 self.fail("no_customer_text_in_logs", head, msg);
             }
         }

@@ -343,10 +343,10 @@ impl Plan {
         let labeler = review_band && rng.chance(0.5);
         let max_per_shard = if rng.chance(0.2) { 60 } else { 25 };
         let mut records = Vec::new();
-        for s in 0..shards.len() {
+        for (s, shard) in shards.iter_mut().enumerate() {
             for index in 0..rng.range(0, max_per_shard) {
                 let n = records.len();
-                let id = format!("{}:{index}", shards[s].id);
+                let id = format!("{}:{index}", shard.id);
                 let score = (rng.range(0, 999) as f64) / 1000.0;
                 let text = format!("{MARKER}{n} my order never arrived");
                 let roll = rng.f64();
@@ -385,7 +385,7 @@ impl Plan {
                     }
                     rec.poison = Some(stages[rng.range(0, stages.len() as u64 - 1) as usize]);
                 }
-                shards[s].records.push(n);
+                shard.records.push(n);
                 records.push(rec);
             }
         }
@@ -435,12 +435,12 @@ impl Plan {
                 Comp::Read => {
                     f.p_slow = rng.swarm(0.2);
                     f.p_retry = rng.swarm(0.3);
-                    f.p_perm = if rng.chance(0.15) { 0.02 } else { 0.0 };
+                    f.p_perm = if rng.chance(0.3) { 0.03 } else { 0.0 };
                 }
                 Comp::Commit => {
                     f.p_slow = rng.swarm(0.2);
                     f.p_retry = rng.swarm(0.3);
-                    f.p_perm = if rng.chance(0.15) { 0.03 } else { 0.0 };
+                    f.p_perm = if rng.chance(0.3) { 0.08 } else { 0.0 };
                     f.p_lost = rng.swarm(0.15);
                     f.p_lost_slow = rng.swarm(0.05);
                 }

@@ -65,6 +65,10 @@ impl Rng {
     /// each seed turns on a different subset of faults) and up to `max`
     /// otherwise.
     pub fn swarm(&mut self, max: f64) -> f64 {
-        if self.chance(0.5) { 0.0 } else { self.f64() * max }
+        if self.chance(0.5) {
+            0.0
+        } else {
+            self.f64() * max
+        }
     }
 }

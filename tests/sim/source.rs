@@ -111,7 +111,10 @@ impl SimSource {
             }
             let from = c.next[s];
             let to = (from + plan.knobs.batch_size).min(len);
-            let records = shard.records[from..to].iter().map(|&r| record(plan, r)).collect();
+            let records = shard.records[from..to]
+                .iter()
+                .map(|&r| record(plan, r))
+                .collect();
             c.next[s] = to;
             let shard_end = shard.closed && to == len;
             if shard_end {
@@ -193,7 +196,8 @@ impl Source for SimSource {
         }
         // What the store is asked to keep: check it whatever happens next.
         self.oracle.check_commit(&checkpoints, "a commit");
-        self.oracle.note(format!("commit {checkpoints:?} fault {fault:?}"));
+        self.oracle
+            .note(format!("commit {checkpoints:?} fault {fault:?}"));
         if !pace.is_zero() {
             tokio::time::sleep(pace).await;
         }
@@ -204,17 +208,21 @@ impl Source for SimSource {
                 .map_err(SourceError::from)
         };
         let result = match fault {
-            Fault::Retryable(true) => Err(SourceError::throttled("sim: checkpoint table throttled")),
-            Fault::Retryable(false) | Fault::Outage => {
-                Err(SourceError::unavailable("sim: checkpoint table unavailable"))
+            Fault::Retryable(true) => {
+                Err(SourceError::throttled("sim: checkpoint table throttled"))
             }
+            Fault::Retryable(false) | Fault::Outage => Err(SourceError::unavailable(
+                "sim: checkpoint table unavailable",
+            )),
             Fault::Permanent => Err(SourceError::permanent("sim: lease lost")),
             Fault::Slow(d) => {
                 tokio::time::sleep(d).await;
                 apply().await
             }
             Fault::Lost => match apply().await {
-                Ok(()) => Err(SourceError::unavailable("sim: commit applied, response lost")),
+                Ok(()) => Err(SourceError::unavailable(
+                    "sim: commit applied, response lost",
+                )),
                 Err(e) => Err(e),
             },
             Fault::LostSlow(d) => {
