@@ -1,0 +1,220 @@
+//! The world's components: each asks the oracle for its fault, logs its
+//! call (start, end or cancellation, result), and then behaves.
+
+use std::time::Duration;
+
+use streamsift::{
+    ClassifyError, DeadLetter, DeadLetterError, DeadLetterSink, DecodeError, Decoder, Delivery,
+    Json, LabelError, LabelResult, LabelTask, Labeler, Prediction, Receipt, Record, RouteError,
+    Router, TaskId,
+};
+
+use super::oracle::{Oracle, Outcome};
+use super::plan::{Comp, Fault, Mutation};
+
+/// The decoded item. Its `Debug` leaves the customer's text out.
+#[derive(Clone, serde::Deserialize)]
+pub struct Item {
+    /// The record id.
+    pub id: String,
+    /// The score the classifier returns.
+    pub score: f64,
+    /// Customer text.
+    pub text: String,
+}
+
+impl std::fmt::Debug for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Item")
+            .field("id", &self.id)
+            .field("score", &self.score)
+            .field("text_len", &self.text.len())
+            .finish()
+    }
+}
+
+/// The payload prefix of an intentional panic (the panic hook stays quiet
+/// for these).
+pub const POISON: &str = "sim-poison";
+
+/// The decoder: the real `Json` decoder, with a panic on poison records.
+pub fn decoder(oracle: Oracle) -> impl Fn(&Record) -> Result<Item, DecodeError> + Send + Sync {
+    move |record: &Record| {
+        let rec = oracle.rec(&record.id);
+        let (guard, fault, _) = oracle.begin(Comp::Decode, rec);
+        if fault == Fault::Panic {
+            guard.finish(Outcome::Panicked);
+            panic!("{POISON}: decoder panicked on record {}", record.id);
+        }
+        let decoded = Json::<Item>::new().decode(record);
+        guard.finish(match &decoded {
+            Ok(_) => Outcome::Ok,
+            Err(e) => Outcome::Err(e.kind()),
+        });
+        decoded
+    }
+}
+
+/// Sleeps as the fault says; returns whether to answer correctly after.
+async fn behave(fault: Fault, pace: Duration) {
+    if !pace.is_zero() {
+        tokio::time::sleep(pace).await;
+    }
+    match fault {
+        Fault::Slow(d) | Fault::Hang(d) | Fault::LostSlow(d) => tokio::time::sleep(d).await,
+        _ => {}
+    }
+}
+
+/// The classifier: the payload's score, with faults.
+#[derive(Clone)]
+pub struct SimClassifier(pub Oracle);
+
+impl streamsift::Classifier<Item> for SimClassifier {
+    async fn classify(&self, item: &Item) -> Result<Prediction, ClassifyError> {
+        let rec = self.0.rec(&item.id);
+        let (guard, fault, pace) = self.0.begin(Comp::Classify, rec);
+        behave(fault, pace).await;
+        match fault {
+            Fault::Panic => {
+                guard.finish(Outcome::Panicked);
+                panic!("{POISON}: classifier panicked on {}", item.id);
+            }
+            Fault::Retryable(true) => {
+                guard.finish(Outcome::Err("throttled"));
+                Err(ClassifyError::throttled("sim: slow down"))
+            }
+            Fault::Retryable(false) | Fault::Outage => {
+                guard.finish(Outcome::Err("unavailable"));
+                Err(ClassifyError::unavailable("sim: model endpoint 503"))
+            }
+            Fault::Permanent => {
+                guard.finish(Outcome::Err("permanent"));
+                Err(ClassifyError::permanent("sim: model rejected the input"))
+            }
+            _ => {
+                guard.finish(Outcome::Ok);
+                Ok(Prediction::binary("actionable", "noise", item.score))
+            }
+        }
+    }
+}
+
+/// The router: the notify route, and the review route when there is no
+/// labeler.
+#[derive(Clone)]
+pub struct SimRouter(pub Oracle);
+
+impl Router<Item> for SimRouter {
+    async fn route(&self, d: &Delivery<'_, Item>) -> Result<Receipt, RouteError> {
+        let review = *d.route == streamsift::REVIEW_ROUTE;
+        let comp = if review { Comp::Review } else { Comp::Route };
+        let rec = self.0.rec(&d.record.id);
+        let route = d.route.clone();
+        let id = d.record.id.clone();
+        let (guard, fault, pace) = self.0.begin(comp, rec);
+        behave(fault, pace).await;
+        match fault {
+            Fault::Panic => {
+                guard.finish(Outcome::Panicked);
+                panic!("{POISON}: router panicked on {id}");
+            }
+            Fault::Retryable(true) => {
+                guard.finish(Outcome::Err("throttled"));
+                Err(RouteError::throttled("sim: rate exceeded"))
+            }
+            Fault::Retryable(false) | Fault::Outage => {
+                guard.finish(Outcome::Err("unavailable"));
+                Err(RouteError::unavailable("sim: 503"))
+            }
+            Fault::Permanent => {
+                guard.finish(Outcome::Err("permanent"));
+                Err(RouteError::permanent("sim: no such topic"))
+            }
+            Fault::Skip if !review => {
+                guard.finish(Outcome::Skipped);
+                let mut receipt = Receipt::new(route);
+                receipt.skipped = true;
+                Ok(receipt)
+            }
+            _ => {
+                let lie = !review && self.0.plan().mutation == Mutation::LyingRouter;
+                if lie {
+                    self.0.mutated();
+                }
+                guard.finish(if lie { Outcome::Lied } else { Outcome::Ok });
+                Ok(Receipt::new(route).with_message_id(format!("msg-{id}")))
+            }
+        }
+    }
+}
+
+/// The labeler of the review band.
+#[derive(Clone)]
+pub struct SimLabeler(pub Oracle);
+
+#[async_trait::async_trait]
+impl Labeler<Item> for SimLabeler {
+    async fn submit(&self, tasks: &[LabelTask<'_, Item>]) -> Result<Vec<TaskId>, LabelError> {
+        let ids: Vec<String> = tasks.iter().map(|t| t.id.to_string()).collect();
+        let rec = ids.first().and_then(|id| self.0.rec(id));
+        let (guard, fault, pace) = self.0.begin(Comp::Review, rec);
+        behave(fault, pace).await;
+        match fault {
+            Fault::Panic => {
+                guard.finish(Outcome::Panicked);
+                panic!("{POISON}: labeler panicked on {ids:?}");
+            }
+            Fault::Retryable(true) => {
+                guard.finish(Outcome::Err("throttled"));
+                Err(LabelError::throttled("sim: too many tasks"))
+            }
+            Fault::Retryable(false) | Fault::Outage => {
+                guard.finish(Outcome::Err("unavailable"));
+                Err(LabelError::unavailable("sim: labeling service down"))
+            }
+            Fault::Permanent => {
+                guard.finish(Outcome::Err("permanent"));
+                Err(LabelError::permanent("sim: task rejected"))
+            }
+            _ => {
+                guard.finish(Outcome::Ok);
+                Ok(ids.into_iter().map(TaskId).collect())
+            }
+        }
+    }
+
+    async fn collect(&self) -> Result<Vec<LabelResult>, LabelError> {
+        Ok(Vec::new())
+    }
+}
+
+/// The dead-letter sink.
+#[derive(Clone)]
+pub struct SimDeadLetter(pub Oracle);
+
+#[async_trait::async_trait]
+impl DeadLetterSink for SimDeadLetter {
+    async fn store(&self, dead: &DeadLetter) -> Result<(), DeadLetterError> {
+        let rec = self.0.rec(&dead.record.id);
+        let (guard, fault, pace) = self.0.begin(Comp::Dead, rec);
+        behave(fault, pace).await;
+        match fault {
+            Fault::Panic => {
+                guard.finish(Outcome::Panicked);
+                panic!("{POISON}: dead-letter sink panicked");
+            }
+            Fault::Retryable(_) | Fault::Outage => {
+                guard.finish(Outcome::Err("unavailable"));
+                Err(DeadLetterError::unavailable("sim: dead-letter store down"))
+            }
+            _ => {
+                if let Some(r) = rec {
+                    self.0.dead_lettered(r, dead.stage, &dead.kind);
+                }
+                guard.finish(Outcome::Ok);
+                Ok(())
+            }
+        }
+    }
+}
