@@ -259,11 +259,14 @@ async fn batch_seed(oracle: &Oracle, on_exhausted: OnExhausted) {
         .on_exhausted(on_exhausted);
     let p_crash = if plan.crashes.is_empty() { 0.0 } else { 0.15 };
     let mut invocations = 0u32;
+    // Healthy invocations must be enough to finish every shard even one
+    // record at a time, after whatever the faulty ones left.
+    let healthy_budget = 60 + 2 * (plan.records.len() / k.batch_size.max(1)) as u32;
     'shards: for shard in &plan.shards {
         let len = shard.records.len();
         let mut pos = 0;
         while pos < len {
-            if invocations >= plan.faulty_runs + 60 {
+            if invocations >= plan.faulty_runs + healthy_budget {
                 break 'shards;
             }
             let healthy = invocations >= plan.faulty_runs;

@@ -186,12 +186,10 @@ fn stage_of(comp: Comp) -> Stage {
     }
 }
 
-/// SKIPPED-COUNT: the lead is adding `skipped: u64` to `Stats` and
-/// `ShardStats`. When it exists, make this return `Some(stats.skipped)`:
-/// the oracle then also checks that skipped receipts are counted there.
-/// Until then it checks only that `routed` excludes skipped receipts.
-fn reported_skipped(_stats: &Stats) -> Option<u64> {
-    None
+/// The skipped count a report gives: the oracle checks that skipped
+/// receipts are counted there, and that `routed` excludes them.
+fn reported_skipped(stats: &Stats) -> Option<u64> {
+    Some(stats.skipped)
 }
 
 impl Oracle {
@@ -572,7 +570,8 @@ impl Oracle {
             })
         };
         let honest = match outcome {
-            O::Routed { .. } => saw(Comp::Route, &[Outcome::Ok, Outcome::Skipped]),
+            O::Routed { .. } => saw(Comp::Route, &[Outcome::Ok]),
+            O::Skipped { .. } => saw(Comp::Route, &[Outcome::Skipped]),
             O::Reviewed => saw(Comp::Review, &[Outcome::Ok]),
             O::DeadLettered { .. } => saw(Comp::Dead, &[Outcome::Ok]),
             O::Discarded => {
@@ -881,10 +880,17 @@ impl State {
             }
             self.checks += 1;
             let want = stage_of(comp);
-            if !self.dead[r]
-                .iter()
-                .any(|(st, kind)| *st == want && kind == "panic")
-            {
+            // A record that failed for good at an earlier stage (a
+            // permanent classifier error, say) never reached the code that
+            // panics: its dead letter from that stage is the right end.
+            let order = |st: &Stage| match st {
+                Stage::Decode => 0,
+                Stage::Classify => 1,
+                _ => 2,
+            };
+            if !self.dead[r].iter().any(|(st, kind)| {
+                (*st == want && kind == "panic") || (kind != "panic" && order(st) < order(&want))
+            }) {
                 found.push(format!(
                     "poison: record {} panics in {} but was never dead-lettered with kind \"panic\" at stage \
                      {} (dead letters: {:?})",
