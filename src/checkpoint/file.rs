@@ -304,8 +304,8 @@ fn parse(path: &Path, stream: &str, bytes: &[u8]) -> Result<Loaded, CheckpointEr
             ),
         ));
     }
-    match header.version {
-        Some(v) if (OLDEST_VERSION..=VERSION).contains(&v) => {}
+    let version = match header.version {
+        Some(v) if (OLDEST_VERSION..=VERSION).contains(&v) => v,
         Some(v) if v > VERSION => {
             return Err(CheckpointError::permanent(format!(
                 "checkpoint file {} has format version {v}, written by a newer streamsift; this \
@@ -319,11 +319,11 @@ fn parse(path: &Path, stream: &str, bytes: &[u8]) -> Result<Loaded, CheckpointEr
                 format!("expected \"version\": {OLDEST_VERSION} to {VERSION}, found {other:?}"),
             ));
         }
-    }
+    };
     let contents: FileContents = serde_json::from_slice(bytes).map_err(|e| {
         corrupt(
             path,
-            format!("its fields do not match format version {VERSION} ({e})"),
+            format!("its fields do not match format version {version} ({e})"),
         )
         .with_source(e)
     })?;
