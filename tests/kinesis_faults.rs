@@ -230,12 +230,16 @@ async fn start_position_at_timestamp_and_trim_horizon_are_exact_across_a_split()
     let moto = Moto::start();
     let plain = Client::new(&moto.sdk_config().await);
     create_stream(&plain, "exact", 1).await;
+    // moto moves a parent's records into the children at SplitShard, with
+    // new arrival times; so split first, and write the records whose
+    // exactness is checked afterwards (into the children; the parent is
+    // closed and empty, and read in lineage order).
+    split_only_shard(&plain, "exact").await;
     put(&plain, "exact", "before", 10).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let at = std::time::SystemTime::now();
     tokio::time::sleep(Duration::from_millis(20)).await;
     put(&plain, "exact", "after", 10).await;
-    split_only_shard(&plain, "exact").await;
     put(&plain, "exact", "child", 10).await;
 
     let faults = vec![
@@ -271,34 +275,123 @@ async fn start_position_at_timestamp_and_trim_horizon_are_exact_across_a_split()
     assert_eq!(got.iter().collect::<HashSet<_>>().len(), 30);
 }
 
-/// The shard's end is committed only through `SHARD_END` (as the pipeline
-/// does when its last records finish together). That commit fails; the run
-/// dies; the restart must read the parent's uncommitted records again
-/// rather than treat the closed, never-checkpointed parent as done.
+/// moto empties a parent into its children at SplitShard, so the lineage is
+/// scripted here over a real two-shard stream: shard 0 is the parent P,
+/// shard 1 its child C (ListShards answered by the test, every other call by
+/// moto).
+fn lineage_listing(real: &[aws_sdk_kinesis::types::Shard], closed: bool) -> String {
+    let shard = |s: &aws_sdk_kinesis::types::Shard| {
+        let range = s.hash_key_range().expect("range");
+        let seq = s.sequence_number_range().expect("seq");
+        serde_json::json!({
+            "ShardId": s.shard_id(),
+            "HashKeyRange": {"StartingHashKey": range.starting_hash_key(), "EndingHashKey": range.ending_hash_key()},
+            "SequenceNumberRange": {"StartingSequenceNumber": seq.starting_sequence_number()},
+        })
+    };
+    let mut p = shard(&real[0]);
+    if !closed {
+        return serde_json::json!({ "Shards": [p] }).to_string();
+    }
+    p["SequenceNumberRange"]["EndingSequenceNumber"] = serde_json::json!("99999999");
+    let mut c = shard(&real[1]);
+    c["ParentShardId"] = serde_json::json!(real[0].shard_id());
+    serde_json::json!({ "Shards": [p, c] }).to_string()
+}
+
+/// Finds a partition key that moto puts into `shard` (probing with
+/// records tagged `probe`, written before any source starts).
+async fn key_for(client: &Client, stream: &str, shard: &str) -> String {
+    for i in 0..64 {
+        let key = format!("key{i}");
+        let out = client
+            .put_record()
+            .stream_name(stream)
+            .partition_key(&key)
+            .data(Blob::new(format!("probe:{i}").into_bytes()))
+            .send()
+            .await
+            .expect("PutRecord");
+        if out.shard_id() == shard {
+            return key;
+        }
+    }
+    panic!("no partition key of 64 maps to {shard}");
+}
+
+async fn put_to(client: &Client, stream: &str, key: &str, tag: &str, n: usize) {
+    for i in 0..n {
+        client
+            .put_record()
+            .stream_name(stream)
+            .partition_key(key)
+            .data(Blob::new(format!("{tag}:{i}").into_bytes()))
+            .send()
+            .await
+            .expect("PutRecord");
+    }
+}
+
+fn listing(body: String) -> Fault {
+    Fault {
+        op: "ListShards",
+        nth: 1,
+        status: 200,
+        code: "",
+        body: Some(body),
+    }
+}
+
+/// The parent's records are committed only through `SHARD_END` (as the
+/// pipeline does when its last records finish together). That commit
+/// fails; the children must not start; the run dies; the restart must read
+/// the parent's uncommitted records again rather than treat the closed,
+/// never-checkpointed parent as done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_loss_shard_end_commit_failure_does_not_start_children() {
     let moto = Moto::start();
-    let kinesis = Client::new(&moto.sdk_config().await);
-    create_stream(&kinesis, "ends", 1).await;
-    put(&kinesis, "ends", "old", 5).await;
+    let plain = Client::new(&moto.sdk_config().await);
+    create_stream(&plain, "ends", 2).await;
+    let real = plain
+        .list_shards()
+        .stream_name("ends")
+        .send()
+        .await
+        .expect("ListShards")
+        .shards()
+        .to_vec();
+    let p_key = key_for(&plain, "ends", real[0].shard_id()).await;
+    let c_key = key_for(&plain, "ends", real[1].shard_id()).await;
+    put_to(&plain, "ends", &p_key, "old", 5).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let store = FileCheckpointStore::new(dir.path());
     let path = store.path_for("ends");
 
-    let first = builder(kinesis.clone(), "ends")
+    let (kinesis, http) = faulty_client(&moto, Vec::new()).await;
+    http.fail_from(listing(lineage_listing(&real, false)));
+    let first = builder(kinesis, "ends")
         .start_position(StartPosition::Latest)
         .checkpoints(store.clone())
         .build()
         .await
         .expect("build");
-    put(&kinesis, "ends", "parent", 5).await;
-    split_only_shard(&kinesis, "ends").await;
-    put(&kinesis, "ends", "child", 5).await;
-
-    // Read the parent to its end without committing its records.
-    let mut parent = None;
+    // Room for a LATEST iterator taken late (the old behaviour).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    put_to(&plain, "ends", &p_key, "parent", 5).await;
     let mut first_got = Vec::new();
-    while parent.is_none() {
+    while first_got.len() < 5 {
+        let batch = tokio::time::timeout(Duration::from_secs(20), first.next_batch())
+            .await
+            .expect("the parent's records arrive")
+            .expect("next_batch")
+            .expect("open stream");
+        first_got.extend(payloads(&batch.records));
+    }
+    // Now P is closed and C is its child.
+    http.clear_standing();
+    http.fail_from(listing(lineage_listing(&real, true)));
+    put_to(&plain, "ends", &c_key, "child", 5).await;
+    let parent = loop {
         let batch = tokio::time::timeout(Duration::from_secs(20), first.next_batch())
             .await
             .expect("the parent ends")
@@ -306,25 +399,23 @@ async fn no_loss_shard_end_commit_failure_does_not_start_children() {
             .expect("open stream");
         first_got.extend(payloads(&batch.records));
         if batch.shard_end {
-            parent = Some(batch.shard.clone());
+            break batch.shard;
         }
-    }
-    let parent = parent.expect("parent");
+    };
     // Make the store fail: a directory where the file goes.
     let aside = dir.path().join("aside");
     if path.exists() {
         std::fs::rename(&path, &aside).expect("move the file aside");
     }
     std::fs::create_dir(&path).expect("block the file");
-    let err = first
+    first
         .commit(vec![Checkpoint {
             shard: parent.clone(),
             position: Position::ShardEnd,
         }])
         .await
         .expect_err("the SHARD_END commit fails");
-    assert!(!err.to_string().is_empty());
-    // The children must not start while the parent's end is not stored.
+    // The child must not start while the parent's end is not stored.
     let early = tokio::time::timeout(Duration::from_millis(1500), first.next_batch()).await;
     if let Ok(Ok(Some(batch))) = &early {
         panic!(
@@ -339,6 +430,8 @@ async fn no_loss_shard_end_commit_failure_does_not_start_children() {
     }
 
     // The restart.
+    let (kinesis, http) = faulty_client(&moto, Vec::new()).await;
+    http.fail_from(listing(lineage_listing(&real, true)));
     let second = builder(kinesis, "ends")
         .start_position(StartPosition::Latest)
         .checkpoints(store)
@@ -348,6 +441,7 @@ async fn no_loss_shard_end_commit_failure_does_not_start_children() {
         .expect("build");
     let got = read_for(&second, usize::MAX, Duration::ZERO).await;
     assert_eq!(tagged(&first_got, "parent"), 5, "{first_got:?}");
+    assert_eq!(tagged(&first_got, "old"), 0, "{first_got:?}");
     assert_eq!(
         tagged(&got, "parent"),
         5,
@@ -355,6 +449,7 @@ async fn no_loss_shard_end_commit_failure_does_not_start_children() {
     );
     assert_eq!(tagged(&got, "child"), 5, "{got:?}");
     assert_eq!(tagged(&got, "old"), 0, "{got:?}");
+    assert_eq!(tagged(&got, "probe"), 0, "{got:?}");
 }
 
 async fn recreate(client: &Client, name: &str) {
@@ -542,17 +637,12 @@ async fn bounded_memory_shards_that_age_out_are_released() {
         .collect();
     assert_eq!(open.len(), 2);
     let (kinesis, http) = faulty_client(&moto, Vec::new()).await;
-    let source = builder(kinesis, "aging")
-        .stop_at_tip(true)
-        .build()
-        .await
-        .expect("build");
+    let source = builder(kinesis, "aging").build().await.expect("build");
     let mut got = Vec::new();
-    while let Some(batch) = tokio::time::timeout(Duration::from_secs(20), source.next_batch())
-        .await
-        .expect("progress")
-        .expect("next_batch")
-    {
+    // Read until the 10 records are in, then 1.5 s more (several listings).
+    let mut until = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Ok(next) = tokio::time::timeout_at(until, source.next_batch()).await {
+        let batch = next.expect("next_batch").expect("open stream");
         got.extend(payloads(&batch.records));
         let mut cps = Vec::new();
         if let Some(last) = batch.records.last() {
@@ -576,6 +666,9 @@ async fn bounded_memory_shards_that_age_out_are_released() {
             });
         }
         source.commit(cps).await.expect("commit");
+        if got.len() == 10 {
+            until = until.min(tokio::time::Instant::now() + Duration::from_millis(1500));
+        }
     }
     assert_eq!(got.len(), 10, "{got:?}");
     let entries = source.stats().shard_entries;
