@@ -337,7 +337,7 @@ mod file {
         let text = std::fs::read_to_string(&path).expect("the stream's file exists");
         let json: serde_json::Value = serde_json::from_str(&text).expect("the file is JSON");
         assert_eq!(json["format"], "streamsift-checkpoints");
-        assert_eq!(json["version"], 1);
+        assert_eq!(json["version"], 2);
         assert_eq!(json["stream"], stream);
         assert_eq!(json["shards"]["shardId-000000000000"]["number"], "12");
         assert_eq!(json["shards"]["shardId-000000000000"]["sub_sequence"], 3);
@@ -441,11 +441,56 @@ mod file {
 
         std::fs::write(
             &path,
-            br#"{"format": "streamsift-checkpoints", "version": 2, "stream": "tweets", "shards": {}}"#,
+            br#"{"format": "streamsift-checkpoints", "version": 3, "stream": "tweets", "shards": {}}"#,
         )
         .expect("write");
         let err = store.load("tweets").await.expect_err("newer version");
         assert!(err.to_string().contains("newer streamsift"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_version_1_file_loads_as_incarnation_unknown_and_meta_round_trips() {
+        use streamsift::checkpoint::{StreamIncarnation, StreamMeta};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = FileCheckpointStore::new(dir.path());
+        let path = store.path_for("tweets");
+        std::fs::write(
+            &path,
+            br#"{"format": "streamsift-checkpoints", "version": 1, "stream": "tweets",
+                 "shards": {"s0": {"kind": "sequence", "number": "7"}}}"#,
+        )
+        .expect("write");
+        assert_eq!(
+            load(&store, "tweets").await.get(&shard("s0")),
+            Some(&seq("7"))
+        );
+        assert_eq!(store.load_meta("tweets").await.expect("meta"), None);
+        let meta = StreamMeta::new(
+            Some(StreamIncarnation {
+                arn: "arn:aws:kinesis:us-east-1:123456789012:stream/tweets".into(),
+                created_ms: 1_700_000_000_123,
+            }),
+            Some(1_700_000_001_000_456),
+        );
+        store.save_meta("tweets", &meta).await.expect("save meta");
+        let reopened = FileCheckpointStore::new(dir.path());
+        assert_eq!(
+            reopened.load_meta("tweets").await.expect("meta"),
+            Some(meta)
+        );
+        assert_eq!(
+            load(&reopened, "tweets").await.get(&shard("s0")),
+            Some(&seq("7")),
+            "positions kept"
+        );
+        save(&reopened, "tweets", &[cp("s0", seq("8"))]).await;
+        assert!(
+            reopened.load_meta("tweets").await.expect("meta").is_some(),
+            "a save keeps the meta"
+        );
+        reopened.reset("tweets").await.expect("reset");
+        assert!(load(&reopened, "tweets").await.is_empty());
+        assert_eq!(reopened.load_meta("tweets").await.expect("meta"), None);
     }
 
     #[tokio::test]

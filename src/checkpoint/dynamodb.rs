@@ -48,7 +48,17 @@
 //!
 //! `dynamodb:GetItem`, `dynamodb:PutItem`, `dynamodb:UpdateItem` and
 //! `dynamodb:Scan` on the table, plus `dynamodb:DescribeTable` and
-//! `dynamodb:CreateTable` for [`DynamoDbCheckpointStore::create_table_if_missing`].
+//! `dynamodb:CreateTable` for [`DynamoDbCheckpointStore::create_table_if_missing`],
+//! and `dynamodb:DeleteItem` for [`reset`](CheckpointStore::reset).
+//!
+//! # Stream incarnation
+//!
+//! One more item per stream, with `leaseKey` `streamsift-meta` (or
+//! `STREAM:streamsift-meta` with [`LeaseKeys::StreamAndShard`]), holds the
+//! stream incarnation the leases belong to (`streamArn`, `streamCreatedMs`)
+//! and a `LATEST` consumer's pinned start (`latestAtUs`). It is not a lease:
+//! [`leases`](DynamoDbCheckpointStore::leases) and `load` skip it. A table
+//! written before this item existed reads as "incarnation unknown".
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -63,7 +73,10 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TableStatus,
 };
 
-use super::{CheckpointError, CheckpointStore, backwards, fold_batch, is_forward};
+use super::{
+    CheckpointError, CheckpointStore, StreamIncarnation, StreamMeta, backwards, fold_batch,
+    is_forward,
+};
 use crate::record::{Checkpoint, Position, Sequence, ShardId};
 
 const LEASE_KEY: &str = "leaseKey";
@@ -75,6 +88,12 @@ const OWNER_SWITCHES: &str = "ownerSwitchesSinceCheckpoint";
 const PARENT_SHARD_ID: &str = "parentShardId";
 const STREAM_NAME: &str = "streamName";
 const SHARD_ID: &str = "shardId";
+const STREAM_ARN: &str = "streamArn";
+const STREAM_CREATED_MS: &str = "streamCreatedMs";
+const LATEST_AT_US: &str = "latestAtUs";
+/// The shard id under which a stream's meta item is kept. Not a Kinesis
+/// shard id, so it never clashes with a lease.
+const META_SHARD: &str = "streamsift-meta";
 
 const SHARD_END: &str = "SHARD_END";
 /// `checkpoint` values the KCL gives a lease before its first checkpoint.
@@ -85,12 +104,10 @@ const DEFAULT_CONFLICT_RETRIES: u32 = 5;
 /// How long [`DynamoDbCheckpointStore::create_table_if_missing`] waits for
 /// the table to become ACTIVE.
 const TABLE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(300);
-/// More lock entries than this and the unused ones are dropped.
-const LOCK_PRUNE_AT: usize = 1024;
 
 /// What the IAM policy of a worker must allow.
-const PERMISSIONS: &str = "dynamodb:GetItem, dynamodb:PutItem, dynamodb:UpdateItem and \
-     dynamodb:Scan on the table (and dynamodb:DescribeTable, dynamodb:CreateTable for \
+const PERMISSIONS: &str = "dynamodb:GetItem, dynamodb:PutItem, dynamodb:UpdateItem, \
+     dynamodb:DeleteItem and dynamodb:Scan on the table (and dynamodb:DescribeTable, dynamodb:CreateTable for \
      create_table_if_missing)";
 
 /// How lease keys are made from a stream and a shard.
@@ -367,6 +384,9 @@ impl DynamoDbCheckpointStore {
                 let lease = self.parse(item)?;
                 self.check_stream_of(stream, &lease)?;
                 let shard = self.shard_of(stream, &lease)?;
+                if shard.as_str() == META_SHARD {
+                    continue;
+                }
                 leases.push(LeaseRecord {
                     shard,
                     position: lease.position,
@@ -654,12 +674,29 @@ impl DynamoDbCheckpointStore {
     /// them in the same order).
     fn locks_for(&self, keys: &[&str]) -> Vec<Arc<tokio::sync::Mutex<()>>> {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        if locks.len() > LOCK_PRUNE_AT {
-            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
-        }
         keys.iter()
             .map(|key| locks.entry((*key).to_string()).or_default().clone())
             .collect()
+    }
+
+    /// Drops the locks of `keys` that no other save holds, so the lock map
+    /// holds only leases being saved, not every shard ever saved.
+    fn release_locks(&self, keys: &[&str]) {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        for key in keys {
+            if locks
+                .get(*key)
+                .is_some_and(|lock| Arc::strong_count(lock) == 1)
+            {
+                locks.remove(*key);
+            }
+        }
+    }
+
+    /// How many per-lease locks this store (and its clones) holds now: only
+    /// those of saves in progress.
+    pub fn held_locks(&self) -> usize {
+        self.locks.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     fn sdk_error<E>(&self, operation: &str, err: SdkError<E>) -> CheckpointError
@@ -728,6 +765,7 @@ impl CheckpointStore for DynamoDbCheckpointStore {
         )
         .await;
         drop(guards);
+        self.release_locks(&keys);
         writes.into_iter().collect()
     }
 
@@ -789,6 +827,123 @@ impl CheckpointStore for DynamoDbCheckpointStore {
             }
             Err(e) => Err(self.sdk_error("UpdateItem", e)),
         }
+    }
+
+    async fn load_meta(&self, stream: &str) -> Result<Option<StreamMeta>, CheckpointError> {
+        check_stream(stream)?;
+        let key = self.lease_key(stream, &ShardId::new(META_SHARD));
+        let out = self
+            .client
+            .get_item()
+            .table_name(&*self.table)
+            .key(LEASE_KEY, AttributeValue::S(key.clone()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.sdk_error("GetItem", e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        if let Some(other) = string(&item, STREAM_NAME, &self.table, &key)?
+            && other != stream
+        {
+            return Err(CheckpointError::permanent(format!(
+                "table {:?} holds the meta item {key:?} of stream {other:?}, not {stream:?}: with \
+                 LeaseKeys::ShardId a table holds one stream; use a table per stream, or \
+                 LeaseKeys::StreamAndShard in a new table",
+                self.table
+            )));
+        }
+        let arn = string(&item, STREAM_ARN, &self.table, &key)?;
+        let created = signed(&item, STREAM_CREATED_MS, &self.table, &key)?;
+        let latest = signed(&item, LATEST_AT_US, &self.table, &key)?;
+        let incarnation = match (arn, created) {
+            (Some(arn), Some(created_ms)) => Some(StreamIncarnation { arn, created_ms }),
+            _ => None,
+        };
+        Ok(Some(StreamMeta::new(incarnation, latest)))
+    }
+
+    async fn save_meta(&self, stream: &str, meta: &StreamMeta) -> Result<(), CheckpointError> {
+        check_stream(stream)?;
+        let key = self.lease_key(stream, &ShardId::new(META_SHARD));
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&*self.table)
+            .item(LEASE_KEY, AttributeValue::S(key.clone()))
+            .item(STREAM_NAME, AttributeValue::S(stream.to_string()))
+            .condition_expression("attribute_not_exists(#stream) OR #stream = :stream")
+            .expression_attribute_names("#stream", STREAM_NAME)
+            .expression_attribute_values(":stream", AttributeValue::S(stream.to_string()));
+        if self.lease_keys == LeaseKeys::StreamAndShard {
+            put = put.item(SHARD_ID, AttributeValue::S(META_SHARD.to_string()));
+        }
+        if let Some(i) = &meta.incarnation {
+            put = put.item(STREAM_ARN, AttributeValue::S(i.arn.clone())).item(
+                STREAM_CREATED_MS,
+                AttributeValue::N(i.created_ms.to_string()),
+            );
+        }
+        if let Some(us) = meta.latest_at_us {
+            put = put.item(LATEST_AT_US, AttributeValue::N(us.to_string()));
+        }
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(CheckpointError::permanent(format!(
+                    "table {:?} holds the meta item {key:?} of another stream, not {stream:?}: \
+                     with LeaseKeys::ShardId a table holds one stream; use a table per stream, \
+                     or LeaseKeys::StreamAndShard in a new table",
+                    self.table
+                )))
+            }
+            Err(e) => Err(self.sdk_error("PutItem", e)),
+        }
+    }
+
+    /// Deletes every lease of `stream` and its meta item.
+    async fn reset(&self, stream: &str) -> Result<(), CheckpointError> {
+        check_stream(stream)?;
+        let mut keys: Vec<String> = self
+            .leases(stream)
+            .await?
+            .iter()
+            .map(|l| self.lease_key(stream, &l.shard))
+            .collect();
+        keys.push(self.lease_key(stream, &ShardId::new(META_SHARD)));
+        for key in keys {
+            self.client
+                .delete_item()
+                .table_name(&*self.table)
+                .key(LEASE_KEY, AttributeValue::S(key))
+                .send()
+                .await
+                .map_err(|e| self.sdk_error("DeleteItem", e))?;
+        }
+        Ok(())
+    }
+}
+
+fn signed(
+    item: &HashMap<String, AttributeValue>,
+    name: &str,
+    table: &str,
+    key: &str,
+) -> Result<Option<i64>, CheckpointError> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(AttributeValue::N(n)) => n.parse::<i64>().map(Some).map_err(|e| {
+            CheckpointError::permanent(format!(
+                "item {key:?} in table {table:?} has {name} = {n}, expected a whole number; fix \
+                 or delete the item"
+            ))
+            .with_source(e)
+        }),
+        Some(other) => Err(wrong_type(table, key, name, "N", other)),
     }
 }
 

@@ -12,13 +12,20 @@ use std::sync::{Arc, Mutex, OnceLock};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{CheckpointError, CheckpointStore, backwards, fold_batch, is_forward};
+use super::{
+    CheckpointError, CheckpointStore, StreamIncarnation, StreamMeta, backwards, fold_batch,
+    is_forward,
+};
 use crate::record::{Checkpoint, Position, Sequence, ShardId};
 
 /// The `format` field of every checkpoint file.
 const FORMAT: &str = "streamsift-checkpoints";
-/// The file format version this build writes and reads.
-const VERSION: u64 = 1;
+/// The file format version this build writes. Version 2 added the stream
+/// incarnation and the pinned `LATEST` start; version 1 files are still read,
+/// as "incarnation unknown".
+const VERSION: u64 = 2;
+/// The oldest version this build reads.
+const OLDEST_VERSION: u64 = 1;
 /// What every checkpoint file name ends with.
 const SUFFIX: &str = ".checkpoint.json";
 /// Escaped stream names longer than this are shortened (see
@@ -65,6 +72,16 @@ const KEPT_PREFIX: usize = 140;
 ///
 /// Lineage ([`record_lineage`](CheckpointStore::record_lineage)) is not kept.
 ///
+/// # Stream incarnations
+///
+/// Format version 2 also stores the stream incarnation (ARN and creation
+/// time) and a `LATEST` consumer's pinned start
+/// ([`save_meta`](CheckpointStore::save_meta)). Version 1 files are read as
+/// "incarnation unknown": the source adopts their positions for the stream it
+/// finds (with a warning) and stamps the file with that incarnation, so from
+/// then on a recreated stream is caught. [`reset`](CheckpointStore::reset)
+/// deletes the stream's file.
+///
 /// ```
 /// use streamsift::checkpoint::{CheckpointStore, FileCheckpointStore};
 /// use streamsift::{Checkpoint, Position, Sequence, ShardId};
@@ -108,6 +125,27 @@ struct FileContents {
     stream: String,
     /// Positions by shard id.
     shards: BTreeMap<String, DiskPosition>,
+    /// The stream incarnation the positions belong to (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    incarnation: Option<DiskIncarnation>,
+    /// The pinned `LATEST` start, microseconds since the epoch (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    latest_at_us: Option<i64>,
+}
+
+/// A stream incarnation as written to disk.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiskIncarnation {
+    arn: String,
+    created_ms: i64,
+}
+
+/// What one checkpoint file says.
+#[derive(Default)]
+struct Loaded {
+    positions: BTreeMap<ShardId, Position>,
+    meta: Option<StreamMeta>,
 }
 
 /// Only the fields needed to decide whether this build can read a file.
@@ -190,11 +228,11 @@ impl FileCheckpointStore {
         self.dir.join(file_name(stream))
     }
 
-    async fn read(&self, stream: &str) -> Result<BTreeMap<ShardId, Position>, CheckpointError> {
+    async fn read(&self, stream: &str) -> Result<Loaded, CheckpointError> {
         let path = self.path_for(stream);
         let bytes = match tokio::fs::read(&path).await {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::default()),
             Err(e) => return Err(io_error("reading checkpoint file", &path, e)),
         };
         parse(&path, stream, &bytes)
@@ -242,11 +280,7 @@ fn corrupt(path: &Path, what: impl fmt::Display) -> CheckpointError {
     ))
 }
 
-fn parse(
-    path: &Path,
-    stream: &str,
-    bytes: &[u8],
-) -> Result<BTreeMap<ShardId, Position>, CheckpointError> {
+fn parse(path: &Path, stream: &str, bytes: &[u8]) -> Result<Loaded, CheckpointError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(corrupt(
             path,
@@ -270,8 +304,8 @@ fn parse(
             ),
         ));
     }
-    match header.version {
-        Some(VERSION) => {}
+    let version = match header.version {
+        Some(v) if (OLDEST_VERSION..=VERSION).contains(&v) => v,
         Some(v) if v > VERSION => {
             return Err(CheckpointError::permanent(format!(
                 "checkpoint file {} has format version {v}, written by a newer streamsift; this \
@@ -282,14 +316,14 @@ fn parse(
         other => {
             return Err(corrupt(
                 path,
-                format!("expected \"version\": {VERSION}, found {other:?}"),
+                format!("expected \"version\": {OLDEST_VERSION} to {VERSION}, found {other:?}"),
             ));
         }
-    }
+    };
     let contents: FileContents = serde_json::from_slice(bytes).map_err(|e| {
         corrupt(
             path,
-            format!("its fields do not match format version {VERSION} ({e})"),
+            format!("its fields do not match format version {version} ({e})"),
         )
         .with_source(e)
     })?;
@@ -317,7 +351,18 @@ fn parse(
         }
         positions.insert(ShardId::new(shard), Position::from(position));
     }
-    Ok(positions)
+    // A version 1 file, or one written before the source stored meta, has
+    // none: its incarnation is unknown.
+    let meta = (contents.incarnation.is_some() || contents.latest_at_us.is_some()).then(|| {
+        StreamMeta::new(
+            contents.incarnation.map(|i| StreamIncarnation {
+                arn: i.arn,
+                created_ms: i.created_ms,
+            }),
+            contents.latest_at_us,
+        )
+    });
+    Ok(Loaded { positions, meta })
 }
 
 fn io_error(doing: &str, path: &Path, e: std::io::Error) -> CheckpointError {
@@ -413,7 +458,7 @@ fn check_stream(stream: &str) -> Result<(), CheckpointError> {
 impl CheckpointStore for FileCheckpointStore {
     async fn load(&self, stream: &str) -> Result<BTreeMap<ShardId, Position>, CheckpointError> {
         check_stream(stream)?;
-        self.read(stream).await
+        Ok(self.read(stream).await?.positions)
     }
 
     async fn save(&self, stream: &str, checkpoints: &[Checkpoint]) -> Result<(), CheckpointError> {
@@ -426,9 +471,9 @@ impl CheckpointStore for FileCheckpointStore {
         let lock = file_lock(&path);
         let _guard = lock.lock().await;
         // A corrupt file stops the save here, so it stays for inspection.
-        let mut positions = self.read(stream).await?;
+        let mut loaded = self.read(stream).await?;
         for (shard, next) in &folded {
-            if let Some(current) = positions.get(shard)
+            if let Some(current) = loaded.positions.get(shard)
                 && !is_forward(current, next)
             {
                 return Err(backwards(stream, shard, current, next));
@@ -436,8 +481,8 @@ impl CheckpointStore for FileCheckpointStore {
         }
         let mut changed = false;
         for (shard, next) in folded {
-            if positions.get(&shard) != Some(&next) {
-                positions.insert(shard, next);
+            if loaded.positions.get(&shard) != Some(&next) {
+                loaded.positions.insert(shard, next);
                 changed = true;
             }
         }
@@ -445,14 +490,70 @@ impl CheckpointStore for FileCheckpointStore {
             // Nothing new: spare the disk a write and two fsyncs.
             return Ok(());
         }
+        self.write(stream, &loaded).await
+    }
+
+    async fn load_meta(&self, stream: &str) -> Result<Option<StreamMeta>, CheckpointError> {
+        check_stream(stream)?;
+        Ok(self.read(stream).await?.meta)
+    }
+
+    async fn save_meta(&self, stream: &str, meta: &StreamMeta) -> Result<(), CheckpointError> {
+        check_stream(stream)?;
+        let path = self.path_for(stream);
+        let lock = file_lock(&path);
+        let _guard = lock.lock().await;
+        let mut loaded = self.read(stream).await?;
+        if loaded.meta.as_ref() == Some(meta) {
+            return Ok(());
+        }
+        loaded.meta = Some(meta.clone());
+        self.write(stream, &loaded).await
+    }
+
+    /// Removes the stream's file (a missing file is already reset).
+    async fn reset(&self, stream: &str) -> Result<(), CheckpointError> {
+        check_stream(stream)?;
+        let path = self.path_for(stream);
+        let lock = file_lock(&path);
+        let _guard = lock.lock().await;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error("removing checkpoint file", &path, e)),
+        }
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || sync_dir(&dir))
+            .await
+            .map_err(|e| {
+                CheckpointError::unavailable(format!(
+                    "the task syncing checkpoint directory {} did not finish: {e}",
+                    self.dir.display()
+                ))
+            })?
+    }
+}
+
+impl FileCheckpointStore {
+    /// Writes `loaded` as the stream's file, atomically. The caller holds
+    /// the file's lock.
+    async fn write(&self, stream: &str, loaded: &Loaded) -> Result<(), CheckpointError> {
+        let path = self.path_for(stream);
+        let meta = loaded.meta.clone().unwrap_or_default();
         let contents = FileContents {
             format: FORMAT.to_string(),
             version: VERSION,
             stream: stream.to_string(),
-            shards: positions
+            shards: loaded
+                .positions
                 .iter()
                 .map(|(shard, p)| (shard.as_str().to_string(), DiskPosition::from(p)))
                 .collect(),
+            incarnation: meta.incarnation.map(|i| DiskIncarnation {
+                arn: i.arn,
+                created_ms: i.created_ms,
+            }),
+            latest_at_us: meta.latest_at_us,
         };
         let mut bytes = serde_json::to_vec_pretty(&contents).map_err(|e| {
             CheckpointError::permanent(format!(

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::{CheckpointError, CheckpointStore, fold_batch, is_forward};
+use super::{CheckpointError, CheckpointStore, StreamMeta, fold_batch, is_forward};
 use crate::record::{Checkpoint, Position, ShardId};
 
 /// A [`CheckpointStore`] in memory, for tests and for runs that need no
@@ -44,6 +44,8 @@ struct State {
     positions: BTreeMap<String, BTreeMap<ShardId, Position>>,
     /// Parents by stream, then shard.
     lineage: BTreeMap<String, BTreeMap<ShardId, Vec<ShardId>>>,
+    /// Meta by stream.
+    meta: BTreeMap<String, StreamMeta>,
     /// Successful `save` calls.
     saves: u64,
 }
@@ -86,6 +88,11 @@ impl MemoryCheckpointStore {
     /// The parents recorded for each shard of `stream`.
     pub fn lineage(&self, stream: &str) -> BTreeMap<ShardId, Vec<ShardId>> {
         self.lock().lineage.get(stream).cloned().unwrap_or_default()
+    }
+
+    /// The meta stored for `stream`, if any.
+    pub fn meta(&self, stream: &str) -> Option<StreamMeta> {
+        self.lock().meta.get(stream).cloned()
     }
 
     /// How many `save` calls succeeded.
@@ -145,6 +152,23 @@ impl CheckpointStore for MemoryCheckpointStore {
             .or_default()
             .entry(shard.clone())
             .or_insert_with(|| parents.to_vec());
+        Ok(())
+    }
+
+    async fn load_meta(&self, stream: &str) -> Result<Option<StreamMeta>, CheckpointError> {
+        Ok(self.meta(stream))
+    }
+
+    async fn save_meta(&self, stream: &str, meta: &StreamMeta) -> Result<(), CheckpointError> {
+        self.lock().meta.insert(stream.to_string(), meta.clone());
+        Ok(())
+    }
+
+    async fn reset(&self, stream: &str) -> Result<(), CheckpointError> {
+        let mut state = self.lock();
+        state.positions.remove(stream);
+        state.lineage.remove(stream);
+        state.meta.remove(stream);
         Ok(())
     }
 }

@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
@@ -46,6 +47,30 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
     ) -> Result<(), CheckpointError> {
         Ok(())
     }
+
+    /// What the store knows about `stream` besides positions: which
+    /// incarnation of the stream its checkpoints belong to, and the pinned
+    /// start of a `LATEST` consumer. `None` when nothing was stored (a new
+    /// stream, or checkpoints written before incarnations were kept). The
+    /// default keeps nothing and returns `None`.
+    async fn load_meta(&self, _stream: &str) -> Result<Option<StreamMeta>, CheckpointError> {
+        Ok(None)
+    }
+
+    /// Stores `meta` for `stream`, replacing what was there. The default
+    /// keeps nothing.
+    async fn save_meta(&self, _stream: &str, _meta: &StreamMeta) -> Result<(), CheckpointError> {
+        Ok(())
+    }
+
+    /// Forgets every checkpoint, lineage entry and the meta of `stream`, so
+    /// that it starts over. The default refuses with a
+    /// [`CheckpointError::Permanent`]: such a store must be reset by hand.
+    async fn reset(&self, stream: &str) -> Result<(), CheckpointError> {
+        Err(CheckpointError::permanent(format!(
+            "this checkpoint store cannot reset stream {stream:?}; delete its checkpoints by hand"
+        )))
+    }
 }
 
 #[async_trait]
@@ -64,6 +89,96 @@ impl<S: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<S> {
     ) -> Result<(), CheckpointError> {
         (**self).record_lineage(stream, shard, parents).await
     }
+    async fn load_meta(&self, stream: &str) -> Result<Option<StreamMeta>, CheckpointError> {
+        (**self).load_meta(stream).await
+    }
+    async fn save_meta(&self, stream: &str, meta: &StreamMeta) -> Result<(), CheckpointError> {
+        (**self).save_meta(stream, meta).await
+    }
+    async fn reset(&self, stream: &str) -> Result<(), CheckpointError> {
+        (**self).reset(stream).await
+    }
+}
+
+/// One incarnation of a stream: its ARN and its creation time
+/// (`StreamCreationTimestamp` of DescribeStreamSummary). A stream deleted
+/// and created again under the same name has the same name, and often the
+/// same shard ids, but another creation time: its old checkpoints do not
+/// apply to it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StreamIncarnation {
+    /// The stream ARN.
+    pub arn: String,
+    /// The creation time, in milliseconds since the Unix epoch.
+    pub created_ms: i64,
+}
+
+impl fmt::Display for StreamIncarnation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} created at {} ms after the epoch",
+            self.arn, self.created_ms
+        )
+    }
+}
+
+/// What a [`CheckpointStore`] keeps about a stream besides positions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamMeta {
+    /// The stream incarnation the checkpoints belong to; `None` if unknown.
+    pub incarnation: Option<StreamIncarnation>,
+    /// For a consumer started at `LATEST`: the start time, pinned by its
+    /// first run, in microseconds since the Unix epoch. Shards without a
+    /// checkpoint are read from this time (`AT_TIMESTAMP`), in this run and
+    /// in every restart.
+    pub latest_at_us: Option<i64>,
+}
+
+impl StreamMeta {
+    /// Meta naming `incarnation`, with `latest_at_us` as given.
+    pub fn new(incarnation: Option<StreamIncarnation>, latest_at_us: Option<i64>) -> Self {
+        StreamMeta {
+            incarnation,
+            latest_at_us,
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch (negative before it).
+pub fn to_micros(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX),
+    }
+}
+
+/// The time `us` microseconds after the Unix epoch.
+pub fn from_micros(us: i64) -> SystemTime {
+    if us >= 0 {
+        UNIX_EPOCH + Duration::from_micros(us.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
+    }
+}
+
+/// Checkpoints of one stream incarnation found where another was expected:
+/// the stream was deleted and created again (or an emulator restarted).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the checkpoints of stream {stream:?} belong to {found}, but the stream now is {expected} \
+     (deleted and created again, or an emulator restarted); they do not apply to it. To start \
+     over, delete this stream's checkpoints from the store (reset), or build the source with \
+     reset_checkpoints_on_new_stream(true)"
+)]
+pub struct IncarnationMismatch {
+    /// The stream, as the source names it.
+    pub stream: String,
+    /// The incarnation the stored checkpoints belong to.
+    pub found: StreamIncarnation,
+    /// The incarnation the stream has now.
+    pub expected: StreamIncarnation,
 }
 
 /// Whether `next` may replace `stored`: positions only move forward, and

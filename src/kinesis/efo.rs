@@ -103,7 +103,6 @@ fn starting_position(start: &StartAt) -> Result<StartingPosition, SourceError> {
             .r#type(ShardIteratorType::AfterSequenceNumber)
             .sequence_number(&seq.number),
         StartAt::TrimHorizon => b.r#type(ShardIteratorType::TrimHorizon),
-        StartAt::Latest => b.r#type(ShardIteratorType::Latest),
         StartAt::Timestamp(t) => b
             .r#type(ShardIteratorType::AtTimestamp)
             .timestamp(aws_sdk_kinesis::primitives::DateTime::from(*t)),
@@ -131,7 +130,12 @@ pub(crate) async fn run(
     };
     let mut from = start;
     let mut failures = 0u32;
+    // Kinesis allows one SubscribeToShard per second per shard and consumer:
+    // a subscription that ends at once is renewed no faster than that.
+    let mut next_subscribe = Instant::now();
     loop {
+        tokio::time::sleep_until(next_subscribe).await;
+        next_subscribe = Instant::now() + Duration::from_secs(1);
         let position = match starting_position(&from) {
             Ok(p) => p,
             Err(e) => {

@@ -26,7 +26,8 @@ pub(crate) enum StartAt {
     /// are skipped.
     After(Sequence),
     TrimHorizon,
-    Latest,
+    /// `AT_TIMESTAMP`: also how a `LATEST` source reads, from its pinned
+    /// start, so that a retried call keeps the intended position.
     Timestamp(SystemTime),
 }
 
@@ -151,7 +152,6 @@ async fn get_iterator(
             .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
             .starting_sequence_number(&seq.number),
         StartAt::TrimHorizon => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
-        StartAt::Latest => req.shard_iterator_type(ShardIteratorType::Latest),
         StartAt::Timestamp(t) => req
             .shard_iterator_type(ShardIteratorType::AtTimestamp)
             .timestamp(to_datetime(*t)),
@@ -191,7 +191,15 @@ pub(crate) async fn after_failure(
             metrics::counter!("streamsift_kinesis_transient_errors_total", "shard" => label, "operation" => op).increment(1);
             tracing::warn!(%shard, error = %e, attempt = *failures, "transient error; retrying");
         }
-        CallError::Expired => {}
+        CallError::Expired => {
+            // Not expected from GetShardIterator; back off like a transient
+            // error rather than asking again at once.
+            shared
+                .counters
+                .transient_errors
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%shard, operation = op, attempt = *failures, "unexpected ExpiredIteratorException; retrying");
+        }
         CallError::Permanent(e) => {
             tracing::error!(%shard, error = %e, "permanent error; stopping the source");
             let e = SourceError::permanent(format!("shard {shard}: {e}")).with_source(e);
@@ -244,7 +252,6 @@ async fn poll(
                     // No iterator: the shard is closed and nothing is left.
                     return end_shard(shard, tx).await;
                 }
-                Err(CallError::Expired) => continue,
                 Err(e) => {
                     if let Err(exit) =
                         after_failure(shared, shard, "GetShardIterator", e, &mut failures, tx).await

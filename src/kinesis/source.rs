@@ -15,7 +15,10 @@ use tokio::task::JoinSet;
 
 use super::error::{CallError, classify};
 use super::reader::{self, ReaderExit, StartAt};
-use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore};
+use crate::checkpoint::{
+    CheckpointStore, IncarnationMismatch, MemoryCheckpointStore, StreamIncarnation, StreamMeta,
+    from_micros, to_micros,
+};
 use crate::record::{Batch, Checkpoint, Position, ShardId};
 use crate::{Source, SourceError};
 
@@ -24,10 +27,21 @@ use crate::{Source, SourceError};
 pub enum StartPosition {
     /// The oldest record still in the stream (`TRIM_HORIZON`).
     TrimHorizon,
-    /// Only records written after the reader starts (`LATEST`). Shards that
-    /// were already closed at start-up are skipped; children of shards that
-    /// close while the source runs are read from their start, so nothing
-    /// written after start-up is missed.
+    /// Only records written after the source started (`LATEST`), exactly.
+    ///
+    /// The start is pinned once, when [`build`](KinesisSourceBuilder::build)
+    /// is called, and every shard without a checkpoint is read from it
+    /// (`AT_TIMESTAMP` of that time), whatever its lineage and however many
+    /// start-up calls fail and are retried: a retry never re-resolves the
+    /// start, and no shard falls back to `TRIM_HORIZON`. Children created
+    /// after the start hold only later records, so they are read whole. The
+    /// pinned time is stored with the checkpoints
+    /// ([`StreamMeta`](crate::checkpoint::StreamMeta)), so a restart over the
+    /// same store keeps the first run's start for shards it never
+    /// checkpointed, instead of skipping what was written while it was down.
+    ///
+    /// The boundary is Kinesis' `ApproximateArrivalTimestamp` against this
+    /// host's clock: as exact as the two clocks agree.
     Latest,
     /// Records that arrived at or after this time (`AT_TIMESTAMP`).
     AtTimestamp(SystemTime),
@@ -97,6 +111,10 @@ pub struct KinesisStats {
     pub shards_ended: u64,
     /// ListShards rounds.
     pub discoveries: u64,
+    /// Per-shard entries the source holds now (shards known, finished,
+    /// closed, pending a start): bounded by what ListShards reports, since
+    /// shards that age out of the stream are released.
+    pub shard_entries: u64,
 }
 
 #[derive(Debug, Default)]
@@ -109,6 +127,7 @@ pub(crate) struct Counters {
     pub(crate) corrupt_aggregates: AtomicU64,
     pub(crate) shards_ended: AtomicU64,
     pub(crate) discoveries: AtomicU64,
+    pub(crate) shard_entries: AtomicU64,
 }
 
 impl Counters {
@@ -123,6 +142,7 @@ impl Counters {
             corrupt_aggregates: get(&self.corrupt_aggregates),
             shards_ended: get(&self.shards_ended),
             discoveries: get(&self.discoveries),
+            shard_entries: get(&self.shard_entries),
         }
     }
 }
@@ -142,6 +162,7 @@ pub(crate) struct Settings {
     pub(crate) resubscribe_after: Duration,
     pub(crate) seed: u64,
     pub(crate) list_page_size: i32,
+    pub(crate) reset_on_new_incarnation: bool,
 }
 
 impl Default for Settings {
@@ -159,6 +180,7 @@ impl Default for Settings {
             resubscribe_after: Duration::from_secs(300),
             seed: 0x5eed,
             list_page_size: 1000,
+            reset_on_new_incarnation: false,
         }
     }
 }
@@ -326,6 +348,18 @@ impl KinesisSourceBuilder {
         self
     }
 
+    /// What to do when the store's checkpoints belong to another incarnation
+    /// of the stream (it was deleted and created again): `false` (default)
+    /// fails the source at start-up with a permanent error whose source is
+    /// an [`IncarnationMismatch`](crate::checkpoint::IncarnationMismatch);
+    /// `true` resets the stream's checkpoints
+    /// ([`CheckpointStore::reset`]) with a warning and starts over from the
+    /// [`StartPosition`].
+    pub fn reset_checkpoints_on_new_stream(mut self, reset: bool) -> Self {
+        self.settings.reset_on_new_incarnation = reset;
+        self
+    }
+
     /// The seed of the backoff jitter. Default fixed, so runs repeat.
     pub fn seed(mut self, seed: u64) -> Self {
         self.settings.seed = seed;
@@ -336,9 +370,12 @@ impl KinesisSourceBuilder {
     /// asked, and starts shard discovery and the readers.
     ///
     /// Fails if the checkpoint store cannot be read or the consumer cannot be
-    /// registered. A missing stream shows up as a permanent error from the
-    /// first [`next_batch`](Source::next_batch).
+    /// registered. A missing stream, and checkpoints of another incarnation
+    /// of the stream, show up as a permanent error from the first
+    /// [`next_batch`](Source::next_batch).
     pub async fn build(self) -> Result<KinesisSource, SourceError> {
+        // The start of a LATEST source, pinned before any call is made.
+        let started = SystemTime::now();
         let checkpoints = self.store.load(self.stream.name()).await?;
         let consumer_arn = match &self.consumer_name {
             Some(name) => Some(
@@ -364,7 +401,7 @@ impl KinesisSourceBuilder {
             wake: Notify::new(),
         });
         let (tx, rx) = mpsc::channel(self.channel_capacity);
-        let task = tokio::spawn(coordinate(shared.clone(), tx, checkpoints));
+        let task = tokio::spawn(coordinate(shared.clone(), tx, checkpoints, started));
         Ok(KinesisSource {
             shared,
             rx: tokio::sync::Mutex::new(rx),
@@ -493,10 +530,29 @@ impl Source for KinesisSource {
         if checkpoints.is_empty() {
             return Ok(());
         }
-        self.shared
-            .store
-            .save(self.shared.stream.name(), &checkpoints)
-            .await?;
+        let ends = checkpoints.iter().any(|c| c.position == Position::ShardEnd);
+        let mut failures = 0u32;
+        loop {
+            match self
+                .shared
+                .store
+                .save(self.shared.stream.name(), &checkpoints)
+                .await
+            {
+                Ok(()) => break,
+                // A SHARD_END commit holds back the shard's children: retry
+                // it here, with jittered backoff and a bound, before handing
+                // the error to the pipeline (which retries it again later).
+                // Nothing is marked finished until a save succeeds.
+                Err(e) if ends && e.is_retryable() && failures + 1 < SHARD_END_COMMIT_TRIES => {
+                    failures += 1;
+                    let wait = reader::backoff(&self.shared.settings, failures, 0x5e4d);
+                    tracing::warn!(error = %e, attempt = failures, ?wait, "SHARD_END commit failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let mut ended = false;
         {
             let mut finished = self
@@ -517,6 +573,10 @@ impl Source for KinesisSource {
     }
 }
 
+/// How many times [`KinesisSource::commit`] tries a save holding a
+/// `SHARD_END` before it returns the error.
+const SHARD_END_COMMIT_TRIES: u32 = 4;
+
 /// One shard as ListShards reported it.
 #[derive(Clone, Debug)]
 struct ShardInfo {
@@ -535,9 +595,6 @@ enum State {
     Ended,
     /// Caught up and stopped (`stop_at_tip`), or its `SHARD_END` is stored.
     Idle,
-    /// Closed at start-up under `LATEST`: never read, and done for its
-    /// children's sake.
-    Skipped,
 }
 
 async fn list_shards(shared: &Shared) -> Result<Vec<(ShardId, ShardInfo)>, CallError> {
@@ -584,16 +641,181 @@ async fn list_shards(shared: &Shared) -> Result<Vec<(ShardId, ShardInfo)>, CallE
     }
 }
 
+/// DescribeStreamSummary: the stream's incarnation. Throttling and
+/// transient errors are retried with jittered backoff, without end (the
+/// source cannot start without it); a permanent error is returned.
+async fn describe(shared: &Shared) -> Result<StreamIncarnation, SourceError> {
+    let mut failures = 0u32;
+    loop {
+        let mut req = shared.client.describe_stream_summary();
+        req = match &shared.stream {
+            StreamRef::Name(n) => req.stream_name(n),
+            StreamRef::Arn(a) => req.stream_arn(a),
+        };
+        let err = match tokio::time::timeout(shared.settings.call_timeout, req.send()).await {
+            Ok(Ok(resp)) => {
+                let Some(d) = resp.stream_description_summary() else {
+                    return Err(SourceError::permanent(
+                        "DescribeStreamSummary returned no stream description; expected the \
+                         stream's ARN and creation time",
+                    ));
+                };
+                let created = d.stream_creation_timestamp();
+                let created_ms = created
+                    .secs()
+                    .saturating_mul(1000)
+                    .saturating_add(i64::from(created.subsec_nanos() / 1_000_000));
+                return Ok(StreamIncarnation {
+                    arn: d.stream_arn().to_string(),
+                    created_ms,
+                });
+            }
+            Ok(Err(e)) => classify("DescribeStreamSummary", e),
+            Err(_) => {
+                CallError::Transient(SourceError::unavailable("DescribeStreamSummary: timed out"))
+            }
+        };
+        match err {
+            CallError::Permanent(e) => return Err(e),
+            other => {
+                failures += 1;
+                count_failure(shared, &other);
+                let wait = reader::backoff(&shared.settings, failures, 0xd5c);
+                tracing::warn!(error = ?other, ?wait, "DescribeStreamSummary failed; will retry");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+fn count_failure(shared: &Shared, err: &CallError) {
+    if matches!(err, CallError::Throttled(_)) {
+        shared.counters.throttled.fetch_add(1, Ordering::Relaxed);
+    } else {
+        shared
+            .counters
+            .transient_errors
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs a store call, retrying retryable errors with jittered backoff (at
+/// most `STORE_TRIES` tries).
+async fn with_store_retries<T, F, Fut>(
+    shared: &Shared,
+    what: &str,
+    mut call: F,
+) -> Result<T, SourceError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::CheckpointError>>,
+{
+    let mut failures = 0u32;
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retryable() && failures + 1 < STORE_TRIES => {
+                failures += 1;
+                let wait = reader::backoff(&shared.settings, failures, 0x57e);
+                tracing::warn!(error = %e, operation = what, ?wait, "checkpoint store failed; will retry");
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Tries of one checkpoint store call at start-up.
+const STORE_TRIES: u32 = 8;
+
+/// Start-up: checks that the checkpoints belong to the stream's current
+/// incarnation (or resets them, if asked), stores the incarnation, and
+/// returns the time a `LATEST` source reads from: the pinned time of an
+/// earlier run over this store, or `started`.
+async fn start_up(
+    shared: &Shared,
+    checkpoints: &mut BTreeMap<ShardId, Position>,
+    started: SystemTime,
+) -> Result<SystemTime, SourceError> {
+    let stream = shared.stream.name();
+    let current = describe(shared).await?;
+    let mut meta =
+        with_store_retries(shared, "load_meta", || shared.store.load_meta(stream)).await?;
+    match meta.as_ref().and_then(|m| m.incarnation.as_ref()) {
+        Some(found) if *found != current => {
+            let mismatch = IncarnationMismatch {
+                stream: stream.to_string(),
+                found: found.clone(),
+                expected: current.clone(),
+            };
+            if !shared.settings.reset_on_new_incarnation {
+                return Err(SourceError::permanent(mismatch.to_string()).with_source(mismatch));
+            }
+            tracing::warn!(
+                %stream,
+                found = %mismatch.found,
+                expected = %mismatch.expected,
+                "checkpoints belong to another incarnation of the stream: resetting them"
+            );
+            with_store_retries(shared, "reset", || shared.store.reset(stream)).await?;
+            checkpoints.clear();
+            shared
+                .finished
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+            meta = None;
+        }
+        Some(_) => {}
+        None if !checkpoints.is_empty() => {
+            tracing::warn!(
+                %stream,
+                incarnation = %current,
+                "the stored checkpoints name no stream incarnation (written by an older \
+                 streamsift or a store that keeps none): adopting them for the stream as it is now"
+            );
+        }
+        None => {}
+    }
+    let pinned = meta.as_ref().and_then(|m| m.latest_at_us);
+    let latest_at = pinned.map_or(started, from_micros);
+    let wanted = StreamMeta::new(
+        Some(current),
+        match shared.settings.start {
+            StartPosition::Latest => Some(pinned.unwrap_or_else(|| to_micros(started))),
+            _ => pinned,
+        },
+    );
+    if meta.as_ref() != Some(&wanted) {
+        with_store_retries(shared, "save_meta", || {
+            shared.store.save_meta(stream, &wanted)
+        })
+        .await?;
+    }
+    Ok(latest_at)
+}
+
 /// Finds shards, starts readers in lineage order, and ends the channel when
 /// `stop_at_tip` is set and nothing is left to read.
 async fn coordinate(
     shared: Arc<Shared>,
     tx: mpsc::Sender<Result<Batch, SourceError>>,
-    checkpoints: BTreeMap<ShardId, Position>,
+    mut checkpoints: BTreeMap<ShardId, Position>,
+    started: SystemTime,
 ) {
+    let latest_at = match start_up(&shared, &mut checkpoints, started).await {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = tx.send(Err(e)).await;
+            return;
+        }
+    };
     let mut known: HashMap<ShardId, (ShardInfo, State)> = HashMap::new();
+    // Shards that continue what an earlier run read: those with a
+    // checkpoint, and children started because a parent was one. Their
+    // children read from TRIM_HORIZON, whatever the start position.
+    let mut continued: HashSet<ShardId> = checkpoints.keys().cloned().collect();
     let mut readers: JoinSet<(ShardId, ReaderExit)> = JoinSet::new();
-    let mut first_listing = true;
     let mut discover = true;
     let mut failures = 0u32;
     let mut next_discovery = tokio::time::Instant::now();
@@ -606,6 +828,8 @@ async fn coordinate(
                     failures = 0;
                     next_discovery =
                         tokio::time::Instant::now() + shared.settings.discovery_interval;
+                    let listed: HashSet<ShardId> =
+                        shards.iter().map(|(id, _)| id.clone()).collect();
                     {
                         let mut closed = shared.closed.lock().unwrap_or_else(|p| p.into_inner());
                         closed.extend(
@@ -628,16 +852,15 @@ async fn coordinate(
                         {
                             tracing::warn!(shard = %id, error = %e, "could not record shard lineage");
                         }
-                        let skip = first_listing
-                            && info.closed
-                            && shared.settings.start == StartPosition::Latest
-                            && !checkpoints.contains_key(&id);
-                        let state = if skip { State::Skipped } else { State::Waiting };
-                        if skip {
-                            tracing::debug!(shard = %id, "closed at start-up with LATEST: skipped");
-                        }
-                        known.insert(id, (info, state));
+                        known.insert(id, (info, State::Waiting));
                     }
+                    prune(
+                        &shared,
+                        &listed,
+                        &mut known,
+                        &mut continued,
+                        &mut checkpoints,
+                    );
                 }
                 Err(CallError::Permanent(e)) => {
                     let _ = tx.send(Err(e)).await;
@@ -645,14 +868,7 @@ async fn coordinate(
                 }
                 Err(other) => {
                     failures += 1;
-                    if matches!(other, CallError::Throttled(_)) {
-                        shared.counters.throttled.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        shared
-                            .counters
-                            .transient_errors
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
+                    count_failure(&shared, &other);
                     let wait = reader::backoff(&shared.settings, failures, u64::MAX);
                     tracing::warn!(error = ?other, ?wait, "ListShards failed; will retry");
                     next_discovery = tokio::time::Instant::now() + wait;
@@ -673,29 +889,34 @@ async fn coordinate(
             .filter(|(id, (info, state))| {
                 *state == State::Waiting
                     && !finished.contains(*id)
-                    && info.parents.iter().all(|p| {
-                        finished.contains(p)
-                            || !known.contains_key(p)
-                            || known.get(p).is_some_and(|(_, s)| *s == State::Skipped)
-                    })
+                    && info
+                        .parents
+                        .iter()
+                        .all(|p| finished.contains(p) || !known.contains_key(p))
             })
             .map(|(id, _)| id.clone())
             .collect();
         for id in ready {
-            let start = match checkpoints.get(&id) {
-                Some(Position::Sequence(seq)) => StartAt::After(seq.clone()),
+            let start = match checkpoints.remove(&id) {
+                Some(Position::Sequence(seq)) => StartAt::After(seq),
                 Some(Position::ShardEnd) => continue,
                 None => {
-                    let is_root = known.get(&id).is_some_and(|(info, _)| {
-                        info.parents.iter().all(|p| !known.contains_key(p))
+                    let continues = known.get(&id).is_some_and(|(info, _)| {
+                        info.parents.iter().any(|p| continued.contains(p))
                     });
-                    match shared.settings.start {
-                        StartPosition::TrimHorizon => StartAt::TrimHorizon,
-                        StartPosition::AtTimestamp(t) => StartAt::Timestamp(t),
-                        // Children of shards read in this run start at their
-                        // beginning: LATEST there would skip records.
-                        StartPosition::Latest if first_listing && is_root => StartAt::Latest,
-                        StartPosition::Latest => StartAt::TrimHorizon,
+                    if continues {
+                        // An earlier run read the parent: go on from the
+                        // child's first record, so nothing between is lost.
+                        continued.insert(id.clone());
+                        StartAt::TrimHorizon
+                    } else {
+                        match shared.settings.start {
+                            StartPosition::TrimHorizon => StartAt::TrimHorizon,
+                            StartPosition::AtTimestamp(t) => StartAt::Timestamp(t),
+                            // Pinned once: retries and shards found later
+                            // read from the same instant.
+                            StartPosition::Latest => StartAt::Timestamp(latest_at),
+                        }
                     }
                 }
             };
@@ -712,14 +933,23 @@ async fn coordinate(
         }
         // Shards whose SHARD_END is stored never need a reader.
         for (id, (_, state)) in known.iter_mut() {
-            if *state == State::Waiting && finished.contains(id) {
-                *state = State::Idle;
-            }
-            if *state == State::Ended && finished.contains(id) {
+            if matches!(*state, State::Waiting | State::Ended) && finished.contains(id) {
                 *state = State::Idle;
             }
         }
-        first_listing = false;
+        let entries = known.len()
+            + finished.len()
+            + continued.len()
+            + checkpoints.len()
+            + shared
+                .closed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len();
+        shared
+            .counters
+            .shard_entries
+            .store(entries as u64, Ordering::Relaxed);
 
         if shared.settings.stop_at_tip
             && readers.is_empty()
@@ -767,4 +997,37 @@ async fn coordinate(
             _ = tokio::time::sleep_until(next_discovery) => {}
         }
     }
+}
+
+/// Releases the shards ListShards no longer reports (aged out of the
+/// stream) once no reader runs for them, so the source's per-shard state is
+/// bounded by the listing, not by the stream's history. A shard stays in
+/// `continued` while a waiting child still needs to know it was read.
+fn prune(
+    shared: &Shared,
+    listed: &HashSet<ShardId>,
+    known: &mut HashMap<ShardId, (ShardInfo, State)>,
+    continued: &mut HashSet<ShardId>,
+    checkpoints: &mut BTreeMap<ShardId, Position>,
+) {
+    known.retain(|id, (_, state)| {
+        listed.contains(id) || matches!(*state, State::Running | State::Ended)
+    });
+    let awaited: HashSet<ShardId> = known
+        .values()
+        .filter(|(_, s)| *s == State::Waiting)
+        .flat_map(|(info, _)| info.parents.iter().cloned())
+        .collect();
+    continued.retain(|id| known.contains_key(id) || awaited.contains(id));
+    checkpoints.retain(|id, _| known.contains_key(id));
+    shared
+        .finished
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|id| known.contains_key(id));
+    shared
+        .closed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|id| known.contains_key(id));
 }

@@ -64,6 +64,8 @@ struct State {
     counts: HashMap<String, usize>,
     faults: Vec<Fault>,
     iterators: HashMap<String, String>,
+    /// Faults that answer every call of their op from their `nth` on.
+    standing: Vec<Fault>,
 }
 
 /// Records calls and injects faults; clone it to keep a handle for asserts.
@@ -83,6 +85,18 @@ impl FaultyHttp {
                 ..State::default()
             })),
         }
+    }
+
+    /// From now on, answers every call of `fault.op` from its `nth` on
+    /// (1-based, counting all calls of that op) as `fault` says, until
+    /// [`clear_standing`](Self::clear_standing).
+    pub fn fail_from(&self, fault: Fault) {
+        self.state.lock().unwrap().standing.push(fault);
+    }
+
+    /// Drops every fault added with [`fail_from`](Self::fail_from).
+    pub fn clear_standing(&self) {
+        self.state.lock().unwrap().standing.clear();
     }
 
     /// Every call so far.
@@ -179,7 +193,12 @@ impl HttpConnector for FaultyConnector {
                 *c += 1;
                 *c
             };
-            let fault = st.faults.iter().find(|f| f.op == op && f.nth == n).cloned();
+            let fault = st
+                .faults
+                .iter()
+                .find(|f| f.op == op && f.nth == n)
+                .or_else(|| st.standing.iter().find(|f| f.op == op && n >= f.nth))
+                .cloned();
             st.calls.push(Call {
                 op: op.clone(),
                 at: Instant::now(),

@@ -1,0 +1,680 @@
+//! KinesisSource under faults, over a real loopback connection to moto:
+//! exact start positions whatever fails at start-up, no loss at SHARD_END,
+//! checkpoints that name the stream incarnation, bounded retries and
+//! bounded per-shard state.
+//!
+//! moto notes: AT_TIMESTAMP compares the record's arrival time (moto's own
+//! clock, the same host clock here) with the requested time, records at or
+//! after it included; closed shards keep handing out iterators (the source
+//! ends them by the ListShards "closed" flag); sequence numbers restart at 1
+//! in a recreated stream.
+#![cfg(feature = "kinesis")]
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::primitives::Blob;
+use common::faulty_http::{Fault, FaultyHttp};
+use common::moto::Moto;
+use streamsift::checkpoint::{CheckpointStore, FileCheckpointStore, MemoryCheckpointStore};
+use streamsift::kinesis::{KinesisSource, KinesisSourceBuilder, StartPosition};
+use streamsift::{Checkpoint, Position, Record, Source};
+
+async fn faulty_client(moto: &Moto, faults: Vec<Fault>) -> (Client, FaultyHttp) {
+    let base = moto.sdk_config().await;
+    let http = FaultyHttp::new(aws_smithy_http_client::Builder::new().build_http(), faults);
+    let config = base.into_builder().http_client(http.clone()).build();
+    (Client::new(&config), http)
+}
+
+async fn create_stream(client: &Client, name: &str, shards: i32) {
+    client
+        .create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await
+        .expect("CreateStream");
+    wait_active(client, name).await;
+}
+
+async fn wait_active(client: &Client, name: &str) {
+    for _ in 0..100 {
+        let s = client
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+            .expect("DescribeStreamSummary");
+        if s.stream_description_summary()
+            .is_some_and(|d| d.stream_status().as_str() == "ACTIVE")
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("stream {name} never became ACTIVE");
+}
+
+/// Puts `n` records with payloads `{tag}:{i}`, keys spread over 8 values.
+async fn put(client: &Client, stream: &str, tag: &str, n: usize) {
+    let entries: Vec<_> = (0..n)
+        .map(|i| {
+            aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                .partition_key(format!("k{}", i % 8))
+                .data(Blob::new(format!("{tag}:{i}").into_bytes()))
+                .build()
+                .expect("entry")
+        })
+        .collect();
+    let resp = client
+        .put_records()
+        .stream_name(stream)
+        .set_records(Some(entries))
+        .send()
+        .await
+        .expect("PutRecords");
+    assert_eq!(resp.failed_record_count(), Some(0));
+}
+
+async fn split_only_shard(client: &Client, stream: &str) {
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("ListShards");
+    let open: Vec<String> = shards
+        .shards()
+        .iter()
+        .filter(|s| {
+            s.sequence_number_range()
+                .and_then(|r| r.ending_sequence_number())
+                .is_none()
+        })
+        .map(|s| s.shard_id().to_string())
+        .collect();
+    client
+        .split_shard()
+        .stream_name(stream)
+        .shard_to_split(&open[0])
+        .new_starting_hash_key("170141183460469231731687303715884105728")
+        .send()
+        .await
+        .expect("SplitShard");
+    wait_active(client, stream).await;
+}
+
+fn builder(client: Client, stream: &str) -> KinesisSourceBuilder {
+    KinesisSource::builder(client, stream)
+        .idle_wait(Duration::from_millis(50))
+        .discovery_interval(Duration::from_millis(300))
+        .backoff(Duration::from_millis(20), Duration::from_millis(200))
+}
+
+fn payloads(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| String::from_utf8(r.payload.to_vec()).expect("utf-8 payload"))
+        .collect()
+}
+
+/// Reads (committing each batch, SHARD_END included) until `want` records
+/// arrived, then `linger` more to catch any extra; at most `limit` overall.
+async fn read_for(source: &KinesisSource, want: usize, linger: Duration) -> Vec<String> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut stop_at: Option<tokio::time::Instant> = None;
+    loop {
+        let until = stop_at.unwrap_or(deadline).min(deadline);
+        let Ok(next) = tokio::time::timeout_at(until, source.next_batch()).await else {
+            break;
+        };
+        let Some(batch) = next.expect("next_batch") else {
+            break;
+        };
+        let mut cps = Vec::new();
+        if let Some(last) = batch.records.last() {
+            cps.push(Checkpoint {
+                shard: batch.shard.clone(),
+                position: Position::Sequence(last.sequence.clone()),
+            });
+        }
+        if batch.shard_end {
+            cps.push(Checkpoint {
+                shard: batch.shard.clone(),
+                position: Position::ShardEnd,
+            });
+        }
+        got.extend(payloads(&batch.records));
+        source.commit(cps).await.expect("commit");
+        if got.len() >= want && stop_at.is_none() {
+            stop_at = Some(tokio::time::Instant::now() + linger);
+        }
+    }
+    got
+}
+
+fn tagged(got: &[String], tag: &str) -> usize {
+    got.iter()
+        .filter(|p| p.split_once(':').is_some_and(|(t, _)| t == tag))
+        .count()
+}
+
+fn throttle(op: &'static str, nth: usize) -> Fault {
+    Fault {
+        op,
+        nth,
+        status: 400,
+        code: "LimitExceededException",
+        body: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_position_latest_survives_throttled_list_shards() {
+    let moto = Moto::start();
+    let plain = Client::new(&moto.sdk_config().await);
+    create_stream(&plain, "latest-ls", 2).await;
+    put(&plain, "latest-ls", "old", 20).await;
+
+    let (kinesis, _http) = faulty_client(&moto, vec![throttle("ListShards", 1)]).await;
+    let source = builder(kinesis, "latest-ls")
+        .start_position(StartPosition::Latest)
+        .build()
+        .await
+        .expect("build");
+    put(&plain, "latest-ls", "new", 12).await;
+    let got = read_for(&source, 12, Duration::from_millis(800)).await;
+    assert_eq!(
+        tagged(&got, "old"),
+        0,
+        "a LATEST source replayed records written before it started: {got:?}"
+    );
+    assert_eq!(tagged(&got, "new"), 12, "{got:?}");
+    assert_eq!(got.len(), 12, "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_position_latest_survives_throttled_get_shard_iterator() {
+    let moto = Moto::start();
+    let plain = Client::new(&moto.sdk_config().await);
+    create_stream(&plain, "latest-gsi", 1).await;
+    put(&plain, "latest-gsi", "old", 10).await;
+
+    let faults = (1..=3).map(|n| throttle("GetShardIterator", n)).collect();
+    let (kinesis, http) = faulty_client(&moto, faults).await;
+    let source = builder(kinesis, "latest-gsi")
+        .start_position(StartPosition::Latest)
+        .build()
+        .await
+        .expect("build");
+    // Written at once after the source started, while its first iterator
+    // calls are throttled: they must all be read.
+    put(&plain, "latest-gsi", "new", 6).await;
+    let got = read_for(&source, 6, Duration::from_millis(500)).await;
+    assert_eq!(tagged(&got, "old"), 0, "{got:?}");
+    assert_eq!(
+        tagged(&got, "new"),
+        6,
+        "records written after start were lost when the iterator call was retried: {got:?}"
+    );
+    assert!(http.calls_of("GetShardIterator").len() >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_position_at_timestamp_and_trim_horizon_are_exact_across_a_split() {
+    let moto = Moto::start();
+    let plain = Client::new(&moto.sdk_config().await);
+    create_stream(&plain, "exact", 1).await;
+    // moto moves a parent's records into the children at SplitShard, with
+    // new arrival times; so split first, and write the records whose
+    // exactness is checked afterwards (into the children; the parent is
+    // closed and empty, and read in lineage order).
+    split_only_shard(&plain, "exact").await;
+    put(&plain, "exact", "before", 10).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let at = std::time::SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    put(&plain, "exact", "after", 10).await;
+    put(&plain, "exact", "child", 10).await;
+
+    let faults = vec![
+        throttle("ListShards", 1),
+        throttle("GetShardIterator", 1),
+        throttle("GetShardIterator", 3),
+    ];
+    let (kinesis, _) = faulty_client(&moto, faults).await;
+    let source = builder(kinesis, "exact")
+        .start_position(StartPosition::AtTimestamp(at))
+        .stop_at_tip(true)
+        .build()
+        .await
+        .expect("build");
+    let got = read_for(&source, usize::MAX, Duration::ZERO).await;
+    assert_eq!(tagged(&got, "before"), 0, "{got:?}");
+    assert_eq!(tagged(&got, "after"), 10, "{got:?}");
+    assert_eq!(tagged(&got, "child"), 10, "{got:?}");
+    assert_eq!(got.len(), 20);
+
+    let (kinesis, _) = faulty_client(&moto, vec![throttle("ListShards", 1)]).await;
+    let source = builder(kinesis, "exact")
+        .stop_at_tip(true)
+        .build()
+        .await
+        .expect("build");
+    let got = read_for(&source, usize::MAX, Duration::ZERO).await;
+    assert_eq!(
+        got.len(),
+        30,
+        "TRIM_HORIZON reads every record once: {got:?}"
+    );
+    assert_eq!(got.iter().collect::<HashSet<_>>().len(), 30);
+}
+
+/// moto empties a parent into its children at SplitShard, so the lineage is
+/// scripted here over a real two-shard stream: shard 0 is the parent P,
+/// shard 1 its child C (ListShards answered by the test, every other call by
+/// moto).
+fn lineage_listing(real: &[aws_sdk_kinesis::types::Shard], closed: bool) -> String {
+    let shard = |s: &aws_sdk_kinesis::types::Shard| {
+        let range = s.hash_key_range().expect("range");
+        let seq = s.sequence_number_range().expect("seq");
+        serde_json::json!({
+            "ShardId": s.shard_id(),
+            "HashKeyRange": {"StartingHashKey": range.starting_hash_key(), "EndingHashKey": range.ending_hash_key()},
+            "SequenceNumberRange": {"StartingSequenceNumber": seq.starting_sequence_number()},
+        })
+    };
+    let mut p = shard(&real[0]);
+    if !closed {
+        return serde_json::json!({ "Shards": [p] }).to_string();
+    }
+    p["SequenceNumberRange"]["EndingSequenceNumber"] = serde_json::json!("99999999");
+    let mut c = shard(&real[1]);
+    c["ParentShardId"] = serde_json::json!(real[0].shard_id());
+    serde_json::json!({ "Shards": [p, c] }).to_string()
+}
+
+/// Finds a partition key that moto puts into `shard` (probing with
+/// records tagged `probe`, written before any source starts).
+async fn key_for(client: &Client, stream: &str, shard: &str) -> String {
+    for i in 0..64 {
+        let key = format!("key{i}");
+        let out = client
+            .put_record()
+            .stream_name(stream)
+            .partition_key(&key)
+            .data(Blob::new(format!("probe:{i}").into_bytes()))
+            .send()
+            .await
+            .expect("PutRecord");
+        if out.shard_id() == shard {
+            return key;
+        }
+    }
+    panic!("no partition key of 64 maps to {shard}");
+}
+
+async fn put_to(client: &Client, stream: &str, key: &str, tag: &str, n: usize) {
+    for i in 0..n {
+        client
+            .put_record()
+            .stream_name(stream)
+            .partition_key(key)
+            .data(Blob::new(format!("{tag}:{i}").into_bytes()))
+            .send()
+            .await
+            .expect("PutRecord");
+    }
+}
+
+fn listing(body: String) -> Fault {
+    Fault {
+        op: "ListShards",
+        nth: 1,
+        status: 200,
+        code: "",
+        body: Some(body),
+    }
+}
+
+/// The parent's records are committed only through `SHARD_END` (as the
+/// pipeline does when its last records finish together). That commit
+/// fails; the children must not start; the run dies; the restart must read
+/// the parent's uncommitted records again rather than treat the closed,
+/// never-checkpointed parent as done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_loss_shard_end_commit_failure_does_not_start_children() {
+    let moto = Moto::start();
+    let plain = Client::new(&moto.sdk_config().await);
+    create_stream(&plain, "ends", 2).await;
+    let real = plain
+        .list_shards()
+        .stream_name("ends")
+        .send()
+        .await
+        .expect("ListShards")
+        .shards()
+        .to_vec();
+    let p_key = key_for(&plain, "ends", real[0].shard_id()).await;
+    let c_key = key_for(&plain, "ends", real[1].shard_id()).await;
+    put_to(&plain, "ends", &p_key, "old", 5).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FileCheckpointStore::new(dir.path());
+    let path = store.path_for("ends");
+
+    let (kinesis, http) = faulty_client(&moto, Vec::new()).await;
+    http.fail_from(listing(lineage_listing(&real, false)));
+    let first = builder(kinesis, "ends")
+        .start_position(StartPosition::Latest)
+        .checkpoints(store.clone())
+        .build()
+        .await
+        .expect("build");
+    // Room for a LATEST iterator taken late (the old behaviour).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    put_to(&plain, "ends", &p_key, "parent", 5).await;
+    let mut first_got = Vec::new();
+    while first_got.len() < 5 {
+        let batch = tokio::time::timeout(Duration::from_secs(20), first.next_batch())
+            .await
+            .expect("the parent's records arrive")
+            .expect("next_batch")
+            .expect("open stream");
+        first_got.extend(payloads(&batch.records));
+    }
+    // Now P is closed and C is its child.
+    http.clear_standing();
+    http.fail_from(listing(lineage_listing(&real, true)));
+    put_to(&plain, "ends", &c_key, "child", 5).await;
+    let parent = loop {
+        let batch = tokio::time::timeout(Duration::from_secs(20), first.next_batch())
+            .await
+            .expect("the parent ends")
+            .expect("next_batch")
+            .expect("open stream");
+        first_got.extend(payloads(&batch.records));
+        if batch.shard_end {
+            break batch.shard;
+        }
+    };
+    // Make the store fail: a directory where the file goes.
+    let aside = dir.path().join("aside");
+    if path.exists() {
+        std::fs::rename(&path, &aside).expect("move the file aside");
+    }
+    std::fs::create_dir(&path).expect("block the file");
+    first
+        .commit(vec![Checkpoint {
+            shard: parent.clone(),
+            position: Position::ShardEnd,
+        }])
+        .await
+        .expect_err("the SHARD_END commit fails");
+    // The child must not start while the parent's end is not stored.
+    let early = tokio::time::timeout(Duration::from_millis(1500), first.next_batch()).await;
+    if let Ok(Ok(Some(batch))) = &early {
+        panic!(
+            "shard {} was read although its parent's SHARD_END commit failed",
+            batch.shard
+        );
+    }
+    drop(first);
+    std::fs::remove_dir(&path).expect("unblock");
+    if aside.exists() {
+        std::fs::rename(&aside, &path).expect("restore");
+    }
+
+    // The restart.
+    let (kinesis, http) = faulty_client(&moto, Vec::new()).await;
+    http.fail_from(listing(lineage_listing(&real, true)));
+    let second = builder(kinesis, "ends")
+        .start_position(StartPosition::Latest)
+        .checkpoints(store)
+        .stop_at_tip(true)
+        .build()
+        .await
+        .expect("build");
+    let got = read_for(&second, usize::MAX, Duration::ZERO).await;
+    assert_eq!(tagged(&first_got, "parent"), 5, "{first_got:?}");
+    assert_eq!(tagged(&first_got, "old"), 0, "{first_got:?}");
+    assert_eq!(
+        tagged(&got, "parent"),
+        5,
+        "the parent's uncommitted records were lost after its SHARD_END commit failed: {got:?}"
+    );
+    assert_eq!(tagged(&got, "child"), 5, "{got:?}");
+    assert_eq!(tagged(&got, "old"), 0, "{got:?}");
+    assert_eq!(tagged(&got, "probe"), 0, "{got:?}");
+}
+
+async fn recreate(client: &Client, name: &str) {
+    client
+        .delete_stream()
+        .stream_name(name)
+        .send()
+        .await
+        .expect("DeleteStream");
+    // A creation time in another millisecond than the first.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    create_stream(client, name, 1).await;
+}
+
+async fn refuses_old_checkpoints(
+    moto: &Moto,
+    stream: &str,
+    store: std::sync::Arc<dyn CheckpointStore>,
+) {
+    let kinesis = Client::new(&moto.sdk_config().await);
+    create_stream(&kinesis, stream, 1).await;
+    put(&kinesis, stream, "first", 6).await;
+    let source = builder(kinesis.clone(), stream)
+        .checkpoints_shared(store.clone())
+        .stop_at_tip(true)
+        .build()
+        .await
+        .expect("build");
+    assert_eq!(read_for(&source, usize::MAX, Duration::ZERO).await.len(), 6);
+    drop(source);
+    assert!(!store.load(stream).await.expect("load").is_empty());
+
+    recreate(&kinesis, stream).await;
+    put(&kinesis, stream, "second", 9).await;
+    let source = builder(kinesis.clone(), stream)
+        .checkpoints_shared(store.clone())
+        .stop_at_tip(true)
+        .build()
+        .await
+        .expect("build");
+    let err = tokio::time::timeout(Duration::from_secs(20), source.next_batch())
+        .await
+        .expect("an answer")
+        .expect_err("checkpoints of the deleted stream are refused");
+    assert!(!err.is_retryable(), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("belong to"), "{text}");
+    assert!(text.contains("reset_checkpoints_on_new_stream"), "{text}");
+    let typed = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<streamsift::checkpoint::IncarnationMismatch>())
+        .expect("the source is an IncarnationMismatch");
+    assert_ne!(typed.found.created_ms, typed.expected.created_ms);
+    drop(source);
+
+    let source = builder(kinesis, stream)
+        .checkpoints_shared(store.clone())
+        .reset_checkpoints_on_new_stream(true)
+        .stop_at_tip(true)
+        .build()
+        .await
+        .expect("build");
+    let got = read_for(&source, usize::MAX, Duration::ZERO).await;
+    assert_eq!(
+        tagged(&got, "second"),
+        9,
+        "after the reset every record is read: {got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incarnation_recreated_stream_refuses_old_checkpoints() {
+    let moto = Moto::start();
+    refuses_old_checkpoints(
+        &moto,
+        "inc-mem",
+        std::sync::Arc::new(MemoryCheckpointStore::new()),
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    refuses_old_checkpoints(
+        &moto,
+        "inc-file",
+        std::sync::Arc::new(FileCheckpointStore::new(dir.path())),
+    )
+    .await;
+    #[cfg(feature = "dynamodb")]
+    {
+        use streamsift::checkpoint::DynamoDbCheckpointStore;
+        let store = DynamoDbCheckpointStore::from_conf(&moto.sdk_config().await, "inc-leases");
+        store.create_table_if_missing().await.expect("table");
+        refuses_old_checkpoints(&moto, "inc-ddb", std::sync::Arc::new(store)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_retries_under_an_always_failing_dependency() {
+    let moto = Moto::start();
+    let plain = Client::new(&moto.sdk_config().await);
+    create_stream(&plain, "down", 2).await;
+    let (kinesis, http) = faulty_client(&moto, Vec::new()).await;
+    for op in ["DescribeStreamSummary", "ListShards"] {
+        http.fail_from(Fault {
+            op,
+            nth: 1,
+            status: 500,
+            code: "InternalFailure",
+            body: None,
+        });
+    }
+    let source = builder(kinesis, "down")
+        .backoff(Duration::from_millis(10), Duration::from_millis(200))
+        .build()
+        .await
+        .expect("build");
+    let window = Duration::from_secs(2);
+    let r = tokio::time::timeout(window, source.next_batch()).await;
+    assert!(r.is_err(), "nothing can be read while the stream is down");
+    let start_calls = http.calls_of("DescribeStreamSummary").len();
+    // Backoff 10 ms doubling to 200 ms, full jitter, never below 10 ms.
+    assert!(
+        (3..=60).contains(&start_calls),
+        "{start_calls} DescribeStreamSummary calls in {window:?}"
+    );
+    // Now the listing fails forever after start-up.
+    http.clear_standing();
+    http.fail_from(Fault {
+        op: "ListShards",
+        nth: 1,
+        status: 400,
+        code: "LimitExceededException",
+        body: None,
+    });
+    let _ = tokio::time::timeout(window, source.next_batch()).await;
+    let listings = http.calls_of("ListShards").len();
+    assert!(
+        (3..=60).contains(&listings),
+        "{listings} ListShards calls in {window:?}"
+    );
+    // And GetShardIterator, once the listing works.
+    http.clear_standing();
+    http.fail_from(Fault {
+        op: "GetShardIterator",
+        nth: 1,
+        status: 400,
+        code: "ProvisionedThroughputExceededException",
+        body: None,
+    });
+    let _ = tokio::time::timeout(window, source.next_batch()).await;
+    let iterators = http.calls_of("GetShardIterator").len();
+    assert!(
+        (2..=2 * 60).contains(&iterators),
+        "{iterators} GetShardIterator calls for 2 shards in {window:?}"
+    );
+    assert!(source.stats().throttled >= 3, "{:?}", source.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_memory_shards_that_age_out_are_released() {
+    let moto = Moto::start();
+    let plain = Client::new(&moto.sdk_config().await);
+    create_stream(&plain, "aging", 1).await;
+    put(&plain, "aging", "a", 5).await;
+    split_only_shard(&plain, "aging").await;
+    put(&plain, "aging", "b", 5).await;
+    // The listing as moto gives it, then with the parent gone (aged out).
+    let real = plain
+        .list_shards()
+        .stream_name("aging")
+        .send()
+        .await
+        .expect("ListShards");
+    let open: Vec<serde_json::Value> = real
+        .shards()
+        .iter()
+        .filter(|s| s.parent_shard_id().is_some())
+        .map(|s| {
+            let range = s.hash_key_range().expect("range");
+            serde_json::json!({
+                "ShardId": s.shard_id(),
+                "ParentShardId": s.parent_shard_id(),
+                "HashKeyRange": {"StartingHashKey": range.starting_hash_key(), "EndingHashKey": range.ending_hash_key()},
+                "SequenceNumberRange": {"StartingSequenceNumber": s.sequence_number_range().expect("seq").starting_sequence_number()},
+            })
+        })
+        .collect();
+    assert_eq!(open.len(), 2);
+    let (kinesis, http) = faulty_client(&moto, Vec::new()).await;
+    let source = builder(kinesis, "aging").build().await.expect("build");
+    let mut got = Vec::new();
+    // Read until the 10 records are in, then 1.5 s more (several listings).
+    let mut until = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Ok(next) = tokio::time::timeout_at(until, source.next_batch()).await {
+        let batch = next.expect("next_batch").expect("open stream");
+        got.extend(payloads(&batch.records));
+        let mut cps = Vec::new();
+        if let Some(last) = batch.records.last() {
+            cps.push(Checkpoint {
+                shard: batch.shard.clone(),
+                position: Position::Sequence(last.sequence.clone()),
+            });
+        }
+        if batch.shard_end {
+            cps.push(Checkpoint {
+                shard: batch.shard.clone(),
+                position: Position::ShardEnd,
+            });
+            // From now on the parent has aged out of the listing.
+            http.fail_from(Fault {
+                op: "ListShards",
+                nth: 1,
+                status: 200,
+                code: "",
+                body: Some(serde_json::json!({ "Shards": open }).to_string()),
+            });
+        }
+        source.commit(cps).await.expect("commit");
+        if got.len() == 10 {
+            until = until.min(tokio::time::Instant::now() + Duration::from_millis(1500));
+        }
+    }
+    assert_eq!(got.len(), 10, "{got:?}");
+    let entries = source.stats().shard_entries;
+    // Two children: known, and closed never. The parent is gone.
+    assert!(
+        entries <= 2,
+        "the source still holds {entries} per-shard entries after its parent aged out"
+    );
+}
