@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::store::read_lines;
-use super::{ActiveError, shorten};
+use super::{ActiveError, json_error};
 use crate::classify::Prediction;
 use crate::jsonl::{Appender, sync_parent};
 
@@ -190,7 +190,7 @@ impl<T: Serialize + DeserializeOwned + Clone> ReviewQueue<T> {
                         path: self.path.clone(),
                         line: i + 1,
                         expected: "a review-queue entry (op add, sent, done, evict or spent)",
-                        found: format!("{e} in {}", shorten(&String::from_utf8_lossy(&line))),
+                        found: json_error(&e),
                     });
                 }
             };
@@ -397,6 +397,22 @@ impl<T: Serialize + DeserializeOwned + Clone> ReviewQueue<T> {
         let mut buf = Vec::new();
         for id in ids {
             Self::line(&mut buf, &Op::<&T>::Done { id: id.clone() }, id)?;
+        }
+        if !ids.is_empty() {
+            self.write(&buf, ids.len())?;
+        }
+        for id in ids {
+            self.remove(id);
+        }
+        self.maybe_compact()
+    }
+
+    /// Drops `ids` (pending or awaiting) for good: user code panicked on
+    /// them alone. Logged as evictions, so they stay gone after a restart.
+    pub(crate) fn mark_failed(&mut self, ids: &[String]) -> Result<(), ActiveError> {
+        let mut buf = Vec::new();
+        for id in ids {
+            Self::line(&mut buf, &Op::<&T>::Evict { id: id.clone() }, id)?;
         }
         if !ids.is_empty() {
             self.write(&buf, ids.len())?;

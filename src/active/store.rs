@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ActiveError, shorten};
+use super::{ActiveError, json_error};
 use crate::jsonl::Appender;
 use crate::local::Example;
 
@@ -116,7 +116,7 @@ impl DatasetStore {
                         path: self.path.clone(),
                         line: i + 1,
                         expected: "a labeled example object (text, label, agreement, answers, task)",
-                        found: format!("{e} in {}", shorten(&String::from_utf8_lossy(&line))),
+                        found: json_error(&e),
                     });
                 }
             }
