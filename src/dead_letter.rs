@@ -11,10 +11,9 @@ use std::time::SystemTime;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::Mutex;
 
 use crate::error::{DeadLetterError, ErrorClass};
+use crate::jsonl::Appender;
 use crate::record::Record;
 
 /// The stage at which a record failed.
@@ -168,11 +167,22 @@ impl<S: DeadLetterSink + ?Sized> DeadLetterSink for Arc<S> {
 
 /// Appends dead letters to a JSON-lines file, one [`DeadLetterEntry`] a
 /// line. The file is created on the first dead letter, so a clean run leaves
-/// nothing behind. Each entry is flushed before `store` returns.
+/// nothing behind.
+///
+/// A dead letter lets the pipeline count its record as done, so it is as
+/// durable as the checkpoint that passes it: `store` returns `Ok` only once
+/// the entry is synced to disk (and, for the first entry, the directory that
+/// holds the new file). The file is only ever appended to: a torn last line
+/// left by a crash is cut before the first append (with a warning naming
+/// the file and the byte count), and a failed append is rolled back, so a
+/// retry leaves neither a half line nor a duplicate.
+///
+/// Nothing here deletes or truncates whole dead letters. To start a fresh
+/// file, [`rotate`](JsonLinesDeadLetter::rotate) moves the old one aside.
 #[derive(Debug)]
 pub struct JsonLinesDeadLetter {
     path: PathBuf,
-    file: Mutex<Option<tokio::fs::File>>,
+    file: Arc<std::sync::Mutex<Option<Appender>>>,
 }
 
 impl JsonLinesDeadLetter {
@@ -180,7 +190,7 @@ impl JsonLinesDeadLetter {
     pub fn new(path: impl AsRef<Path>) -> Self {
         JsonLinesDeadLetter {
             path: path.as_ref().to_path_buf(),
-            file: Mutex::new(None),
+            file: Arc::new(std::sync::Mutex::new(None)),
         }
     }
 
@@ -189,13 +199,82 @@ impl JsonLinesDeadLetter {
         &self.path
     }
 
-    /// Reads back every entry of a dead-letter file.
+    /// Reads back every entry of a dead-letter file. An unfinished last
+    /// line (a crash during an append, never acknowledged) is skipped.
     pub fn read_entries(path: impl AsRef<Path>) -> std::io::Result<Vec<DeadLetterEntry>> {
         let text = std::fs::read_to_string(path)?;
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).map_err(std::io::Error::other))
+        let whole = match text.rfind('\n') {
+            Some(i) => &text[..=i],
+            None => "",
+        };
+        whole
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
+                // serde's message may quote the payload: name the line only.
+                serde_json::from_str(l).map_err(|e| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "line {} is not a dead-letter entry ({:?} error at column {})",
+                            i + 1,
+                            e.classify(),
+                            e.column()
+                        ),
+                    )
+                })
+            })
             .collect()
+    }
+
+    /// Moves an existing, non-empty dead-letter file at `path` aside, to
+    /// `<path>.<unix ms>` (with `.1`, `.2`, ... added if that name is
+    /// taken; an existing file is never overwritten), so that a new run
+    /// starts a fresh file while every earlier dead letter is kept. Returns
+    /// the new name, or `None` when there was nothing to move.
+    pub fn rotate(path: impl AsRef<Path>) -> std::io::Result<Option<PathBuf>> {
+        let path = path.as_ref();
+        match std::fs::metadata(path) {
+            Ok(m) if m.len() > 0 => {}
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let mut base = path.as_os_str().to_owned();
+        base.push(format!(".{ms}"));
+        for n in 0u32.. {
+            let mut name = base.clone();
+            if n > 0 {
+                name.push(format!(".{n}"));
+            }
+            let target = PathBuf::from(name);
+            // A hard link fails when the target exists, so nothing is ever
+            // overwritten; the old name is unlinked only once the new one
+            // holds the same file.
+            match std::fs::hard_link(path, &target) {
+                Ok(()) => {
+                    std::fs::remove_file(path)?;
+                    crate::jsonl::sync_parent(path)?;
+                    return Ok(Some(target));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                // A file system without hard links: rename to a free name.
+                Err(_) if !target.exists() => {
+                    std::fs::rename(path, &target)?;
+                    crate::jsonl::sync_parent(path)?;
+                    return Ok(Some(target));
+                }
+                Err(_) => continue,
+            }
+        }
+        Err(std::io::Error::other(
+            "no free name to rotate the dead-letter file to",
+        ))
     }
 }
 
@@ -205,38 +284,45 @@ impl DeadLetterSink for JsonLinesDeadLetter {
         let mut line = serde_json::to_vec(&DeadLetterEntry::from_dead_letter(dead_letter))
             .map_err(|e| DeadLetterError::permanent("could not serialize entry").with_source(e))?;
         line.push(b'\n');
-        let mut guard = self.file.lock().await;
-        if guard.is_none() {
-            let file = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .await
-                .map_err(|e| {
+        let file = Arc::clone(&self.file);
+        let path = self.path.clone();
+        // Opening, writing and syncing block: do them off the runtime.
+        let done = tokio::task::spawn_blocking(move || {
+            let mut guard = file.lock().unwrap_or_else(|e| e.into_inner());
+            if guard.is_none() {
+                let opened = Appender::open(&path).map_err(|e| {
                     DeadLetterError::unavailable(format!(
                         "cannot open dead-letter file {}",
-                        self.path.display()
+                        path.display()
                     ))
                     .with_source(e)
                 })?;
-            *guard = Some(file);
-        }
-        let file = guard.as_mut().expect("opened above");
-        let written = async {
-            file.write_all(&line).await?;
-            file.flush().await
-        }
+                *guard = Some(opened);
+            }
+            let Some(appender) = guard.as_mut() else {
+                return Err(DeadLetterError::unavailable("dead-letter file not open"));
+            };
+            appender.append(&line).map_err(|e| {
+                DeadLetterError::unavailable(format!(
+                    "cannot write dead-letter file {} (the entry was rolled back; retry)",
+                    path.display()
+                ))
+                .with_source(e)
+            })
+        })
         .await;
-        if let Err(e) = written {
-            // Reopen on the next attempt.
-            *guard = None;
-            return Err(DeadLetterError::unavailable(format!(
-                "cannot write dead-letter file {}",
-                self.path.display()
-            ))
-            .with_source(e));
+        match done {
+            Ok(result) => result,
+            Err(join) => Err(DeadLetterError::unavailable(format!(
+                "the dead-letter write to {} did not finish ({})",
+                self.path.display(),
+                if join.is_panic() {
+                    "panicked"
+                } else {
+                    "cancelled"
+                }
+            ))),
         }
-        Ok(())
     }
 }
 

@@ -24,6 +24,7 @@ pub mod dead_letter;
 pub mod decode;
 pub mod error;
 pub mod fakes;
+mod jsonl;
 #[cfg(feature = "kcl")]
 pub mod kcl;
 #[cfg(feature = "kinesis")]

@@ -770,3 +770,185 @@ async fn the_learner_conforms_to_the_labeler_contract() {
     assert_eq!(results.len(), 4);
     assert_eq!(results[0].label, "problem");
 }
+
+/// A `tracing` writer that keeps everything written, to read it back.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+// The process-wide subscriber (a thread-local one can miss events whose
+// callsite another test's thread cached as off).
+fn process_logs() -> Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("streamsift=trace,warn"))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other test in this binary sets a global subscriber");
+        logs
+    })
+    .clone()
+}
+
+/// Customer text put in every item of the poison test: it must never reach
+/// the logs.
+const MARKER: &str = "CUSTOMER-TEXT-MARKER";
+
+/// A labeler whose user code panics: `submit` on any batch holding a
+/// "poison" item, `collect` on its first call.
+#[derive(Default)]
+struct PanickyLabeler {
+    inner: RecordingLabeler,
+    collected_once: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Labeler<Msg> for PanickyLabeler {
+    async fn submit(&self, tasks: &[LabelTask<'_, Msg>]) -> Result<Vec<TaskId>, LabelError> {
+        if let Some(t) = tasks.iter().find(|t| t.item.text.contains("poison")) {
+            panic!("the labeler chokes on {}", t.item.text);
+        }
+        self.inner.submit(tasks).await
+    }
+
+    async fn collect(&self) -> Result<Vec<LabelResult>, LabelError> {
+        if !self.collected_once.swap(true, Ordering::SeqCst) {
+            panic!("collect fails the first time");
+        }
+        self.inner.collect().await
+    }
+}
+
+/// A model that panics on items saying "boom".
+struct PanickyModel;
+
+impl Classifier<Msg> for PanickyModel {
+    async fn classify(&self, item: &Msg) -> Result<Prediction, ClassifyError> {
+        if item.text.contains("boom") {
+            panic!("the model chokes on {}", item.text);
+        }
+        Ok(Prediction::binary("problem", "none", 0.5))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn poison_never_stops_the_active_learning_loop() {
+    let logs = process_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let swap = HotSwapClassifier::new(PanickyModel);
+    let trainings = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = Arc::clone(&trainings);
+    let train: streamsift::active::TrainFn<PanickyModel> = Arc::new(move |_: &[Example]| {
+        if count.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("the trainer chokes the first time");
+        }
+        Ok(PanickyModel)
+    });
+    let retrainer = Retrainer::new(
+        swap.clone(),
+        Vec::new(),
+        train,
+        RetrainTrigger {
+            every_labels: Some(1),
+            interval: None,
+        },
+    );
+    let inner = Arc::new(PanickyLabeler::default());
+    let learner = ActiveLearner::builder(Arc::clone(&inner), |m: &Msg| {
+        if m.text.contains("bad-example") {
+            panic!("cannot convert {}", m.text);
+        }
+        Example::new(m.text.clone())
+    })
+    .queue_file(dir.path().join("q.jsonl"))
+    .dataset(DatasetStore::new(dir.path().join("labels.jsonl")))
+    .stats(swap.stats().clone())
+    .retrainer(retrainer)
+    .config(ActiveConfig {
+        batch_size: 10,
+        ..ActiveConfig::default()
+    })
+    .open()
+    .unwrap();
+    let text = |s: &str| format!("{s} {MARKER}");
+    submit_scored(
+        &learner,
+        &[
+            ("a", msg(1, &text("api down")), 0.5),
+            ("p", msg(2, &text("poison")), 0.5),
+            ("b", msg(3, &text("login down")), 0.5),
+            ("x", msg(4, &text("bad-example")), 0.5),
+        ],
+    )
+    .await;
+
+    // Round 1: the batch panics, so its items go one by one and only the
+    // poison item fails; then collect panics: no labels this round.
+    let tick = learner.tick().await.expect("a panic fails only its item");
+    assert_eq!(tick.submitted, 3, "{tick:?}");
+    assert_eq!(learner.pending(), 0, "the poison item left the queue");
+    assert_eq!(learner.awaiting(), 3);
+
+    // Round 2: three labels come in; one item's conversion panics, and the
+    // retraining panics; the round stores the other two.
+    let tick = learner.tick().await.expect("panics fail their item alone");
+    assert_eq!((tick.labels, tick.retrained), (2, None), "{tick:?}");
+    assert_eq!(learner.awaiting(), 0, "the unconvertible item left too");
+    let stored: Vec<String> = learner
+        .store()
+        .labeled()
+        .unwrap()
+        .into_iter()
+        .filter_map(|l| l.example.id)
+        .collect();
+    assert_eq!(stored, ["a", "b"]);
+
+    // The loop goes on: a new label retrains (the trainer works now).
+    submit_scored(&learner, &[("c", msg(5, &text("site down")), 0.5)]).await;
+    let tick = learner.tick().await.expect("the learner keeps working");
+    assert_eq!((tick.labels, tick.retrained), (1, Some(2)), "{tick:?}");
+
+    // The served model panics on one record: that record fails alone.
+    let err = swap
+        .classify(&msg(6, &text("boom")))
+        .await
+        .expect_err("a panic is an error for that record");
+    assert!(!err.is_retryable(), "{err}");
+    assert!(swap.classify(&msg(7, &text("fine"))).await.is_ok());
+
+    let stats = format!("{:?}", learner.stats().snapshot());
+    assert!(stats.contains("panics: 5"), "{stats}");
+    let logs = logs.text();
+    for stage in ["submit", "collect", "to_example", "retrain", "classify"] {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains("kind=\"panic\"") && l.contains(&format!("stage=\"{stage}\""))),
+            "no panic logged at the {stage} stage:\n{logs}"
+        );
+    }
+    assert!(
+        !logs.contains(MARKER),
+        "customer text reached the logs:\n{logs}"
+    );
+}

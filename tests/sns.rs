@@ -1126,3 +1126,56 @@ fn counters_go_through_the_metrics_facade() {
     .collect();
     assert_eq!(counters, expected);
 }
+
+/// Issue 13, nothing spins: against a topic that always fails, the
+/// batcher's retries are bounded (`max_attempts` calls per message) and
+/// paced: each pause is at least half of the policy's exponential ceiling,
+/// so the calls cannot fire back to back. Time paused, every answer
+/// scripted (no emulator).
+#[tokio::test(start_paused = true)]
+async fn nothing_spins_sns_batcher_backs_off() {
+    let topic = "arn:aws:sns:us-east-1:123456789012:always-failing";
+    let attempts = 6u32;
+    let mut faults = Vec::new();
+    for nth in 1..=(3 * attempts as usize) {
+        faults.extend(scripted(nth, 500, error_answer("InternalError")));
+    }
+    let base = sdk_config_for("http://127.0.0.1:9").await;
+    let http = FaultyHttp::new(aws_smithy_http_client::Builder::new().build_http(), faults);
+    let config = base.into_builder().http_client(http.clone()).build();
+    let policy = RetryPolicy {
+        max_attempts: attempts,
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(10),
+        multiplier: 2.0,
+    };
+    for seed in [1u64, 2, 3] {
+        let router: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&config)
+            .topic(topic)
+            .linger(Duration::ZERO)
+            .retry_policy(policy.clone())
+            .seed(seed)
+            .build()
+            .expect("router");
+        let before = http.calls().len();
+        let c = case(0, tweet(1, "u", "t"), "x", 0.9, "r");
+        let err = router.route(&delivery(&c)).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        let calls: Vec<Call> = http.calls().into_iter().skip(before).collect();
+        assert_eq!(
+            calls.len(),
+            attempts as usize,
+            "bounded: one call per attempt"
+        );
+        for (i, pair) in calls.windows(2).enumerate() {
+            let retry = i as u32 + 1;
+            let gap = pair[1].at - pair[0].at;
+            let ceiling = policy.backoff(retry, 1.0);
+            assert!(
+                gap >= ceiling / 2 && gap <= ceiling,
+                "seed {seed}: pause before retry {retry} was {gap:?}; expected between {:?} and {ceiling:?}",
+                ceiling / 2
+            );
+        }
+    }
+}

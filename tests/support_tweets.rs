@@ -313,3 +313,52 @@ fn triage_uses_the_saved_threshold_then_the_team_model() {
     }
     assert!(above > 100 && below > 500, "{above} above, {below} below");
 }
+
+/// Issue 13, no loss: a restarted run must not delete the dead letters of
+/// the run before it (their records may be committed past already). The
+/// earlier file is moved aside, never removed or truncated.
+#[tokio::test]
+async fn no_loss_example_keeps_dead_letters_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dl.jsonl");
+    let settings = app::Settings {
+        dead_letter_path: path.clone(),
+        ..app::Settings::default()
+    };
+    let first = app::run(&settings, Shutdown::new()).await.unwrap();
+    let first_count = first.report.stats.dead_lettered as usize;
+    assert!(first_count > 0, "the bundled stream has malformed lines");
+    let first_ids: Vec<String> = streamsift::dead_letter::JsonLinesDeadLetter::read_entries(&path)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(first_ids.len(), first_count);
+
+    let second = app::run(&settings, Shutdown::new()).await.unwrap();
+    assert_eq!(
+        second.dead_letters.len(),
+        second.report.stats.dead_lettered as usize,
+        "the file at the path holds this run's dead letters"
+    );
+    let mut kept: Vec<String> = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let file = entry.unwrap().path();
+        if file != path {
+            kept.extend(
+                streamsift::dead_letter::JsonLinesDeadLetter::read_entries(&file)
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.id),
+            );
+        }
+    }
+    assert_eq!(
+        kept,
+        first_ids,
+        "the first run's dead letters are gone: {} of {} kept beside {}",
+        kept.len(),
+        first_ids.len(),
+        path.display()
+    );
+}

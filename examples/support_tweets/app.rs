@@ -226,8 +226,11 @@ pub struct Summary {
     pub actionable_gold: usize,
     /// Triage-queue tweets that were truly noise.
     pub review_noise: usize,
-    /// Dead letters read back from the file: (kind, reason, tweet snippet).
+    /// Dead letters read back from the file: (kind, reason).
     pub dead_letters: Vec<(String, String)>,
+    /// Where an earlier run's dead-letter file was moved (it is never
+    /// deleted), if there was one.
+    pub rotated_dead_letters: Option<PathBuf>,
     /// Records per second over the run.
     pub records_per_sec: f64,
 }
@@ -385,7 +388,10 @@ where
     C: Classifier<Tweet>,
     R: Router<Tweet>,
 {
-    reset_file(&settings.dead_letter_path)?;
+    // Dead letters are never deleted: an earlier run's file (whose records
+    // may be committed past by now) is moved aside, and this run starts a
+    // fresh one.
+    let rotated_dead_letters = start_dead_letter_file(&settings.dead_letter_path)?;
     let report = Pipeline::new(stages.source)
         .json::<Tweet>()
         .classify(stages.classifier)
@@ -438,15 +444,15 @@ where
         actionable_gold,
         review_noise,
         dead_letters,
+        rotated_dead_letters,
     })
 }
 
-fn reset_file(path: &Path) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
+/// Makes the dead-letter file's directory and moves an earlier run's file
+/// aside (never deleting it); returns where it went.
+fn start_dead_letter_file(path: &Path) -> std::io::Result<Option<PathBuf>> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
+    JsonLinesDeadLetter::rotate(path)
 }

@@ -331,6 +331,12 @@ fn print_summary(
     for (kind, reason) in &summary.dead_letters {
         println!("  {kind:<13} {}", snippet(reason, 100));
     }
+    if let Some(earlier) = &summary.rotated_dead_letters {
+        println!(
+            "  (the previous run's dead letters are kept in {})",
+            earlier.display()
+        );
+    }
     if !stats.reconciles() {
         return Err("the run report does not reconcile".into());
     }

@@ -3,11 +3,13 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
@@ -353,6 +355,66 @@ where
             .map_err(|e| ActiveError::Background(e.to_string()))?
     }
 
+    /// Submits `batch` to the inner labeler. A panic fails only the item
+    /// that causes it: the batch is then submitted item by item, and an
+    /// item that panics alone is returned as poisoned (to leave the queue).
+    /// Returns the ids sent, the ids poisoned, and the labeler's error if
+    /// one stopped the submission.
+    async fn submit_guarded(
+        &self,
+        batch: &[QueuedTask<T>],
+    ) -> (Vec<String>, Vec<String>, Option<ActiveError>) {
+        let labeler = &self.inner.labeler;
+        let tasks: Vec<LabelTask<'_, T>> = batch.iter().map(label_task).collect();
+        match AssertUnwindSafe(labeler.submit(&tasks))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(_)) => {
+                return (
+                    batch.iter().map(|t| t.id.clone()).collect(),
+                    Vec::new(),
+                    None,
+                );
+            }
+            Ok(Err(e)) => return (Vec::new(), Vec::new(), Some(e.into())),
+            Err(_) if batch.len() > 1 => tracing::warn!(
+                kind = "panic",
+                stage = "submit",
+                items = batch.len(),
+                "the inner labeler panicked on a batch; submitting its items one by one"
+            ),
+            Err(_) => {}
+        }
+        let (mut sent, mut poisoned) = (Vec::new(), Vec::new());
+        for t in batch {
+            let one = [label_task(t)];
+            let alone = if batch.len() == 1 {
+                Err(())
+            } else {
+                AssertUnwindSafe(labeler.submit(&one))
+                    .catch_unwind()
+                    .await
+                    .map_err(|_| ())
+            };
+            match alone {
+                Ok(Ok(_)) => sent.push(t.id.clone()),
+                Ok(Err(e)) => return (sent, poisoned, Some(e.into())),
+                Err(()) => {
+                    ActiveStatsHandle::add(&self.inner.stats.0.panics, 1);
+                    tracing::warn!(
+                        kind = "panic",
+                        stage = "submit",
+                        id = %t.id,
+                        "the inner labeler panicked on this item; it leaves the queue unlabeled"
+                    );
+                    poisoned.push(t.id.clone());
+                }
+            }
+        }
+        (sent, poisoned, None)
+    }
+
     /// How many tasks the rate limit and budget allow now.
     fn allowance(&self, now: Instant, spent: u64) -> (u64, bool, bool) {
         let c = &self.inner.config;
@@ -398,10 +460,15 @@ where
 
         if self.inner.resubmit.load(Ordering::Relaxed) {
             let awaiting = lock(&self.inner.queue).awaiting_tasks();
-            for chunk in awaiting.chunks(self.inner.config.batch_size) {
-                let tasks: Vec<LabelTask<'_, T>> = chunk.iter().map(label_task).collect();
-                self.inner.labeler.submit(&tasks).await?;
-                report.resubmitted += tasks.len() as u64;
+            for chunk in awaiting.chunks(self.inner.config.batch_size.max(1)) {
+                let (sent, poisoned, failed) = self.submit_guarded(chunk).await;
+                report.resubmitted += sent.len() as u64;
+                if !poisoned.is_empty() {
+                    self.with_queue(move |q| q.mark_failed(&poisoned)).await?;
+                }
+                if let Some(e) = failed {
+                    return Err(e);
+                }
             }
             self.inner.resubmit.store(false, Ordering::Relaxed);
         }
@@ -423,27 +490,50 @@ where
             let n = allowed.min(room) as usize;
             if n > 0 {
                 let batch = lock(&self.inner.queue).peek(n);
-                let tasks: Vec<LabelTask<'_, T>> = batch.iter().map(label_task).collect();
-                self.inner.labeler.submit(&tasks).await?;
-                let ids: Vec<String> = batch.iter().map(|t| t.id.clone()).collect();
+                let (ids, poisoned, failed) = self.submit_guarded(&batch).await;
                 let sent = ids.len() as u64;
                 // Marked sent after the submit: a crash in between leaves
                 // the batch pending, and the next run submits it again
                 // (idempotent by the Labeler contract) and charges it once.
-                self.with_queue(move |q| q.mark_sent(&ids)).await?;
+                // An item the labeler panicked on alone leaves the queue.
+                self.with_queue(move |q| {
+                    q.mark_sent(&ids)?;
+                    q.mark_failed(&poisoned)
+                })
+                .await?;
                 if self.inner.config.rate.is_some() {
                     lock(&self.inner.window).push_back((now, sent));
                 }
                 ActiveStatsHandle::add(&stats.tasks_submitted, sent);
                 report.submitted = sent;
+                if let Some(e) = failed {
+                    return Err(e);
+                }
             }
         }
 
-        let results = self.inner.labeler.collect().await?;
+        let results = match AssertUnwindSafe(self.inner.labeler.collect())
+            .catch_unwind()
+            .await
+        {
+            Ok(results) => results?,
+            Err(_) => {
+                // Nothing to blame but the call: no labels this round; they
+                // stay with the labeler for the next one.
+                ActiveStatsHandle::add(&stats.panics, 1);
+                tracing::warn!(
+                    kind = "panic",
+                    stage = "collect",
+                    "the inner labeler panicked in collect; no labels this round"
+                );
+                Vec::new()
+            }
+        };
         if !results.is_empty() {
             let mut labeled = Vec::with_capacity(results.len());
             let mut done = Vec::with_capacity(results.len());
             let mut unmatched = 0u64;
+            let mut poisoned = Vec::new();
             {
                 let q = lock(&self.inner.queue);
                 for r in &results {
@@ -451,7 +541,20 @@ where
                         unmatched += 1;
                         continue;
                     };
-                    let mut example = (self.inner.to_example)(&task.item);
+                    let to_example = &self.inner.to_example;
+                    let converted =
+                        std::panic::catch_unwind(AssertUnwindSafe(|| to_example(&task.item)));
+                    let Ok(mut example) = converted else {
+                        ActiveStatsHandle::add(&stats.panics, 1);
+                        tracing::warn!(
+                            kind = "panic",
+                            stage = "to_example",
+                            id = %r.item_id,
+                            "turning the item into an example panicked; it leaves the queue unlabeled"
+                        );
+                        poisoned.push(r.item_id.clone());
+                        continue;
+                    };
                     example.id = Some(r.item_id.clone());
                     example.label = Some(r.label.to_string());
                     labeled.push(LabeledExample {
@@ -476,7 +579,8 @@ where
             // a label twice (harmless, dedup removes it), never loses one.
             self.with_queue(move |q| {
                 store.append(&labeled)?;
-                q.mark_done(&done)
+                q.mark_done(&done)?;
+                q.mark_failed(&poisoned)
             })
             .await?;
             ActiveStatsHandle::add(&stats.labels_gathered, n);
@@ -502,7 +606,7 @@ where
                 .await
             {
                 Ok(version) => report.retrained = version,
-                Err(e) => tracing::warn!(error = %e, "retraining failed; the current model stays"),
+                Err(e) => warn_failed("retrain", &e, "retraining failed; the current model stays"),
             }
         }
         Ok(report)
@@ -513,13 +617,42 @@ where
     pub async fn run(&self, shutdown: Shutdown) {
         loop {
             if let Err(e) = self.tick().await {
-                tracing::warn!(error = %e, "active-learning round failed; will try again");
+                warn_failed("tick", &e, "active-learning round failed; will try again");
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(self.inner.config.tick_interval) => {}
             }
         }
+    }
+}
+
+/// Logs a failure by kind and stage. The error's text is not logged: it
+/// may quote an item (a labeler's or a serializer's message); an I/O error
+/// adds the file and the I/O error kind.
+fn warn_failed(stage: &'static str, e: &ActiveError, message: &'static str) {
+    match e {
+        ActiveError::Io {
+            action,
+            path,
+            source,
+        } => tracing::warn!(
+            kind = e.kind(),
+            stage,
+            action,
+            path = %path.display(),
+            io_error = %source.kind(),
+            "{message}"
+        ),
+        ActiveError::Labeler(l) => {
+            tracing::warn!(
+                kind = e.kind(),
+                stage,
+                labeler_error = l.kind(),
+                "{message}"
+            )
+        }
+        _ => tracing::warn!(kind = e.kind(), stage, "{message}"),
     }
 }
 

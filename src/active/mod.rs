@@ -73,7 +73,8 @@ pub enum ActiveError {
         line: usize,
         /// What the line should hold.
         expected: &'static str,
-        /// What it holds (shortened).
+        /// What it holds (the kind of JSON error and its column; never
+        /// the line's text).
         found: String,
     },
     /// An item could not be turned into JSON for the queue.
@@ -97,13 +98,44 @@ pub enum ActiveError {
     /// The configuration cannot work.
     #[error("active learning: invalid configuration: {0}")]
     Config(String),
+    /// User code (the inner labeler, the conversion to an example, the
+    /// trainer) panicked. Only that item, round part or retraining failed;
+    /// the learner keeps working.
+    #[error(
+        "active learning: user code panicked at the {stage} stage; that work was dropped and \
+         the learner goes on (fix the panicking code)"
+    )]
+    Panic {
+        /// Where: `submit`, `collect`, `to_example` or `retrain`.
+        stage: &'static str,
+    },
 }
 
-/// Shortens untrusted text for an error message.
-fn shorten(s: &str) -> String {
-    const MAX: usize = 60;
-    match s.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
+impl ActiveError {
+    /// A short, stable name for the kind of failure, for logs and metrics
+    /// (it never carries item text).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ActiveError::Io { .. } => "io",
+            ActiveError::Corrupt { .. } => "corrupt",
+            ActiveError::Serialize { .. } => "serialize",
+            ActiveError::Train(_) => "train",
+            ActiveError::Background(_) => "background",
+            ActiveError::Labeler(_) => "labeler",
+            ActiveError::Config(_) => "config",
+            ActiveError::Panic { .. } => "panic",
+        }
     }
+}
+
+/// Describes a JSON error without quoting the text it was reading (serde's
+/// own messages may quote values, which are customer text).
+fn json_error(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "an I/O error",
+        serde_json::error::Category::Syntax => "a JSON syntax error",
+        serde_json::error::Category::Data => "JSON of the wrong shape",
+        serde_json::error::Category::Eof => "JSON cut short",
+    };
+    format!("{what} at column {}", e.column())
 }

@@ -3,7 +3,7 @@
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -11,8 +11,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::store::read_lines;
-use super::{ActiveError, shorten};
+use super::{ActiveError, json_error};
 use crate::classify::Prediction;
+use crate::jsonl::{Appender, sync_parent};
 
 /// What a full queue does with one more item.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,7 +113,7 @@ impl Ord for Margin {
 /// ```
 pub struct ReviewQueue<T> {
     path: PathBuf,
-    file: File,
+    file: Appender,
     capacity: usize,
     policy: EvictionPolicy,
     pending: HashMap<String, QueuedTask<T>>,
@@ -189,7 +190,7 @@ impl<T: Serialize + DeserializeOwned + Clone> ReviewQueue<T> {
                         path: self.path.clone(),
                         line: i + 1,
                         expected: "a review-queue entry (op add, sent, done, evict or spent)",
-                        found: format!("{e} in {}", shorten(&String::from_utf8_lossy(&line))),
+                        found: json_error(&e),
                     });
                 }
             };
@@ -254,8 +255,7 @@ impl<T: Serialize + DeserializeOwned + Clone> ReviewQueue<T> {
             path: self.path.clone(),
             source,
         };
-        self.file.write_all(buf).map_err(|e| io("append to", e))?;
-        self.file.sync_data().map_err(|e| io("sync", e))?;
+        self.file.append(buf).map_err(|e| io("append to", e))?;
         self.log_lines += lines;
         Ok(())
     }
@@ -407,6 +407,22 @@ impl<T: Serialize + DeserializeOwned + Clone> ReviewQueue<T> {
         self.maybe_compact()
     }
 
+    /// Drops `ids` (pending or awaiting) for good: user code panicked on
+    /// them alone. Logged as evictions, so they stay gone after a restart.
+    pub(crate) fn mark_failed(&mut self, ids: &[String]) -> Result<(), ActiveError> {
+        let mut buf = Vec::new();
+        for id in ids {
+            Self::line(&mut buf, &Op::<&T>::Evict { id: id.clone() }, id)?;
+        }
+        if !ids.is_empty() {
+            self.write(&buf, ids.len())?;
+        }
+        for id in ids {
+            self.remove(id);
+        }
+        self.maybe_compact()
+    }
+
     /// An item submitted and waiting for its label.
     pub fn awaiting(&self, id: &str) -> Option<&QueuedTask<T>> {
         self.awaiting.get(id)
@@ -485,29 +501,20 @@ impl<T: Serialize + DeserializeOwned + Clone> ReviewQueue<T> {
             f.sync_all().map_err(|e| io("sync", &tmp, e))?;
         }
         std::fs::rename(&tmp, &self.path).map_err(|e| io("rename over", &self.path, e))?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // Make the rename itself durable; not every platform can open a
-            // directory, so a failure to open it is not an error.
-            if let Ok(d) = File::open(dir) {
-                d.sync_all().map_err(|e| io("sync", dir, e))?;
-            }
-        }
+        // Make the rename itself durable.
+        sync_parent(&self.path).map_err(|e| io("sync the directory of", &self.path, e))?;
         self.file = open_append(&self.path)?;
         self.log_lines = lines;
         Ok(())
     }
 }
 
-fn open_append(path: &Path) -> Result<File, ActiveError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|source| ActiveError::Io {
-            action: "open",
-            path: path.to_path_buf(),
-            source,
-        })
+fn open_append(path: &Path) -> Result<Appender, ActiveError> {
+    Appender::open(path).map_err(|source| ActiveError::Io {
+        action: "open",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 impl<T> fmt::Debug for ReviewQueue<T> {
@@ -526,6 +533,7 @@ impl<T> fmt::Debug for ReviewQueue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
 
     fn task(id: &str, margin: f64) -> QueuedTask<String> {
         QueuedTask {

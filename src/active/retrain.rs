@@ -101,6 +101,9 @@ impl<C: Send + Sync + 'static> Retrainer<C> {
             }
             Err(e) => {
                 ActiveStatsHandle::add(&stats.0.retrain_failures, 1);
+                if matches!(e, ActiveError::Panic { .. }) {
+                    ActiveStatsHandle::add(&stats.0.panics, 1);
+                }
                 Err(e)
             }
         }
@@ -124,7 +127,14 @@ impl<C: Send + Sync + 'static> Retrainer<C> {
             train(&all).map_err(ActiveError::Train)
         })
         .await
-        .map_err(|e| ActiveError::Background(e.to_string()))??;
+        .map_err(|e| {
+            if e.is_panic() {
+                // The panic's message may quote training text: not kept.
+                ActiveError::Panic { stage: "retrain" }
+            } else {
+                ActiveError::Background("the training task was cancelled".into())
+            }
+        })??;
         let version = self.swap.swap(model);
         tracing::info!(version, "retrained model swapped in");
         Ok(version)

@@ -39,6 +39,11 @@ pub struct ActiveStats {
     pub retrains: u64,
     /// Retrainings that failed (the model in service stayed).
     pub retrain_failures: u64,
+    /// User code that panicked (the inner labeler's submit or collect, the
+    /// conversion to an example, the trainer, the served model). Each one
+    /// failed only its item, round part or retraining; an item whose submit
+    /// or conversion panics alone leaves the queue.
+    pub panics: u64,
     /// The version in service when the figures were taken.
     pub current_version: u64,
     /// Records classified per model version, oldest first: one entry per
@@ -57,6 +62,7 @@ pub(crate) struct Counters {
     pub(crate) unmatched_results: AtomicU64,
     pub(crate) retrains: AtomicU64,
     pub(crate) retrain_failures: AtomicU64,
+    pub(crate) panics: AtomicU64,
     pub(crate) current_version: AtomicU64,
     /// One counter per model version, registered on swap; the classify hot
     /// path only increments its version's atomic.
@@ -105,6 +111,7 @@ impl ActiveStatsHandle {
             unmatched_results: get(&c.unmatched_results),
             retrains: get(&c.retrains),
             retrain_failures: get(&c.retrain_failures),
+            panics: get(&c.panics),
             current_version: get(&c.current_version),
             versions,
         }

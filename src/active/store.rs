@@ -1,12 +1,13 @@
 //! [`DatasetStore`]: labeled examples appended as JSON lines.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ActiveError, shorten};
+use super::{ActiveError, json_error};
+use crate::jsonl::Appender;
 use crate::local::Example;
 
 /// One line of a [`DatasetStore`]: an [`Example`] (its fields at the top
@@ -62,7 +63,9 @@ impl DatasetStore {
         &self.path
     }
 
-    /// Appends `labeled` and syncs the file to disk.
+    /// Appends `labeled` and syncs the file to disk. A torn last line left
+    /// by a crash is cut first; a failed append is rolled back, so a retry
+    /// stores each example once.
     pub fn append(&self, labeled: &[LabeledExample]) -> Result<(), ActiveError> {
         if labeled.is_empty() {
             return Ok(());
@@ -80,13 +83,10 @@ impl DatasetStore {
             })?;
             buf.push(b'\n');
         }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| io("open", e))?;
-        file.write_all(&buf).map_err(|e| io("append to", e))?;
-        file.sync_data().map_err(|e| io("sync", e))
+        // The one appender: a torn tail from a crash is cut first, and a
+        // failed append is rolled back.
+        let mut file = Appender::open(&self.path).map_err(|e| io("open", e))?;
+        file.append(&buf).map_err(|e| io("append to", e))
     }
 
     /// Every labeled example stored, in order. A missing file is an empty
@@ -116,7 +116,7 @@ impl DatasetStore {
                         path: self.path.clone(),
                         line: i + 1,
                         expected: "a labeled example object (text, label, agreement, answers, task)",
-                        found: format!("{e} in {}", shorten(&String::from_utf8_lossy(&line))),
+                        found: json_error(&e),
                     });
                 }
             }

@@ -2,8 +2,11 @@
 //! the pipeline runs.
 
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+
+use futures::FutureExt as _;
 
 use super::stats::ActiveStatsHandle;
 use crate::classify::{Classifier, Prediction};
@@ -149,7 +152,27 @@ impl<C> fmt::Debug for HotSwapClassifier<C> {
 impl<T: Sync, C: Classifier<T> + Send + Sync> Classifier<T> for HotSwapClassifier<C> {
     async fn classify(&self, item: &T) -> Result<Prediction, ClassifyError> {
         let model = self.current();
-        let prediction = model.model.classify(item).await;
+        // A panic in the served model fails this record alone (the
+        // pipeline dead-letters it); the classifier keeps serving.
+        let prediction = match AssertUnwindSafe(model.model.classify(item))
+            .catch_unwind()
+            .await
+        {
+            Ok(prediction) => prediction,
+            Err(_) => {
+                ActiveStatsHandle::add(&self.shared.stats.0.panics, 1);
+                tracing::warn!(
+                    kind = "panic",
+                    stage = "classify",
+                    version = model.version,
+                    "the served model panicked; the record fails alone"
+                );
+                return Err(ClassifyError::permanent(format!(
+                    "the classifier (model version {}) panicked on this record",
+                    model.version
+                )));
+            }
+        };
         if prediction.is_ok() {
             model.uses.fetch_add(1, Ordering::Relaxed);
         }

@@ -13,8 +13,8 @@
 //!   out by `collect()` and will not be handed out again.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::LabelUiError;
 use crate::aggregate::{Aggregator, Answer};
 use crate::classify::Label;
+use crate::jsonl::Appender;
 use crate::labeler::{LabelResult, TaskId, Vote};
 
 /// One line of the dataset file.
@@ -124,7 +125,7 @@ pub(crate) struct Counts {
 #[derive(Debug)]
 pub(crate) struct Store {
     path: PathBuf,
-    file: File,
+    file: Appender,
     labels: Vec<Label>,
     answers_per_item: usize,
     lease: Duration,
@@ -151,12 +152,10 @@ impl Store {
             path: path.to_owned(),
             source,
         };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(path)
-            .map_err(io)?;
+        // The one appender: it cuts a torn tail (a write cut short by a
+        // crash: never synced, so never acknowledged to anyone) before
+        // anything is replayed or appended.
+        let file = Appender::open(path).map_err(io)?;
         let mut store = Store {
             path: path.to_owned(),
             file,
@@ -168,17 +167,10 @@ impl Store {
             history: HashMap::new(),
             leases: HashMap::new(),
         };
-        let len = store.file.metadata().map_err(io)?.len();
         let reader = BufReader::new(File::open(path).map_err(io)?);
-        let mut offset: u64 = 0;
         for (n, line) in reader.split(b'\n').enumerate() {
             let line_no = n + 1;
             let bytes = line.map_err(io)?;
-            let start = offset;
-            offset += bytes.len() as u64 + 1;
-            // The last line without its newline is a write cut short by a
-            // crash: it was never synced, so never acknowledged to anyone.
-            let torn = offset > len;
             let corrupt = |message: String| LabelUiError::CorruptLine {
                 path: path.to_owned(),
                 line: line_no,
@@ -198,17 +190,6 @@ impl Store {
             let event = match parsed {
                 Ok(Some(event)) => event,
                 Ok(None) => continue,
-                Err(message) if torn => {
-                    tracing::warn!(
-                        path = %path.display(),
-                        line = line_no,
-                        %message,
-                        "dropping an unfinished last line (a write cut short); it was never acknowledged"
-                    );
-                    store.file.set_len(start).map_err(io)?;
-                    store.file.sync_data().map_err(io)?;
-                    break;
-                }
                 Err(message) => return Err(corrupt(message)),
             };
             store.apply(&event, Mode::Replay).map_err(|r| {
@@ -238,10 +219,8 @@ impl Store {
             path: self.path.clone(),
             source,
         };
-        self.file.write_all(&buf).map_err(io)?;
-        self.file.flush().map_err(io)?;
-        self.file.sync_data().map_err(io)?;
-        Ok(())
+        // Synced before it counts; rolled back if it fails.
+        self.file.append(&buf).map_err(io)
     }
 
     /// Checks an event against the state and applies it. Used both for
@@ -816,5 +795,27 @@ mod tests {
         torn.push(b'\n');
         std::fs::write(&path, &torn).unwrap();
         assert!(Store::open(&path, labels(), 1, Duration::from_secs(1)).is_err());
+    }
+    #[test]
+    fn durable_files_label_store_parseable_torn_tail_is_cut() {
+        // A whole event without its newline is still a write cut short:
+        // the newline was part of the same append, which never synced, so
+        // it was never acknowledged. Appending after it must not glue.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.jsonl");
+        {
+            let mut store = open(&path, 1);
+            store.submit(items(&["a"])).unwrap();
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"{\"kind\":\"item\",\"id\":\"b\",\"text\":\"t\"}");
+        std::fs::write(&path, &bytes).unwrap();
+        let mut store = open(&path, 1);
+        store.submit(items(&["c"])).unwrap();
+        drop(store);
+        let store = Store::open(&path, labels(), 1, Duration::from_secs(1))
+            .expect("every line is whole after a restart");
+        let ids: Vec<&str> = store.items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["a", "c"]);
     }
 }

@@ -75,6 +75,17 @@ impl Publisher {
             / (1u64 << 53) as f64
     }
 
+    /// The pause before retry `attempt`: "equal jitter" over the policy's
+    /// exponential ceiling, between half of it and all of it. Never near
+    /// zero by chance (plain full jitter can draw ~0 several times in a
+    /// row and fire retries back to back), so an always-failing topic sees
+    /// at most `max_attempts` calls per message, spread over at least half
+    /// the policy's total backoff.
+    fn pause(&self, attempt: u32) -> Duration {
+        let ceiling = self.retry.backoff(attempt, 1.0);
+        ceiling / 2 + ceiling.mul_f64(self.unit() / 2.0)
+    }
+
     fn count_call(&self, operation: &'static str) {
         metrics::counter!("streamsift_sns_calls_total", "topic" => self.topic_label(), "operation" => operation)
             .increment(1);
@@ -135,7 +146,7 @@ impl Publisher {
             if attempt >= max_attempts {
                 return Err(exhausted(attempt, err));
             }
-            tokio::time::sleep(self.retry.backoff(attempt, self.unit())).await;
+            tokio::time::sleep(self.pause(attempt)).await;
             self.count_retries(1);
             attempt += 1;
         }
@@ -167,7 +178,7 @@ impl Publisher {
                 }
                 break;
             }
-            tokio::time::sleep(self.retry.backoff(attempt, self.unit())).await;
+            tokio::time::sleep(self.pause(attempt)).await;
             self.count_retries(pending.len());
             attempt += 1;
         }
