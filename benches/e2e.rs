@@ -340,33 +340,21 @@ struct Timing {
     cpu: Option<Duration>,
 }
 
-/// The CPU time this thread has used so far (Linux, 64-bit). Every variant
-/// runs on the calling thread (the runtime is current-thread), so this is
-/// the run's whole CPU cost, and time spent waiting for the core while
-/// other processes run is not in it.
-#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+/// The CPU time this thread has used so far (rustix's safe
+/// `clock_gettime(CLOCK_THREAD_CPUTIME_ID)`). Every variant runs on the
+/// calling thread (the runtime is current-thread), so this is the run's
+/// whole CPU cost, and time spent waiting for the core while other
+/// processes run is not in it.
+#[cfg(target_os = "linux")]
 fn thread_cpu_time() -> Option<Duration> {
-    #[repr(C)]
-    struct Timespec {
-        tv_sec: i64,
-        tv_nsec: i64,
-    }
-    unsafe extern "C" {
-        fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
-    }
-    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
-    let mut ts = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec (two 64-bit fields, the
-    // layout of `struct timespec` on 64-bit Linux), and the clock id is a
-    // constant Linux defines.
-    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Some(Duration::new(
+        u64::try_from(ts.tv_sec).ok()?,
+        u32::try_from(ts.tv_nsec).ok()?,
+    ))
 }
 
-#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+#[cfg(not(target_os = "linux"))]
 fn thread_cpu_time() -> Option<Duration> {
     None
 }

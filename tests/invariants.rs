@@ -392,3 +392,68 @@ fn bounded_memory_closed_shards_are_released() {
         "every shard ended and its SHARD_END was committed, so none is tracked: {gauges:?}"
     );
 }
+
+/// A source whose first commit fails for good; later commits go through,
+/// so a run that commits again after that is caught.
+struct FirstCommitRefused {
+    inner: MemorySource,
+    calls: Arc<AtomicU64>,
+}
+
+impl Source for FirstCommitRefused {
+    async fn next_batch(&self) -> Result<Option<Batch>, SourceError> {
+        self.inner.next_batch().await
+    }
+
+    async fn commit(&self, checkpoints: Vec<Checkpoint>) -> Result<(), SourceError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err(SourceError::permanent("lease lost"));
+        }
+        self.inner.commit(checkpoints).await
+    }
+}
+
+#[test]
+fn no_loss_after_a_commit_fails_for_good_nothing_commits_again() {
+    rt().block_on(async {
+        // One shard of 10 records in one closing batch; 2 at a time, so
+        // the rest of the closing batch is waiting when the first commit
+        // (after the first record) fails for good.
+        let inner = MemorySource::from_payloads(1, payloads(10))
+            .close_shards()
+            .batch_size(10);
+        let stream = inner.stream();
+        let calls = Arc::new(AtomicU64::new(0));
+        let slow = |_: &Bytes| async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok::<_, ClassifyError>(Prediction::binary("yes", "no", 1.0))
+        };
+        let router = RecordingRouter::new();
+        let result = Pipeline::new(FirstCommitRefused {
+            inner,
+            calls: calls.clone(),
+        })
+        .decode(RawBytes)
+        .classify(slow)
+        .policy(Policy::binary(0.5, "all"))
+        .route(router.clone())
+        .dead_letter(MemoryDeadLetter::new())
+        .max_in_flight(2)
+        .commit_every(1, Duration::from_secs(60))
+        .run()
+        .await;
+        assert!(matches!(result, Err(PipelineError::Commit { .. })));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "a commit went out after one failed for good: {:?}",
+            stream.commits()
+        );
+        assert_ne!(
+            stream.committed(&streamsift::ShardId::new("shard-0")),
+            Some(streamsift::Position::ShardEnd),
+            "SHARD_END was committed with {} of 10 records done",
+            router.len()
+        );
+    });
+}

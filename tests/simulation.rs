@@ -1,7 +1,8 @@
 //! The deterministic simulation of issue 13 (see `tests/sim/`).
 //!
 //! `cargo test --all-features --test simulation` runs 300 seeds;
-//! `STREAMSIFT_SIM_SEEDS=N` runs seeds 1..=N; `STREAMSIFT_SIM_SEED=S` runs
+//! `STREAMSIFT_SIM_SEEDS=N` runs seeds 1..=N (from `STREAMSIFT_SIM_FIRST`
+//! instead of 1, to split a campaign over processes); `STREAMSIFT_SIM_SEED=S` runs
 //! seed S alone with a verbose trace. A failing seed prints the command that
 //! replays it.
 
@@ -33,7 +34,10 @@ fn simulate_seeds() {
         env_u64("STREAMSIFT_SIM_SEEDS"),
     ) {
         (Some(s), _) => (vec![s], true),
-        (None, Some(n)) => ((1..=n).collect(), false),
+        (None, Some(n)) => {
+            let first = env_u64("STREAMSIFT_SIM_FIRST").unwrap_or(1);
+            ((first..first + n).collect(), false)
+        }
         (None, None) => ((1..=300).collect(), false),
     };
     // STREAMSIFT_SIM_LIST=1 prints each failing seed's invariants.
