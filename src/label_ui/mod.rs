@@ -132,6 +132,23 @@ pub struct Progress {
     pub total: usize,
 }
 
+/// What a [`LocalWebLabeler`] holds in memory, from
+/// [`LocalWebLabeler::footprint`]: for tests and diagnostics of the
+/// bounded-memory rule (collected items are released; only their ids'
+/// fingerprints stay).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreFootprint {
+    /// Items in memory: submitted and not collected yet.
+    pub items: usize,
+    /// Leases held (expired ones included until they are replaced).
+    pub leases: usize,
+    /// Collected items remembered by id fingerprint (16 bytes each).
+    pub collected_ids: usize,
+    /// Entries on the people's undo stacks.
+    pub undo_entries: usize,
+}
+
 /// Settings for a [`LocalWebLabeler`]; [`start`](Self::start) opens the
 /// dataset and starts serving.
 #[derive(Debug, Clone)]
@@ -331,6 +348,18 @@ impl<T> LocalWebLabeler<T> {
         Progress {
             done: counts.done,
             total: counts.total,
+        }
+    }
+
+    /// What the labeling state holds in memory now.
+    #[doc(hidden)]
+    pub fn footprint(&self) -> StoreFootprint {
+        let f = self.shared.lock().footprint();
+        StoreFootprint {
+            items: f.items,
+            leases: f.leases,
+            collected_ids: f.collected_ids,
+            undo_entries: f.undo_entries,
         }
     }
 
