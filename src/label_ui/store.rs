@@ -524,7 +524,9 @@ impl Store {
     /// file was written, and that does not make the file wrong.
     fn check(&self, event: &Event, mode: Mode) -> Result<(), Refusal> {
         match event {
-            Event::Item { id, .. } if self.index.contains_key(id) || self.collected.contains(id) => {
+            Event::Item { id, .. }
+                if self.index.contains_key(id) || self.collected.contains(id) =>
+            {
                 Err(Refusal::Conflict(format!("item {id:?} appears twice")))
             }
             Event::Item { .. } => Ok(()),
@@ -731,11 +733,7 @@ impl Store {
     /// Progress counters; `worker` selects the personal ones.
     pub(crate) fn counts(&self, worker: Option<&str>) -> Counts {
         let k = self.answers_per_item;
-        let finished = self
-            .items
-            .values()
-            .filter(|i| i.answers.len() >= k)
-            .count();
+        let finished = self.items.values().filter(|i| i.answers.len() >= k).count();
         let now = now_ms();
         let since = now.saturating_sub(RATE_WINDOW_MS);
         let (mut mine, mut recent, mut oldest) = (0usize, 0usize, now);
