@@ -137,7 +137,7 @@ pub struct Progress {
 /// bounded-memory rule (collected items are released; only their ids'
 /// fingerprints stay).
 #[doc(hidden)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreFootprint {
     /// Items in memory: submitted and not collected yet.
     pub items: usize,

@@ -1021,4 +1021,164 @@ mod tests {
         let ids: Vec<&str> = store.items.values().map(|i| i.id.as_str()).collect();
         assert_eq!(ids, ["a", "c"]);
     }
+
+    #[test]
+    fn collection_releases_items_and_cuts_undo_stacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.jsonl");
+        let mut s = open(&path, 2);
+        s.submit(items(&["a", "b", "c"])).unwrap();
+        assert_eq!(s.next_for("cid", None).unwrap().id, "a");
+        s.answer("ann", "a", "problem").unwrap().unwrap();
+        s.answer("ann", "b", "none").unwrap().unwrap();
+        s.answer("bob", "a", "problem").unwrap().unwrap();
+        s.skip("bob", "c").unwrap().unwrap();
+        assert_eq!(s.footprint().undo_entries, 4);
+        assert_eq!(s.footprint().leases, 1, "cid holds a");
+        let results = s.collect().unwrap();
+        assert_eq!(results.len(), 1);
+        assert_eq!(results[0].votes.len(), 2);
+        assert_eq!(
+            s.footprint(),
+            Footprint {
+                items: 2,
+                leases: 0,
+                collected_ids: 1,
+                undo_entries: 2,
+            },
+            "a, its lease and the undo entries up to it are gone"
+        );
+        // ann's answer on b is above a on her stack: still undoable; then
+        // nothing, as before (a collected answer cannot be undone).
+        assert_eq!(s.undo("ann").unwrap().unwrap(), "b");
+        assert!(matches!(s.undo("ann").unwrap(), Err(Refusal::Conflict(_))));
+        assert_eq!(s.undo("bob").unwrap().unwrap(), "c");
+        assert!(!s.can_undo("bob"));
+        // The collected item is known: a conflict, not an unknown item.
+        assert!(matches!(
+            s.answer("cid", "a", "none").unwrap(),
+            Err(Refusal::Conflict(_))
+        ));
+        assert!(matches!(
+            s.answer("cid", "a", "angry").unwrap(),
+            Err(Refusal::UnknownLabel(_))
+        ));
+        assert!(matches!(
+            s.answer("cid", "zz", "none").unwrap(),
+            Err(Refusal::UnknownItem(_))
+        ));
+        // Submitting it again is the same task and adds nothing.
+        assert_eq!(s.submit(items(&["a"])).unwrap(), [task_id("a")]);
+        assert_eq!(s.footprint().items, 2);
+        assert_eq!(s.counts(Some("ann")).mine, 1);
+        assert_eq!(s.counts(None).done, 1);
+        assert_eq!(s.counts(None).total, 3);
+    }
+
+    #[test]
+    fn a_skip_of_an_item_collected_meanwhile_ends_what_can_be_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.jsonl");
+        let mut s = open(&path, 1);
+        s.submit(items(&["a", "b"])).unwrap();
+        s.answer("ann", "b", "none").unwrap().unwrap();
+        assert_eq!(s.next_for("ann", None).unwrap().id, "a");
+        s.answer("bob", "a", "none").unwrap().unwrap();
+        // a is collected while ann's page still shows it; b is not.
+        assert_eq!(s.collect().unwrap().len(), 2);
+        s.submit(items(&["c"])).unwrap();
+        s.answer("ann", "c", "none").unwrap().unwrap();
+        // The skip is recorded (as it always was); like any action on a
+        // collected item, nothing before it can be undone any more.
+        s.skip("ann", "a").unwrap().unwrap();
+        assert!(!s.can_undo("ann"));
+        assert_eq!(s.footprint().undo_entries, 0);
+        drop(s);
+        let s = open(&path, 1);
+        assert!(!s.can_undo("ann"), "the same after a replay");
+        assert_eq!(s.counts(Some("ann")).mine, 2);
+    }
+
+    #[test]
+    fn replay_rebuilds_the_same_bounded_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.jsonl");
+        let mut s = open(&path, 2);
+        let ids: Vec<String> = (0..50).map(|i| format!("t{i}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        s.submit(items(&refs)).unwrap();
+        for id in &ids[..40] {
+            s.answer("ann", id, "none").unwrap().unwrap();
+            s.answer("bob", id, "problem").unwrap().unwrap();
+        }
+        s.answer("ann", "t40", "none").unwrap().unwrap();
+        s.skip("bob", "t41").unwrap().unwrap();
+        assert_eq!(s.collect().unwrap().len(), 40);
+        s.answer("bob", "t40", "none").unwrap().unwrap();
+        assert_eq!(s.undo("bob").unwrap().unwrap(), "t40");
+        let before = s.footprint();
+        assert_eq!(
+            before,
+            Footprint {
+                items: 10,
+                leases: 0,
+                collected_ids: 40,
+                undo_entries: 2,
+            }
+        );
+        let counts = |s: &Store| {
+            ["ann", "bob"].map(|w| {
+                let c = s.counts(Some(w));
+                (c.done, c.total, c.mine, c.per_minute)
+            })
+        };
+        let (counted, ann_can, bob_can) = (counts(&s), s.can_undo("ann"), s.can_undo("bob"));
+        drop(s);
+        let mut s = open(&path, 2);
+        assert_eq!(s.footprint().items, before.items);
+        assert_eq!(s.footprint().collected_ids, before.collected_ids);
+        assert_eq!(s.footprint().undo_entries, before.undo_entries);
+        assert_eq!(counts(&s), counted);
+        assert_eq!((s.can_undo("ann"), s.can_undo("bob")), (ann_can, bob_can));
+        assert!(s.collect().unwrap().is_empty());
+        // bob skipped t41 and undid t40: t40 first, then t42..., then t41.
+        assert_eq!(s.next_for("bob", None).unwrap().id, "t40");
+    }
+
+    #[test]
+    fn progress_counts_survive_collection_and_undo() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.jsonl");
+        let hour_ago = now_ms() - 60 * 60 * 1000;
+        // An answer from an hour ago: counted as the person's, not in the
+        // labels-per-minute window.
+        std::fs::write(
+            &path,
+            format!(
+                "{{\"kind\":\"item\",\"id\":\"old\",\"text\":\"t\"}}\n\
+                 {{\"kind\":\"answer\",\"item\":\"old\",\"worker\":\"ann\",\"label\":\"none\",\"at\":{hour_ago}}}\n\
+                 {{\"kind\":\"collected\",\"item\":\"old\",\"at\":{hour_ago}}}\n"
+            ),
+        )
+        .unwrap();
+        let mut s = open(&path, 1);
+        assert_eq!(s.footprint().items, 0);
+        let c = s.counts(Some("ann"));
+        assert_eq!((c.mine, c.per_minute), (1, 0.0));
+        s.submit(items(&["a", "b"])).unwrap();
+        s.answer("ann", "a", "none").unwrap().unwrap();
+        s.answer("ann", "b", "none").unwrap().unwrap();
+        let c = s.counts(Some("ann"));
+        assert_eq!((c.mine, c.per_minute), (3, 2.0));
+        assert_eq!(s.undo("ann").unwrap().unwrap(), "b");
+        let c = s.counts(Some("ann"));
+        assert_eq!((c.mine, c.per_minute), (2, 1.0));
+        assert_eq!(s.collect().unwrap().len(), 1);
+        let c = s.counts(Some("ann"));
+        assert_eq!((c.mine, c.per_minute, c.done, c.total), (2, 1.0, 2, 3));
+        drop(s);
+        let s = open(&path, 1);
+        let c = s.counts(Some("ann"));
+        assert_eq!((c.mine, c.per_minute, c.done, c.total), (2, 1.0, 2, 3));
+    }
 }
