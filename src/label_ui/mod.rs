@@ -13,6 +13,11 @@
 //!   is a [`LabelUiError::CorruptLine`] naming the line, except an
 //!   unfinished last line (no newline: a write cut short by a crash, never
 //!   acknowledged), which is dropped with a warning and cut from the file.
+//! - **Memory** holds only what is outstanding: an item (text, answers,
+//!   leases, undo entries) is released once [`collect`](Labeler::collect)
+//!   hands its result out; only a 16-byte fingerprint of its id stays, so
+//!   that submitting it again is the same task and is not labeled twice.
+//!   The file keeps everything, and a restart rebuilds the same state.
 //! - **Several people**: each browser has a person's name (kept in its
 //!   `localStorage`); each item gets
 //!   [`answers_per_item`](LocalWebLabelerBuilder::answers_per_item) answers
