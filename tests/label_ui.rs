@@ -11,7 +11,8 @@ use std::time::Duration;
 use common::labeler_conformance::{LabelerHarness, labeler_conformance};
 use serde_json::{Value, json};
 use streamsift::label_ui::{
-    CONTENT_SECURITY_POLICY, LabelUiError, LocalWebLabeler, LocalWebLabelerBuilder,
+    CONTENT_SECURITY_POLICY, LabelUiError, LocalWebLabeler, LocalWebLabelerBuilder, Progress,
+    StoreFootprint,
 };
 use streamsift::{LabelTask, Labeler, TaskId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -543,6 +544,135 @@ async fn a_corrupt_dataset_line_is_named() {
         .await
         .unwrap_err();
     assert!(matches!(no_labels, LabelUiError::InvalidConfig(_)));
+}
+
+/// Issue 13, bounded memory: a long-running page keeps in memory only the
+/// items not collected yet (and their leases and undo entries); collected
+/// items are released, only their ids are remembered, and a restart
+/// rebuilds the same bounded state from the file, which keeps everything.
+#[tokio::test]
+async fn bounded_memory_label_store_releases_collected_items() {
+    const ITEMS: usize = 10_000;
+    const BATCH: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("labels.jsonl");
+    let labeler = start(&path, 1).await;
+    let text = "my order is late".to_owned();
+    // Largest footprint seen with a batch outstanding, and after collecting.
+    let (mut peak, mut after_collect) = (StoreFootprint::default(), StoreFootprint::default());
+    let max = |a: &mut StoreFootprint, b: StoreFootprint| {
+        a.items = a.items.max(b.items);
+        a.leases = a.leases.max(b.leases);
+        a.undo_entries = a.undo_entries.max(b.undo_entries);
+        a.collected_ids = a.collected_ids.max(b.collected_ids);
+    };
+    for round in 0..ITEMS / BATCH {
+        let ids: Vec<String> = (0..BATCH)
+            .map(|i| format!("tweet-{}", round * BATCH + i))
+            .collect();
+        let tasks: Vec<LabelTask<'_, String>> = ids
+            .iter()
+            .map(|id| LabelTask {
+                id,
+                item: &text,
+                prediction: None,
+            })
+            .collect();
+        labeler.submit(&tasks).await.unwrap();
+        // bob is shown one item (and holds its lease); ann labels the rest,
+        // each answer's reply showing her next item.
+        let bobs = next(&labeler, "bob").await.expect("an item for bob");
+        let mut view = api(&labeler, "/api/state", json!({ "worker": "ann" }))
+            .await
+            .json();
+        while let Some(id) = view["item"]["id"].as_str() {
+            let reply = answer(&labeler, "ann", id, "none").await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            view = reply.json();
+        }
+        max(&mut peak, labeler.footprint());
+        assert_eq!(answer(&labeler, "bob", &bobs, "question").await.status, 200);
+        max(&mut peak, labeler.footprint());
+        let results = labeler.collect().await.unwrap();
+        assert_eq!(results.len(), BATCH, "round {round}: the batch is done");
+        max(&mut after_collect, labeler.footprint());
+    }
+    eprintln!(
+        "bounded memory: {ITEMS} items in batches of {BATCH}; peak with a batch \
+         outstanding {peak:?}; peak after collecting {after_collect:?}"
+    );
+    assert!(
+        peak.items <= BATCH && peak.leases <= BATCH && peak.undo_entries <= BATCH,
+        "memory grows with the stream: peak {} items, {} leases, {} undo entries in \
+         memory for {ITEMS} items submitted, with at most {BATCH} outstanding at once",
+        peak.items,
+        peak.leases,
+        peak.undo_entries
+    );
+    assert_eq!(
+        (
+            after_collect.items,
+            after_collect.leases,
+            after_collect.undo_entries
+        ),
+        (0, 0, 0),
+        "collected items, their leases and undo entries are released"
+    );
+    assert_eq!(labeler.footprint().collected_ids, ITEMS);
+    assert_eq!(
+        labeler.progress(),
+        Progress {
+            done: ITEMS,
+            total: ITEMS
+        }
+    );
+    let ann = api(&labeler, "/api/state", json!({ "worker": "ann" }))
+        .await
+        .json();
+    assert_eq!(ann["progress"]["mine"], ITEMS - ITEMS / BATCH);
+    assert_eq!(ann["can_undo"], false, "collected answers cannot be undone");
+
+    // A collected item submitted again keeps its task and is not redone.
+    let first = [LabelTask {
+        id: "tweet-0",
+        item: &text,
+        prediction: None,
+    }];
+    let again = labeler.submit(&first).await.unwrap();
+    assert_eq!(again[0].0, "web:tweet-0");
+    assert_eq!(labeler.footprint().items, 0);
+    assert_eq!(next(&labeler, "cid").await, None, "nothing to label again");
+    labeler.shutdown().await;
+
+    // The file keeps everything; a restart rebuilds the same bounded state.
+    let lines = events(&path);
+    assert_eq!(lines.iter().filter(|e| e["kind"] == "item").count(), ITEMS);
+    assert_eq!(
+        lines.iter().filter(|e| e["kind"] == "collected").count(),
+        ITEMS
+    );
+    let labeler = start(&path, 1).await;
+    assert_eq!(
+        labeler.footprint(),
+        StoreFootprint {
+            items: 0,
+            leases: 0,
+            collected_ids: ITEMS,
+            undo_entries: 0
+        }
+    );
+    assert_eq!(labeler.progress().done, ITEMS);
+    assert!(
+        labeler.collect().await.unwrap().is_empty(),
+        "collected once"
+    );
+    assert_eq!(labeler.submit(&first).await.unwrap(), again);
+    let ann = api(&labeler, "/api/state", json!({ "worker": "ann" }))
+        .await
+        .json();
+    assert_eq!(ann["progress"]["mine"], ITEMS - ITEMS / BATCH);
+    assert_eq!(ann["item"], Value::Null);
+    assert_eq!(ann["can_undo"], false);
 }
 
 /// People answer through the HTTP API, as the page does: each asks for

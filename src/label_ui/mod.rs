@@ -13,6 +13,11 @@
 //!   is a [`LabelUiError::CorruptLine`] naming the line, except an
 //!   unfinished last line (no newline: a write cut short by a crash, never
 //!   acknowledged), which is dropped with a warning and cut from the file.
+//! - **Memory** holds only what is outstanding: an item (text, answers,
+//!   leases, undo entries) is released once [`collect`](Labeler::collect)
+//!   hands its result out; only a 16-byte fingerprint of its id stays, so
+//!   that submitting it again is the same task and is not labeled twice.
+//!   The file keeps everything, and a restart rebuilds the same state.
 //! - **Several people**: each browser has a person's name (kept in its
 //!   `localStorage`); each item gets
 //!   [`answers_per_item`](LocalWebLabelerBuilder::answers_per_item) answers
@@ -130,6 +135,23 @@ pub struct Progress {
     pub done: usize,
     /// Items submitted.
     pub total: usize,
+}
+
+/// What a [`LocalWebLabeler`] holds in memory, from
+/// [`LocalWebLabeler::footprint`]: for tests and diagnostics of the
+/// bounded-memory rule (collected items are released; only their ids'
+/// fingerprints stay).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreFootprint {
+    /// Items in memory: submitted and not collected yet.
+    pub items: usize,
+    /// Leases held (expired ones included until they are replaced).
+    pub leases: usize,
+    /// Collected items remembered by id fingerprint (16 bytes each).
+    pub collected_ids: usize,
+    /// Entries on the people's undo stacks.
+    pub undo_entries: usize,
 }
 
 /// Settings for a [`LocalWebLabeler`]; [`start`](Self::start) opens the
@@ -331,6 +353,18 @@ impl<T> LocalWebLabeler<T> {
         Progress {
             done: counts.done,
             total: counts.total,
+        }
+    }
+
+    /// What the labeling state holds in memory now.
+    #[doc(hidden)]
+    pub fn footprint(&self) -> StoreFootprint {
+        let f = self.shared.lock().footprint();
+        StoreFootprint {
+            items: f.items,
+            leases: f.leases,
+            collected_ids: f.collected_ids,
+            undo_entries: f.undo_entries,
         }
     }
 

@@ -11,9 +11,24 @@
 //!   worker's latest answer or skip, which was on `item`;
 //! - `{"kind":"collected","item":..,"at":ms}`: the item's result was handed
 //!   out by `collect()` and will not be handed out again.
+//!
+//! # Memory
+//!
+//! The file keeps everything; memory keeps only what is outstanding. An
+//! item lives in memory (its text, answers, skips, leases) from its
+//! submission until `collect()` hands its result out; then it is released
+//! and only a 128-bit fingerprint of its id stays, so that submitting it
+//! again is still the same task and is not labeled twice (the `Labeler`
+//! contract). Each person's undo stack is cut at their latest action on a
+//! collected item (nothing at or below it could be undone anyway), and
+//! their progress is a counter plus the times of their answers in the last
+//! ten minutes. Replaying the file on start rebuilds exactly this state.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt;
 use std::fs::File;
+use std::hash::BuildHasher;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -64,20 +79,90 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-#[derive(Debug)]
+/// An item not collected yet.
 struct ItemState {
     id: String,
     text: String,
     /// (worker, label, at ms), in arrival order.
     answers: Vec<(String, Label, u64)>,
     skipped_by: HashSet<String>,
-    collected: bool,
+    /// Shown to these people and not answered yet: worker -> until.
+    leases: HashMap<String, Instant>,
 }
 
 impl ItemState {
     fn answered_by(&self, worker: &str) -> bool {
         self.answers.iter().any(|(w, _, _)| w == worker)
     }
+}
+
+// By hand: the text is customer text and stays out of Debug output.
+impl fmt::Debug for ItemState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ItemState")
+            .field("id", &self.id)
+            .field("answers", &self.answers.len())
+            .field("skipped_by", &self.skipped_by.len())
+            .field("leases", &self.leases.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The ids of collected items, as keyed 128-bit fingerprints: 16 bytes an
+/// id whatever its length (ids come from the caller). Two ids share a
+/// fingerprint with probability about n²/2^129 for n ids (below 10^-20
+/// for a billion), and the key is drawn at random per process, so ids
+/// cannot be chosen to collide. Rebuilt from the file on every start.
+struct CollectedIds {
+    key: RandomState,
+    set: HashSet<u128>,
+}
+
+impl CollectedIds {
+    fn new() -> CollectedIds {
+        CollectedIds {
+            key: RandomState::new(),
+            set: HashSet::new(),
+        }
+    }
+
+    fn fingerprint(&self, id: &str) -> u128 {
+        // Two halves from one keyed hash over two separate domains.
+        let high = self.key.hash_one((0u8, id));
+        let low = self.key.hash_one((1u8, id));
+        (u128::from(high) << 64) | u128::from(low)
+    }
+
+    fn insert(&mut self, id: &str) {
+        let fingerprint = self.fingerprint(id);
+        self.set.insert(fingerprint);
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.set.contains(&self.fingerprint(id))
+    }
+
+    fn len(&self) -> usize {
+        self.set.len()
+    }
+}
+
+impl fmt::Debug for CollectedIds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CollectedIds")
+            .field("len", &self.set.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A person's progress: answers standing (not undone) and the times of
+/// those in the rate window.
+#[derive(Debug, Default)]
+struct Tally {
+    answers: usize,
+    /// Answer times (ms) not older than [`RATE_WINDOW_MS`] when the
+    /// latest answer came, in arrival order.
+    recent: VecDeque<u64>,
 }
 
 /// Whether an event comes from the file (replay) or from a request (live).
@@ -121,6 +206,24 @@ pub(crate) struct Counts {
     pub(crate) per_minute: f64,
 }
 
+/// What the store holds in memory; see [`super::StoreFootprint`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Footprint {
+    pub(crate) items: usize,
+    pub(crate) leases: usize,
+    pub(crate) collected_ids: usize,
+    pub(crate) undo_entries: usize,
+}
+
+/// Where an item id stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Located {
+    /// In memory, under this ordinal.
+    Live(u64),
+    /// Collected and released.
+    Collected,
+}
+
 /// The labeling state and the open dataset file.
 #[derive(Debug)]
 pub(crate) struct Store {
@@ -129,12 +232,20 @@ pub(crate) struct Store {
     labels: Vec<Label>,
     answers_per_item: usize,
     lease: Duration,
-    items: Vec<ItemState>,
-    index: HashMap<String, usize>,
-    /// Each worker's answers and skips not undone, oldest first.
-    history: HashMap<String, Vec<(usize, ActionKind)>>,
-    /// Items shown to a worker and not answered yet: item -> worker -> until.
-    leases: HashMap<usize, HashMap<String, Instant>>,
+    /// Items not collected yet, by submission ordinal (submission order).
+    items: BTreeMap<u64, ItemState>,
+    /// Item id -> ordinal, for the items in `items`.
+    index: HashMap<String, u64>,
+    /// The ordinal of the next item submitted.
+    next_ordinal: u64,
+    /// Collected (and released) items.
+    collected: CollectedIds,
+    /// Each worker's answers and skips not undone, oldest first, cut at
+    /// their latest action on a collected item: every entry names an item
+    /// in `items`. Workers with nothing to undo have no entry.
+    history: HashMap<String, Vec<(u64, ActionKind)>>,
+    /// Each worker's progress.
+    tallies: HashMap<String, Tally>,
 }
 
 /// How far back the labels-per-minute rate looks.
@@ -162,10 +273,12 @@ impl Store {
             labels,
             answers_per_item: answers_per_item.max(1),
             lease,
-            items: Vec::new(),
+            items: BTreeMap::new(),
             index: HashMap::new(),
+            next_ordinal: 0,
+            collected: CollectedIds::new(),
             history: HashMap::new(),
-            leases: HashMap::new(),
+            tallies: HashMap::new(),
         };
         let reader = BufReader::new(File::open(path).map_err(io)?);
         for (n, line) in reader.split(b'\n').enumerate() {
@@ -205,6 +318,16 @@ impl Store {
         &self.labels
     }
 
+    /// What is held in memory.
+    pub(crate) fn footprint(&self) -> Footprint {
+        Footprint {
+            items: self.items.len(),
+            leases: self.items.values().map(|i| i.leases.len()).sum(),
+            collected_ids: self.collected.len(),
+            undo_entries: self.history.values().map(Vec::len).sum(),
+        }
+    }
+
     fn append(&mut self, events: &[Event]) -> Result<(), LabelUiError> {
         let mut buf = Vec::new();
         for event in events {
@@ -229,14 +352,19 @@ impl Store {
         self.check(event, mode)?;
         match event {
             Event::Item { id, text } => {
-                self.index.insert(id.clone(), self.items.len());
-                self.items.push(ItemState {
-                    id: id.clone(),
-                    text: text.clone(),
-                    answers: Vec::new(),
-                    skipped_by: HashSet::new(),
-                    collected: false,
-                });
+                let ordinal = self.next_ordinal;
+                self.next_ordinal += 1;
+                self.index.insert(id.clone(), ordinal);
+                self.items.insert(
+                    ordinal,
+                    ItemState {
+                        id: id.clone(),
+                        text: text.clone(),
+                        answers: Vec::new(),
+                        skipped_by: HashSet::new(),
+                        leases: HashMap::new(),
+                    },
+                );
             }
             Event::Answer {
                 item,
@@ -244,74 +372,141 @@ impl Store {
                 label,
                 at,
             } => {
-                let i = self.find(item)?;
+                let Located::Live(o) = self.locate(item)? else {
+                    return Err(Refusal::Conflict(format!(
+                        "item {item:?} is finished and collected"
+                    )));
+                };
                 let Some(label) = self.labels.iter().find(|l| l.as_str() == label).cloned() else {
                     return Err(Refusal::UnknownLabel(label.clone()));
                 };
-                let state = &mut self.items[i];
+                let state = self.live_mut(o)?;
                 state.answers.push((worker.clone(), label, *at));
                 state.skipped_by.remove(worker);
-                if let Some(l) = self.leases.get_mut(&i) {
-                    l.remove(worker);
-                }
+                state.leases.remove(worker);
                 self.history
                     .entry(worker.clone())
                     .or_default()
-                    .push((i, ActionKind::Answer));
-            }
-            Event::Skip { item, worker, .. } => {
-                let i = self.find(item)?;
-                self.items[i].skipped_by.insert(worker.clone());
-                if let Some(l) = self.leases.get_mut(&i) {
-                    l.remove(worker);
+                    .push((o, ActionKind::Answer));
+                let tally = self.tallies.entry(worker.clone()).or_default();
+                tally.answers += 1;
+                let since = now_ms().saturating_sub(RATE_WINDOW_MS);
+                tally.recent.retain(|t| *t >= since);
+                if *at >= since {
+                    tally.recent.push_back(*at);
                 }
-                self.history
-                    .entry(worker.clone())
-                    .or_default()
-                    .push((i, ActionKind::Skip));
             }
+            Event::Skip { item, worker, .. } => match self.locate(item)? {
+                Located::Live(o) => {
+                    let state = self.live_mut(o)?;
+                    state.skipped_by.insert(worker.clone());
+                    state.leases.remove(worker);
+                    self.history
+                        .entry(worker.clone())
+                        .or_default()
+                        .push((o, ActionKind::Skip));
+                }
+                // A skip of an item collected meanwhile (the page still
+                // showed it): nothing before it can be undone any more, as
+                // nothing before an action on a collected item can.
+                Located::Collected => {
+                    self.history.remove(worker);
+                }
+            },
             Event::Undo { worker, .. } => {
-                let (i, kind) = self.undoable(worker)?;
+                let (o, kind) = self.undoable(worker)?;
                 if let Some(h) = self.history.get_mut(worker) {
                     h.pop();
+                    if h.is_empty() {
+                        self.history.remove(worker);
+                    }
                 }
-                let state = &mut self.items[i];
+                let state = self.live_mut(o)?;
                 match kind {
-                    ActionKind::Answer => state.answers.retain(|(w, _, _)| w != worker),
+                    ActionKind::Answer => {
+                        let undone: Vec<u64> = state
+                            .answers
+                            .iter()
+                            .filter(|(w, _, _)| w == worker)
+                            .map(|(_, _, at)| *at)
+                            .collect();
+                        state.answers.retain(|(w, _, _)| w != worker);
+                        if let Some(tally) = self.tallies.get_mut(worker) {
+                            tally.answers = tally.answers.saturating_sub(undone.len());
+                            for at in undone {
+                                if let Some(p) = tally.recent.iter().rposition(|t| *t == at) {
+                                    tally.recent.remove(p);
+                                }
+                            }
+                        }
+                    }
                     ActionKind::Skip => {
                         state.skipped_by.remove(worker);
                     }
                 }
             }
             Event::Collected { item, .. } => {
-                let i = self.find(item)?;
-                self.items[i].collected = true;
+                if let Located::Live(o) = self.locate(item)? {
+                    self.release_collected(&[o]);
+                }
             }
         }
         Ok(())
     }
 
-    fn find(&self, item: &str) -> Result<usize, Refusal> {
-        self.index
-            .get(item)
-            .copied()
-            .ok_or_else(|| Refusal::UnknownItem(format!("no item with id {item:?}")))
+    /// Drops collected items from memory, keeping their ids' fingerprints,
+    /// and cuts every undo stack at its latest action on one of them.
+    fn release_collected(&mut self, ordinals: &[u64]) {
+        for o in ordinals {
+            if let Some(item) = self.items.remove(o) {
+                self.index.remove(&item.id);
+                self.collected.insert(&item.id);
+            }
+        }
+        let gone: HashSet<u64> = ordinals.iter().copied().collect();
+        self.history.retain(|_, h| {
+            if let Some(p) = h.iter().rposition(|(o, _)| gone.contains(o)) {
+                h.drain(..=p);
+            }
+            !h.is_empty()
+        });
+    }
+
+    /// Where `item` stands: in memory, collected, or unknown (refused).
+    fn locate(&self, item: &str) -> Result<Located, Refusal> {
+        if let Some(&o) = self.index.get(item) {
+            Ok(Located::Live(o))
+        } else if self.collected.contains(item) {
+            Ok(Located::Collected)
+        } else {
+            Err(Refusal::UnknownItem(format!("no item with id {item:?}")))
+        }
+    }
+
+    fn live(&self, o: u64) -> Result<&ItemState, Refusal> {
+        self.items
+            .get(&o)
+            .ok_or_else(|| Refusal::Conflict(format!("item number {o} is no longer in memory")))
+    }
+
+    fn live_mut(&mut self, o: u64) -> Result<&mut ItemState, Refusal> {
+        self.items
+            .get_mut(&o)
+            .ok_or_else(|| Refusal::Conflict(format!("item number {o} is no longer in memory")))
     }
 
     /// The worker's latest action, if it can still be undone.
-    fn undoable(&self, worker: &str) -> Result<(usize, ActionKind), Refusal> {
-        let &(i, kind) = self
-            .history
+    fn undoable(&self, worker: &str) -> Result<(u64, ActionKind), Refusal> {
+        self.history
             .get(worker)
             .and_then(|h| h.last())
-            .ok_or_else(|| Refusal::Conflict(format!("{worker:?} has nothing to undo")))?;
-        if self.items[i].collected {
-            return Err(Refusal::Conflict(format!(
-                "item {:?} is finished and its result was collected; it can no longer be undone",
-                self.items[i].id
-            )));
-        }
-        Ok((i, kind))
+            .copied()
+            .ok_or_else(|| {
+                Refusal::Conflict(format!(
+                    "{worker:?} has nothing to undo (an answer on an item whose result was \
+                     collected can no longer be undone)"
+                ))
+            })
     }
 
     /// Writes then applies one live event. A refused event is not written.
@@ -329,7 +524,9 @@ impl Store {
     /// file was written, and that does not make the file wrong.
     fn check(&self, event: &Event, mode: Mode) -> Result<(), Refusal> {
         match event {
-            Event::Item { id, .. } if self.index.contains_key(id) => {
+            Event::Item { id, .. }
+                if self.index.contains_key(id) || self.collected.contains(id) =>
+            {
                 Err(Refusal::Conflict(format!("item {id:?} appears twice")))
             }
             Event::Item { .. } => Ok(()),
@@ -339,19 +536,19 @@ impl Store {
                 label,
                 ..
             } => {
-                let i = self.find(item)?;
+                let located = self.locate(item)?;
                 if !self.labels.iter().any(|l| l.as_str() == label) {
                     return Err(Refusal::UnknownLabel(format!(
                         "label {label:?} is not one of the categories {:?}",
                         self.labels
                     )));
                 }
-                let state = &self.items[i];
-                if state.collected {
+                let Located::Live(o) = located else {
                     return Err(Refusal::Conflict(format!(
                         "item {item:?} is finished and collected"
                     )));
-                }
+                };
+                let state = self.live(o)?;
                 if state.answered_by(worker) {
                     return Err(Refusal::Conflict(format!(
                         "{worker:?} has already answered item {item:?}"
@@ -366,8 +563,9 @@ impl Store {
                 Ok(())
             }
             Event::Skip { item, worker, .. } => {
-                let i = self.find(item)?;
-                if self.items[i].answered_by(worker) {
+                if let Located::Live(o) = self.locate(item)?
+                    && self.live(o)?.answered_by(worker)
+                {
                     return Err(Refusal::Conflict(format!(
                         "{worker:?} has already answered item {item:?}; undo it first"
                     )));
@@ -375,31 +573,35 @@ impl Store {
                 Ok(())
             }
             Event::Undo { item, worker, .. } => {
-                let (i, _) = self.undoable(worker)?;
-                if self.items[i].id != *item {
+                let (o, _) = self.undoable(worker)?;
+                let latest = &self.live(o)?.id;
+                if latest != item {
                     return Err(Refusal::Conflict(format!(
-                        "undo names item {item:?} but {worker:?}'s latest action was on {:?}",
-                        self.items[i].id
+                        "undo names item {item:?} but {worker:?}'s latest action was on {latest:?}"
                     )));
                 }
                 Ok(())
             }
-            Event::Collected { item, .. } => {
-                let i = self.find(item)?;
-                if mode == Mode::Live && self.items[i].answers.len() < self.answers_per_item {
-                    return Err(Refusal::Conflict(format!(
-                        "item {item:?} marked collected with {} of {} answers",
-                        self.items[i].answers.len(),
-                        self.answers_per_item
-                    )));
+            Event::Collected { item, .. } => match self.locate(item)? {
+                Located::Live(o) => {
+                    let answers = self.live(o)?.answers.len();
+                    if mode == Mode::Live && answers < self.answers_per_item {
+                        return Err(Refusal::Conflict(format!(
+                            "item {item:?} marked collected with {answers} of {} answers",
+                            self.answers_per_item
+                        )));
+                    }
+                    Ok(())
                 }
-                Ok(())
-            }
+                // Marked twice: the first mark stands.
+                Located::Collected => Ok(()),
+            },
         }
     }
 
     /// Adds items not seen before (one write, one fsync); returns the task
-    /// id of every given item, old or new.
+    /// id of every given item, old or new (collected ones too: they are
+    /// not labeled again).
     pub(crate) fn submit(
         &mut self,
         items: Vec<(String, String)>,
@@ -407,7 +609,11 @@ impl Store {
         let mut seen = HashSet::new();
         let new: Vec<Event> = items
             .iter()
-            .filter(|(id, _)| !self.index.contains_key(id) && seen.insert(id.clone()))
+            .filter(|(id, _)| {
+                !self.index.contains_key(id)
+                    && !self.collected.contains(id)
+                    && seen.insert(id.as_str())
+            })
             .map(|(id, text)| Event::Item {
                 id: id.clone(),
                 text: text.clone(),
@@ -453,11 +659,13 @@ impl Store {
 
     /// Retracts the worker's latest answer or skip; returns the item it was on.
     pub(crate) fn undo(&mut self, worker: &str) -> Result<Result<String, Refusal>, LabelUiError> {
-        let i = match self.undoable(worker) {
-            Ok((i, _)) => i,
+        let item = match self
+            .undoable(worker)
+            .and_then(|(o, _)| self.live(o).map(|i| i.id.clone()))
+        {
+            Ok(item) => item,
             Err(r) => return Ok(Err(r)),
         };
-        let item = self.items[i].id.clone();
         let event = Event::Undo {
             item: item.clone(),
             worker: worker.to_owned(),
@@ -475,36 +683,34 @@ impl Store {
     pub(crate) fn next_for(&mut self, worker: &str, prefer: Option<&str>) -> Option<ShownItem> {
         let now = Instant::now();
         let k = self.answers_per_item;
-        let leases = &self.leases;
-        let open = |i: usize, item: &ItemState| {
-            let others = leases.get(&i).map_or(0, |l| {
-                l.iter()
-                    .filter(|(w, until)| w.as_str() != worker && **until > now)
-                    .count()
-            });
-            !item.collected && !item.answered_by(worker) && item.answers.len() + others < k
+        let open = |item: &ItemState| {
+            let others = item
+                .leases
+                .iter()
+                .filter(|(w, until)| w.as_str() != worker && **until > now)
+                .count();
+            !item.answered_by(worker) && item.answers.len() + others < k
         };
         let preferred = prefer
             .and_then(|id| self.index.get(id).copied())
-            .filter(|&i| open(i, &self.items[i]));
+            .filter(|o| self.items.get(o).is_some_and(open));
         let pick = preferred
             .or_else(|| {
                 self.items
                     .iter()
-                    .enumerate()
-                    .position(|(i, item)| open(i, item) && !item.skipped_by.contains(worker))
+                    .find(|(_, item)| open(item) && !item.skipped_by.contains(worker))
+                    .map(|(o, _)| *o)
             })
             .or_else(|| {
                 self.items
                     .iter()
-                    .enumerate()
-                    .position(|(i, item)| open(i, item))
+                    .find(|(_, item)| open(item))
+                    .map(|(o, _)| *o)
             })?;
         let until = now + self.lease;
-        let lease = self.leases.entry(pick).or_default();
-        lease.retain(|_, t| *t > now);
-        lease.insert(worker.to_owned(), until);
-        let item = &self.items[pick];
+        let item = self.items.get_mut(&pick)?;
+        item.leases.retain(|_, t| *t > now);
+        item.leases.insert(worker.to_owned(), until);
         Some(ShownItem {
             id: item.id.clone(),
             text: item.text.clone(),
@@ -513,9 +719,9 @@ impl Store {
 
     /// Drops the worker's leases; returns how many there were.
     pub(crate) fn release(&mut self, worker: &str) -> usize {
-        self.leases
+        self.items
             .values_mut()
-            .map(|l| usize::from(l.remove(worker).is_some()))
+            .map(|i| usize::from(i.leases.remove(worker).is_some()))
             .sum()
     }
 
@@ -527,33 +733,23 @@ impl Store {
     /// Progress counters; `worker` selects the personal ones.
     pub(crate) fn counts(&self, worker: Option<&str>) -> Counts {
         let k = self.answers_per_item;
-        let done = self
-            .items
-            .iter()
-            .filter(|i| i.collected || i.answers.len() >= k)
-            .count();
+        let finished = self.items.values().filter(|i| i.answers.len() >= k).count();
         let now = now_ms();
         let since = now.saturating_sub(RATE_WINDOW_MS);
         let (mut mine, mut recent, mut oldest) = (0usize, 0usize, now);
-        if let Some(worker) = worker {
-            for item in &self.items {
-                for (w, _, at) in &item.answers {
-                    if w == worker {
-                        mine += 1;
-                        if *at >= since {
-                            recent += 1;
-                            oldest = oldest.min(*at);
-                        }
-                    }
-                }
+        if let Some(tally) = worker.and_then(|w| self.tallies.get(w)) {
+            mine = tally.answers;
+            for &at in tally.recent.iter().filter(|&&at| at >= since) {
+                recent += 1;
+                oldest = oldest.min(at);
             }
         }
         // Answers in the last ten minutes over the time since the first of
         // them, counted as at least one minute.
         let minutes = ((now - oldest) as f64 / 60_000.0).max(1.0);
         Counts {
-            done,
-            total: self.items.len(),
+            done: self.collected.len() + finished,
+            total: self.collected.len() + self.items.len(),
             mine,
             per_minute: recent as f64 / minutes,
         }
@@ -561,19 +757,24 @@ impl Store {
 
     /// Finished items not collected yet, marked collected (in the file
     /// first), with their votes and the majority label
-    /// ([`Aggregator::majority`]: ties go to the category listed first).
+    /// ([`Aggregator::majority`]: ties go to the category listed first),
+    /// then released from memory.
     pub(crate) fn collect(&mut self) -> Result<Vec<LabelResult>, LabelUiError> {
         let k = self.answers_per_item;
-        let ready: Vec<usize> = (0..self.items.len())
-            .filter(|&i| !self.items[i].collected && self.items[i].answers.len() >= k)
+        let ready: Vec<u64> = self
+            .items
+            .iter()
+            .filter(|(_, item)| item.answers.len() >= k)
+            .map(|(o, _)| *o)
             .collect();
         if ready.is_empty() {
             return Ok(Vec::new());
         }
-        let answers: Vec<Answer> = ready
-            .iter()
-            .flat_map(|&i| {
-                let item = &self.items[i];
+        let answers: Vec<Answer> = self
+            .items
+            .values()
+            .filter(|item| item.answers.len() >= k)
+            .flat_map(|item| {
                 item.answers
                     .iter()
                     .map(|(w, l, _)| Answer::new(item.id.as_str(), w.as_str(), l.as_str()))
@@ -584,32 +785,21 @@ impl Store {
             .majority(&answers);
         // Every stored answer is a valid vote (its label was checked), so
         // every ready item is labeled; one that were not would stay pending.
-        let labeled: Vec<(usize, Label, f64)> = ready
-            .into_iter()
-            .filter_map(|i| {
-                aggregation
-                    .item(&self.items[i].id)
-                    .map(|l| (i, l.label.clone(), l.agreement))
-            })
-            .collect();
-        let at = now_ms();
-        let events: Vec<Event> = labeled
-            .iter()
-            .map(|(i, _, _)| Event::Collected {
-                item: self.items[*i].id.clone(),
-                at,
-            })
-            .collect();
-        self.append(&events)?;
-        let mut results = Vec::with_capacity(labeled.len());
-        for (i, label, agreement) in labeled {
-            let item = &mut self.items[i];
-            item.collected = true;
+        let mut results = Vec::with_capacity(ready.len());
+        let mut labeled = Vec::with_capacity(ready.len());
+        for o in ready {
+            let Some(item) = self.items.get(&o) else {
+                continue;
+            };
+            let Some(l) = aggregation.item(&item.id) else {
+                continue;
+            };
+            labeled.push(o);
             results.push(LabelResult {
                 task: task_id(&item.id),
                 item_id: item.id.clone(),
-                label,
-                agreement,
+                label: l.label.clone(),
+                agreement: l.agreement,
                 votes: item
                     .answers
                     .iter()
@@ -620,6 +810,19 @@ impl Store {
                     .collect(),
             });
         }
+        if labeled.is_empty() {
+            return Ok(Vec::new());
+        }
+        let at = now_ms();
+        let events: Vec<Event> = results
+            .iter()
+            .map(|r| Event::Collected {
+                item: r.item_id.clone(),
+                at,
+            })
+            .collect();
+        self.append(&events)?;
+        self.release_collected(&labeled);
         Ok(results)
     }
 }
@@ -815,7 +1018,167 @@ mod tests {
         drop(store);
         let store = Store::open(&path, labels(), 1, Duration::from_secs(1))
             .expect("every line is whole after a restart");
-        let ids: Vec<&str> = store.items.iter().map(|i| i.id.as_str()).collect();
+        let ids: Vec<&str> = store.items.values().map(|i| i.id.as_str()).collect();
         assert_eq!(ids, ["a", "c"]);
+    }
+
+    #[test]
+    fn collection_releases_items_and_cuts_undo_stacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.jsonl");
+        let mut s = open(&path, 2);
+        s.submit(items(&["a", "b", "c"])).unwrap();
+        assert_eq!(s.next_for("cid", None).unwrap().id, "a");
+        s.answer("ann", "a", "problem").unwrap().unwrap();
+        s.answer("ann", "b", "none").unwrap().unwrap();
+        s.answer("bob", "a", "problem").unwrap().unwrap();
+        s.skip("bob", "c").unwrap().unwrap();
+        assert_eq!(s.footprint().undo_entries, 4);
+        assert_eq!(s.footprint().leases, 1, "cid holds a");
+        let results = s.collect().unwrap();
+        assert_eq!(results.len(), 1);
+        assert_eq!(results[0].votes.len(), 2);
+        assert_eq!(
+            s.footprint(),
+            Footprint {
+                items: 2,
+                leases: 0,
+                collected_ids: 1,
+                undo_entries: 2,
+            },
+            "a, its lease and the undo entries up to it are gone"
+        );
+        // ann's answer on b is above a on her stack: still undoable; then
+        // nothing, as before (a collected answer cannot be undone).
+        assert_eq!(s.undo("ann").unwrap().unwrap(), "b");
+        assert!(matches!(s.undo("ann").unwrap(), Err(Refusal::Conflict(_))));
+        assert_eq!(s.undo("bob").unwrap().unwrap(), "c");
+        assert!(!s.can_undo("bob"));
+        // The collected item is known: a conflict, not an unknown item.
+        assert!(matches!(
+            s.answer("cid", "a", "none").unwrap(),
+            Err(Refusal::Conflict(_))
+        ));
+        assert!(matches!(
+            s.answer("cid", "a", "angry").unwrap(),
+            Err(Refusal::UnknownLabel(_))
+        ));
+        assert!(matches!(
+            s.answer("cid", "zz", "none").unwrap(),
+            Err(Refusal::UnknownItem(_))
+        ));
+        // Submitting it again is the same task and adds nothing.
+        assert_eq!(s.submit(items(&["a"])).unwrap(), [task_id("a")]);
+        assert_eq!(s.footprint().items, 2);
+        assert_eq!(s.counts(Some("ann")).mine, 1);
+        assert_eq!(s.counts(None).done, 1);
+        assert_eq!(s.counts(None).total, 3);
+    }
+
+    #[test]
+    fn a_skip_of_an_item_collected_meanwhile_ends_what_can_be_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.jsonl");
+        let mut s = open(&path, 1);
+        s.submit(items(&["a", "b"])).unwrap();
+        s.answer("ann", "b", "none").unwrap().unwrap();
+        assert_eq!(s.next_for("ann", None).unwrap().id, "a");
+        s.answer("bob", "a", "none").unwrap().unwrap();
+        // a is collected while ann's page still shows it; b is not.
+        assert_eq!(s.collect().unwrap().len(), 2);
+        s.submit(items(&["c"])).unwrap();
+        s.answer("ann", "c", "none").unwrap().unwrap();
+        // The skip is recorded (as it always was); like any action on a
+        // collected item, nothing before it can be undone any more.
+        s.skip("ann", "a").unwrap().unwrap();
+        assert!(!s.can_undo("ann"));
+        assert_eq!(s.footprint().undo_entries, 0);
+        drop(s);
+        let s = open(&path, 1);
+        assert!(!s.can_undo("ann"), "the same after a replay");
+        assert_eq!(s.counts(Some("ann")).mine, 2);
+    }
+
+    #[test]
+    fn replay_rebuilds_the_same_bounded_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.jsonl");
+        let mut s = open(&path, 2);
+        let ids: Vec<String> = (0..50).map(|i| format!("t{i}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        s.submit(items(&refs)).unwrap();
+        for id in &ids[..40] {
+            s.answer("ann", id, "none").unwrap().unwrap();
+            s.answer("bob", id, "problem").unwrap().unwrap();
+        }
+        s.answer("ann", "t40", "none").unwrap().unwrap();
+        s.skip("bob", "t41").unwrap().unwrap();
+        assert_eq!(s.collect().unwrap().len(), 40);
+        s.answer("bob", "t40", "none").unwrap().unwrap();
+        assert_eq!(s.undo("bob").unwrap().unwrap(), "t40");
+        let before = s.footprint();
+        assert_eq!(
+            before,
+            Footprint {
+                items: 10,
+                leases: 0,
+                collected_ids: 40,
+                undo_entries: 2,
+            }
+        );
+        let counts = |s: &Store| {
+            ["ann", "bob"].map(|w| {
+                let c = s.counts(Some(w));
+                (c.done, c.total, c.mine, c.per_minute)
+            })
+        };
+        let (counted, ann_can, bob_can) = (counts(&s), s.can_undo("ann"), s.can_undo("bob"));
+        drop(s);
+        let mut s = open(&path, 2);
+        assert_eq!(s.footprint().items, before.items);
+        assert_eq!(s.footprint().collected_ids, before.collected_ids);
+        assert_eq!(s.footprint().undo_entries, before.undo_entries);
+        assert_eq!(counts(&s), counted);
+        assert_eq!((s.can_undo("ann"), s.can_undo("bob")), (ann_can, bob_can));
+        assert!(s.collect().unwrap().is_empty());
+        // bob skipped t41 and undid t40: t40 first, then t42..., then t41.
+        assert_eq!(s.next_for("bob", None).unwrap().id, "t40");
+    }
+
+    #[test]
+    fn progress_counts_survive_collection_and_undo() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.jsonl");
+        let hour_ago = now_ms() - 60 * 60 * 1000;
+        // An answer from an hour ago: counted as the person's, not in the
+        // labels-per-minute window.
+        std::fs::write(
+            &path,
+            format!(
+                "{{\"kind\":\"item\",\"id\":\"old\",\"text\":\"t\"}}\n\
+                 {{\"kind\":\"answer\",\"item\":\"old\",\"worker\":\"ann\",\"label\":\"none\",\"at\":{hour_ago}}}\n\
+                 {{\"kind\":\"collected\",\"item\":\"old\",\"at\":{hour_ago}}}\n"
+            ),
+        )
+        .unwrap();
+        let mut s = open(&path, 1);
+        assert_eq!(s.footprint().items, 0);
+        let c = s.counts(Some("ann"));
+        assert_eq!((c.mine, c.per_minute), (1, 0.0));
+        s.submit(items(&["a", "b"])).unwrap();
+        s.answer("ann", "a", "none").unwrap().unwrap();
+        s.answer("ann", "b", "none").unwrap().unwrap();
+        let c = s.counts(Some("ann"));
+        assert_eq!((c.mine, c.per_minute), (3, 2.0));
+        assert_eq!(s.undo("ann").unwrap().unwrap(), "b");
+        let c = s.counts(Some("ann"));
+        assert_eq!((c.mine, c.per_minute), (2, 1.0));
+        assert_eq!(s.collect().unwrap().len(), 1);
+        let c = s.counts(Some("ann"));
+        assert_eq!((c.mine, c.per_minute, c.done, c.total), (2, 1.0, 2, 3));
+        drop(s);
+        let s = open(&path, 1);
+        let c = s.counts(Some("ann"));
+        assert_eq!((c.mine, c.per_minute, c.done, c.total), (2, 1.0, 2, 3));
     }
 }
