@@ -15,7 +15,7 @@ use streamsift::batch;
 use streamsift::fakes::{MemorySource, RecordingRouter};
 use streamsift::{
     Batch, Checkpoint, ClassifyError, Delivery, MemoryDeadLetter, Pipeline, PipelineError, Policy,
-    Prediction, RawBytes, Receipt, RouteError, Router, Source, SourceError, Stage,
+    Prediction, RawBytes, Receipt, RouteError, Source, SourceError, Stage,
 };
 
 fn rt() -> tokio::runtime::Runtime {

@@ -294,12 +294,13 @@ impl<S, D, C, R, T> Pipeline<S, D, C, R, T> {
     }
 }
 
+/// A checked pipeline: its source, its stages, its shutdown handle.
+pub(crate) type Parts<S, D, C, R, T> = (S, super::stages::Stages<D, C, R, T>, Shutdown);
+
 impl<S, D, C, R, T> Pipeline<S, D, C, R, T> {
     /// Checks the configuration and splits the builder into its source,
     /// its stages (what both drivers run) and its shutdown handle.
-    pub(crate) fn into_parts(
-        self,
-    ) -> Result<(S, super::stages::Stages<D, C, R, T>, Shutdown), crate::PipelineError> {
+    pub(crate) fn into_parts(self) -> Result<Parts<S, D, C, R, T>, crate::PipelineError> {
         let Some(policy) = self.policy else {
             return Err(crate::PipelineError::Config(
                 "no policy set: call .policy(Policy::binary(..)) or .policy(Policy::by_label(..))"
