@@ -110,18 +110,23 @@ pub fn run_seed(seed: u64, mutation: Mutation, verbose: bool) -> SeedReport {
         .expect("a current-thread runtime builds");
     let _ = logs::take();
     let store = MemoryCheckpointStore::new();
-    let oracle = runtime.block_on(async {
-        let oracle = Oracle::new(plan.clone(), store.clone(), verbose);
-        let mut extra = String::new();
-        match plan.mode {
-            Mode::Pipeline => pipeline_seed(&oracle, &store, &mut extra).await,
-            Mode::Lambda => batch_seed(&oracle, OnExhausted::Report).await,
-            Mode::Kcl => batch_seed(&oracle, OnExhausted::DeadLetter).await,
-        }
-        let mut logs = logs::take();
-        logs.push_str(&extra);
-        oracle.end_seed(&logs);
-        oracle
+    // A metrics recorder per seed, for the gauges the oracle reads.
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let gauges = recorder.snapshotter();
+    let oracle = metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let oracle = Oracle::new(plan.clone(), store.clone(), verbose);
+            let mut extra = String::new();
+            match plan.mode {
+                Mode::Pipeline => pipeline_seed(&oracle, &store, &gauges, &mut extra).await,
+                Mode::Lambda => batch_seed(&oracle, OnExhausted::Report).await,
+                Mode::Kcl => batch_seed(&oracle, OnExhausted::DeadLetter).await,
+            }
+            let mut logs = logs::take();
+            logs.push_str(&extra);
+            oracle.end_seed(&logs);
+            oracle
+        })
     });
     drop(runtime);
     let s = oracle.lock();
@@ -148,7 +153,26 @@ fn oracle_hash(s: &super::oracle::State) -> u64 {
     h ^ s.calls.len() as u64 ^ s.checks.rotate_left(17) ^ s.hash_value()
 }
 
-async fn pipeline_seed(oracle: &Oracle, store: &MemoryCheckpointStore, extra: &mut String) {
+/// The last value of a gauge, if it was ever set.
+fn gauge(gauges: &metrics_util::debugging::Snapshotter, name: &str) -> Option<f64> {
+    gauges
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .find_map(|(key, _, _, value)| match value {
+            metrics_util::debugging::DebugValue::Gauge(g) if key.key().name() == name => {
+                Some(g.into_inner())
+            }
+            _ => None,
+        })
+}
+
+async fn pipeline_seed(
+    oracle: &Oracle,
+    store: &MemoryCheckpointStore,
+    gauges: &metrics_util::debugging::Snapshotter,
+    extra: &mut String,
+) {
     let plan = oracle.plan();
     let k = &plan.knobs;
     let mut n = 0u32;
@@ -200,11 +224,13 @@ async fn pipeline_seed(oracle: &Oracle, store: &MemoryCheckpointStore, extra: &m
                     }
                     Ok(Ok(report)) => {
                         oracle.check_counts(run, &report.stats, "the RunReport");
+                        oracle.check_tracked_shards(run, gauge(gauges, "streamsift_tracked_shards"));
                         format!("returned {:?}", report.stopped)
                     }
                     Ok(Err(e)) => {
                         if let Some(report) = e.report() {
                             oracle.check_counts(run, &report.stats, "the report of a failed run");
+                            oracle.check_tracked_shards(run, gauge(gauges, "streamsift_tracked_shards"));
                         }
                         extra.push_str(&format!("run error: {e}\n"));
                         format!("failed: {e}")

@@ -112,6 +112,8 @@ pub struct Failure {
 /// The oracle's state.
 pub struct State {
     t0: Instant,
+    /// Shards whose `SHARD_END` commit was answered Ok.
+    acked_shard_ends: BTreeSet<String>,
     /// The world.
     pub plan: Arc<Plan>,
     store: MemoryCheckpointStore,
@@ -198,6 +200,7 @@ impl Oracle {
         let n = plan.records.len();
         Oracle(Arc::new(Mutex::new(State {
             t0: Instant::now(),
+            acked_shard_ends: BTreeSet::new(),
             plan,
             store,
             run: 0,
@@ -353,6 +356,47 @@ impl Oracle {
     /// Records an invariant failure.
     pub fn fail(&self, invariant: &'static str, tag: impl Into<String>, message: String) {
         self.lock().fail(invariant, tag.into(), message);
+    }
+
+    /// bounded_memory: after a Pipeline run ends (not a crash), the shards
+    /// it still tracks (the `streamsift_tracked_shards` gauge) are at most
+    /// the shards whose `SHARD_END` is not committed: closed shards are
+    /// released, so tracking does not grow with the stream's history.
+    pub fn check_tracked_shards(&self, run: u32, tracked: Option<f64>) {
+        let mut s = self.lock();
+        s.checks += 1;
+        // Closed as far as the pipeline can know: a SHARD_END commit that
+        // was answered Ok (one whose answer was lost may be in the store,
+        // but the pipeline rightly keeps tracking that shard).
+        let open = s.plan.shards.len() - s.acked_shard_ends.len();
+        let msg = match tracked {
+            None => Some(format!(
+                "bounded_memory: run {run} ended without reporting the streamsift_tracked_shards gauge"
+            )),
+            Some(n) if n > open as f64 => Some(format!(
+                "bounded_memory: run {run} ended still tracking {n} shards, but only {open} of {} are \
+                 not closed (SHARD_END committed and acknowledged)",
+                s.plan.shards.len()
+            )),
+            Some(_) => None,
+        };
+        if let Some(msg) = msg {
+            s.fail(
+                "bounded_memory",
+                "closed shards still tracked".to_string(),
+                msg,
+            );
+        }
+    }
+
+    /// A commit the source answered Ok: its `SHARD_END`s are closed shards.
+    pub fn acknowledged(&self, checkpoints: &[Checkpoint]) {
+        let mut s = self.lock();
+        for cp in checkpoints {
+            if cp.position == Position::ShardEnd {
+                s.acked_shard_ends.insert(cp.shard.to_string());
+            }
+        }
     }
 
     /// Starts a run; checks `bounded_duplicates` across restarts.

@@ -236,6 +236,9 @@ impl Source for SimSource {
             Ok(()) => Outcome::Ok,
             Err(e) => Outcome::Err(e.kind()),
         });
+        if result.is_ok() {
+            self.oracle.acknowledged(&checkpoints);
+        }
         result
     }
 }
