@@ -233,7 +233,8 @@ impl<S, D, C, R, T> Pipeline<S, D, C, R, T> {
     /// timeouts, tried again with jittered backoff) before the run stops
     /// with [`PipelineError::Commit`](crate::PipelineError::Commit)
     /// (default 60 s). Records keep being processed meanwhile, up to
-    /// [`max_unacked`](Pipeline::max_unacked).
+    /// [`max_unacked`](Pipeline::max_unacked). It also bounds how long a
+    /// stopping run keeps trying its final commit.
     pub fn commit_timeout(mut self, timeout: Duration) -> Self {
         self.config.commit_timeout = timeout;
         self
