@@ -559,6 +559,89 @@ mod file {
         }
         assert_eq!(stored.get(&shard("s0")), Some(&seq("20")));
     }
+
+    /// A pipeline that is cancelled (its task aborted, as a crash-restart in
+    /// one process does) drops a save while the store's blocking write is
+    /// still running. That write must land before any later load or save of
+    /// the file, never after: landing after a restart's load made the
+    /// restart's next commit "backwards" (the flaky
+    /// `kinesis::restart_from_the_file_store_loses_nothing`: "refused to move
+    /// shard ... backwards: stored 192, attempted 188"), and landing after a
+    /// restart's save put back that shard's older position.
+    ///
+    /// A race against real threads: each round aborts a save at another
+    /// moment of its read-and-write; the file has 4,000 other shards so the
+    /// write takes a few milliseconds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_loss_a_cancelled_save_lands_before_any_later_load_or_save() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = FileCheckpointStore::new(dir.path());
+        let filler: Vec<Checkpoint> = (0..4000)
+            .map(|i| cp(&format!("filler-{i:04}"), seq("1")))
+            .collect();
+        save(&store, "big", &filler).await;
+        save(&store, "big", &[cp("a", seq("1")), cp("b", seq("1"))]).await;
+        let mut refused = Vec::new();
+        let mut regressed = Vec::new();
+        for round in 0u64..40 {
+            let base = 1_000_000 * (round + 1);
+            // The first run: a save of both shards, given up on somewhere
+            // between its start and the end of its write.
+            let first = {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .save(
+                            "big",
+                            &[
+                                cp("a", seq(&base.to_string())),
+                                cp("b", seq(&base.to_string())),
+                            ],
+                        )
+                        .await
+                })
+            };
+            tokio::time::sleep(std::time::Duration::from_micros(round * 750 % 30_000)).await;
+            first.abort();
+            let _ = first.await;
+            // The restart: load, go on from there on shard a, then save b
+            // past whatever it loaded.
+            let loaded = load(&store, "big").await;
+            let number = |p: Option<&Position>| match p {
+                Some(Position::Sequence(s)) => s.number.parse::<u64>().expect("number"),
+                other => panic!("{other:?}"),
+            };
+            let (a, b) = (
+                number(loaded.get(&shard("a"))),
+                number(loaded.get(&shard("b"))),
+            );
+            let next_b = b + 1;
+            if let Err(e) = store
+                .save("big", &[cp("b", seq(&next_b.to_string()))])
+                .await
+            {
+                refused.push(format!("round {round}: {e}"));
+                continue;
+            }
+            // Let any straggling write land, then look.
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            let after = load(&store, "big").await;
+            let (a2, b2) = (
+                number(after.get(&shard("a"))),
+                number(after.get(&shard("b"))),
+            );
+            if a2 != a || b2 != next_b {
+                regressed.push(format!(
+                    "round {round}: loaded a={a} b={b}, saved b={next_b}, then found a={a2} b={b2}"
+                ));
+            }
+        }
+        assert!(
+            refused.is_empty() && regressed.is_empty(),
+            "a cancelled save landed after a later load or save.\nrefused: {refused:#?}\n\
+             changed after the restart's save: {regressed:#?}"
+        );
+    }
 }
 
 #[cfg(feature = "dynamodb")]
