@@ -961,8 +961,7 @@ async fn run_case(moto: &Moto, case: &Case) -> Result<(), String> {
             }
             let last = written
                 .iter()
-                .filter(|w| &w.shard == shard)
-                .next_back()
+                .rfind(|w| &w.shard == shard)
                 .expect("a before record");
             cps.push(Checkpoint {
                 shard: streamsift::ShardId::new(shard),
