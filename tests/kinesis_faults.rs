@@ -3,6 +3,12 @@
 //! checkpoints that name the stream incarnation, bounded retries and
 //! bounded per-shard state.
 //!
+//! `start_position_exact_under_fault_schedules` is a property test over
+//! schedules of start-up faults × start position × lineage (see its doc).
+//! It prints its seed; replay a failure with
+//! `STREAMSIFT_PROPTEST_SEED=<seed> cargo test --all-features --test kinesis_faults -- start_position_exact_under_fault_schedules`
+//! and run more cases with `STREAMSIFT_PROPTEST_CASES=<n>` (default 12).
+//!
 //! moto notes: AT_TIMESTAMP compares the record's arrival time (moto's own
 //! clock, the same host clock here) with the requested time, records at or
 //! after it included; closed shards keep handing out iterators (the source
@@ -736,11 +742,17 @@ enum Start {
 /// one (two) closed and the last one their child. The reshard happened
 /// before the source starts, so records written after the start go only to
 /// the open child.
+///
+/// `SplitDuringRun` splits while the source runs: ListShards lists the
+/// parent alone (open) until the source has read what was written to it
+/// after the start, then the parent closed and its child, which takes the
+/// `late` records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lineage {
     NoReshard,
     Split,
     Merge,
+    SplitDuringRun,
 }
 
 #[derive(Clone, Debug)]
@@ -775,6 +787,7 @@ fn case_strategy() -> impl proptest::strategy::Strategy<Value = Case> {
         2 => Just(Lineage::NoReshard),
         1 => Just(Lineage::Split),
         1 => Just(Lineage::Merge),
+        1 => Just(Lineage::SplitDuringRun),
     ];
     (proptest::collection::vec(step, 0..=3), start, lineage).prop_map(
         |(schedule, start, lineage)| Case {
@@ -870,6 +883,20 @@ async fn put_phase(
 fn scripted_listing(real: &[aws_sdk_kinesis::types::Shard], lineage: Lineage) -> Option<String> {
     let parents = match lineage {
         Lineage::NoReshard => return None,
+        Lineage::SplitDuringRun => {
+            // Before the split: the parent alone, open.
+            let p = &real[0];
+            let range = p.hash_key_range().expect("range");
+            let seq = p.sequence_number_range().expect("seq");
+            return Some(
+                serde_json::json!({ "Shards": [{
+                    "ShardId": p.shard_id(),
+                    "HashKeyRange": {"StartingHashKey": range.starting_hash_key(), "EndingHashKey": range.ending_hash_key()},
+                    "SequenceNumberRange": {"StartingSequenceNumber": seq.starting_sequence_number()},
+                }]})
+                .to_string(),
+            );
+        }
         Lineage::Split => 1,
         Lineage::Merge => 2,
     };
@@ -910,7 +937,7 @@ async fn run_case(moto: &Moto, case: &Case) -> Result<(), String> {
     let stream = format!("prop-{n}");
     let plain = Client::new(&moto.sdk_config().await);
     let shard_count = match case.lineage {
-        Lineage::NoReshard | Lineage::Split => 2,
+        Lineage::NoReshard | Lineage::Split | Lineage::SplitDuringRun => 2,
         Lineage::Merge => 3,
     };
     create_stream(&plain, &stream, shard_count).await;
@@ -934,18 +961,20 @@ async fn run_case(moto: &Moto, case: &Case) -> Result<(), String> {
             )
         })
         .collect();
-    // After the start only open shards take records: the child, in a
-    // scripted reshard.
-    let open: Vec<(String, String)> = match case.lineage {
-        Lineage::NoReshard => all.clone(),
-        Lineage::Split | Lineage::Merge => all[all.len() - 1..].to_vec(),
+    // Before the start, every shard that exists takes records; after it,
+    // only open shards: the child of a reshard done before the start, the
+    // parent of a split still to come.
+    let (pre, open): (Vec<(String, String)>, Vec<(String, String)>) = match case.lineage {
+        Lineage::NoReshard => (all.clone(), all.clone()),
+        Lineage::Split | Lineage::Merge => (all.clone(), all[all.len() - 1..].to_vec()),
+        Lineage::SplitDuringRun => (all[..1].to_vec(), all[..1].to_vec()),
     };
     let child = match case.lineage {
         Lineage::NoReshard => None,
         _ => Some(all[all.len() - 1].0.clone()),
     };
 
-    let mut written = put_phase(&plain, &stream, &all, "before", 3).await;
+    let mut written = put_phase(&plain, &stream, &pre, "before", 3).await;
     tokio::time::sleep(Duration::from_millis(15)).await;
     let at = std::time::SystemTime::now();
     tokio::time::sleep(Duration::from_millis(15)).await;
@@ -970,7 +999,7 @@ async fn run_case(moto: &Moto, case: &Case) -> Result<(), String> {
         }
         store.save(&stream, &cps).await.expect("seed checkpoints");
     }
-    written.extend(put_phase(&plain, &stream, &all, "mid", 3).await);
+    written.extend(put_phase(&plain, &stream, &pre, "mid", 3).await);
     tokio::time::sleep(Duration::from_millis(15)).await;
 
     let (kinesis, http) = faulty_client(moto, faults_of(&case.schedule)).await;
@@ -990,16 +1019,33 @@ async fn run_case(moto: &Moto, case: &Case) -> Result<(), String> {
         .map_err(|e| format!("build: {e}"))?;
     written.extend(put_phase(&plain, &stream, &open, "after", 3).await);
 
-    let expected: Vec<&Written> = written
-        .iter()
-        .filter(|w| match case.start {
-            Start::TrimHorizon => true,
-            Start::Latest => w.phase == "after",
-            Start::AtTimestamp => w.phase != "before",
-            Start::Resumed => w.phase != "before" || child.as_ref() == Some(&w.shard),
-        })
-        .collect();
-    let got = read_for(&source, expected.len(), Duration::from_millis(400)).await;
+    let expects = |w: &Written| match case.start {
+        Start::TrimHorizon => true,
+        Start::Latest => w.phase == "after" || w.phase == "late",
+        Start::AtTimestamp => w.phase != "before",
+        Start::Resumed => w.phase != "before" || child.as_ref() == Some(&w.shard),
+    };
+    let mut got = Vec::new();
+    if case.lineage == Lineage::SplitDuringRun {
+        // Read what the parent holds, then split: the parent closes, its
+        // child appears and takes the late records.
+        let so_far = written.iter().filter(|w| expects(w)).count();
+        got = read_for(&source, so_far, Duration::ZERO).await;
+        http.clear_standing();
+        http.fail_from(listing(
+            scripted_listing(&real, Lineage::Split).expect("a split listing"),
+        ));
+        written.extend(put_phase(&plain, &stream, &all[1..], "late", 3).await);
+    }
+    let expected: Vec<&Written> = written.iter().filter(|w| expects(w)).collect();
+    got.extend(
+        read_for(
+            &source,
+            expected.len() - got.len().min(expected.len()),
+            Duration::from_millis(400),
+        )
+        .await,
+    );
     drop(source);
     let _ = plain.delete_stream().stream_name(&stream).send().await;
 

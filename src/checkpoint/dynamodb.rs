@@ -1373,6 +1373,23 @@ mod tests {
     }
 
     #[test]
+    fn call_retry_pauses_are_equal_jitter_within_the_ceiling() {
+        let retries = CallRetries::default();
+        for attempt in 1..12u32 {
+            let ceiling = Duration::from_millis(50 * (1u64 << (attempt - 1).min(20)))
+                .min(Duration::from_secs(1));
+            for _ in 0..20 {
+                let d = retries.backoff(attempt);
+                assert!(d <= ceiling, "attempt {attempt}: {d:?} over {ceiling:?}");
+                assert!(
+                    d >= ceiling / 2,
+                    "attempt {attempt}: {d:?} under half of {ceiling:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn backoff_grows_and_stays_bounded() {
         for conflicts in 1..20 {
             let d = conflict_backoff(conflicts);
