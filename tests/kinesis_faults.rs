@@ -925,6 +925,9 @@ fn scripted_listing(real: &[aws_sdk_kinesis::types::Shard], lineage: Lineage) ->
     Some(serde_json::json!({ "Shards": shards }).to_string())
 }
 
+/// A shard id and an explicit hash key that lands in it.
+type ShardKey = (String, String);
+
 static CASE_NUMBER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Runs one case against `moto`: writes `before` records, (for
@@ -964,7 +967,7 @@ async fn run_case(moto: &Moto, case: &Case) -> Result<(), String> {
     // Before the start, every shard that exists takes records; after it,
     // only open shards: the child of a reshard done before the start, the
     // parent of a split still to come.
-    let (pre, open): (Vec<(String, String)>, Vec<(String, String)>) = match case.lineage {
+    let (pre, open): (Vec<ShardKey>, Vec<ShardKey>) = match case.lineage {
         Lineage::NoReshard => (all.clone(), all.clone()),
         Lineage::Split | Lineage::Merge => (all.clone(), all[all.len() - 1..].to_vec()),
         Lineage::SplitDuringRun => (all[..1].to_vec(), all[..1].to_vec()),
