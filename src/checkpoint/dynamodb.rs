@@ -40,6 +40,17 @@
 //! then writes each item atomically (items are not written in one
 //! transaction).
 //!
+//! # Retries
+//!
+//! The SDK's own retries are turned off on the store's client; the store
+//! retries each call that is throttled or fails transiently (5xx, a
+//! connection failure, a timeout) itself: 4 tries in all by default, with
+//! equal-jitter backoff from 50 ms doubling to at most 1 s
+//! ([`DynamoDbCheckpointStore::call_retries`]). Then the error is returned as
+//! a retryable [`CheckpointError`] for the caller (the pipeline's commit) to
+//! retry later. So an always-throttling table costs a bounded number of calls
+//! per save, and a save gives up in bounded time.
+//!
 //! This store does not take, renew or balance leases the way the KCL does;
 //! it keeps checkpoints. Do not point a running KCL application and this
 //! store at the same table.

@@ -67,7 +67,11 @@ const KEPT_PREFIX: usize = 140;
 /// # Concurrency
 ///
 /// Saves to the same file serialize on a lock shared by every store in the
-/// process that points at the same directory. Separate processes writing the
+/// process that points at the same directory. Loads take it too, and a save
+/// whose caller gives up on it (a cancelled pipeline) holds it until its
+/// write has landed or failed, so no load or save in the process ever sees
+/// the file before a write that was already under way, nor has it land
+/// afterwards. Separate processes writing the
 /// same directory are not coordinated: give each worker its own directory.
 ///
 /// Lineage ([`record_lineage`](CheckpointStore::record_lineage)) is not kept.
