@@ -559,6 +559,89 @@ mod file {
         }
         assert_eq!(stored.get(&shard("s0")), Some(&seq("20")));
     }
+
+    /// A pipeline that is cancelled (its task aborted, as a crash-restart in
+    /// one process does) drops a save while the store's blocking write is
+    /// still running. That write must land before any later load or save of
+    /// the file, never after: landing after a restart's load made the
+    /// restart's next commit "backwards" (the flaky
+    /// `kinesis::restart_from_the_file_store_loses_nothing`: "refused to move
+    /// shard ... backwards: stored 192, attempted 188"), and landing after a
+    /// restart's save put back that shard's older position.
+    ///
+    /// A race against real threads: each round aborts a save at another
+    /// moment of its read-and-write; the file has 4,000 other shards so the
+    /// write takes a few milliseconds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_loss_a_cancelled_save_lands_before_any_later_load_or_save() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = FileCheckpointStore::new(dir.path());
+        let filler: Vec<Checkpoint> = (0..4000)
+            .map(|i| cp(&format!("filler-{i:04}"), seq("1")))
+            .collect();
+        save(&store, "big", &filler).await;
+        save(&store, "big", &[cp("a", seq("1")), cp("b", seq("1"))]).await;
+        let mut refused = Vec::new();
+        let mut regressed = Vec::new();
+        for round in 0u64..40 {
+            let base = 1_000_000 * (round + 1);
+            // The first run: a save of both shards, given up on somewhere
+            // between its start and the end of its write.
+            let first = {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .save(
+                            "big",
+                            &[
+                                cp("a", seq(&base.to_string())),
+                                cp("b", seq(&base.to_string())),
+                            ],
+                        )
+                        .await
+                })
+            };
+            tokio::time::sleep(std::time::Duration::from_micros(round * 750 % 30_000)).await;
+            first.abort();
+            let _ = first.await;
+            // The restart: load, go on from there on shard a, then save b
+            // past whatever it loaded.
+            let loaded = load(&store, "big").await;
+            let number = |p: Option<&Position>| match p {
+                Some(Position::Sequence(s)) => s.number.parse::<u64>().expect("number"),
+                other => panic!("{other:?}"),
+            };
+            let (a, b) = (
+                number(loaded.get(&shard("a"))),
+                number(loaded.get(&shard("b"))),
+            );
+            let next_b = b + 1;
+            if let Err(e) = store
+                .save("big", &[cp("b", seq(&next_b.to_string()))])
+                .await
+            {
+                refused.push(format!("round {round}: {e}"));
+                continue;
+            }
+            // Let any straggling write land, then look.
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            let after = load(&store, "big").await;
+            let (a2, b2) = (
+                number(after.get(&shard("a"))),
+                number(after.get(&shard("b"))),
+            );
+            if a2 != a || b2 != next_b {
+                regressed.push(format!(
+                    "round {round}: loaded a={a} b={b}, saved b={next_b}, then found a={a2} b={b2}"
+                ));
+            }
+        }
+        assert!(
+            refused.is_empty() && regressed.is_empty(),
+            "a cancelled save landed after a later load or save.\nrefused: {refused:#?}\n\
+             changed after the restart's save: {regressed:#?}"
+        );
+    }
 }
 
 #[cfg(feature = "dynamodb")]
@@ -1129,6 +1212,177 @@ mod dynamodb {
         let store = no_retry_store(&format!("http://127.0.0.1:{}", free_port())).await;
         let err = store.load("tweets").await.expect_err("connection refused");
         assert_eq!(err.kind(), "unavailable", "{err}");
+    }
+
+    /// A store whose every DynamoDB call is answered by `fault` (a
+    /// [`FaultyHttp`] in front of an address nothing listens on), built
+    /// from a config whose SDK retry setting is generous (50 tries): the
+    /// store's bound must not depend on what the client was built with.
+    async fn always_failing_store(
+        status: u16,
+        code: &'static str,
+    ) -> (
+        DynamoDbCheckpointStore,
+        crate::common::faulty_http::FaultyHttp,
+    ) {
+        use crate::common::faulty_http::{Fault, FaultyHttp};
+        let http = FaultyHttp::new(
+            aws_smithy_http_client::Builder::new().build_http(),
+            Vec::new(),
+        );
+        for op in ["GetItem", "PutItem", "UpdateItem", "Scan", "DeleteItem"] {
+            http.fail_from(Fault {
+                op,
+                nth: 1,
+                status,
+                code,
+                body: None,
+            });
+        }
+        let config = sdk_config_for(&format!("http://127.0.0.1:{}", free_port()))
+            .await
+            .into_builder()
+            .http_client(http.clone())
+            .retry_config(
+                aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_max_attempts(50),
+            )
+            .build();
+        let store = DynamoDbCheckpointStore::new(Client::new(&config), TABLE).worker_id("w");
+        (store, http)
+    }
+
+    /// An always-throttling (or always-5xx) DynamoDB: each store call makes
+    /// a bounded number of tries with jittered pauses, then returns a
+    /// retryable error, in bounded time; callers retrying saves back to back
+    /// make a bounded number of calls per second. Virtual time: the faults
+    /// are answered without I/O.
+    #[tokio::test(start_paused = true)]
+    async fn nothing_spins_an_always_throttling_dynamodb_gets_bounded_calls_and_a_retryable_error()
+    {
+        use tokio::time::{Duration, Instant};
+        for (status, code, kind) in [
+            (400, "ProvisionedThroughputExceededException", "throttled"),
+            (500, "InternalServerError", "unavailable"),
+        ] {
+            let (store, http) = always_failing_store(status, code).await;
+            let started = Instant::now();
+            let err = store
+                .save("tweets", &[cp("s0", seq("7"))])
+                .await
+                .expect_err("every call fails");
+            let took = started.elapsed();
+            assert!(err.is_retryable(), "{code}: {err}");
+            assert_eq!(err.kind(), kind, "{code}: {err}");
+            let calls = http.calls().len();
+            assert!(
+                (2..=4).contains(&calls),
+                "{code}: one save made {calls} DynamoDB calls; expected 2 to 4 (the store's \
+                 retries, whatever the client's retry setting)"
+            );
+            assert!(
+                took <= Duration::from_secs(1),
+                "{code}: the save gave up only after {took:?}"
+            );
+            // Pauses are jittered but never near zero: 4 tries take at least
+            // 25 + 50 + 100 ms.
+            assert!(
+                took >= Duration::from_millis(175),
+                "{code}: 4 tries in {took:?}"
+            );
+
+            let before = http.calls().len();
+            let err = store.load("tweets").await.expect_err("scan fails");
+            assert!(err.is_retryable(), "{code}: {err}");
+            assert!(
+                http.calls().len() - before <= 4,
+                "{code}: load retried too much"
+            );
+
+            // A caller that retries at once, for 10 s.
+            let before = http.calls().len();
+            let window = Instant::now();
+            let mut saves = 0u32;
+            while window.elapsed() < Duration::from_secs(10) {
+                let err = store
+                    .save("tweets", &[cp("s0", seq("7"))])
+                    .await
+                    .expect_err("still failing");
+                assert!(err.is_retryable(), "{err}");
+                saves += 1;
+            }
+            let elapsed = window.elapsed().as_secs_f64();
+            let rate = (http.calls().len() - before) as f64 / elapsed;
+            assert!(
+                rate <= 4.0 / 0.175 + 0.5,
+                "{code}: {rate:.1} calls per second over {elapsed:.1} s ({saves} saves)"
+            );
+        }
+    }
+
+    /// The per-lease lock map holds only saves in progress: after many saves
+    /// over many shards (done, refused as backwards, failed, given up by the
+    /// caller mid-way, concurrent) it is empty again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bounded_memory_lease_locks_do_not_grow_over_many_saves_of_many_shards() {
+        use futures::FutureExt;
+        let moto = Moto::start();
+        let store = store(&moto, "worker-locks", LeaseKeys::ShardId).await;
+        let shards: Vec<String> = (0..60).map(|i| format!("shardId-{i:012}")).collect();
+        for round in 2..5u32 {
+            for chunk in shards.chunks(20) {
+                let cps: Vec<Checkpoint> = chunk
+                    .iter()
+                    .map(|s| cp(s, seq(&round.to_string())))
+                    .collect();
+                save(&store, "locks", &cps).await;
+                assert_eq!(store.held_locks(), 0, "after saving round {round}");
+            }
+        }
+        // Refused: backwards.
+        for s in &shards[..20] {
+            store
+                .save("locks", &[cp(s, seq("1"))])
+                .await
+                .expect_err("backwards");
+        }
+        assert_eq!(
+            store.held_locks(),
+            0,
+            "locks of saves refused as backwards are kept"
+        );
+        // Given up by the caller after its first poll (its reads in flight).
+        for s in &shards[20..40] {
+            let dropped = store.save("locks", &[cp(s, seq("9"))]).now_or_never();
+            assert!(
+                dropped.is_none(),
+                "a save to moto cannot finish in one poll"
+            );
+        }
+        assert_eq!(
+            store.held_locks(),
+            0,
+            "locks of saves dropped by their callers are kept"
+        );
+        // Concurrent saves of the same shards.
+        let saves = shards[40..].iter().flat_map(|s| {
+            [5u32, 6].map(|n| {
+                let store = store.clone();
+                let s = s.clone();
+                async move { store.save("locks", &[cp(&s, seq(&n.to_string()))]).await }
+            })
+        });
+        for result in futures::future::join_all(saves).await {
+            if let Err(e) = result {
+                assert!(e.to_string().contains("backwards"), "{e}");
+            }
+        }
+        assert_eq!(
+            store.held_locks(),
+            0,
+            "{} per-lease locks held with no save in progress, after saves over {} shards",
+            store.held_locks(),
+            shards.len()
+        );
     }
 
     #[tokio::test]

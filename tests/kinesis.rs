@@ -654,17 +654,111 @@ async fn get_records_stays_within_five_calls_per_second_per_shard() {
             "{shard}: only {} calls in 3 s; the reader should poll at the limit",
             times.len()
         );
-        // Any six consecutive calls span at least one second: never more
-        // than five in any one-second window. 5 ms allows for the gap
-        // between the reader's clock and this client's.
-        for w in times.windows(6) {
-            let span = w[5] - w[0];
-            assert!(
-                span >= Duration::from_millis(995),
-                "{shard}: 6 calls within {span:?}"
-            );
-        }
+        assert_paced(&shard, &times);
     }
+}
+
+/// The source's pacing as seen on the wire: consecutive GetRecords calls of
+/// one shard at least 200 ms apart (the source paces each call from when the
+/// previous one was handed to the HTTP client), and so never more than five
+/// in any one-second window. 5 ms allows for the few statements between the
+/// source's clock reading and this client's.
+fn assert_paced(shard: &str, times: &[tokio::time::Instant]) {
+    for w in times.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(
+            gap >= Duration::from_millis(195),
+            "{shard}: two GetRecords calls {gap:?} apart; expected at least 200 ms \
+             (gaps: {:?})",
+            times.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>()
+        );
+    }
+    for w in times.windows(6) {
+        let span = w[5] - w[0];
+        assert!(
+            span >= Duration::from_millis(995),
+            "{shard}: 6 calls within {span:?}"
+        );
+    }
+}
+
+/// Credentials that take 150 ms to resolve on every third request, as a
+/// refresh from STS or the instance metadata service does: the request
+/// leaves that much after the reader began it.
+#[derive(Debug, Default)]
+struct SlowCredentials(std::sync::atomic::AtomicUsize);
+
+impl aws_credential_types::provider::ProvideCredentials for SlowCredentials {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        aws_credential_types::provider::future::ProvideCredentials::new(async move {
+            if n % 3 == 2 {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            Ok(aws_credential_types::Credentials::new(
+                "testing", "testing", None, None, "slow",
+            ))
+        })
+    }
+}
+
+/// A call held back before it leaves (a slow credentials refresh) must not
+/// let the next call of the shard follow it within less than 200 ms: the
+/// pace counts from when a call left, not from when the reader began it.
+/// The old reader paced from the start, so the call after a held-back one
+/// left only 50 ms after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_spins_get_records_paced_from_when_each_call_leaves() {
+    let moto = Moto::start();
+    let plain = client(&moto).await;
+    create_stream(&plain, "paced", 1).await;
+    let mut counters = HashMap::new();
+    put_keyed(&plain, "paced", 10, 2, &mut counters).await;
+
+    let http = FaultyHttp::new(
+        aws_smithy_http_client::Builder::new().build_http(),
+        Vec::new(),
+    );
+    let config = moto
+        .sdk_config()
+        .await
+        .into_builder()
+        .http_client(http.clone())
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(
+                SlowCredentials::default(),
+            ),
+        )
+        .identity_cache(aws_sdk_kinesis::config::IdentityCache::no_cache())
+        .build();
+    let source = KinesisSource::builder(Client::new(&config), "paced")
+        .idle_wait(Duration::ZERO)
+        .build()
+        .await
+        .expect("build");
+    let reading = async {
+        loop {
+            let batch = source.next_batch().await.expect("next_batch");
+            assert!(batch.is_some());
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(3), reading).await;
+    let times: Vec<tokio::time::Instant> = http
+        .calls_of("GetRecords")
+        .into_iter()
+        .map(|c| c.at)
+        .collect();
+    assert!(
+        times.len() >= 6,
+        "only {} GetRecords calls in 3 s; the reader should poll at the limit",
+        times.len()
+    );
+    assert_paced("shardId-000000000000", &times);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,12 @@
 //! checkpoints that name the stream incarnation, bounded retries and
 //! bounded per-shard state.
 //!
+//! `start_position_exact_under_fault_schedules` is a property test over
+//! schedules of start-up faults × start position × lineage (see its doc).
+//! It prints its seed; replay a failure with
+//! `STREAMSIFT_PROPTEST_SEED=<seed> cargo test --all-features --test kinesis_faults -- start_position_exact_under_fault_schedules`
+//! and run more cases with `STREAMSIFT_PROPTEST_CASES=<n>` (default 12).
+//!
 //! moto notes: AT_TIMESTAMP compares the record's arrival time (moto's own
 //! clock, the same host clock here) with the requested time, records at or
 //! after it included; closed shards keep handing out iterators (the source
@@ -677,4 +683,473 @@ async fn bounded_memory_shards_that_age_out_are_released() {
         entries <= 2,
         "the source still holds {entries} per-shard entries after its parent aged out"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Property: exact start positions under schedules of start-up faults.
+// ---------------------------------------------------------------------------
+
+/// An operation the source makes at start-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    ListShards,
+    DescribeStreamSummary,
+    GetShardIterator,
+    GetRecords,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::ListShards => "ListShards",
+            Op::DescribeStreamSummary => "DescribeStreamSummary",
+            Op::GetShardIterator => "GetShardIterator",
+            Op::GetRecords => "GetRecords",
+        }
+    }
+}
+
+/// How a call fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FaultKind {
+    Throttled,
+    ServerError,
+    TimedOut,
+    Refused,
+}
+
+/// One step of a schedule: the next `times` calls of `op` fail as `kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Step {
+    op: Op,
+    kind: FaultKind,
+    times: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    Latest,
+    TrimHorizon,
+    /// `AT_TIMESTAMP` of a time between the `before` and `mid` records.
+    AtTimestamp,
+    /// From checkpoints stored after the `before` records.
+    Resumed,
+}
+
+/// The stream's shards as ListShards reports them. moto empties a parent
+/// into its children at a real SplitShard/MergeShards, so a reshard is
+/// scripted: a real stream of 2 (or 3) open shards, listed with the first
+/// one (two) closed and the last one their child. The reshard happened
+/// before the source starts, so records written after the start go only to
+/// the open child.
+///
+/// `SplitDuringRun` splits while the source runs: ListShards lists the
+/// parent alone (open) until the source has read what was written to it
+/// after the start, then the parent closed and its child, which takes the
+/// `late` records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lineage {
+    NoReshard,
+    Split,
+    Merge,
+    SplitDuringRun,
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    schedule: Vec<Step>,
+    start: Start,
+    lineage: Lineage,
+}
+
+fn case_strategy() -> impl proptest::strategy::Strategy<Value = Case> {
+    use proptest::prelude::*;
+    let op = prop_oneof![
+        Just(Op::ListShards),
+        Just(Op::DescribeStreamSummary),
+        Just(Op::GetShardIterator),
+        Just(Op::GetRecords),
+    ];
+    let kind = prop_oneof![
+        Just(FaultKind::Throttled),
+        Just(FaultKind::ServerError),
+        Just(FaultKind::TimedOut),
+        Just(FaultKind::Refused),
+    ];
+    let step = (op, kind, 1usize..=3).prop_map(|(op, kind, times)| Step { op, kind, times });
+    let start = prop_oneof![
+        Just(Start::Latest),
+        Just(Start::TrimHorizon),
+        Just(Start::AtTimestamp),
+        Just(Start::Resumed),
+    ];
+    let lineage = prop_oneof![
+        2 => Just(Lineage::NoReshard),
+        1 => Just(Lineage::Split),
+        1 => Just(Lineage::Merge),
+        1 => Just(Lineage::SplitDuringRun),
+    ];
+    (proptest::collection::vec(step, 0..=3), start, lineage).prop_map(
+        |(schedule, start, lineage)| Case {
+            schedule,
+            start,
+            lineage,
+        },
+    )
+}
+
+/// The faults of a schedule: each step takes the next calls of its op.
+fn faults_of(schedule: &[Step]) -> Vec<Fault> {
+    let mut next: std::collections::HashMap<&'static str, usize> = Default::default();
+    let mut faults = Vec::new();
+    for step in schedule {
+        let op = step.op.name();
+        for _ in 0..step.times {
+            let n = next.entry(op).or_insert(0);
+            *n += 1;
+            faults.push(match step.kind {
+                FaultKind::Throttled => throttle(op, *n),
+                FaultKind::ServerError => Fault {
+                    op,
+                    nth: *n,
+                    status: 500,
+                    code: "InternalFailure",
+                    body: None,
+                },
+                FaultKind::TimedOut => Fault::timed_out(op, *n),
+                FaultKind::Refused => Fault::refused(op, *n),
+            });
+        }
+    }
+    faults
+}
+
+/// A record written by a case: its payload, shard, and when.
+#[derive(Clone, Debug)]
+struct Written {
+    payload: String,
+    shard: String,
+    phase: &'static str,
+    sequence: String,
+}
+
+/// Puts `n` records tagged `phase` into each of `shards` (by explicit hash
+/// key, the shard's first), returning what was written.
+async fn put_phase(
+    client: &Client,
+    stream: &str,
+    shards: &[(String, String)],
+    phase: &'static str,
+    n: usize,
+) -> Vec<Written> {
+    let mut entries = Vec::new();
+    for (shard, hash) in shards {
+        for i in 0..n {
+            entries.push(
+                aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                    .partition_key("k")
+                    .explicit_hash_key(hash)
+                    .data(Blob::new(format!("{phase}:{shard}:{i}").into_bytes()))
+                    .build()
+                    .expect("entry"),
+            );
+        }
+    }
+    let payloads: Vec<String> = entries
+        .iter()
+        .map(|e| String::from_utf8(e.data().as_ref().to_vec()).expect("utf-8"))
+        .collect();
+    let resp = client
+        .put_records()
+        .stream_name(stream)
+        .set_records(Some(entries))
+        .send()
+        .await
+        .expect("PutRecords");
+    assert_eq!(resp.failed_record_count(), Some(0));
+    resp.records()
+        .iter()
+        .zip(payloads)
+        .map(|(r, payload)| Written {
+            payload,
+            shard: r.shard_id().unwrap_or_default().to_string(),
+            phase,
+            sequence: r.sequence_number().unwrap_or_default().to_string(),
+        })
+        .collect()
+}
+
+/// ListShards' answer for a scripted reshard of `real` (moto's shards).
+fn scripted_listing(real: &[aws_sdk_kinesis::types::Shard], lineage: Lineage) -> Option<String> {
+    let parents = match lineage {
+        Lineage::NoReshard => return None,
+        Lineage::SplitDuringRun => {
+            // Before the split: the parent alone, open.
+            let p = &real[0];
+            let range = p.hash_key_range().expect("range");
+            let seq = p.sequence_number_range().expect("seq");
+            return Some(
+                serde_json::json!({ "Shards": [{
+                    "ShardId": p.shard_id(),
+                    "HashKeyRange": {"StartingHashKey": range.starting_hash_key(), "EndingHashKey": range.ending_hash_key()},
+                    "SequenceNumberRange": {"StartingSequenceNumber": seq.starting_sequence_number()},
+                }]})
+                .to_string(),
+            );
+        }
+        Lineage::Split => 1,
+        Lineage::Merge => 2,
+    };
+    let entry = |s: &aws_sdk_kinesis::types::Shard| {
+        let range = s.hash_key_range().expect("range");
+        let seq = s.sequence_number_range().expect("seq");
+        serde_json::json!({
+            "ShardId": s.shard_id(),
+            "HashKeyRange": {"StartingHashKey": range.starting_hash_key(), "EndingHashKey": range.ending_hash_key()},
+            "SequenceNumberRange": {"StartingSequenceNumber": seq.starting_sequence_number()},
+        })
+    };
+    let mut shards = Vec::new();
+    for p in &real[..parents] {
+        let mut e = entry(p);
+        e["SequenceNumberRange"]["EndingSequenceNumber"] =
+            serde_json::json!("99999999999999999999");
+        shards.push(e);
+    }
+    let mut child = entry(&real[parents]);
+    child["ParentShardId"] = serde_json::json!(real[0].shard_id());
+    if parents == 2 {
+        child["AdjacentParentShardId"] = serde_json::json!(real[1].shard_id());
+    }
+    shards.push(child);
+    Some(serde_json::json!({ "Shards": shards }).to_string())
+}
+
+/// A shard id and an explicit hash key that lands in it.
+type ShardKey = (String, String);
+
+static CASE_NUMBER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Runs one case against `moto`: writes `before` records, (for
+/// AT_TIMESTAMP) a time, `mid` records, starts the source under the
+/// schedule's faults, writes `after` records, reads until quiet, and checks
+/// that what was read is exactly what the start position promises, each
+/// record once.
+async fn run_case(moto: &Moto, case: &Case) -> Result<(), String> {
+    let n = CASE_NUMBER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let stream = format!("prop-{n}");
+    let plain = Client::new(&moto.sdk_config().await);
+    let shard_count = match case.lineage {
+        Lineage::NoReshard | Lineage::Split | Lineage::SplitDuringRun => 2,
+        Lineage::Merge => 3,
+    };
+    create_stream(&plain, &stream, shard_count).await;
+    let real = plain
+        .list_shards()
+        .stream_name(&stream)
+        .send()
+        .await
+        .expect("ListShards")
+        .shards()
+        .to_vec();
+    let all: Vec<(String, String)> = real
+        .iter()
+        .map(|s| {
+            (
+                s.shard_id().to_string(),
+                s.hash_key_range()
+                    .expect("range")
+                    .starting_hash_key()
+                    .to_string(),
+            )
+        })
+        .collect();
+    // Before the start, every shard that exists takes records; after it,
+    // only open shards: the child of a reshard done before the start, the
+    // parent of a split still to come.
+    let (pre, open): (Vec<ShardKey>, Vec<ShardKey>) = match case.lineage {
+        Lineage::NoReshard => (all.clone(), all.clone()),
+        Lineage::Split | Lineage::Merge => (all.clone(), all[all.len() - 1..].to_vec()),
+        Lineage::SplitDuringRun => (all[..1].to_vec(), all[..1].to_vec()),
+    };
+    let child = match case.lineage {
+        Lineage::NoReshard => None,
+        _ => Some(all[all.len() - 1].0.clone()),
+    };
+
+    let mut written = put_phase(&plain, &stream, &pre, "before", 3).await;
+    tokio::time::sleep(Duration::from_millis(15)).await;
+    let at = std::time::SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(15)).await;
+    let store = MemoryCheckpointStore::new();
+    if case.start == Start::Resumed {
+        // Checkpoints after the `before` records: of every shard, or, with
+        // a reshard, of the parents only (their child was never reached,
+        // so it is read whole once they end).
+        let mut cps = Vec::new();
+        for (shard, _) in &all {
+            if child.as_ref() == Some(shard) {
+                continue;
+            }
+            let last = written
+                .iter()
+                .rfind(|w| &w.shard == shard)
+                .expect("a before record");
+            cps.push(Checkpoint {
+                shard: streamsift::ShardId::new(shard),
+                position: Position::Sequence(streamsift::Sequence::new(&last.sequence)),
+            });
+        }
+        store.save(&stream, &cps).await.expect("seed checkpoints");
+    }
+    written.extend(put_phase(&plain, &stream, &pre, "mid", 3).await);
+    tokio::time::sleep(Duration::from_millis(15)).await;
+
+    let (kinesis, http) = faulty_client(moto, faults_of(&case.schedule)).await;
+    if let Some(body) = scripted_listing(&real, case.lineage) {
+        http.fail_from(listing(body));
+    }
+    let source = builder(kinesis, &stream)
+        .call_timeout(Duration::from_millis(250))
+        .checkpoints(store)
+        .start_position(match case.start {
+            Start::Latest => StartPosition::Latest,
+            Start::TrimHorizon | Start::Resumed => StartPosition::TrimHorizon,
+            Start::AtTimestamp => StartPosition::AtTimestamp(at),
+        })
+        .build()
+        .await
+        .map_err(|e| format!("build: {e}"))?;
+    written.extend(put_phase(&plain, &stream, &open, "after", 3).await);
+
+    let expects = |w: &Written| match case.start {
+        Start::TrimHorizon => true,
+        Start::Latest => w.phase == "after" || w.phase == "late",
+        Start::AtTimestamp => w.phase != "before",
+        Start::Resumed => w.phase != "before" || child.as_ref() == Some(&w.shard),
+    };
+    let mut got = Vec::new();
+    if case.lineage == Lineage::SplitDuringRun {
+        // Read what the parent holds, then split: the parent closes, its
+        // child appears and takes the late records.
+        let so_far = written.iter().filter(|w| expects(w)).count();
+        got = read_for(&source, so_far, Duration::ZERO).await;
+        http.clear_standing();
+        http.fail_from(listing(
+            scripted_listing(&real, Lineage::Split).expect("a split listing"),
+        ));
+        written.extend(put_phase(&plain, &stream, &all[1..], "late", 3).await);
+    }
+    let expected: Vec<&Written> = written.iter().filter(|w| expects(w)).collect();
+    got.extend(
+        read_for(
+            &source,
+            expected.len() - got.len().min(expected.len()),
+            Duration::from_millis(400),
+        )
+        .await,
+    );
+    drop(source);
+    let _ = plain.delete_stream().stream_name(&stream).send().await;
+
+    let want: HashSet<&str> = expected.iter().map(|w| w.payload.as_str()).collect();
+    let seen: HashSet<&str> = got.iter().map(String::as_str).collect();
+    let missing: Vec<&&str> = want.difference(&seen).collect();
+    let extra: Vec<&&str> = seen.difference(&want).collect();
+    let mut duplicates: Vec<&String> = got
+        .iter()
+        .filter(|p| got.iter().filter(|q| q == p).count() > 1)
+        .collect();
+    duplicates.dedup();
+    eprintln!(
+        "  {stream}: {:?} {:?} {:?}: read {} of {} expected",
+        case.start,
+        case.lineage,
+        case.schedule,
+        got.len(),
+        want.len()
+    );
+    if missing.is_empty() && extra.is_empty() && duplicates.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "stream {stream}, {case:?}: missing {missing:?}, not expected {extra:?}, read more \
+         than once {duplicates:?}; read {} records, expected {}; injected faults answered: {:?}",
+        got.len(),
+        want.len(),
+        http.calls()
+            .iter()
+            .filter(|c| c.injected)
+            .map(|c| c.op.as_str())
+            .collect::<Vec<_>>()
+    ))
+}
+
+/// The property: whatever start-up calls fail, and however often, a source
+/// reads exactly what its start position promises: LATEST the records
+/// written after it started, TRIM_HORIZON all, AT_TIMESTAMP those at or
+/// after the time, a resumed source those after its checkpoints (and a
+/// child its parents led to, whole); each once. One moto server serves
+/// every case, a fresh stream each.
+///
+/// Cases: `STREAMSIFT_PROPTEST_CASES` (default 12). Every run prints its
+/// seed; a failure prints the case (schedule, start, lineage) and the seed.
+/// Replay a failure with:
+///
+/// ```text
+/// STREAMSIFT_PROPTEST_SEED=<seed> cargo test --all-features --test kinesis_faults -- start_position_exact_under_fault_schedules
+/// ```
+#[test]
+fn start_position_exact_under_fault_schedules() {
+    use proptest::test_runner::{
+        Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner,
+    };
+    let cases: u32 = std::env::var("STREAMSIFT_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let seed: u64 = std::env::var("STREAMSIFT_PROPTEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+    eprintln!(
+        "start_position_exact_under_fault_schedules: {cases} cases, seed {seed} \
+         (replay: STREAMSIFT_PROPTEST_SEED={seed})"
+    );
+    let mut seed_bytes = [0u8; 32];
+    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let config = Config {
+        cases,
+        // Each case costs a second or two of moto time: shrink a little.
+        max_shrink_iters: 6,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new_with_rng(
+        config,
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let moto = Moto::start();
+    let result = runner.run(&case_strategy(), |case| {
+        rt.block_on(run_case(&moto, &case))
+            .map_err(TestCaseError::fail)
+    });
+    match result {
+        Ok(()) => {}
+        Err(TestError::Fail(reason, case)) => panic!(
+            "{reason}\nminimal failing case: {case:?}\nseed {seed}: replay with \
+             STREAMSIFT_PROPTEST_SEED={seed} cargo test --all-features --test kinesis_faults \
+             -- start_position_exact_under_fault_schedules"
+        ),
+        Err(TestError::Abort(reason)) => panic!("aborted: {reason} (seed {seed})"),
+    }
 }

@@ -40,6 +40,17 @@
 //! then writes each item atomically (items are not written in one
 //! transaction).
 //!
+//! # Retries
+//!
+//! The SDK's own retries are turned off on the store's client; the store
+//! retries each call that is throttled or fails transiently (5xx, a
+//! connection failure, a timeout) itself: 4 tries in all by default, with
+//! equal-jitter backoff from 50 ms doubling to at most 1 s
+//! ([`DynamoDbCheckpointStore::call_retries`]). Then the error is returned as
+//! a retryable [`CheckpointError`] for the caller (the pipeline's commit) to
+//! retry later. So an always-throttling table costs a bounded number of calls
+//! per save, and a save gives up in bounded time.
+//!
 //! This store does not take, renew or balance leases the way the KCL does;
 //! it keeps checkpoints. Do not point a running KCL application and this
 //! store at the same table.
@@ -67,6 +78,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
@@ -151,6 +163,7 @@ pub struct DynamoDbCheckpointStore {
     worker_id: Arc<str>,
     lease_keys: LeaseKeys,
     conflict_retries: u32,
+    retries: CallRetries,
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
@@ -161,6 +174,7 @@ impl fmt::Debug for DynamoDbCheckpointStore {
             .field("table", &self.table)
             .field("worker_id", &self.worker_id)
             .field("lease_keys", &self.lease_keys)
+            .field("retries", &self.retries)
             .finish_non_exhaustive()
     }
 }
@@ -204,15 +218,50 @@ enum WriteError {
 impl DynamoDbCheckpointStore {
     /// A store over `table`, using `client`. Does no I/O; see
     /// [`create_table_if_missing`](Self::create_table_if_missing).
+    ///
+    /// The SDK's own retries are turned off on the client the store uses:
+    /// the store retries throttled and transient calls itself, a bounded
+    /// number of times with jittered backoff (see
+    /// [`call_retries`](Self::call_retries)), whatever retry configuration
+    /// `client` was built with.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
+        let conf = client
+            .config()
+            .to_builder()
+            .retry_config(RetryConfig::disabled())
+            .build();
         DynamoDbCheckpointStore {
-            client,
+            client: Client::from_conf(conf),
             table: Arc::from(table.into()),
             worker_id: Arc::from(default_worker_id()),
             lease_keys: LeaseKeys::default(),
             conflict_retries: DEFAULT_CONFLICT_RETRIES,
+            retries: CallRetries::default(),
             locks: Arc::default(),
         }
+    }
+
+    /// How each DynamoDB call is retried when it is throttled or fails
+    /// transiently (5xx, a connection failure, a timeout): at most
+    /// `max_attempts` tries in all (at least 1), pausing between them with
+    /// equal jitter, half to all of `initial_backoff × 2^(retry-1)` capped at
+    /// `max_backoff`. Then the call's error is returned, still retryable
+    /// ([`CheckpointError::is_retryable`]), for the caller to retry later.
+    /// Default: 4 tries, 50 ms, 1 s, so a call gives up within 350 ms of
+    /// pauses. Conditional-write conflicts are counted apart
+    /// ([`conflict_retries`](Self::conflict_retries)).
+    pub fn call_retries(
+        mut self,
+        max_attempts: u32,
+        initial_backoff: Duration,
+        max_backoff: Duration,
+    ) -> Self {
+        self.retries = CallRetries {
+            max_attempts: max_attempts.max(1),
+            initial_backoff,
+            max_backoff: max_backoff.max(initial_backoff),
+        };
+        self
     }
 
     /// A store over `table` with a client built from `config` (region,
@@ -270,7 +319,7 @@ impl DynamoDbCheckpointStore {
             .client
             .describe_table()
             .table_name(&*self.table)
-            .send()
+            .send_via(self)
             .await
         {
             Ok(out) => {
@@ -286,7 +335,7 @@ impl DynamoDbCheckpointStore {
                 .client
                 .describe_table()
                 .table_name(&*self.table)
-                .send()
+                .send_via(self)
                 .await
                 .map_err(|e| self.sdk_error("DescribeTable", e))?;
             if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
@@ -321,7 +370,7 @@ impl DynamoDbCheckpointStore {
             .billing_mode(BillingMode::PayPerRequest)
             .key_schema(key)
             .attribute_definitions(attribute)
-            .send()
+            .send_via(self)
             .await
         {
             Ok(_) => {
@@ -379,7 +428,10 @@ impl DynamoDbCheckpointStore {
                     .expression_attribute_names("#stream", STREAM_NAME)
                     .expression_attribute_values(":stream", AttributeValue::S(stream.into()));
             }
-            let out = scan.send().await.map_err(|e| self.sdk_error("Scan", e))?;
+            let out = scan
+                .send_via(self)
+                .await
+                .map_err(|e| self.sdk_error("Scan", e))?;
             for item in out.items() {
                 let lease = self.parse(item)?;
                 self.check_stream_of(stream, &lease)?;
@@ -489,7 +541,7 @@ impl DynamoDbCheckpointStore {
             .table_name(&*self.table)
             .key(LEASE_KEY, AttributeValue::S(key.to_string()))
             .consistent_read(true)
-            .send()
+            .send_via(self)
             .await
             .map_err(|e| self.sdk_error("GetItem", e))?;
         out.item.as_ref().map(|item| self.parse(item)).transpose()
@@ -522,7 +574,7 @@ impl DynamoDbCheckpointStore {
         if self.lease_keys == LeaseKeys::StreamAndShard {
             put = put.item(SHARD_ID, AttributeValue::S(shard.as_str().to_string()));
         }
-        match put.send().await {
+        match put.send_via(self).await {
             Ok(_) => Ok(()),
             Err(e)
                 if e.as_service_error()
@@ -606,7 +658,7 @@ impl DynamoDbCheckpointStore {
         if let Some(owner) = &read.owner {
             update = update.expression_attribute_values(":was", AttributeValue::S(owner.clone()));
         }
-        match update.send().await {
+        match update.send_via(self).await {
             Ok(_) => Ok(()),
             Err(e)
                 if e.as_service_error()
@@ -679,24 +731,35 @@ impl DynamoDbCheckpointStore {
             .collect()
     }
 
-    /// Drops the locks of `keys` that no other save holds, so the lock map
-    /// holds only leases being saved, not every shard ever saved.
-    fn release_locks(&self, keys: &[&str]) {
-        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        for key in keys {
-            if locks
-                .get(*key)
-                .is_some_and(|lock| Arc::strong_count(lock) == 1)
-            {
-                locks.remove(*key);
-            }
-        }
-    }
-
     /// How many per-lease locks this store (and its clones) holds now: only
     /// those of saves in progress.
     pub fn held_locks(&self) -> usize {
         self.locks.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Sends `request`, retrying throttled and transient failures as
+    /// [`call_retries`](Self::call_retries) says. Returns the last error.
+    async fn send<R: Request>(&self, request: R) -> Result<R::Output, SdkError<R::Error>> {
+        let mut attempt = 1u32;
+        loop {
+            match request.clone().send_once().await {
+                Ok(out) => return Ok(out),
+                Err(e) if attempt < self.retries.max_attempts && worth_retrying(&e) => {
+                    let wait = self.retries.backoff(attempt);
+                    tracing::warn!(
+                        table = %self.table,
+                        operation = R::OPERATION,
+                        attempt,
+                        ?wait,
+                        code = e.code().unwrap_or("none"),
+                        "DynamoDB call failed; retrying"
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn sdk_error<E>(&self, operation: &str, err: SdkError<E>) -> CheckpointError
@@ -739,9 +802,14 @@ impl CheckpointStore for DynamoDbCheckpointStore {
             .collect();
         work.sort_by(|a, b| a.0.cmp(&b.0));
         let keys: Vec<&str> = work.iter().map(|(key, _, _)| key.as_str()).collect();
-        let mut guards = Vec::with_capacity(keys.len());
+        // Released when this save ends, whichever way: done, refused,
+        // failed, or dropped by its caller.
+        let mut held = HeldLocks {
+            locks: &self.locks,
+            guards: Vec::with_capacity(keys.len()),
+        };
         for lock in self.locks_for(&keys) {
-            guards.push(lock.lock_owned().await);
+            held.guards.push(lock.lock_owned().await);
         }
         // Read and check every lease before writing any.
         let reads = futures::future::join_all(work.iter().map(|(key, _, _)| self.get(key))).await;
@@ -764,8 +832,7 @@ impl CheckpointStore for DynamoDbCheckpointStore {
                 .map(|((key, shard, next), lease)| self.write(stream, key, shard, next, lease)),
         )
         .await;
-        drop(guards);
-        self.release_locks(&keys);
+        drop(held);
         writes.into_iter().collect()
     }
 
@@ -812,7 +879,7 @@ impl CheckpointStore for DynamoDbCheckpointStore {
                 .expression_attribute_names("#shard", SHARD_ID)
                 .expression_attribute_values(":shard", AttributeValue::S(shard.to_string()));
         }
-        match update.send().await {
+        match update.send_via(self).await {
             Ok(_) => Ok(()),
             Err(e)
                 if e.as_service_error()
@@ -838,7 +905,7 @@ impl CheckpointStore for DynamoDbCheckpointStore {
             .table_name(&*self.table)
             .key(LEASE_KEY, AttributeValue::S(key.clone()))
             .consistent_read(true)
-            .send()
+            .send_via(self)
             .await
             .map_err(|e| self.sdk_error("GetItem", e))?;
         let Some(item) = out.item else {
@@ -888,7 +955,7 @@ impl CheckpointStore for DynamoDbCheckpointStore {
         if let Some(us) = meta.latest_at_us {
             put = put.item(LATEST_AT_US, AttributeValue::N(us.to_string()));
         }
-        match put.send().await {
+        match put.send_via(self).await {
             Ok(_) => Ok(()),
             Err(e)
                 if e.as_service_error()
@@ -920,7 +987,7 @@ impl CheckpointStore for DynamoDbCheckpointStore {
                 .delete_item()
                 .table_name(&*self.table)
                 .key(LEASE_KEY, AttributeValue::S(key))
-                .send()
+                .send_via(self)
                 .await
                 .map_err(|e| self.sdk_error("DeleteItem", e))?;
         }
@@ -1027,6 +1094,118 @@ fn default_worker_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("streamsift-{}-{nanos:x}", std::process::id())
+}
+
+/// The per-lease locks of one save; dropping it releases them and removes
+/// from the map every lock no save holds or waits for, so the map holds only
+/// the leases being saved now, whatever way a save ended.
+struct HeldLocks<'a> {
+    locks: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    guards: Vec<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for HeldLocks<'_> {
+    fn drop(&mut self) {
+        self.guards.clear();
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+    }
+}
+
+/// How the store retries one DynamoDB call (see
+/// [`DynamoDbCheckpointStore::call_retries`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CallRetries {
+    max_attempts: u32,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl Default for CallRetries {
+    fn default() -> Self {
+        CallRetries {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+impl CallRetries {
+    /// The pause after the `attempt`-th failed try: equal jitter, half to
+    /// all of the exponential ceiling, so never close to zero by chance.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
+        let ceiling =
+            (self.initial_backoff.as_secs_f64() * exp).min(self.max_backoff.as_secs_f64());
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let unit = crate::util::unit_f64(u64::from(seed), u64::from(attempt), 0xd1a0);
+        Duration::from_secs_f64(ceiling * (0.5 + 0.5 * unit))
+    }
+}
+
+/// Whether a failed call may succeed if sent again: throttled, a 5xx, a
+/// connection failure (not a request that could not be built or sent), a
+/// timeout or an unreadable answer.
+fn worth_retrying<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
+    match err {
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::DispatchFailure(failure) => !failure.is_user(),
+        SdkError::ServiceError(service) => matches!(
+            classify(err.code(), Some(service.raw().status().as_u16())),
+            Class::Throttled | Class::Unavailable
+        ),
+        _ => false,
+    }
+}
+
+/// A DynamoDB request the store sends through [`DynamoDbCheckpointStore::send`].
+trait Request: Clone + Send + Sync + Sized {
+    type Output: Send;
+    type Error: ProvideErrorMetadata + Send;
+    const OPERATION: &'static str;
+    fn send_once(
+        self,
+    ) -> impl std::future::Future<Output = Result<Self::Output, SdkError<Self::Error>>> + Send;
+
+    /// Sends the request with the store's retries.
+    fn send_via<'s>(
+        self,
+        store: &'s DynamoDbCheckpointStore,
+    ) -> impl std::future::Future<Output = Result<Self::Output, SdkError<Self::Error>>> + Send + 's
+    where
+        Self: 's,
+    {
+        store.send(self)
+    }
+}
+
+macro_rules! requests {
+    ($($op:literal: $module:ident::$builder:ident => $output:ident, $error:ident;)*) => {$(
+        impl Request for aws_sdk_dynamodb::operation::$module::builders::$builder {
+            type Output = aws_sdk_dynamodb::operation::$module::$output;
+            type Error = aws_sdk_dynamodb::operation::$module::$error;
+            const OPERATION: &'static str = $op;
+            fn send_once(
+                self,
+            ) -> impl std::future::Future<Output = Result<Self::Output, SdkError<Self::Error>>> + Send
+            {
+                self.send()
+            }
+        }
+    )*};
+}
+
+requests! {
+    "GetItem": get_item::GetItemFluentBuilder => GetItemOutput, GetItemError;
+    "PutItem": put_item::PutItemFluentBuilder => PutItemOutput, PutItemError;
+    "UpdateItem": update_item::UpdateItemFluentBuilder => UpdateItemOutput, UpdateItemError;
+    "DeleteItem": delete_item::DeleteItemFluentBuilder => DeleteItemOutput, DeleteItemError;
+    "Scan": scan::ScanFluentBuilder => ScanOutput, ScanError;
+    "DescribeTable": describe_table::DescribeTableFluentBuilder => DescribeTableOutput, DescribeTableError;
+    "CreateTable": create_table::CreateTableFluentBuilder => CreateTableOutput, CreateTableError;
 }
 
 /// 25 ms, 50 ms, 100 ms, ... up to 1 s, with up to half of it as jitter.
@@ -1202,6 +1381,23 @@ mod tests {
             encode(&Position::Sequence(Sequence::new("12"))),
             ("12".to_string(), None)
         );
+    }
+
+    #[test]
+    fn call_retry_pauses_are_equal_jitter_within_the_ceiling() {
+        let retries = CallRetries::default();
+        for attempt in 1..12u32 {
+            let ceiling = Duration::from_millis(50 * (1u64 << (attempt - 1).min(20)))
+                .min(Duration::from_secs(1));
+            for _ in 0..20 {
+                let d = retries.backoff(attempt);
+                assert!(d <= ceiling, "attempt {attempt}: {d:?} over {ceiling:?}");
+                assert!(
+                    d >= ceiling / 2,
+                    "attempt {attempt}: {d:?} under half of {ceiling:?}"
+                );
+            }
+        }
     }
 
     #[test]

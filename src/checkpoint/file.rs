@@ -67,7 +67,11 @@ const KEPT_PREFIX: usize = 140;
 /// # Concurrency
 ///
 /// Saves to the same file serialize on a lock shared by every store in the
-/// process that points at the same directory. Separate processes writing the
+/// process that points at the same directory. Loads take it too, and a save
+/// whose caller gives up on it (a cancelled pipeline) holds it until its
+/// write has landed or failed, so no load or save in the process ever sees
+/// the file before a write that was already under way, nor has it land
+/// afterwards. Separate processes writing the
 /// same directory are not coordinated: give each worker its own directory.
 ///
 /// Lineage ([`record_lineage`](CheckpointStore::record_lineage)) is not kept.
@@ -458,6 +462,10 @@ fn check_stream(stream: &str) -> Result<(), CheckpointError> {
 impl CheckpointStore for FileCheckpointStore {
     async fn load(&self, stream: &str) -> Result<BTreeMap<ShardId, Position>, CheckpointError> {
         check_stream(stream)?;
+        // Under the file's lock: a write still in flight (of a save whose
+        // caller gave up on it) lands before this read, never after it.
+        let lock = file_lock(&self.path_for(stream));
+        let _guard = lock.lock().await;
         Ok(self.read(stream).await?.positions)
     }
 
@@ -468,8 +476,7 @@ impl CheckpointStore for FileCheckpointStore {
             return Ok(());
         }
         let path = self.path_for(stream);
-        let lock = file_lock(&path);
-        let _guard = lock.lock().await;
+        let guard = file_lock(&path).lock_owned().await;
         // A corrupt file stops the save here, so it stays for inspection.
         let mut loaded = self.read(stream).await?;
         for (shard, next) in &folded {
@@ -490,54 +497,68 @@ impl CheckpointStore for FileCheckpointStore {
             // Nothing new: spare the disk a write and two fsyncs.
             return Ok(());
         }
-        self.write(stream, &loaded).await
+        self.write(stream, &loaded, guard).await
     }
 
     async fn load_meta(&self, stream: &str) -> Result<Option<StreamMeta>, CheckpointError> {
         check_stream(stream)?;
+        let lock = file_lock(&self.path_for(stream));
+        let _guard = lock.lock().await;
         Ok(self.read(stream).await?.meta)
     }
 
     async fn save_meta(&self, stream: &str, meta: &StreamMeta) -> Result<(), CheckpointError> {
         check_stream(stream)?;
         let path = self.path_for(stream);
-        let lock = file_lock(&path);
-        let _guard = lock.lock().await;
+        let guard = file_lock(&path).lock_owned().await;
         let mut loaded = self.read(stream).await?;
         if loaded.meta.as_ref() == Some(meta) {
             return Ok(());
         }
         loaded.meta = Some(meta.clone());
-        self.write(stream, &loaded).await
+        self.write(stream, &loaded, guard).await
     }
 
     /// Removes the stream's file (a missing file is already reset).
     async fn reset(&self, stream: &str) -> Result<(), CheckpointError> {
         check_stream(stream)?;
         let path = self.path_for(stream);
-        let lock = file_lock(&path);
-        let _guard = lock.lock().await;
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io_error("removing checkpoint file", &path, e)),
-        }
+        let guard = file_lock(&path).lock_owned().await;
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || sync_dir(&dir))
-            .await
-            .map_err(|e| {
-                CheckpointError::unavailable(format!(
-                    "the task syncing checkpoint directory {} did not finish: {e}",
-                    self.dir.display()
-                ))
-            })?
+        let target = path.clone();
+        // Like a write, the removal keeps the lock until it is done.
+        tokio::task::spawn_blocking(move || {
+            let removed = match std::fs::remove_file(&target) {
+                Ok(()) => sync_dir(&dir),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_error("removing checkpoint file", &target, e)),
+            };
+            drop(guard);
+            removed
+        })
+        .await
+        .map_err(|e| {
+            CheckpointError::unavailable(format!(
+                "the task removing checkpoint file {} did not finish: {e}",
+                path.display()
+            ))
+        })?
     }
 }
 
 impl FileCheckpointStore {
-    /// Writes `loaded` as the stream's file, atomically. The caller holds
-    /// the file's lock.
-    async fn write(&self, stream: &str, loaded: &Loaded) -> Result<(), CheckpointError> {
+    /// Writes `loaded` as the stream's file, atomically. `guard` is the
+    /// file's lock: it moves into the blocking write and is released only
+    /// when the write is done, so a caller that drops this future (a
+    /// cancelled pipeline) cannot let another save or load of the file run
+    /// while its write is still landing; that late write would otherwise
+    /// overwrite newer checkpoints, or move a restarted run's view backwards.
+    async fn write(
+        &self,
+        stream: &str,
+        loaded: &Loaded,
+        guard: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Result<(), CheckpointError> {
         let path = self.path_for(stream);
         let meta = loaded.meta.clone().unwrap_or_default();
         let contents = FileContents {
@@ -564,14 +585,18 @@ impl FileCheckpointStore {
         bytes.push(b'\n');
         let dir = self.dir.clone();
         let name = file_name(stream);
-        tokio::task::spawn_blocking(move || write_atomically(&dir, &name, &bytes))
-            .await
-            .map_err(|e| {
-                CheckpointError::unavailable(format!(
-                    "the task writing checkpoint file {} did not finish: {e}",
-                    path.display()
-                ))
-            })?
+        tokio::task::spawn_blocking(move || {
+            let written = write_atomically(&dir, &name, &bytes);
+            drop(guard);
+            written
+        })
+        .await
+        .map_err(|e| {
+            CheckpointError::unavailable(format!(
+                "the task writing checkpoint file {} did not finish: {e}",
+                path.display()
+            ))
+        })?
     }
 }
 

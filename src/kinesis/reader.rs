@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use aws_sdk_kinesis::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_kinesis::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_kinesis::error::BoxError;
 use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
@@ -268,12 +271,23 @@ async fn poll(
         shared.counters.read_calls.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("streamsift_kinesis_get_records_total", "shard" => label.clone())
             .increment(1);
+        let sent = SentAt::default();
         let req = shared
             .client
             .get_records()
             .shard_iterator(iterator.clone().unwrap_or_default())
-            .limit(settings.limit);
-        let resp = match tokio::time::timeout(settings.call_timeout, req.send()).await {
+            .limit(settings.limit)
+            .customize()
+            .interceptor(sent.clone());
+        let answer = tokio::time::timeout(settings.call_timeout, req.send()).await;
+        // The pace counts from when the call left for Kinesis, not from when
+        // the reader began it: signing, a credentials refresh or a busy
+        // runtime can hold a call back, and pacing from its start would let
+        // the next call follow it within less than the interval.
+        if let Some(at) = sent.get() {
+            next_call = next_call.max(at + settings.min_call_interval);
+        }
+        let resp = match answer {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {
                 match classify("GetRecords", e) {
@@ -359,6 +373,33 @@ async fn poll(
             }
             next_call = next_call.max(Instant::now() + settings.idle_wait);
         }
+    }
+}
+
+/// Notes when a request is handed to the HTTP client (the last step before
+/// it goes on the wire), so a reader paces its calls by when they left.
+#[derive(Clone, Debug, Default)]
+struct SentAt(Arc<std::sync::Mutex<Option<Instant>>>);
+
+impl SentAt {
+    fn get(&self) -> Option<Instant> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Intercept for SentAt {
+    fn name(&self) -> &'static str {
+        "streamsift::kinesis::SentAt"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        Ok(())
     }
 }
 

@@ -276,7 +276,10 @@ impl KinesisSourceBuilder {
 
     /// The shortest time between two GetRecords calls on one shard. Default
     /// 200 ms, which keeps each shard within Kinesis' 5 calls per second.
-    /// Lower values are raised to 200 ms.
+    /// Lower values are raised to 200 ms. It counts from when the previous
+    /// call was handed to the HTTP client, so a call held back before it is
+    /// sent (signing, a credentials refresh, a busy runtime) does not bring
+    /// the next one closer to it.
     pub fn min_call_interval(mut self, interval: Duration) -> Self {
         self.settings.min_call_interval = interval.max(Duration::from_millis(200));
         self

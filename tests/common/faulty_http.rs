@@ -11,6 +11,7 @@ use aws_smithy_runtime_api::client::http::{
     SharedHttpConnector,
 };
 use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
@@ -48,7 +49,10 @@ impl Call {
 }
 
 /// A scripted answer: the `nth` call (1-based) of `op` gets `status` and
-/// the error `code`, or, when `body` is set, that body instead.
+/// the error `code`, or, when `body` is set, that body instead. Status 0
+/// means no answer at all: [`TIMED_OUT`] (the call hangs, for the caller's
+/// deadline to end) or [`REFUSED`] (the connection fails at once); see
+/// [`Fault::timed_out`] and [`Fault::refused`].
 #[derive(Clone, Debug, Default)]
 pub struct Fault {
     pub op: &'static str,
@@ -56,6 +60,38 @@ pub struct Fault {
     pub status: u16,
     pub code: &'static str,
     pub body: Option<String>,
+}
+
+/// The `code` of a status-0 fault that never answers (the call hangs for
+/// [`HANG`], then fails as a timeout).
+pub const TIMED_OUT: &str = "TIMED_OUT";
+/// The `code` of a status-0 fault that fails as a refused connection.
+pub const REFUSED: &str = "CONNECTION_REFUSED";
+/// How long a [`TIMED_OUT`] call hangs before it fails.
+pub const HANG: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Fault {
+    /// The `nth` call of `op` gets no answer: it hangs for [`HANG`].
+    pub fn timed_out(op: &'static str, nth: usize) -> Self {
+        Fault {
+            op,
+            nth,
+            status: 0,
+            code: TIMED_OUT,
+            body: None,
+        }
+    }
+
+    /// The `nth` call of `op` fails to connect (connection refused).
+    pub fn refused(op: &'static str, nth: usize) -> Self {
+        Fault {
+            op,
+            nth,
+            status: 0,
+            code: REFUSED,
+            body: None,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -210,6 +246,22 @@ impl HttpConnector for FaultyConnector {
             });
             fault
         };
+        if let Some(fault) = fault.as_ref().filter(|f| f.status == 0) {
+            let op = fault.op;
+            if fault.code == TIMED_OUT {
+                return HttpConnectorFuture::new(async move {
+                    tokio::time::sleep(HANG).await;
+                    Err(ConnectorError::timeout(
+                        format!("{op}: no answer within {HANG:?} (injected by the test)").into(),
+                    ))
+                });
+            }
+            let refused = std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                format!("{op}: connection refused (injected by the test)"),
+            );
+            return HttpConnectorFuture::ready(Err(ConnectorError::io(refused.into())));
+        }
         if let Some(fault) = fault {
             let body = fault.body.clone().unwrap_or_else(|| {
                 format!(
