@@ -2,6 +2,7 @@
 //! that survives a restart, retraining, and the hot swap under load.
 
 mod common;
+use common::logs::process_logs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -769,46 +770,6 @@ async fn the_learner_conforms_to_the_labeler_contract() {
     .await;
     assert_eq!(results.len(), 4);
     assert_eq!(results[0].label, "problem");
-}
-
-/// A `tracing` writer that keeps everything written, to read it back.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-// The process-wide subscriber (a thread-local one can miss events whose
-// callsite another test's thread cached as off).
-fn process_logs() -> Captured {
-    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Captured::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("streamsift=trace,warn"))
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber)
-            .expect("no other test in this binary sets a global subscriber");
-        logs
-    })
-    .clone()
 }
 
 /// Customer text put in every item of the poison test: it must never reach

@@ -6,53 +6,16 @@
 //! The rollback of a failed append (short write, failed fsync) is tested
 //! with an injected failing file in `src/jsonl.rs`.
 
+mod common;
+
 use std::time::SystemTime;
 
+use common::logs::process_logs;
 use streamsift::active::{DatasetStore, LabeledExample};
 use streamsift::dead_letter::{DeadLetter, DeadLetterSink, JsonLinesDeadLetter, Stage};
 use streamsift::error::ErrorClass;
 use streamsift::local::Example;
 use streamsift::record::{Record, Sequence, ShardId};
-
-/// A `tracing` writer that keeps everything written, to read it back.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-// The process-wide subscriber (a thread-local one can miss events whose
-// callsite another test's thread cached as off).
-fn process_logs() -> Captured {
-    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Captured::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("streamsift=trace,warn"))
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber)
-            .expect("no other test in this binary sets a global subscriber");
-        logs
-    })
-    .clone()
-}
 
 fn dead_letter(offset: u64, payload: &str) -> DeadLetter {
     DeadLetter {

@@ -5,12 +5,14 @@
 //! these pin the failures down in a form anyone can read.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
 use bytes::Bytes;
+use common::logs::process_logs;
 use streamsift::batch;
 use streamsift::fakes::{MemorySource, RecordingRouter};
 use streamsift::{
@@ -289,20 +291,6 @@ fn counts_are_true_a_skipped_receipt_counts_as_skipped_not_routed() {
     });
 }
 
-/// Captures every log line of the code run inside it, at DEBUG.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn no_customer_text_in_logs_decode_and_route_errors_are_logged_without_their_text() {
     #[derive(Debug, serde::Deserialize)]
@@ -310,39 +298,29 @@ fn no_customer_text_in_logs_decode_and_route_errors_are_logged_without_their_tex
     struct Item {
         n: u64,
     }
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
-        rt().block_on(async {
-            let refuse = |d: &Delivery<'_, Item>| {
-                let n = d.item.n;
-                std::future::ready(Err::<Receipt, _>(RouteError::permanent(format!(
-                    "bad request: SECRET-ROUTE-{n}"
-                ))))
-            };
-            let report = Pipeline::new(MemorySource::from_payloads(
-                1,
-                [r#"{"n":"SECRET-DECODE"}"#, r#"{"n":7}"#],
-            ))
-            .json::<Item>()
-            .classify(|_: &Item| async {
-                Ok::<_, ClassifyError>(Prediction::binary("yes", "no", 1.0))
-            })
-            .policy(Policy::binary(0.5, "all"))
-            .route(refuse)
-            .dead_letter(MemoryDeadLetter::new())
-            .run()
-            .await
-            .unwrap();
-            assert_eq!(report.stats.dead_lettered, 2);
-        });
+    let logs = process_logs();
+    rt().block_on(async {
+        let refuse = |d: &Delivery<'_, Item>| {
+            let n = d.item.n;
+            std::future::ready(Err::<Receipt, _>(RouteError::permanent(format!(
+                "bad request: SECRET-ROUTE-{n}"
+            ))))
+        };
+        let report = Pipeline::new(MemorySource::from_payloads(
+            1,
+            [r#"{"n":"SECRET-DECODE"}"#, r#"{"n":7}"#],
+        ))
+        .json::<Item>()
+        .classify(|_: &Item| async { Ok::<_, ClassifyError>(Prediction::binary("yes", "no", 1.0)) })
+        .policy(Policy::binary(0.5, "all"))
+        .route(refuse)
+        .dead_letter(MemoryDeadLetter::new())
+        .run()
+        .await
+        .unwrap();
+        assert_eq!(report.stats.dead_lettered, 2);
     });
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(
         text.contains("dead-lettering record"),
         "logs were captured: {text}"

@@ -12,6 +12,7 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use bytes::Bytes;
 use common::faulty_http::{Fault, FaultyHttp};
+use common::kinesis_streams::{create_stream, faulty_client, payloads, wait_active};
 use common::moto::Moto;
 use streamsift::checkpoint::{CheckpointStore, FileCheckpointStore, MemoryCheckpointStore};
 use streamsift::fakes::RecordingRouter;
@@ -24,44 +25,6 @@ use streamsift::{
 
 async fn client(moto: &Moto) -> Client {
     Client::new(&moto.sdk_config().await)
-}
-
-/// A client whose HTTP calls go through a [`FaultyHttp`] to moto.
-async fn faulty_client(moto: &Moto, faults: Vec<Fault>) -> (Client, FaultyHttp) {
-    let base = moto.sdk_config().await;
-    let http = FaultyHttp::new(aws_smithy_http_client::Builder::new().build_http(), faults);
-    let config = base.into_builder().http_client(http.clone()).build();
-    (Client::new(&config), http)
-}
-
-async fn create_stream(client: &Client, name: &str, shards: i32) {
-    client
-        .create_stream()
-        .stream_name(name)
-        .shard_count(shards)
-        .send()
-        .await
-        .expect("CreateStream");
-    wait_active(client, name).await;
-}
-
-async fn wait_active(client: &Client, name: &str) {
-    for _ in 0..100 {
-        let s = client
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-            .expect("DescribeStreamSummary");
-        let status = s
-            .stream_description_summary()
-            .map(|d| d.stream_status().as_str().to_string());
-        if status.as_deref() == Some("ACTIVE") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("stream {name} never became ACTIVE");
 }
 
 /// Puts `n` records with keys `k0..k{keys}`; payload `key:i` where i counts
@@ -135,13 +98,6 @@ async fn drain(source: &KinesisSource) -> Vec<Record> {
         .await
         .expect("the source ended within 60 s");
     out
-}
-
-fn payloads(records: &[Record]) -> Vec<String> {
-    records
-        .iter()
-        .map(|r| String::from_utf8(r.payload.to_vec()).expect("utf-8 payload"))
-        .collect()
 }
 
 /// Every payload `key:i` appears in increasing `i` for its key.

@@ -23,47 +23,12 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
-use common::faulty_http::{Fault, FaultyHttp};
+use common::faulty_http::Fault;
+use common::kinesis_streams::{create_stream, faulty_client, payloads, wait_active};
 use common::moto::Moto;
 use streamsift::checkpoint::{CheckpointStore, FileCheckpointStore, MemoryCheckpointStore};
 use streamsift::kinesis::{KinesisSource, KinesisSourceBuilder, StartPosition};
-use streamsift::{Checkpoint, Position, Record, Source};
-
-async fn faulty_client(moto: &Moto, faults: Vec<Fault>) -> (Client, FaultyHttp) {
-    let base = moto.sdk_config().await;
-    let http = FaultyHttp::new(aws_smithy_http_client::Builder::new().build_http(), faults);
-    let config = base.into_builder().http_client(http.clone()).build();
-    (Client::new(&config), http)
-}
-
-async fn create_stream(client: &Client, name: &str, shards: i32) {
-    client
-        .create_stream()
-        .stream_name(name)
-        .shard_count(shards)
-        .send()
-        .await
-        .expect("CreateStream");
-    wait_active(client, name).await;
-}
-
-async fn wait_active(client: &Client, name: &str) {
-    for _ in 0..100 {
-        let s = client
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-            .expect("DescribeStreamSummary");
-        if s.stream_description_summary()
-            .is_some_and(|d| d.stream_status().as_str() == "ACTIVE")
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("stream {name} never became ACTIVE");
-}
+use streamsift::{Checkpoint, Position, Source};
 
 /// Puts `n` records with payloads `{tag}:{i}`, keys spread over 8 values.
 async fn put(client: &Client, stream: &str, tag: &str, n: usize) {
@@ -119,13 +84,6 @@ fn builder(client: Client, stream: &str) -> KinesisSourceBuilder {
         .idle_wait(Duration::from_millis(50))
         .discovery_interval(Duration::from_millis(300))
         .backoff(Duration::from_millis(20), Duration::from_millis(200))
-}
-
-fn payloads(records: &[Record]) -> Vec<String> {
-    records
-        .iter()
-        .map(|r| String::from_utf8(r.payload.to_vec()).expect("utf-8 payload"))
-        .collect()
 }
 
 /// Reads (committing each batch, SHARD_END included) until `want` records

@@ -3,6 +3,7 @@
 #![cfg(feature = "label-ui")]
 
 mod common;
+use common::logs::process_logs;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -441,48 +442,6 @@ async fn bad_requests_get_clear_errors() {
         extra.status
     );
     assert!(actions(labeler.dataset()).is_empty());
-}
-
-/// A `tracing` writer that keeps everything written, to read it back.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-// The process-wide subscriber, not a thread-local one: with a thread-local
-// subscriber, a callsite first hit by another test's thread (with no
-// subscriber) can be cached as "never" and this test then sees no events.
-// Every test's logs land here, which only widens the token check.
-fn process_logs() -> Captured {
-    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Captured::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("streamsift=trace,warn"))
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber)
-            .expect("no other test in this binary sets a global subscriber");
-        logs
-    })
-    .clone()
 }
 
 #[tokio::test]

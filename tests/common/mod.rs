@@ -3,6 +3,7 @@
 
 pub mod conformance;
 pub mod labeler_conformance;
+pub mod logs;
 #[cfg(feature = "mturk")]
 pub mod mturk_server;
 pub mod reconcile;
@@ -17,6 +18,8 @@ pub mod reconcile;
 pub mod faulty_http;
 #[cfg(feature = "kinesis")]
 pub mod kinesis_local;
+#[cfg(feature = "kinesis")]
+pub mod kinesis_streams;
 #[cfg(feature = "lambda")]
 pub mod lambda_runtime_api;
 #[cfg(any(
