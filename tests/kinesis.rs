@@ -12,7 +12,7 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use bytes::Bytes;
 use common::faulty_http::{Fault, FaultyHttp};
-use common::kinesis_streams::{create_stream, faulty_client, payloads, wait_active};
+use common::kinesis_streams::{create_stream, faulty_client, open_shards, payloads, wait_active};
 use common::moto::Moto;
 use streamsift::checkpoint::{CheckpointStore, FileCheckpointStore, MemoryCheckpointStore};
 use streamsift::fakes::RecordingRouter;
@@ -352,22 +352,7 @@ async fn split_and_merge_children_are_read_after_their_parents_in_key_order() {
     put_keyed(&kinesis, "reshard", 100, 12, &mut counters).await;
 
     // Merge the two children back into one.
-    let shards = kinesis
-        .list_shards()
-        .stream_name("reshard")
-        .send()
-        .await
-        .expect("ListShards");
-    let open: Vec<String> = shards
-        .shards()
-        .iter()
-        .filter(|s| {
-            s.sequence_number_range()
-                .and_then(|r| r.ending_sequence_number())
-                .is_none()
-        })
-        .map(|s| s.shard_id().to_string())
-        .collect();
+    let open = open_shards(&kinesis, "reshard").await;
     assert_eq!(open.len(), 2, "the split made two open children: {open:?}");
     kinesis
         .merge_shards()

@@ -24,7 +24,7 @@ use std::time::Duration;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use common::faulty_http::Fault;
-use common::kinesis_streams::{create_stream, faulty_client, payloads, wait_active};
+use common::kinesis_streams::{create_stream, faulty_client, open_shards, payloads, wait_active};
 use common::moto::Moto;
 use streamsift::checkpoint::{CheckpointStore, FileCheckpointStore, MemoryCheckpointStore};
 use streamsift::kinesis::{KinesisSource, KinesisSourceBuilder, StartPosition};
@@ -52,22 +52,7 @@ async fn put(client: &Client, stream: &str, tag: &str, n: usize) {
 }
 
 async fn split_only_shard(client: &Client, stream: &str) {
-    let shards = client
-        .list_shards()
-        .stream_name(stream)
-        .send()
-        .await
-        .expect("ListShards");
-    let open: Vec<String> = shards
-        .shards()
-        .iter()
-        .filter(|s| {
-            s.sequence_number_range()
-                .and_then(|r| r.ending_sequence_number())
-                .is_none()
-        })
-        .map(|s| s.shard_id().to_string())
-        .collect();
+    let open = open_shards(client, stream).await;
     client
         .split_shard()
         .stream_name(stream)

@@ -48,6 +48,26 @@ pub async fn wait_active(client: &Client, name: &str) {
     panic!("stream {name} never became ACTIVE");
 }
 
+/// The ids of the stream's open shards (no ending sequence number).
+pub async fn open_shards(client: &Client, stream: &str) -> Vec<String> {
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("ListShards");
+    shards
+        .shards()
+        .iter()
+        .filter(|s| {
+            s.sequence_number_range()
+                .and_then(|r| r.ending_sequence_number())
+                .is_none()
+        })
+        .map(|s| s.shard_id().to_string())
+        .collect()
+}
+
 /// The records' payloads as text.
 pub fn payloads(records: &[Record]) -> Vec<String> {
     records
