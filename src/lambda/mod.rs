@@ -295,15 +295,17 @@ pub fn emf_line(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let values: [(&str, u64); 8] = [
+    let values: [(&str, u64); 10] = [
         ("RecordsIn", stats.records_in),
         ("Routed", stats.routed),
+        ("Skipped", stats.skipped),
         ("Discarded", stats.discarded),
         ("Reviewed", stats.sent_for_review),
         ("DeadLettered", stats.dead_lettered),
         ("Failed", stats.unfinished),
         ("NotStarted", not_started as u64),
         ("Retries", stats.retries),
+        ("Panics", stats.panics),
     ];
     let metrics: Vec<serde_json::Value> = values
         .iter()
@@ -415,14 +417,18 @@ mod tests {
     fn emf_line_names_every_metric_it_sets() {
         let stats = Stats {
             records_in: 7,
-            routed: 3,
+            routed: 2,
+            skipped: 1,
             discarded: 2,
             dead_lettered: 1,
             unfinished: 1,
+            panics: 1,
             ..Stats::default()
         };
         let line = emf_line("streamsift", "fn", &stats, 4, SystemTime::UNIX_EPOCH);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["Skipped"], 1);
+        assert_eq!(v["Panics"], 1);
         assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Namespace"], "streamsift");
         assert_eq!(v["RecordsIn"], 7);
         assert_eq!(v["NotStarted"], 4);
