@@ -493,9 +493,11 @@ where
                         return Ok(false);
                     }
                     // Equal jitter: half the ceiling plus a uniform draw
-                    // over the other half, so workers do not retry in step.
+                    // over the other half. Seeded by the shard (one lease,
+                    // one processor), so processors of different shards
+                    // throttled together do not retry in step.
                     let unit = crate::util::unit_f64(
-                        summary.checkpoints,
+                        crate::util::hash_str(summary.shard.as_deref().unwrap_or("")),
                         summary.checkpoint_errors.len() as u64,
                         u64::from(attempt),
                     );
