@@ -12,7 +12,9 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use bytes::Bytes;
 use common::faulty_http::{Fault, FaultyHttp};
-use common::kinesis_streams::{create_stream, faulty_client, open_shards, payloads, wait_active};
+use common::kinesis_streams::{
+    batch_checkpoints, create_stream, faulty_client, open_shards, payloads, wait_active,
+};
 use common::moto::Moto;
 use streamsift::checkpoint::{CheckpointStore, FileCheckpointStore, MemoryCheckpointStore};
 use streamsift::fakes::RecordingRouter;
@@ -77,19 +79,7 @@ async fn drain(source: &KinesisSource) -> Vec<Record> {
     let mut out = Vec::new();
     let fut = async {
         while let Some(batch) = source.next_batch().await.expect("next_batch") {
-            let mut cps = Vec::new();
-            if let Some(last) = batch.records.last() {
-                cps.push(Checkpoint {
-                    shard: batch.shard.clone(),
-                    position: Position::Sequence(last.sequence.clone()),
-                });
-            }
-            if batch.shard_end {
-                cps.push(Checkpoint {
-                    shard: batch.shard.clone(),
-                    position: Position::ShardEnd,
-                });
-            }
+            let cps = batch_checkpoints(&batch);
             out.extend(batch.records);
             source.commit(cps).await.expect("commit");
         }

@@ -24,7 +24,9 @@ use std::time::Duration;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use common::faulty_http::Fault;
-use common::kinesis_streams::{create_stream, faulty_client, open_shards, payloads, wait_active};
+use common::kinesis_streams::{
+    batch_checkpoints, create_stream, faulty_client, open_shards, payloads, wait_active,
+};
 use common::moto::Moto;
 use streamsift::checkpoint::{CheckpointStore, FileCheckpointStore, MemoryCheckpointStore};
 use streamsift::kinesis::{KinesisSource, KinesisSourceBuilder, StartPosition};
@@ -85,19 +87,7 @@ async fn read_for(source: &KinesisSource, want: usize, linger: Duration) -> Vec<
         let Some(batch) = next.expect("next_batch") else {
             break;
         };
-        let mut cps = Vec::new();
-        if let Some(last) = batch.records.last() {
-            cps.push(Checkpoint {
-                shard: batch.shard.clone(),
-                position: Position::Sequence(last.sequence.clone()),
-            });
-        }
-        if batch.shard_end {
-            cps.push(Checkpoint {
-                shard: batch.shard.clone(),
-                position: Position::ShardEnd,
-            });
-        }
+        let cps = batch_checkpoints(&batch);
         got.extend(payloads(&batch.records));
         source.commit(cps).await.expect("commit");
         if got.len() >= want && stop_at.is_none() {
@@ -499,15 +489,18 @@ async fn bounded_retries_under_an_always_failing_dependency() {
     let plain = Client::new(&moto.sdk_config().await);
     create_stream(&plain, "down", 2).await;
     let (kinesis, http) = faulty_client(&moto, Vec::new()).await;
-    for op in ["DescribeStreamSummary", "ListShards"] {
+    // Every call of `op` from now on answers `status` / `code`.
+    let fail_always = |op: &'static str, status: u16, code: &'static str| {
         http.fail_from(Fault {
             op,
             nth: 1,
-            status: 500,
-            code: "InternalFailure",
+            status,
+            code,
             body: None,
-        });
-    }
+        })
+    };
+    fail_always("DescribeStreamSummary", 500, "InternalFailure");
+    fail_always("ListShards", 500, "InternalFailure");
     let source = builder(kinesis, "down")
         .backoff(Duration::from_millis(10), Duration::from_millis(200))
         .build()
@@ -524,13 +517,7 @@ async fn bounded_retries_under_an_always_failing_dependency() {
     );
     // Now the listing fails forever after start-up.
     http.clear_standing();
-    http.fail_from(Fault {
-        op: "ListShards",
-        nth: 1,
-        status: 400,
-        code: "LimitExceededException",
-        body: None,
-    });
+    fail_always("ListShards", 400, "LimitExceededException");
     let _ = tokio::time::timeout(window, source.next_batch()).await;
     let listings = http.calls_of("ListShards").len();
     assert!(
@@ -539,13 +526,11 @@ async fn bounded_retries_under_an_always_failing_dependency() {
     );
     // And GetShardIterator, once the listing works.
     http.clear_standing();
-    http.fail_from(Fault {
-        op: "GetShardIterator",
-        nth: 1,
-        status: 400,
-        code: "ProvisionedThroughputExceededException",
-        body: None,
-    });
+    fail_always(
+        "GetShardIterator",
+        400,
+        "ProvisionedThroughputExceededException",
+    );
     let _ = tokio::time::timeout(window, source.next_batch()).await;
     let iterators = http.calls_of("GetShardIterator").len();
     assert!(
@@ -593,18 +578,8 @@ async fn bounded_memory_shards_that_age_out_are_released() {
     while let Ok(next) = tokio::time::timeout_at(until, source.next_batch()).await {
         let batch = next.expect("next_batch").expect("open stream");
         got.extend(payloads(&batch.records));
-        let mut cps = Vec::new();
-        if let Some(last) = batch.records.last() {
-            cps.push(Checkpoint {
-                shard: batch.shard.clone(),
-                position: Position::Sequence(last.sequence.clone()),
-            });
-        }
+        let cps = batch_checkpoints(&batch);
         if batch.shard_end {
-            cps.push(Checkpoint {
-                shard: batch.shard.clone(),
-                position: Position::ShardEnd,
-            });
             // From now on the parent has aged out of the listing.
             http.fail_from(Fault {
                 op: "ListShards",

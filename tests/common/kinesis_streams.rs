@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
-use streamsift::Record;
+use streamsift::{Batch, Checkpoint, Position, Record};
 
 use super::faulty_http::{Fault, FaultyHttp};
 use super::moto::Moto;
@@ -66,6 +66,25 @@ pub async fn open_shards(client: &Client, stream: &str) -> Vec<String> {
         })
         .map(|s| s.shard_id().to_string())
         .collect()
+}
+
+/// What the pipeline commits for `batch` once all its records are done:
+/// the last record's position, then `SHARD_END` after a shard's last batch.
+pub fn batch_checkpoints(batch: &Batch) -> Vec<Checkpoint> {
+    let mut cps = Vec::new();
+    if let Some(last) = batch.records.last() {
+        cps.push(Checkpoint {
+            shard: batch.shard.clone(),
+            position: Position::Sequence(last.sequence.clone()),
+        });
+    }
+    if batch.shard_end {
+        cps.push(Checkpoint {
+            shard: batch.shard.clone(),
+            position: Position::ShardEnd,
+        });
+    }
+    cps
 }
 
 /// The records' payloads as text.
