@@ -17,6 +17,8 @@
 
 pub mod active;
 pub mod aggregate;
+#[cfg(feature = "aws-core")]
+pub mod aws;
 pub mod batch;
 pub mod checkpoint;
 pub mod classify;
