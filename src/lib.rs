@@ -12,6 +12,7 @@
 //! behind cargo features, and [`fakes`] holds in-memory components for tests.
 //!
 //! See `ARCHITECTURE.md` for the data flow and module ownership.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
@@ -24,28 +25,37 @@ pub mod dead_letter;
 pub mod decode;
 pub mod error;
 pub mod fakes;
+pub mod guide;
 mod jsonl;
 #[cfg(feature = "kcl")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kcl")))]
 pub mod kcl;
 #[cfg(feature = "kinesis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kinesis")))]
 pub mod kinesis;
 #[cfg(feature = "label-ui")]
+#[cfg_attr(docsrs, doc(cfg(feature = "label-ui")))]
 pub mod label_ui;
 pub mod labeler;
 #[cfg(feature = "lambda")]
+#[cfg_attr(docsrs, doc(cfg(feature = "lambda")))]
 pub mod lambda;
 pub mod local;
 #[cfg(feature = "machine-learning")]
+#[cfg_attr(docsrs, doc(cfg(feature = "machine-learning")))]
 pub mod machine_learning;
 #[cfg(feature = "mturk")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mturk")))]
 pub mod mturk;
 pub mod pipeline;
 pub mod policy;
 pub mod record;
 pub mod router;
 #[cfg(feature = "sagemaker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sagemaker")))]
 pub mod sagemaker;
 #[cfg(feature = "sns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sns")))]
 pub mod sns;
 pub mod source;
 mod util;

@@ -283,6 +283,7 @@ pub use file::FileCheckpointStore;
 pub use memory::MemoryCheckpointStore;
 
 #[cfg(feature = "dynamodb")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dynamodb")))]
 pub mod dynamodb;
 #[cfg(feature = "dynamodb")]
 pub use dynamodb::{DynamoDbCheckpointStore, LeaseKeys, LeaseRecord};
