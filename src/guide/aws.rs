@@ -14,13 +14,15 @@
 //! | route | `sns::SnsRouter` (a topic per route, message attributes, PublishBatch) | `sns` |
 //! | label | `mturk::MturkLabeler` (sandbox by default) | `mturk` |
 //!
-//! The backends are being moved to one constructor shape, the AWS SDK's:
+//! The backends share one constructor shape, the AWS SDK's:
 //! `Backend::builder(&sdk_config)…build()`, plus `from_client(client)` to
 //! hand in a client you configured yourself (an emulator, a test). Their
 //! SDK errors are classified in one place (throttling and 5xx retryable;
-//! missing resources, refused permissions and bad input permanent), and
-//! retries are the pipeline's: a backend does not stack its own retries
-//! under the pipeline's.
+//! missing resources, refused permissions and bad input permanent; expired
+//! credentials named as such), and retries are the pipeline's: a backend
+//! does not stack its own retries under the pipeline's. Where a backend
+//! must resend part of a batch (PutRecords, PublishBatch entries that
+//! failed), the pipeline's retry budget bounds it.
 //!
 //! # Kinesis
 //!
