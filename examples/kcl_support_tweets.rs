@@ -1,7 +1,7 @@
 //! The support-tweets triage as a record processor under the KCL's
 //! MultiLangDaemon ([`streamsift::kcl`]): the daemon starts one of these
-//! per shard lease and talks to it on stdin/stdout. See the README's
-//! "Running under the KCL" for the `.properties` file.
+//! per shard lease and talks to it on stdin/stdout. See the guide
+//! `streamsift::guide::kcl` for the `.properties` file.
 //!
 //! Environment: `MODEL_DIR` and `SNS_TOPIC_ARN` as for
 //! `lambda_support_tweets`; `DEAD_LETTER_PATH` (default

@@ -1,6 +1,6 @@
 //! The support-tweets triage as an AWS Lambda function consuming a Kinesis
 //! stream: the same model, policy and stages as `examples/support_tweets`,
-//! run by [`streamsift::lambda`]. See the README's "Running on AWS Lambda"
+//! run by [`streamsift::lambda`]. See the guide `streamsift::guide::lambda`
 //! for building (`cargo lambda build --release --arm64 --example
 //! lambda_support_tweets --features lambda,sns`), deploying, the event
 //! source mapping settings and the IAM policy.

@@ -489,7 +489,7 @@ async fn soak_reduced() {
 
 /// The full size: `cargo test --test soak -- --ignored --nocapture soak_full`.
 #[tokio::test(start_paused = true)]
-#[ignore = "full size (1M records); run by hand, see the README's Reliability section"]
+#[ignore = "full size (1M records); run by hand, see the soak section of benches/README.md"]
 async fn soak_full() {
     let f = soak(records_from_env(1_000_000)).await;
     print_and_check_memory(&f);

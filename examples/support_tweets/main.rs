@@ -14,7 +14,7 @@
 //! With `--features aws`, flags move stages to AWS: `--kinesis-stream`,
 //! `--ml-model-id` or `--sagemaker-endpoint`, `--sns-topic-arn [ROUTE=]ARN`,
 //! `--endpoint-url`, `--region` and more, each with an environment variable
-//! (see `aws.rs` and the README's "Running on AWS"). Without them, the run
+//! (see `aws.rs` and the guide `streamsift::guide::aws`). Without them, the run
 //! is the offline one.
 
 mod app;

@@ -2,7 +2,7 @@
 //! there instead of re-reading the stream.
 //!
 //! A [`CheckpointStore`] holds one [`Position`] per shard per stream. The
-//! [`KinesisSource`](crate::kinesis::KinesisSource) loads them at start-up and
+//! `KinesisSource` (feature `kinesis`) loads them at start-up and
 //! saves what the pipeline commits. Three stores ship: in memory, a file
 //! (atomic write-rename with fsync), and a DynamoDB table with the KCL's lease
 //! columns (feature `dynamodb`).
@@ -283,6 +283,7 @@ pub use file::FileCheckpointStore;
 pub use memory::MemoryCheckpointStore;
 
 #[cfg(feature = "dynamodb")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dynamodb")))]
 pub mod dynamodb;
 #[cfg(feature = "dynamodb")]
 pub use dynamodb::{DynamoDbCheckpointStore, LeaseKeys, LeaseRecord};

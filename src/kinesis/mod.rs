@@ -3,8 +3,9 @@
 //! fan-out, and a batching [`KinesisProducer`].
 //! Feature `kinesis`.
 //!
-//! See the README's "Reading from Kinesis" for IAM permissions, emulators,
-//! positions, checkpoints, resharding and enhanced fan-out.
+//! See the [Kinesis guide](crate::guide::kinesis) for emulators, positions,
+//! checkpoints, resharding and enhanced fan-out, and the
+//! [AWS guide](crate::guide::aws) for IAM.
 
 mod efo;
 mod error;
