@@ -52,10 +52,10 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::classify::{Classifier, Label};
-use crate::dead_letter::Stage;
+use crate::dead_letter::{DeadLetterSink, Stage};
 use crate::decode::Decoder;
 use crate::error::SourceError;
-use crate::pipeline::{Done, Outcome, Pipeline, PipelineError, Stages, Stats};
+use crate::pipeline::{Done, MaybeLabeler, Outcome, Pipeline, PipelineError, Stages, Stats};
 use crate::record::{Batch, Checkpoint, Record, ShardId};
 use crate::router::Router;
 use crate::source::Source;
@@ -224,11 +224,22 @@ impl<D, C, R, T> fmt::Debug for BatchProcessor<D, C, R, T> {
     }
 }
 
-impl<S, D, C, R, T> Pipeline<S, D, C, R, T> {
+impl<S, D, C, R, T, L, K> Pipeline<S, D, C, R, T, L, K> {
     /// Turns this pipeline's stages, retry rules, timeouts, limits and
     /// dead-letter sink into a [`BatchProcessor`]; the source is dropped.
-    /// Fails like [`Pipeline::run`] when no policy is set or a limit is 0.
-    pub fn into_batch_processor(self) -> Result<BatchProcessor<D, C, R, T>, PipelineError> {
+    /// Like [`Pipeline::run`], it needs a classifier, a router and a
+    /// dead-letter sink (compile errors otherwise), and fails with
+    /// [`PipelineError::Config`] when no policy is set, a limit is 0, or
+    /// review items have nowhere to go.
+    pub fn into_batch_processor(self) -> Result<BatchProcessor<D, C, R, T>, PipelineError>
+    where
+        T: Send + Sync,
+        D: Decoder<T>,
+        C: Classifier<T>,
+        R: Router<T>,
+        L: MaybeLabeler<T>,
+        K: DeadLetterSink + 'static,
+    {
         let (_source, stages, _shutdown) = self.into_parts()?;
         Ok(BatchProcessor {
             stages,
@@ -511,8 +522,13 @@ mod tests {
             .json::<Msg>()
             .classify(keyword)
             .route(RecordingRouter::<Msg>::new())
+            .dead_letter(MemoryDeadLetter::new())
             .into_batch_processor()
             .unwrap_err();
-        assert!(err.to_string().contains("no policy set"), "{err}");
+        assert!(
+            matches!(err, PipelineError::Config(crate::ConfigError::NoPolicy)),
+            "{err}"
+        );
+        assert!(err.to_string().contains("add `.policy("), "{err}");
     }
 }

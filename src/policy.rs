@@ -151,6 +151,33 @@ impl Policy {
         }
     }
 
+    /// Whether this policy sends uncertain items to review by design: a
+    /// binary policy with a review band, or a multi-class one whose
+    /// uncertain action is [`UncertainAction::Review`] (the default of
+    /// [`by_label`](Policy::by_label)). The pipeline refuses to run such a
+    /// policy with nowhere to send review items.
+    ///
+    /// A binary policy without a band answers `false`, although it still
+    /// reviews a prediction that lacks a positive score: that is a
+    /// classifier defect, not a band, and such items are dead-lettered if
+    /// nothing takes review items.
+    ///
+    /// ```
+    /// use streamsift::{Policy, UncertainAction};
+    /// assert!(!Policy::binary(0.5, "oncall").can_review());
+    /// assert!(Policy::binary(0.5, "oncall").with_review_band(0.3, 0.5).can_review());
+    /// assert!(Policy::by_label(&["bug"], &["noise"], 0.6).can_review());
+    /// let Policy::Multiclass { rules, .. } = Policy::by_label(&["bug"], &["noise"], 0.6) else { unreachable!() };
+    /// let no_review = Policy::Multiclass { rules, uncertain: UncertainAction::Discard };
+    /// assert!(!no_review.can_review());
+    /// ```
+    pub fn can_review(&self) -> bool {
+        match self {
+            Policy::Binary { review_band, .. } => review_band.is_some(),
+            Policy::Multiclass { uncertain, .. } => *uncertain == UncertainAction::Review,
+        }
+    }
+
     /// Decides what to do with a prediction.
     pub fn decide(&self, prediction: &Prediction) -> Action {
         match self {

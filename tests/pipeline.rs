@@ -10,9 +10,10 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use streamsift::fakes::{MemorySource, RecordingRouter};
 use streamsift::{
-    Batch, Checkpoint, ClassifyError, DeadLetter, DeadLetterError, DeadLetterSink, Delivery,
-    ErrorClass, MemoryDeadLetter, Pipeline, PipelineError, Policy, Position, Prediction, RawBytes,
-    Receipt, RetryPolicy, RouteError, Router, Shutdown, Source, SourceError, Stage, StopReason,
+    Batch, Checkpoint, ClassifyError, ConfigError, DeadLetter, DeadLetterError, DeadLetterSink,
+    Delivery, ErrorClass, MemoryDeadLetter, Pipeline, PipelineError, Policy, Position, Prediction,
+    RawBytes, Receipt, RetryPolicy, RouteError, Router, Shutdown, Source, SourceError, Stage,
+    StopReason,
 };
 
 fn rt() -> tokio::runtime::Runtime {
@@ -727,9 +728,10 @@ async fn missing_policy_is_a_config_error() {
         .decode(RawBytes)
         .classify(yes)
         .route(RecordingRouter::<Bytes>::new())
+        .dead_letter(MemoryDeadLetter::new())
         .run()
         .await
         .unwrap_err();
-    assert!(matches!(err, PipelineError::Config(_)));
-    assert!(err.to_string().contains("no policy set"), "{err}");
+    assert!(matches!(err, PipelineError::Config(ConfigError::NoPolicy)));
+    assert!(err.to_string().contains("add `.policy("), "{err}");
 }

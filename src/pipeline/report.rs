@@ -218,9 +218,49 @@ pub enum PipelineError {
         /// What was done before.
         report: Box<RunReport>,
     },
-    /// The pipeline was configured wrongly.
+    /// The pipeline was configured wrongly; nothing was read.
     #[error("invalid pipeline configuration: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
+}
+
+/// What is wrong with a pipeline's configuration. [`Pipeline::run`](crate::Pipeline::run)
+/// and [`Pipeline::into_batch_processor`](crate::Pipeline::into_batch_processor)
+/// check it before reading anything. Each message says what to add.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No [`Policy`](crate::Policy) was set.
+    #[error(
+        "add `.policy(Policy::binary(threshold, route))` or `.policy(Policy::by_label(..))`: no policy is set, so nothing decides what to do with a prediction"
+    )]
+    NoPolicy,
+    /// `max_in_flight` or `max_unacked` is 0, so nothing could ever run.
+    #[error(
+        "set `.max_in_flight(n)` and `.max_unacked(n)` to at least 1: found max_in_flight = {max_in_flight}, max_unacked = {max_unacked}"
+    )]
+    ZeroLimit {
+        /// The value set.
+        max_in_flight: usize,
+        /// The value set.
+        max_unacked: usize,
+    },
+    /// The policy can send items to review, but there is no labeler and the
+    /// router is not known to handle the route
+    /// [`REVIEW_ROUTE`](crate::REVIEW_ROUTE): review items would fail to
+    /// route and be dead-lettered.
+    #[error(
+        "add `.review(labeler)`, route \"review\" in the router (e.g. `ByLabel::new().on(REVIEW_ROUTE, ..)`), or call `.review_via_router()` if your router handles \"review\": the policy can send items to review, and {}",
+        match router_says {
+            Some(false) => "the router says it has no \"review\" route",
+            _ => "there is no labeler and the router does not say it handles \"review\"",
+        }
+    )]
+    ReviewUnhandled {
+        /// What the router said about the review route
+        /// ([`Router::handles_route`](crate::Router::handles_route)):
+        /// `Some(false)` for no, `None` for unknown.
+        router_says: Option<bool>,
+    },
 }
 
 impl PipelineError {
