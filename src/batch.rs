@@ -87,6 +87,7 @@ pub fn builder() -> Pipeline<NoSource> {
 /// How one record of a batch ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
+#[non_exhaustive]
 pub enum RecordOutcome {
     /// Delivered on this route.
     Routed {
@@ -178,7 +179,13 @@ pub struct BatchReport {
     pub stats: Stats,
     /// Whether the stop time came before every record was done.
     pub stopped_early: bool,
-    /// Wall time of the batch.
+    /// Wall time of the batch. In JSON: `elapsed_secs`, in seconds (a
+    /// number), as in [`RunReport`](crate::RunReport).
+    #[serde(
+        rename = "elapsed_secs",
+        alias = "elapsed",
+        with = "crate::pipeline::secs"
+    )]
     pub elapsed: Duration,
 }
 

@@ -19,6 +19,7 @@ use crate::record::Record;
 /// The stage at which a record failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Stage {
     /// Turning bytes into the user's type.
     Decode,

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::classify::{Label, Prediction};
 
 /// What the pipeline does with a classified item.
+///
+/// Deliberately exhaustive: code that acts on a decision must handle every
+/// kind, so a new kind is a breaking change by design.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Deliver it on this route.
@@ -58,6 +61,7 @@ pub struct LabelRule {
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Policy {
     /// A threshold on the positive-class score of a binary model.
     ///
@@ -88,6 +92,7 @@ pub enum Policy {
 /// What a multi-class policy does with an uncertain prediction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum UncertainAction {
     /// Send it for human review (the default).
     Review,

@@ -155,13 +155,22 @@ impl Default for Config {
 /// is a compile error (E0277) rather than a labeler silently lost:
 ///
 /// ```compile_fail,E0277
-/// # use streamsift::fakes::{MemorySource, RecordingLabeler, RecordingRouter};
-/// # use streamsift::{ClassifyError, MemoryDeadLetter, Pipeline, Policy, Prediction};
+/// # use streamsift::fakes::{MemorySource, RecordingRouter};
+/// # use streamsift::{ClassifyError, LabelError, LabelResult, LabelTask, Labeler};
+/// # use streamsift::{MemoryDeadLetter, Pipeline, Policy, Prediction, TaskId};
 /// # #[derive(serde::Deserialize)] struct Msg { text: String }
+/// struct Strings; // labels Strings only
+/// #[async_trait::async_trait]
+/// impl Labeler<String> for Strings {
+///     async fn submit(&self, t: &[LabelTask<'_, String>]) -> Result<Vec<TaskId>, LabelError> {
+///         Ok(t.iter().map(|t| TaskId(t.id.to_string())).collect())
+///     }
+///     async fn collect(&self) -> Result<Vec<LabelResult>, LabelError> { Ok(vec![]) }
+/// }
 /// # async fn f() {
 /// let _ = Pipeline::new(MemorySource::from_payloads(1, vec!["x"]))
 ///     .json::<String>()
-///     .review(RecordingLabeler::<String>::new())
+///     .review(Strings)
 ///     .json::<Msg>() // the labeler labels Strings, not Msgs
 ///     .classify(|_: &Msg| async { Ok::<_, ClassifyError>(Prediction::label("x")) })
 ///     .policy(Policy::binary(0.5, "oncall"))

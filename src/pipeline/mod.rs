@@ -53,4 +53,5 @@ pub use retry::RetryPolicy;
 pub use run::Shutdown;
 pub use stages::{OnExhausted, REVIEW_ROUTE};
 
+pub(crate) use report::secs;
 pub(crate) use stages::{Done, Outcome, Stages};

@@ -40,6 +40,7 @@ pub const REVIEW_ROUTE: Label = Label::from_static("review");
 /// a panic in user code) are always dead-lettered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum OnExhausted {
     /// Dead-letter it and move on, as [`Pipeline::run`](crate::Pipeline::run)
     /// does. The KCL processor uses this: the daemon does not redeliver by itself.

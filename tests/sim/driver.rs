@@ -262,6 +262,7 @@ async fn batch_seed(oracle: &Oracle, on_exhausted: OnExhausted) {
     let kind = match on_exhausted {
         OnExhausted::Report => "lambda",
         OnExhausted::DeadLetter => "kcl",
+        other => panic!("the simulation does not know {other:?}"),
     };
     let builder = batch::builder()
         .decode::<super::components::Item, _>(decoder(oracle.clone()))
