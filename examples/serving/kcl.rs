@@ -41,6 +41,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .classify(Triage::new(&models))
         .policy(model::triage_policy())
         .route(notifier().await?)
+        // The router takes every route, "review" included.
+        .review_via_router()
         .dead_letter(JsonLinesDeadLetter::create(dead_letter_path)?)
         .max_in_flight(64)
         .max_record_bytes(MAX_RECORD_BYTES)
