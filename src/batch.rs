@@ -43,6 +43,22 @@
 //! assert!(report.stats.reconciles());
 //! # });
 //! ```
+//!
+//! As with [`Pipeline::run`], a processor without a dead-letter sink does
+//! not compile (E0277, "`NoDeadLetter` is not a DeadLetterSink"): there is
+//! no default file.
+//!
+//! ```compile_fail,E0277
+//! # use streamsift::batch;
+//! # use streamsift::fakes::RecordingRouter;
+//! # use streamsift::{ClassifyError, Policy, Prediction};
+//! let processor = batch::builder()
+//!     .json::<String>()
+//!     .classify(|_: &String| async { Ok::<_, ClassifyError>(Prediction::label("x")) })
+//!     .policy(Policy::binary(0.5, "oncall"))
+//!     .route(RecordingRouter::<String>::new())
+//!     .into_batch_processor();
+//! ```
 
 use std::fmt;
 use std::time::Duration;

@@ -964,8 +964,8 @@ async fn an_unwritable_dead_letter_path_fails_before_the_first_record() {
 #[tokio::test(start_paused = true)]
 async fn arc_router_and_arc_classifier_work_in_a_pipeline() {
     let router = Arc::new(RecordingRouter::<Bytes>::new());
-    let classifier: Arc<fn(&Bytes) -> std::future::Ready<Result<Prediction, ClassifyError>>> =
-        Arc::new(score_classifier);
+    type ScoreFn = fn(&Bytes) -> std::future::Ready<Result<Prediction, ClassifyError>>;
+    let classifier: Arc<ScoreFn> = Arc::new(score_classifier);
     for _ in 0..2 {
         Pipeline::new(MemorySource::from_payloads(1, ["0.9", "0.1"]))
             .decode(RawBytes)

@@ -158,7 +158,7 @@ impl Default for Config {
 /// # use streamsift::fakes::{MemorySource, RecordingRouter};
 /// # use streamsift::{ClassifyError, LabelError, LabelResult, LabelTask, Labeler};
 /// # use streamsift::{MemoryDeadLetter, Pipeline, Policy, Prediction, TaskId};
-/// # #[derive(serde::Deserialize)] struct Msg { text: String }
+/// # #[derive(Clone, serde::Deserialize)] struct Msg { text: String }
 /// struct Strings; // labels Strings only
 /// #[async_trait::async_trait]
 /// impl Labeler<String> for Strings {
