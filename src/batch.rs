@@ -1,6 +1,6 @@
 //! Processing one batch of records handed in from outside: the engine that
-//! the Lambda handler ([`crate::lambda`], feature `lambda`) and the KCL
-//! record processor ([`crate::kcl`], feature `kcl`) share.
+//! the Lambda handler (`streamsift::lambda`, feature `lambda`) and the KCL
+//! record processor (`streamsift::kcl`, feature `kcl`) share.
 //!
 //! Where a [`Pipeline`] reads a [`Source`] and commits checkpoints itself, a
 //! [`BatchProcessor`] is given the records (a Lambda event, a KCL
