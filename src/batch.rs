@@ -43,6 +43,22 @@
 //! assert!(report.stats.reconciles());
 //! # });
 //! ```
+//!
+//! As with [`Pipeline::run`], a processor without a dead-letter sink does
+//! not compile (E0277, "`NoDeadLetter` is not a DeadLetterSink"): there is
+//! no default file.
+//!
+//! ```compile_fail,E0277
+//! # use streamsift::batch;
+//! # use streamsift::fakes::RecordingRouter;
+//! # use streamsift::{ClassifyError, Policy, Prediction};
+//! let processor = batch::builder()
+//!     .json::<String>()
+//!     .classify(|_: &String| async { Ok::<_, ClassifyError>(Prediction::label("x")) })
+//!     .policy(Policy::binary(0.5, "oncall"))
+//!     .route(RecordingRouter::<String>::new())
+//!     .into_batch_processor();
+//! ```
 
 use std::fmt;
 use std::time::Duration;
@@ -52,10 +68,10 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::classify::{Classifier, Label};
-use crate::dead_letter::Stage;
+use crate::dead_letter::{DeadLetterSink, Stage};
 use crate::decode::Decoder;
 use crate::error::SourceError;
-use crate::pipeline::{Done, Outcome, Pipeline, PipelineError, Stages, Stats};
+use crate::pipeline::{Done, MaybeLabeler, Outcome, Pipeline, PipelineError, Stages, Stats};
 use crate::record::{Batch, Checkpoint, Record, ShardId};
 use crate::router::Router;
 use crate::source::Source;
@@ -87,6 +103,7 @@ pub fn builder() -> Pipeline<NoSource> {
 /// How one record of a batch ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
+#[non_exhaustive]
 pub enum RecordOutcome {
     /// Delivered on this route.
     Routed {
@@ -178,7 +195,13 @@ pub struct BatchReport {
     pub stats: Stats,
     /// Whether the stop time came before every record was done.
     pub stopped_early: bool,
-    /// Wall time of the batch.
+    /// Wall time of the batch. In JSON: `elapsed_secs`, in seconds (a
+    /// number), as in [`RunReport`](crate::RunReport).
+    #[serde(
+        rename = "elapsed_secs",
+        alias = "elapsed",
+        with = "crate::pipeline::secs"
+    )]
     pub elapsed: Duration,
 }
 
@@ -224,11 +247,22 @@ impl<D, C, R, T> fmt::Debug for BatchProcessor<D, C, R, T> {
     }
 }
 
-impl<S, D, C, R, T> Pipeline<S, D, C, R, T> {
+impl<S, D, C, R, T, L, K> Pipeline<S, D, C, R, T, L, K> {
     /// Turns this pipeline's stages, retry rules, timeouts, limits and
     /// dead-letter sink into a [`BatchProcessor`]; the source is dropped.
-    /// Fails like [`Pipeline::run`] when no policy is set or a limit is 0.
-    pub fn into_batch_processor(self) -> Result<BatchProcessor<D, C, R, T>, PipelineError> {
+    /// Like [`Pipeline::run`], it needs a classifier, a router and a
+    /// dead-letter sink (compile errors otherwise), and fails with
+    /// [`PipelineError::Config`] when no policy is set, a limit is 0, or
+    /// review items have nowhere to go.
+    pub fn into_batch_processor(self) -> Result<BatchProcessor<D, C, R, T>, PipelineError>
+    where
+        T: Send + Sync,
+        D: Decoder<T>,
+        C: Classifier<T>,
+        R: Router<T>,
+        L: MaybeLabeler<T>,
+        K: DeadLetterSink + 'static,
+    {
         let (_source, stages, _shutdown) = self.into_parts()?;
         Ok(BatchProcessor {
             stages,
@@ -511,8 +545,13 @@ mod tests {
             .json::<Msg>()
             .classify(keyword)
             .route(RecordingRouter::<Msg>::new())
+            .dead_letter(MemoryDeadLetter::new())
             .into_batch_processor()
             .unwrap_err();
-        assert!(err.to_string().contains("no policy set"), "{err}");
+        assert!(
+            matches!(err, PipelineError::Config(crate::ConfigError::NoPolicy)),
+            "{err}"
+        );
+        assert!(err.to_string().contains("add `.policy("), "{err}");
     }
 }

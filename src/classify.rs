@@ -229,6 +229,12 @@ impl Prediction {
 /// Any `Fn(&T) -> impl Future<Output = Result<Prediction, ClassifyError>>`
 /// is a classifier too. For classifiers chosen at run time, use
 /// [`BoxClassifier`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Classifier of `{T}`",
+    label = "not a classifier of `{T}`",
+    note = "set the classifier with `.classify(..)`: a type implementing `streamsift::Classifier<{T}>`, or a closure `|item: &{T}| async move {{ Ok::<_, ClassifyError>(Prediction::label(\"..\")) }}`",
+    note = "`()` means `.classify(..)` was not called; a classifier of another type means `.decode(..)`/`.json()` changed the item type"
+)]
 pub trait Classifier<T: Sync>: Send + Sync {
     /// Classifies one item.
     fn classify(&self, item: &T) -> impl Future<Output = Result<Prediction, ClassifyError>> + Send;
@@ -259,6 +265,19 @@ where
 {
     fn classify(&self, item: &T) -> impl Future<Output = Result<Prediction, ClassifyError>> + Send {
         self(item)
+    }
+}
+
+impl<T: Sync, C: Classifier<T> + ?Sized> Classifier<T> for Arc<C> {
+    fn classify(&self, item: &T) -> impl Future<Output = Result<Prediction, ClassifyError>> + Send {
+        (**self).classify(item)
+    }
+
+    fn classify_batch(
+        &self,
+        items: &[&T],
+    ) -> impl Future<Output = Vec<Result<Prediction, ClassifyError>>> + Send {
+        (**self).classify_batch(items)
     }
 }
 

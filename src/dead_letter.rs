@@ -19,6 +19,7 @@ use crate::record::Record;
 /// The stage at which a record failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Stage {
     /// Turning bytes into the user's type.
     Decode,
@@ -73,8 +74,12 @@ pub struct DeadLetter {
 /// recovered exactly.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetterEntry {
-    /// The record's id.
-    pub id: String,
+    /// The record's id ([`Record::id`]), the same name as in
+    /// [`PipelineError::DeadLetter`](crate::PipelineError::DeadLetter). The
+    /// JSON key is `record_id`; files written before it was renamed (key
+    /// `id`) still read.
+    #[serde(alias = "id")]
+    pub record_id: String,
     /// Its shard.
     pub shard: String,
     /// Its sequence number.
@@ -118,7 +123,7 @@ impl DeadLetterEntry {
             ),
         };
         DeadLetterEntry {
-            id: dl.record.id.clone(),
+            record_id: dl.record.id.clone(),
             shard: dl.record.shard.to_string(),
             sequence: dl.record.sequence.number.clone(),
             sub_sequence: dl.record.sequence.sub_sequence,
@@ -152,6 +157,11 @@ impl DeadLetterEntry {
 /// Stores dead letters. The pipeline retries a failing sink and, if it stays
 /// down, stops without committing past the record: a dead letter is never
 /// dropped silently.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a DeadLetterSink",
+    label = "a pipeline needs a dead-letter sink",
+    note = "add `.dead_letter(JsonLinesDeadLetter::create(\"dead-letter.jsonl\")?)` (a file, checked when created) or `.dead_letter(MemoryDeadLetter::new())` (tests); `NoDeadLetter` means `.dead_letter(..)` was not called"
+)]
 #[async_trait::async_trait]
 pub trait DeadLetterSink: Send + Sync {
     /// Stores one dead letter.
@@ -166,31 +176,127 @@ impl<S: DeadLetterSink + ?Sized> DeadLetterSink for Arc<S> {
 }
 
 /// Appends dead letters to a JSON-lines file, one [`DeadLetterEntry`] a
-/// line. The file is created on the first dead letter, so a clean run leaves
-/// nothing behind.
+/// line.
+///
+/// The file is opened (created if missing, for appending) when the sink is
+/// made, by [`create`](JsonLinesDeadLetter::create) or
+/// [`builder`](JsonLinesDeadLetter::builder): a wrong path fails there,
+/// with an error naming the path and what to do, before any record is read
+/// or routed, not mid-run. Its directory is created only when asked
+/// ([`JsonLinesDeadLetterBuilder::create_dirs`]).
+///
+/// ```
+/// use streamsift::JsonLinesDeadLetter;
+/// let dir = tempfile::tempdir().unwrap();
+/// let sink = JsonLinesDeadLetter::builder(dir.path().join("out/dead-letter.jsonl"))
+///     .create_dirs(true)
+///     .open()
+///     .unwrap();
+/// assert!(sink.path().exists());
+/// // Without create_dirs, a missing directory fails at once.
+/// let err = JsonLinesDeadLetter::create(dir.path().join("missing/dl.jsonl")).unwrap_err();
+/// assert!(err.to_string().contains("create_dirs(true)"), "{err}");
+/// ```
 ///
 /// A dead letter lets the pipeline count its record as done, so it is as
 /// durable as the checkpoint that passes it: `store` returns `Ok` only once
-/// the entry is synced to disk (and, for the first entry, the directory that
-/// holds the new file). The file is only ever appended to: a torn last line
-/// left by a crash is cut before the first append (with a warning naming
-/// the file and the byte count), and a failed append is rolled back, so a
-/// retry leaves neither a half line nor a duplicate.
+/// the entry is synced to disk (and the directory that holds a new file is
+/// synced when the file is created). The file is only ever appended to: a
+/// torn last line left by a crash is cut when the sink opens the file (with
+/// a warning naming the file and the byte count), and a failed append is
+/// rolled back, so a retry leaves neither a half line nor a duplicate.
 ///
 /// Nothing here deletes or truncates whole dead letters. To start a fresh
-/// file, [`rotate`](JsonLinesDeadLetter::rotate) moves the old one aside.
+/// file, [`rotate`](JsonLinesDeadLetter::rotate) moves the old one aside
+/// (before the sink is created).
 #[derive(Debug)]
 pub struct JsonLinesDeadLetter {
     path: PathBuf,
-    file: Arc<std::sync::Mutex<Option<Appender>>>,
+    file: Arc<std::sync::Mutex<Appender>>,
+}
+
+/// Options for opening a [`JsonLinesDeadLetter`]; from
+/// [`JsonLinesDeadLetter::builder`].
+#[derive(Clone, Debug)]
+#[must_use = "call .open() to open the dead-letter file"]
+pub struct JsonLinesDeadLetterBuilder {
+    path: PathBuf,
+    create_dirs: bool,
+}
+
+impl JsonLinesDeadLetterBuilder {
+    /// Whether to create the file's missing parent directories (default
+    /// `false`: a missing directory is an error, as it usually means a
+    /// wrong path).
+    pub fn create_dirs(mut self, create: bool) -> Self {
+        self.create_dirs = create;
+        self
+    }
+
+    /// Opens the file for appending (creating it if missing), so a path
+    /// that cannot be written fails now. Blocks on file-system calls.
+    pub fn open(self) -> Result<JsonLinesDeadLetter, DeadLetterError> {
+        let path = self.path;
+        if self.create_dirs
+            && let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                DeadLetterError::permanent(format!(
+                    "check the path and its permissions: cannot create the directory {} for the dead-letter file ({})",
+                    parent.display(),
+                    e.kind()
+                ))
+                .with_source(e)
+            })?;
+        }
+        let appender = Appender::open(&path).map_err(|e| open_error(&path, self.create_dirs, e))?;
+        Ok(JsonLinesDeadLetter {
+            path,
+            file: Arc::new(std::sync::Mutex::new(appender)),
+        })
+    }
+}
+
+/// The error for a dead-letter file that cannot be opened: the hint first.
+fn open_error(path: &Path, create_dirs: bool, e: std::io::Error) -> DeadLetterError {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let hint = match e.kind() {
+        std::io::ErrorKind::NotFound if !create_dirs && !parent.exists() => format!(
+            "create the directory {} or use `JsonLinesDeadLetter::builder(path).create_dirs(true)`",
+            parent.display()
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            format!(
+                "check the permissions of {} and its directory",
+                path.display()
+            )
+        }
+        _ => "check the path".to_owned(),
+    };
+    DeadLetterError::permanent(format!(
+        "{hint}: cannot open dead-letter file {} for appending ({})",
+        path.display(),
+        e.kind()
+    ))
+    .with_source(e)
 }
 
 impl JsonLinesDeadLetter {
-    /// A sink appending to `path`.
-    pub fn new(path: impl AsRef<Path>) -> Self {
-        JsonLinesDeadLetter {
+    /// A sink appending to `path`, opened (and created if missing) now. Its
+    /// directory must exist; see [`builder`](JsonLinesDeadLetter::builder)
+    /// to create it. Blocks on file-system calls.
+    pub fn create(path: impl AsRef<Path>) -> Result<Self, DeadLetterError> {
+        Self::builder(path).open()
+    }
+
+    /// Options for opening a sink at `path`.
+    pub fn builder(path: impl AsRef<Path>) -> JsonLinesDeadLetterBuilder {
+        JsonLinesDeadLetterBuilder {
             path: path.as_ref().to_path_buf(),
-            file: Arc::new(std::sync::Mutex::new(None)),
+            create_dirs: false,
         }
     }
 
@@ -286,22 +392,9 @@ impl DeadLetterSink for JsonLinesDeadLetter {
         line.push(b'\n');
         let file = Arc::clone(&self.file);
         let path = self.path.clone();
-        // Opening, writing and syncing block: do them off the runtime.
+        // Writing and syncing block: do them off the runtime.
         let done = tokio::task::spawn_blocking(move || {
-            let mut guard = file.lock().unwrap_or_else(|e| e.into_inner());
-            if guard.is_none() {
-                let opened = Appender::open(&path).map_err(|e| {
-                    DeadLetterError::unavailable(format!(
-                        "cannot open dead-letter file {}",
-                        path.display()
-                    ))
-                    .with_source(e)
-                })?;
-                *guard = Some(opened);
-            }
-            let Some(appender) = guard.as_mut() else {
-                return Err(DeadLetterError::unavailable("dead-letter file not open"));
-            };
+            let mut appender = file.lock().unwrap_or_else(|e| e.into_inner());
             appender.append(&line).map_err(|e| {
                 DeadLetterError::unavailable(format!(
                     "cannot write dead-letter file {} (the entry was rolled back; retry)",
@@ -387,8 +480,11 @@ mod tests {
     async fn json_lines_keeps_original_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dl.jsonl");
-        let sink = JsonLinesDeadLetter::new(&path);
-        assert!(!path.exists(), "created lazily");
+        let sink = JsonLinesDeadLetter::create(&path).unwrap();
+        assert!(
+            path.exists(),
+            "opened when made, so a wrong path fails early"
+        );
         sink.store(&dl(b"\xff\xfe raw")).await.unwrap();
         sink.store(&dl(b"{\"text\":\"caf\xc3\xa9\"}"))
             .await
@@ -399,15 +495,45 @@ mod tests {
         assert_eq!(entries[0].payload_bytes().unwrap(), b"\xff\xfe raw");
         assert_eq!(entries[1].payload.as_deref(), Some("{\"text\":\"café\"}"));
         assert_eq!(entries[1].kind, "invalid_utf8");
-        assert_eq!(entries[1].id, "s1:9");
+        assert_eq!(entries[1].record_id, "s1:9");
         assert_eq!(entries[1].stage, Stage::Decode);
     }
 
+    #[test]
+    fn a_missing_directory_fails_at_creation_naming_the_path_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no-such-dir").join("dl.jsonl");
+        let err = JsonLinesDeadLetter::create(&path).unwrap_err();
+        assert!(!err.is_retryable(), "a wrong path does not heal: {err}");
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(
+            text.contains("create_dirs(true)") && text.contains("create the directory"),
+            "{text}"
+        );
+        assert!(!path.parent().unwrap().exists(), "not created unasked");
+    }
+
     #[tokio::test]
-    async fn unwritable_path_is_a_retryable_error() {
-        let sink = JsonLinesDeadLetter::new("/nonexistent-dir/streamsift/dl.jsonl");
-        let err = sink.store(&dl(b"x")).await.unwrap_err();
-        assert!(err.is_retryable());
-        assert!(err.to_string().contains("/nonexistent-dir"), "{err}");
+    async fn create_dirs_makes_the_parent_and_entries_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a").join("b").join("dl.jsonl");
+        let sink = JsonLinesDeadLetter::builder(&path)
+            .create_dirs(true)
+            .open()
+            .unwrap();
+        sink.store(&dl(b"x")).await.unwrap();
+        assert_eq!(JsonLinesDeadLetter::read_entries(&path).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_record_id_key_is_record_id_and_old_files_with_id_still_read() {
+        let entry = DeadLetterEntry::from_dead_letter(&dl(b"x"));
+        let json = serde_json::to_value(&entry).unwrap();
+        assert_eq!(json["record_id"], "s1:9");
+        assert!(json.get("id").is_none(), "{json}");
+        let old = r#"{"id":"s1:9","shard":"s1","sequence":"9","partition_key":"pk","stage":"decode","class":"permanent","kind":"k","reason":"r","attempts":1,"at_ms":0,"payload":"x"}"#;
+        let back: DeadLetterEntry = serde_json::from_str(old).unwrap();
+        assert_eq!(back.record_id, "s1:9");
     }
 }

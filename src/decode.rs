@@ -72,6 +72,11 @@ impl DecodeError {
 ///
 /// Implemented by [`Json`], [`Utf8`], [`RawBytes`], [`PassThrough`] and by
 /// any `Fn(&Record) -> Result<T, DecodeError>`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Decoder of `{T}`",
+    label = "not a decoder of `{T}`",
+    note = "set the decoder with `.json::<{T}>()`, `.decode(Utf8)` or `.decode(|r: &Record| -> Result<{T}, DecodeError> {{ .. }})`; `()` means neither `.decode(..)` nor `.json()` was called"
+)]
 pub trait Decoder<T>: Send + Sync {
     /// Decodes one record.
     fn decode(&self, record: &Record) -> Result<T, DecodeError>;

@@ -34,6 +34,7 @@ macro_rules! component_error {
     ($(#[$meta:meta])* $name:ident, $what:literal) => {
         $(#[$meta])*
         #[derive(Debug, thiserror::Error)]
+        #[non_exhaustive]
         pub enum $name {
             /// The backend asked us to slow down. Retryable.
             #[error("{what} throttled: {message}", what = $what)]

@@ -68,6 +68,11 @@ pub struct LabelResult {
 /// returns once the tasks are accepted, and [`collect`](Labeler::collect) is
 /// polled later for whatever has finished. It is a cold path, so the trait is
 /// object-safe (`Box<dyn Labeler<T>>` works).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Labeler of `{T}`",
+    label = "not a labeler of `{T}`",
+    note = "`.review(..)` takes a type implementing `streamsift::Labeler<{T}>`; call it after `.decode(..)`/`.json::<{T}>()`"
+)]
 #[async_trait::async_trait]
 pub trait Labeler<T: Sync>: Send + Sync {
     /// Submits tasks; returns one id per task, in order. Submitting an id

@@ -93,7 +93,8 @@ mod util;
 
 pub use classify::{BoxClassifier, BoxFuture, Classifier, DynClassifier, Label, Prediction};
 pub use dead_letter::{
-    DeadLetter, DeadLetterEntry, DeadLetterSink, JsonLinesDeadLetter, MemoryDeadLetter, Stage,
+    DeadLetter, DeadLetterEntry, DeadLetterSink, JsonLinesDeadLetter, JsonLinesDeadLetterBuilder,
+    MemoryDeadLetter, Stage,
 };
 pub use decode::{DecodeError, Decoder, Json, PassThrough, RawBytes, Utf8};
 pub use error::{
@@ -102,8 +103,8 @@ pub use error::{
 };
 pub use labeler::{LabelResult, LabelTask, Labeler, TaskId, Vote};
 pub use pipeline::{
-    Pipeline, PipelineError, REVIEW_ROUTE, RetryPolicy, RunReport, ShardStats, Shutdown, Stats,
-    StopReason,
+    ConfigError, Pipeline, PipelineError, REVIEW_ROUTE, RetryPolicy, RunReport, ShardStats,
+    Shutdown, Stats, StopReason,
 };
 pub use policy::{Action, Band, LabelRule, Policy, UncertainAction};
 pub use record::{

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::classify::{Label, Prediction};
 
 /// What the pipeline does with a classified item.
+///
+/// Deliberately exhaustive: code that acts on a decision must handle every
+/// kind, so a new kind is a breaking change by design.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Deliver it on this route.
@@ -58,6 +61,7 @@ pub struct LabelRule {
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Policy {
     /// A threshold on the positive-class score of a binary model.
     ///
@@ -88,6 +92,7 @@ pub enum Policy {
 /// What a multi-class policy does with an uncertain prediction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum UncertainAction {
     /// Send it for human review (the default).
     Review,
@@ -148,6 +153,33 @@ impl Policy {
         Policy::Multiclass {
             rules,
             uncertain: UncertainAction::Review,
+        }
+    }
+
+    /// Whether this policy sends uncertain items to review by design: a
+    /// binary policy with a review band, or a multi-class one whose
+    /// uncertain action is [`UncertainAction::Review`] (the default of
+    /// [`by_label`](Policy::by_label)). The pipeline refuses to run such a
+    /// policy with nowhere to send review items.
+    ///
+    /// A binary policy without a band answers `false`, although it still
+    /// reviews a prediction that lacks a positive score: that is a
+    /// classifier defect, not a band, and such items are dead-lettered if
+    /// nothing takes review items.
+    ///
+    /// ```
+    /// use streamsift::{Policy, UncertainAction};
+    /// assert!(!Policy::binary(0.5, "oncall").can_review());
+    /// assert!(Policy::binary(0.5, "oncall").with_review_band(0.3, 0.5).can_review());
+    /// assert!(Policy::by_label(&["bug"], &["noise"], 0.6).can_review());
+    /// let Policy::Multiclass { rules, .. } = Policy::by_label(&["bug"], &["noise"], 0.6) else { unreachable!() };
+    /// let no_review = Policy::Multiclass { rules, uncertain: UncertainAction::Discard };
+    /// assert!(!no_review.can_review());
+    /// ```
+    pub fn can_review(&self) -> bool {
+        match self {
+            Policy::Binary { review_band, .. } => review_band.is_some(),
+            Policy::Multiclass { uncertain, .. } => *uncertain == UncertainAction::Review,
         }
     }
 

@@ -115,7 +115,7 @@ fn worker(dir: &Path, run: u32) -> Result<(), Box<dyn std::error::Error>> {
                     file: Mutex::new(file),
                     run,
                 })
-                .dead_letter(JsonLinesDeadLetter::new(dir.join("dead.jsonl")))
+                .dead_letter(JsonLinesDeadLetter::create(dir.join("dead.jsonl")).unwrap())
                 .max_in_flight(MAX_IN_FLIGHT)
                 .max_unacked(MAX_UNACKED)
                 .commit_every(COMMIT_EVERY, Duration::from_millis(5))
@@ -348,11 +348,11 @@ fn crash_restart() {
     let dead = JsonLinesDeadLetter::read_entries(dir.join("dead.jsonl")).unwrap();
     for entry in &dead {
         assert!(
-            poison.contains(&entry.id),
+            poison.contains(&entry.record_id),
             "a valid record was dead-lettered: {entry:?}"
         );
         assert_eq!(entry.kind, "invalid_json", "{entry:?}");
-        coverage.handled(&entry.id);
+        coverage.handled(&entry.record_id);
     }
     for (_, id) in &by_run {
         assert!(!poison.contains(id), "a poison record was delivered: {id}");

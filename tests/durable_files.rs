@@ -40,7 +40,8 @@ async fn durable_files_dead_letter_torn_tail_is_cut() {
     let logs = process_logs();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dl.jsonl");
-    JsonLinesDeadLetter::new(&path)
+    JsonLinesDeadLetter::create(&path)
+        .unwrap()
         .store(&dead_letter(1, "first"))
         .await
         .unwrap();
@@ -51,11 +52,11 @@ async fn durable_files_dead_letter_torn_tail_is_cut() {
     std::fs::write(&path, &bytes).unwrap();
 
     // The restarted process appends: on a line of its own.
-    let sink = JsonLinesDeadLetter::new(&path);
+    let sink = JsonLinesDeadLetter::create(&path).unwrap();
     sink.store(&dead_letter(3, "third")).await.unwrap();
     sink.store(&dead_letter(4, "fourth")).await.unwrap();
     let entries = JsonLinesDeadLetter::read_entries(&path).expect("every line is an entry");
-    let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+    let ids: Vec<&str> = entries.iter().map(|e| e.record_id.as_str()).collect();
     assert_eq!(ids, ["s1:1", "s1:3", "s1:4"]);
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.ends_with('\n') && !text.contains("TORN"), "{text}");
@@ -111,7 +112,7 @@ async fn durable_files_dead_letter_rotate_keeps_every_file() {
     assert_eq!(JsonLinesDeadLetter::rotate(&path).unwrap(), None, "no file");
     let mut moved = Vec::new();
     for round in 0..3u64 {
-        let sink = JsonLinesDeadLetter::new(&path);
+        let sink = JsonLinesDeadLetter::create(&path).unwrap();
         sink.store(&dead_letter(round, "x")).await.unwrap();
         drop(sink);
         // Rotated within the same millisecond: still a name of its own.
@@ -121,7 +122,7 @@ async fn durable_files_dead_letter_rotate_keeps_every_file() {
     for (round, old) in moved.iter().enumerate() {
         let entries = JsonLinesDeadLetter::read_entries(old).unwrap();
         assert_eq!(entries.len(), 1, "{}", old.display());
-        assert_eq!(entries[0].id, format!("s1:{round}"));
+        assert_eq!(entries[0].record_id, format!("s1:{round}"));
     }
 }
 
@@ -131,7 +132,7 @@ async fn durable_files_dead_letter_on_a_full_disk_is_a_retryable_error() {
         eprintln!("skipped: no /dev/full here");
         return;
     }
-    let sink = JsonLinesDeadLetter::new("/dev/full");
+    let sink = JsonLinesDeadLetter::create("/dev/full").unwrap();
     let err = sink.store(&dead_letter(1, "x")).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     // Trying again is still an error, never a silent success.

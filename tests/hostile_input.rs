@@ -193,7 +193,7 @@ async fn hostile_records_are_dead_lettered_with_reasons_and_the_rest_unaffected(
         })
         .policy(Policy::binary(0.5, "oncall"))
         .route(router.clone())
-        .dead_letter(JsonLinesDeadLetter::new(&dead_path))
+        .dead_letter(JsonLinesDeadLetter::create(&dead_path).unwrap())
         .run()
         .await
         .unwrap();
@@ -203,7 +203,7 @@ async fn hostile_records_are_dead_lettered_with_reasons_and_the_rest_unaffected(
     let dl_ids: Vec<String> = JsonLinesDeadLetter::read_entries(&dead_path)
         .unwrap()
         .into_iter()
-        .map(|e| e.id)
+        .map(|e| e.record_id)
         .collect();
     let missing: Vec<_> = expect_dead
         .iter()
@@ -238,7 +238,7 @@ async fn hostile_records_are_dead_lettered_with_reasons_and_the_rest_unaffected(
     assert_eq!(entries.len(), expect_dead.len());
     for e in &entries {
         let (name, kind, reason) = expect_dead
-            .get(&e.id)
+            .get(&e.record_id)
             .unwrap_or_else(|| panic!("unexpected dead letter {e:?}"));
         assert_eq!(e.stage, Stage::Decode, "{name}");
         assert_eq!(e.kind, *kind, "{name}: {}", e.reason);
@@ -247,7 +247,7 @@ async fn hostile_records_are_dead_lettered_with_reasons_and_the_rest_unaffected(
             "{name}: reason {:?} should mention {reason:?}",
             e.reason
         );
-        let (bytes, key) = &originals[&e.id];
+        let (bytes, key) = &originals[&e.record_id];
         assert_eq!(&e.partition_key, key, "{name}");
         assert_eq!(
             &e.payload_bytes().unwrap(),

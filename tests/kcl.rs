@@ -272,7 +272,7 @@ fn a_lease_from_initialize_to_lease_lost_checkpoints_only_done_records() {
     let (status, rest, stderr) = d.finish();
     assert!(status.success(), "exit {status:?}; stderr:\n{stderr}");
     assert!(rest.is_empty(), "unexpected lines: {rest:?}");
-    let mut ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+    let mut ids: Vec<&str> = entries.iter().map(|e| e.record_id.as_str()).collect();
     ids.sort();
     assert_eq!(
         ids,

@@ -10,9 +10,11 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use streamsift::fakes::{MemorySource, RecordingRouter};
 use streamsift::{
-    Batch, Checkpoint, ClassifyError, DeadLetter, DeadLetterError, DeadLetterSink, Delivery,
-    ErrorClass, MemoryDeadLetter, Pipeline, PipelineError, Policy, Position, Prediction, RawBytes,
-    Receipt, RetryPolicy, RouteError, Router, Shutdown, Source, SourceError, Stage, StopReason,
+    Batch, ByLabel, Checkpoint, ClassifyError, ConfigError, DeadLetter, DeadLetterError,
+    DeadLetterSink, Delivery, ErrorClass, JsonLinesDeadLetter, LabelError, LabelResult, LabelTask,
+    Labeler, MemoryDeadLetter, Pipeline, PipelineError, Policy, Position, Prediction, REVIEW_ROUTE,
+    RawBytes, Receipt, RetryPolicy, RouteError, Router, Shutdown, Source, SourceError, Stage,
+    StopReason, TaskId,
 };
 
 fn rt() -> tokio::runtime::Runtime {
@@ -727,9 +729,262 @@ async fn missing_policy_is_a_config_error() {
         .decode(RawBytes)
         .classify(yes)
         .route(RecordingRouter::<Bytes>::new())
+        .dead_letter(MemoryDeadLetter::new())
         .run()
         .await
         .unwrap_err();
-    assert!(matches!(err, PipelineError::Config(_)));
-    assert!(err.to_string().contains("no policy set"), "{err}");
+    assert!(matches!(err, PipelineError::Config(ConfigError::NoPolicy)));
+    assert!(err.to_string().contains("add `.policy("), "{err}");
+}
+
+/// A labeler that records the ids it was given.
+#[derive(Clone, Default)]
+struct IdLabeler(Arc<Mutex<Vec<String>>>);
+
+#[async_trait::async_trait]
+impl Labeler<Bytes> for IdLabeler {
+    async fn submit(&self, tasks: &[LabelTask<'_, Bytes>]) -> Result<Vec<TaskId>, LabelError> {
+        let mut ids = self.0.lock().unwrap();
+        ids.extend(tasks.iter().map(|t| t.id.to_string()));
+        Ok(tasks.iter().map(|t| TaskId(t.id.to_string())).collect())
+    }
+
+    async fn collect(&self) -> Result<Vec<LabelResult>, LabelError> {
+        Ok(Vec::new())
+    }
+}
+
+fn score_classifier(item: &Bytes) -> std::future::Ready<Result<Prediction, ClassifyError>> {
+    let score: f64 = std::str::from_utf8(item).unwrap().parse().unwrap();
+    std::future::ready(Ok(Prediction::binary("y", "n", score)))
+}
+
+/// A labeler set before `decode()` is kept: review items reach it, not the
+/// router. (The old builder dropped it in `decode()`, so they went to the
+/// router's "review" route.)
+#[tokio::test(start_paused = true)]
+async fn decode_after_review_keeps_the_labeler() {
+    let labeler = IdLabeler::default();
+    let router = RecordingRouter::<Bytes>::new();
+    let report = Pipeline::new(MemorySource::from_payloads(1, ["0.9", "0.35", "0.1"]))
+        .decode(RawBytes)
+        .review(labeler.clone())
+        .decode(RawBytes)
+        .classify(score_classifier)
+        .policy(Policy::binary(0.5, "team").with_review_band(0.3, 0.5))
+        .route(router.clone())
+        .dead_letter(MemoryDeadLetter::new())
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(*labeler.0.lock().unwrap(), ["shard-0:1"]);
+    let routes: Vec<String> = router
+        .deliveries()
+        .iter()
+        .map(|d| d.route.to_string())
+        .collect();
+    assert_eq!(routes, ["team"], "the review item went to the labeler");
+    assert_eq!(report.stats.sent_for_review, 1);
+}
+
+/// A source that counts its reads, to show a refused pipeline read nothing.
+struct CountingSource(MemorySource, Arc<AtomicUsize>);
+
+impl Source for CountingSource {
+    async fn next_batch(&self) -> Result<Option<Batch>, SourceError> {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        self.0.next_batch().await
+    }
+
+    async fn commit(&self, checkpoints: Vec<Checkpoint>) -> Result<(), SourceError> {
+        self.0.commit(checkpoints).await
+    }
+}
+
+/// A policy with a review band, no labeler, and a router that cannot say it
+/// handles "review" (a closure) is refused before anything is read, with a
+/// message naming what to add. (The old pipeline ran it and dead-lettered
+/// the review items.)
+#[tokio::test(start_paused = true)]
+async fn review_items_with_nowhere_to_go_are_refused_before_reading() {
+    let reads = Arc::new(AtomicUsize::new(0));
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let seen = delivered.clone();
+    let router = move |d: &Delivery<'_, Bytes>| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        let route = d.route.clone();
+        async move {
+            if route == "team" {
+                Ok(Receipt::new(route))
+            } else {
+                Err(RouteError::permanent(format!("no route {route}")))
+            }
+        }
+    };
+    let source = CountingSource(
+        MemorySource::from_payloads(1, ["0.9", "0.35", "0.1"]),
+        reads.clone(),
+    );
+    let dead = MemoryDeadLetter::new();
+    let err = Pipeline::new(source)
+        .decode(RawBytes)
+        .classify(score_classifier)
+        .policy(Policy::binary(0.5, "team").with_review_band(0.3, 0.5))
+        .route(router)
+        .dead_letter(dead.clone())
+        .run()
+        .await
+        .expect_err("review items would have nowhere to go");
+    assert!(
+        matches!(
+            err,
+            PipelineError::Config(ConfigError::ReviewUnhandled { router_says: None })
+        ),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(".review(labeler)") && text.contains(".review_via_router()"),
+        "{text}"
+    );
+    assert_eq!(reads.load(Ordering::SeqCst), 0, "nothing was read");
+    assert_eq!(delivered.load(Ordering::SeqCst), 0, "nothing was routed");
+    assert!(dead.is_empty());
+}
+
+/// The three ways to say where review items go, each accepted: a labeler,
+/// a router that knows its "review" route (`ByLabel`), or an explicit
+/// `review_via_router()`. A `ByLabel` without one is refused, saying so.
+#[tokio::test(start_paused = true)]
+async fn review_items_need_a_labeler_a_review_route_or_an_explicit_opt_in() {
+    let policy = || Policy::by_label(&["y"], &[], 0.9);
+    let notify = |d: &Delivery<'_, Bytes>| {
+        let route = d.route.clone();
+        async move { Ok::<_, RouteError>(Receipt::new(route)) }
+    };
+    let classes = ["0.95", "0.6"];
+    let classify = score_classifier;
+
+    let with_route = Pipeline::new(MemorySource::from_payloads(1, classes))
+        .decode(RawBytes)
+        .classify(classify)
+        .policy(policy())
+        .route(ByLabel::new().on("y", notify).on(REVIEW_ROUTE, notify))
+        .dead_letter(MemoryDeadLetter::new())
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(
+        (with_route.stats.routed, with_route.stats.sent_for_review),
+        (1, 1)
+    );
+
+    let opted_in = Pipeline::new(MemorySource::from_payloads(1, classes))
+        .decode(RawBytes)
+        .classify(classify)
+        .policy(policy())
+        .route(notify)
+        .review_via_router()
+        .dead_letter(MemoryDeadLetter::new())
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(opted_in.stats.sent_for_review, 1);
+
+    let labeler = IdLabeler::default();
+    let labeled = Pipeline::new(MemorySource::from_payloads(1, classes))
+        .decode(RawBytes)
+        .classify(classify)
+        .policy(policy())
+        .route(notify)
+        .review(labeler.clone())
+        .dead_letter(MemoryDeadLetter::new())
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(labeled.stats.sent_for_review, 1);
+    assert_eq!(labeler.0.lock().unwrap().len(), 1);
+
+    let err = Pipeline::new(MemorySource::from_payloads(1, classes))
+        .decode(RawBytes)
+        .classify(classify)
+        .policy(policy())
+        .route(ByLabel::new().on("y", notify))
+        .dead_letter(MemoryDeadLetter::new())
+        .run()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PipelineError::Config(ConfigError::ReviewUnhandled {
+                router_says: Some(false)
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("no \"review\" route"), "{err}");
+}
+
+/// A dead-letter file whose directory is missing fails when the sink is
+/// made, naming the path, so the pipeline is never built and no record is
+/// routed. (The old sink opened the file on the first failure, mid-run,
+/// after other records had been routed.)
+#[tokio::test(start_paused = true)]
+async fn an_unwritable_dead_letter_path_fails_before_the_first_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing").join("dead.jsonl");
+    let router = RecordingRouter::<Bytes>::new();
+    let run = async {
+        let sink = JsonLinesDeadLetter::create(&path)?;
+        Pipeline::new(MemorySource::from_payloads(1, ["0.9", "not a number"]))
+            .decode(RawBytes)
+            .classify(yes)
+            .policy(always_notify())
+            .route(router.clone())
+            .dead_letter(sink)
+            .run()
+            .await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    };
+    let err = run.await.expect_err("the path cannot be written");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(router.len(), 0, "no record was routed");
+    assert!(
+        !path.parent().unwrap().exists(),
+        "no directory made unasked"
+    );
+}
+
+/// `Arc<R>` is a router and `Arc<C>` a classifier, so one instance can be
+/// shared by several pipelines.
+#[tokio::test(start_paused = true)]
+async fn arc_router_and_arc_classifier_work_in_a_pipeline() {
+    let router = Arc::new(RecordingRouter::<Bytes>::new());
+    type ScoreFn = fn(&Bytes) -> std::future::Ready<Result<Prediction, ClassifyError>>;
+    let classifier: Arc<ScoreFn> = Arc::new(score_classifier);
+    for _ in 0..2 {
+        Pipeline::new(MemorySource::from_payloads(1, ["0.9", "0.1"]))
+            .decode(RawBytes)
+            .classify(Arc::clone(&classifier))
+            .policy(Policy::binary(0.5, "team"))
+            .route(Arc::clone(&router))
+            .dead_letter(Arc::new(MemoryDeadLetter::new()))
+            .run()
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        router.len(),
+        2,
+        "one delivery per run, to the shared router"
+    );
+    assert_eq!(
+        Router::<Bytes>::handles_route(&router, &REVIEW_ROUTE),
+        Some(true),
+        "the Arc answers for its router"
+    );
 }

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use streamsift::fakes::{MemorySource, RecordingRouter};
 use streamsift::sagemaker::{JsonResponse, SageMakerClassifier};
-use streamsift::{Classifier, ClassifyError, Pipeline, Policy, Prediction};
+use streamsift::{Classifier, ClassifyError, MemoryDeadLetter, Pipeline, Policy, Prediction};
 use tokio::time::Instant;
 
 const ENDPOINT: &str = "tweet-triage";
@@ -636,6 +636,7 @@ async fn a_pipeline_sends_fewer_calls_than_records_and_routes_every_record() {
         .classify(classifier)
         .policy(Policy::binary(0.5, "support"))
         .route(router.clone())
+        .dead_letter(MemoryDeadLetter::new())
         .max_in_flight(8)
         .run()
         .await

@@ -211,7 +211,7 @@ async fn credentials_never_appear_in_debug_logs_dead_letters_or_reports() {
         })
         .policy(Policy::binary(0.5, "oncall"))
         .route(router)
-        .dead_letter(JsonLinesDeadLetter::new(&dead_path))
+        .dead_letter(JsonLinesDeadLetter::create(&dead_path).unwrap())
         .retry(RetryPolicy {
             max_attempts: 2,
             initial_backoff: Duration::from_millis(1),

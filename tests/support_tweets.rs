@@ -331,7 +331,7 @@ async fn no_loss_example_keeps_dead_letters_across_restarts() {
     let first_ids: Vec<String> = streamsift::dead_letter::JsonLinesDeadLetter::read_entries(&path)
         .unwrap()
         .into_iter()
-        .map(|e| e.id)
+        .map(|e| e.record_id)
         .collect();
     assert_eq!(first_ids.len(), first_count);
 
@@ -349,7 +349,7 @@ async fn no_loss_example_keeps_dead_letters_across_restarts() {
                 streamsift::dead_letter::JsonLinesDeadLetter::read_entries(&file)
                     .unwrap()
                     .into_iter()
-                    .map(|e| e.id),
+                    .map(|e| e.record_id),
             );
         }
     }

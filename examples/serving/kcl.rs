@@ -41,7 +41,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .classify(Triage::new(&models))
         .policy(model::triage_policy())
         .route(notifier().await?)
-        .dead_letter(JsonLinesDeadLetter::new(dead_letter_path))
+        // The router takes every route, "review" included.
+        .review_via_router()
+        .dead_letter(JsonLinesDeadLetter::create(dead_letter_path)?)
         .max_in_flight(64)
         .max_record_bytes(MAX_RECORD_BYTES)
         .into_batch_processor()?;

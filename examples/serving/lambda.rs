@@ -45,6 +45,8 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .classify(Triage::new(&models))
         .policy(model::triage_policy())
         .route(notifier().await?)
+        // The router takes every route, "review" included.
+        .review_via_router()
         .dead_letter(LogDeadLetter)
         .max_in_flight(64)
         .max_record_bytes(MAX_RECORD_BYTES)

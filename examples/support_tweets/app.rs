@@ -397,7 +397,9 @@ where
         .classify(stages.classifier)
         .policy(stages.policy)
         .route(stages.router)
-        .dead_letter(JsonLinesDeadLetter::new(&settings.dead_letter_path))
+        // The router takes every route, "review" included.
+        .review_via_router()
+        .dead_letter(JsonLinesDeadLetter::create(&settings.dead_letter_path)?)
         .max_in_flight(settings.max_in_flight)
         .max_record_bytes(MAX_RECORD_BYTES)
         .retry(streamsift::RetryPolicy {

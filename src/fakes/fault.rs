@@ -490,6 +490,10 @@ where
                 .await
         }
     }
+
+    fn handles_route(&self, route: &crate::Label) -> Option<bool> {
+        self.inner.handles_route(route)
+    }
 }
 
 impl<X, K> Source for Faulty<X, K>

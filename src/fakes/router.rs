@@ -89,4 +89,9 @@ impl<T: Clone + Send + Sync> Router<T> for RecordingRouter<T> {
         });
         Ok(Receipt::new(d.route.clone()).with_message_id(format!("recorded-{n}")))
     }
+
+    /// It records every route, `"review"` included.
+    fn handles_route(&self, _route: &crate::Label) -> Option<bool> {
+        Some(true)
+    }
 }

@@ -6,12 +6,15 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::report::ConfigError;
 use super::retry::RetryPolicy;
 use super::run::Shutdown;
+use super::stages::REVIEW_ROUTE;
 use crate::dead_letter::DeadLetterSink;
 use crate::decode::{Decoder, Json};
 use crate::labeler::Labeler;
 use crate::policy::Policy;
+use crate::router::Router;
 use crate::source::Source;
 
 /// The limits and rules of a run, shared by the stages and the run loop.
@@ -85,26 +88,174 @@ impl Default for Config {
 /// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
 /// # }
 /// ```
-pub struct Pipeline<S, D = (), C = (), R = (), T = ()> {
+///
+/// # What must be set
+///
+/// A decoder ([`decode`](Pipeline::decode) or [`json`](Pipeline::json)), a
+/// classifier ([`classify`](Pipeline::classify)), a router
+/// ([`route`](Pipeline::route)) and a dead-letter sink
+/// ([`dead_letter`](Pipeline::dead_letter)) are checked by the compiler:
+/// each is a type parameter, and [`run`](Pipeline::run) asks for them. There
+/// is no default dead-letter sink, so nothing is written anywhere you did
+/// not name. A [`Policy`] is plain data and is checked by `run()`, as is
+/// where review items go (see [`review`](Pipeline::review)).
+///
+/// Without a classifier, `run()` does not compile (E0277, "`()` is not a
+/// Classifier"):
+///
+/// ```compile_fail,E0277
+/// # use streamsift::fakes::{MemorySource, RecordingRouter};
+/// # use streamsift::{MemoryDeadLetter, Pipeline, Policy};
+/// # async fn f() {
+/// let _ = Pipeline::new(MemorySource::from_payloads(1, vec!["x"]))
+///     .json::<String>()
+///     .policy(Policy::binary(0.5, "oncall"))
+///     .route(RecordingRouter::<String>::new())
+///     .dead_letter(MemoryDeadLetter::new())
+///     .run()
+///     .await;
+/// # }
+/// ```
+///
+/// Without a router (E0277, "`()` is not a Router"):
+///
+/// ```compile_fail,E0277
+/// # use streamsift::fakes::MemorySource;
+/// # use streamsift::{ClassifyError, MemoryDeadLetter, Pipeline, Policy, Prediction};
+/// # async fn f() {
+/// let _ = Pipeline::new(MemorySource::from_payloads(1, vec!["x"]))
+///     .json::<String>()
+///     .classify(|_: &String| async { Ok::<_, ClassifyError>(Prediction::label("x")) })
+///     .policy(Policy::binary(0.5, "oncall"))
+///     .dead_letter(MemoryDeadLetter::new())
+///     .run()
+///     .await;
+/// # }
+/// ```
+///
+/// Without a dead-letter sink (E0277, "`NoDeadLetter` is not a
+/// DeadLetterSink"):
+///
+/// ```compile_fail,E0277
+/// # use streamsift::fakes::{MemorySource, RecordingRouter};
+/// # use streamsift::{ClassifyError, Pipeline, Policy, Prediction};
+/// # async fn f() {
+/// let _ = Pipeline::new(MemorySource::from_payloads(1, vec!["x"]))
+///     .json::<String>()
+///     .classify(|_: &String| async { Ok::<_, ClassifyError>(Prediction::label("x")) })
+///     .policy(Policy::binary(0.5, "oncall"))
+///     .route(RecordingRouter::<String>::new())
+///     .run()
+///     .await;
+/// # }
+/// ```
+///
+/// A labeler set before [`decode`](Pipeline::decode) is kept, not dropped;
+/// if `decode` changes the item type to one the labeler cannot label, that
+/// is a compile error (E0277) rather than a labeler silently lost:
+///
+/// ```compile_fail,E0277
+/// # use streamsift::fakes::{MemorySource, RecordingRouter};
+/// # use streamsift::{ClassifyError, LabelError, LabelResult, LabelTask, Labeler};
+/// # use streamsift::{MemoryDeadLetter, Pipeline, Policy, Prediction, TaskId};
+/// # #[derive(Clone, serde::Deserialize)] struct Msg { text: String }
+/// struct Strings; // labels Strings only
+/// #[async_trait::async_trait]
+/// impl Labeler<String> for Strings {
+///     async fn submit(&self, t: &[LabelTask<'_, String>]) -> Result<Vec<TaskId>, LabelError> {
+///         Ok(t.iter().map(|t| TaskId(t.id.to_string())).collect())
+///     }
+///     async fn collect(&self) -> Result<Vec<LabelResult>, LabelError> { Ok(vec![]) }
+/// }
+/// # async fn f() {
+/// let _ = Pipeline::new(MemorySource::from_payloads(1, vec!["x"]))
+///     .json::<String>()
+///     .review(Strings)
+///     .json::<Msg>() // the labeler labels Strings, not Msgs
+///     .classify(|_: &Msg| async { Ok::<_, ClassifyError>(Prediction::label("x")) })
+///     .policy(Policy::binary(0.5, "oncall"))
+///     .route(RecordingRouter::<Msg>::new())
+///     .dead_letter(MemoryDeadLetter::new())
+///     .run()
+///     .await;
+/// # }
+/// ```
+pub struct Pipeline<S, D = (), C = (), R = (), T = (), L = NoLabeler, K = NoDeadLetter> {
     pub(crate) source: S,
     pub(crate) decoder: D,
     pub(crate) classifier: C,
     pub(crate) router: R,
-    pub(crate) policy: Option<Policy>,
-    pub(crate) labeler: Option<Box<dyn Labeler<T>>>,
-    pub(crate) dead_letter: Option<Arc<dyn DeadLetterSink>>,
-    pub(crate) config: Config,
-    pub(crate) shutdown: Shutdown,
+    pub(crate) labeler: L,
+    pub(crate) dead_letter: K,
+    pub(crate) settings: Settings,
     _item: PhantomData<fn() -> T>,
 }
 
-impl<S, D, C, R, T> fmt::Debug for Pipeline<S, D, C, R, T> {
+/// Everything a type-changing builder method carries over unchanged.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) policy: Option<Policy>,
+    pub(crate) review_via_router: bool,
+    pub(crate) config: Config,
+    pub(crate) shutdown: Shutdown,
+}
+
+/// The builder state "no labeler set": review items go to the router on
+/// [`REVIEW_ROUTE`](crate::REVIEW_ROUTE) (see [`Pipeline::review`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoLabeler;
+
+/// The builder state "labeler set", holding the labeler given to
+/// [`Pipeline::review`] (or maybe given, by [`Pipeline::review_opt`]).
+#[derive(Clone, Debug)]
+pub struct WithLabeler<L>(pub(crate) Option<L>);
+
+/// The builder state "no dead-letter sink set". It is not a
+/// [`DeadLetterSink`]: [`Pipeline::run`] does not compile until
+/// [`Pipeline::dead_letter`] is called.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoDeadLetter;
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::NoLabeler {}
+    impl<L> Sealed for super::WithLabeler<L> {}
+}
+
+/// Where review items of type `T` go: [`NoLabeler`] or [`WithLabeler`].
+/// Sealed; it only names the builder's labeler state in bounds.
+#[diagnostic::on_unimplemented(
+    message = "the labeler given to `.review(..)` cannot label items of type `{T}`",
+    label = "the item type changed after `.review(..)`, or the labeler is for another type",
+    note = "call `.review(..)` after `.decode(..)` / `.json::<{T}>()`, with a labeler implementing `streamsift::Labeler<{T}>`"
+)]
+pub trait MaybeLabeler<T>: sealed::Sealed {
+    /// The labeler, erased, if one was set.
+    #[doc(hidden)]
+    fn into_labeler(self) -> Option<Box<dyn Labeler<T>>>;
+}
+
+impl<T> MaybeLabeler<T> for NoLabeler {
+    fn into_labeler(self) -> Option<Box<dyn Labeler<T>>> {
+        None
+    }
+}
+
+impl<T: Sync, L: Labeler<T> + 'static> MaybeLabeler<T> for WithLabeler<L> {
+    fn into_labeler(self) -> Option<Box<dyn Labeler<T>>> {
+        self.0.map(|l| Box::new(l) as Box<dyn Labeler<T>>)
+    }
+}
+
+impl<S, D, C, R, T, L, K> fmt::Debug for Pipeline<S, D, C, R, T, L, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pipeline")
             .field("item", &std::any::type_name::<T>())
-            .field("policy", &self.policy)
-            .field("has_labeler", &self.labeler.is_some())
-            .field("config", &self.config)
+            .field("policy", &self.settings.policy)
+            .field("labeler", &std::any::type_name::<L>())
+            .field("dead_letter", &std::any::type_name::<K>())
+            .field("review_via_router", &self.settings.review_via_router)
+            .field("config", &self.settings.config)
             .finish_non_exhaustive()
     }
 }
@@ -117,98 +268,140 @@ impl<S: Source> Pipeline<S> {
             decoder: (),
             classifier: (),
             router: (),
-            policy: None,
-            labeler: None,
-            dead_letter: None,
-            config: Config::default(),
-            shutdown: Shutdown::new(),
+            labeler: NoLabeler,
+            dead_letter: NoDeadLetter,
+            settings: Settings {
+                policy: None,
+                review_via_router: false,
+                config: Config::default(),
+                shutdown: Shutdown::new(),
+            },
             _item: PhantomData,
         }
     }
 }
 
-impl<S, D, C, R, T> Pipeline<S, D, C, R, T> {
-    /// Decodes records into `T2` with `decoder` (any [`Decoder`], including
-    /// a closure `Fn(&Record) -> Result<T2, DecodeError>`).
-    pub fn decode<T2, D2: Decoder<T2>>(self, decoder: D2) -> Pipeline<S, D2, C, R, T2> {
-        Pipeline {
-            source: self.source,
+impl<S, D, C, R, T, L, K> Pipeline<S, D, C, R, T, L, K> {
+    /// The one place a builder method changes the pipeline's types: every
+    /// field is destructured here (a new field is a compile error until it
+    /// is carried over), and `f` maps the typed parts.
+    #[allow(clippy::type_complexity)]
+    fn map_types<D2, C2, R2, T2, L2, K2>(
+        self,
+        f: impl FnOnce((D, C, R, L, K)) -> (D2, C2, R2, L2, K2),
+    ) -> Pipeline<S, D2, C2, R2, T2, L2, K2> {
+        let Pipeline {
+            source,
             decoder,
-            classifier: self.classifier,
-            router: self.router,
-            policy: self.policy,
-            labeler: None,
-            dead_letter: self.dead_letter,
-            config: self.config,
-            shutdown: self.shutdown,
+            classifier,
+            router,
+            labeler,
+            dead_letter,
+            settings,
+            _item,
+        } = self;
+        let (decoder, classifier, router, labeler, dead_letter) =
+            f((decoder, classifier, router, labeler, dead_letter));
+        Pipeline {
+            source,
+            decoder,
+            classifier,
+            router,
+            labeler,
+            dead_letter,
+            settings,
             _item: PhantomData,
         }
+    }
+
+    /// Decodes records into `T2` with `decoder` (any [`Decoder`], including
+    /// a closure `Fn(&Record) -> Result<T2, DecodeError>`). Everything set
+    /// before is kept, a labeler included; the classifier, router and
+    /// labeler must then work on `T2`, which `run()` checks at compile time.
+    pub fn decode<T2, D2: Decoder<T2>>(self, decoder: D2) -> Pipeline<S, D2, C, R, T2, L, K> {
+        self.map_types(|(_, c, r, l, k)| (decoder, c, r, l, k))
     }
 
     /// Decodes records as JSON into `T2` (serde).
-    pub fn json<T2: serde::de::DeserializeOwned>(self) -> Pipeline<S, Json<T2>, C, R, T2> {
+    pub fn json<T2: serde::de::DeserializeOwned>(self) -> Pipeline<S, Json<T2>, C, R, T2, L, K> {
         self.decode(Json::<T2>::new())
     }
 
-    /// Sets the classifier.
-    pub fn classify<C2>(self, classifier: C2) -> Pipeline<S, D, C2, R, T> {
-        Pipeline {
-            source: self.source,
-            decoder: self.decoder,
-            classifier,
-            router: self.router,
-            policy: self.policy,
-            labeler: self.labeler,
-            dead_letter: self.dead_letter,
-            config: self.config,
-            shutdown: self.shutdown,
-            _item: PhantomData,
-        }
+    /// Sets the classifier: a type implementing
+    /// [`Classifier<T>`](crate::Classifier), or a closure
+    /// `|item: &T| async move { .. }` returning `Result<Prediction, ClassifyError>`.
+    pub fn classify<C2>(self, classifier: C2) -> Pipeline<S, D, C2, R, T, L, K> {
+        self.map_types(|(d, _, r, l, k)| (d, classifier, r, l, k))
     }
 
-    /// Sets the decision policy (required).
+    /// Sets the decision policy (required; [`run`](Pipeline::run) fails
+    /// with [`ConfigError::NoPolicy`](crate::ConfigError::NoPolicy) without one).
     pub fn policy(mut self, policy: Policy) -> Self {
-        self.policy = Some(policy);
+        self.settings.policy = Some(policy);
         self
     }
 
     /// Sets the router that delivers actionable items. Combine several with
     /// [`ByLabel`](crate::ByLabel), [`FanOut`](crate::FanOut) and friends.
-    pub fn route<R2>(self, router: R2) -> Pipeline<S, D, C, R2, T> {
-        Pipeline {
-            source: self.source,
-            decoder: self.decoder,
-            classifier: self.classifier,
-            router,
-            policy: self.policy,
-            labeler: self.labeler,
-            dead_letter: self.dead_letter,
-            config: self.config,
-            shutdown: self.shutdown,
-            _item: PhantomData,
-        }
+    pub fn route<R2>(self, router: R2) -> Pipeline<S, D, C, R2, T, L, K> {
+        self.map_types(|(d, c, _, l, k)| (d, c, router, l, k))
     }
 
-    /// Sends items the policy marks for review to `labeler`. Without one,
-    /// they are delivered to the router on the route [`REVIEW_ROUTE`](crate::REVIEW_ROUTE).
-    pub fn review(mut self, labeler: impl Labeler<T> + 'static) -> Self
+    /// Sends items the policy marks for review to `labeler`.
+    ///
+    /// Without a labeler, review items are delivered to the router on the
+    /// route [`REVIEW_ROUTE`](crate::REVIEW_ROUTE) (`"review"`). A policy
+    /// that can produce review items ([`Policy::can_review`]) is refused by
+    /// [`run`](Pipeline::run) ([`ConfigError::ReviewUnhandled`](crate::ConfigError::ReviewUnhandled))
+    /// unless there is a labeler, the router says it handles `"review"`
+    /// ([`Router::handles_route`](crate::Router::handles_route), as
+    /// [`ByLabel`](crate::ByLabel) does), or
+    /// [`review_via_router`](Pipeline::review_via_router) says so.
+    pub fn review<L2>(self, labeler: L2) -> Pipeline<S, D, C, R, T, WithLabeler<L2>, K>
     where
         T: Sync,
+        L2: Labeler<T> + 'static,
     {
-        self.labeler = Some(Box::new(labeler));
+        self.review_opt(Some(labeler))
+    }
+
+    /// [`review`](Pipeline::review) when `labeler` is `Some`; with `None`,
+    /// as if no labeler were set. For a labeler chosen at run time (the
+    /// builder's type cannot depend on a runtime value).
+    pub fn review_opt<L2>(self, labeler: Option<L2>) -> Pipeline<S, D, C, R, T, WithLabeler<L2>, K>
+    where
+        T: Sync,
+        L2: Labeler<T> + 'static,
+    {
+        self.map_types(|(d, c, r, _, k)| (d, c, r, WithLabeler(labeler), k))
+    }
+
+    /// Declares that the router handles the route
+    /// [`REVIEW_ROUTE`](crate::REVIEW_ROUTE), for routers that cannot say so
+    /// themselves (closures, or anything whose
+    /// [`Router::handles_route`](crate::Router::handles_route) answers
+    /// "unknown"). Review items then go to the router on that route when no
+    /// labeler is set.
+    pub fn review_via_router(mut self) -> Self {
+        self.settings.review_via_router = true;
         self
     }
 
-    /// Where failed records go. Defaults to a [`JsonLinesDeadLetter`](crate::JsonLinesDeadLetter) at
-    /// `./dead-letter.jsonl`, created on the first failure.
-    pub fn dead_letter(mut self, sink: impl DeadLetterSink + 'static) -> Self {
-        self.dead_letter = Some(Arc::new(sink));
-        self
+    /// Where failed records go (required: [`run`](Pipeline::run) does not
+    /// compile without it). For a file, use
+    /// [`JsonLinesDeadLetter::create`](crate::JsonLinesDeadLetter::create),
+    /// which checks at once that the file can be written; in tests,
+    /// [`MemoryDeadLetter`](crate::MemoryDeadLetter).
+    pub fn dead_letter<K2>(self, sink: K2) -> Pipeline<S, D, C, R, T, L, K2>
+    where
+        K2: DeadLetterSink + 'static,
+    {
+        self.map_types(|(d, c, r, l, _)| (d, c, r, l, sink))
     }
 
     /// The most records processed at once (default 256).
     pub fn max_in_flight(mut self, n: usize) -> Self {
-        self.config.max_in_flight = n;
+        self.settings.config.max_in_flight = n;
         self
     }
 
@@ -217,15 +410,15 @@ impl<S, D, C, R, T> Pipeline<S, D, C, R, T> {
     /// back its shard's checkpoint; this bounds how far the others may run
     /// ahead of it, which bounds both memory and the duplicates after a crash.
     pub fn max_unacked(mut self, n: usize) -> Self {
-        self.config.max_unacked = n;
+        self.settings.config.max_unacked = n;
         self
     }
 
     /// Commit checkpoints after every `records` completed records, or every
     /// `interval`, whichever comes first (default 1,000 and 5 s).
     pub fn commit_every(mut self, records: u64, interval: Duration) -> Self {
-        self.config.commit_every = records;
-        self.config.commit_interval = interval;
+        self.settings.config.commit_every = records;
+        self.settings.config.commit_interval = interval;
         self
     }
 
@@ -236,14 +429,14 @@ impl<S, D, C, R, T> Pipeline<S, D, C, R, T> {
     /// [`max_unacked`](Pipeline::max_unacked). It also bounds how long a
     /// stopping run keeps trying its final commit.
     pub fn commit_timeout(mut self, timeout: Duration) -> Self {
-        self.config.commit_timeout = timeout;
+        self.settings.config.commit_timeout = timeout;
         self
     }
 
     /// The retry policy for classify, route, review and dead-letter calls,
     /// and the pacing of source-read and commit retries.
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
-        self.config.retry = retry;
+        self.settings.config.retry = retry;
         self
     }
 
@@ -252,81 +445,98 @@ impl<S, D, C, R, T> Pipeline<S, D, C, R, T> {
     /// retry get a whole `call_timeout`. A timeout is retryable. Checkpoint
     /// commits get the same limit per attempt.
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
-        self.config.call_timeout = timeout;
+        self.settings.config.call_timeout = timeout;
         self
     }
 
     /// The time limit for one record, all stages and retries included
     /// (default 60 s). A record over it is dead-lettered as `timeout`.
     pub fn record_timeout(mut self, timeout: Duration) -> Self {
-        self.config.record_timeout = timeout;
+        self.settings.config.record_timeout = timeout;
         self
     }
 
     /// Records with larger payloads are dead-lettered as `too_large` before
     /// decoding (default 1 MiB, the Kinesis record limit).
     pub fn max_record_bytes(mut self, bytes: usize) -> Self {
-        self.config.max_record_bytes = bytes;
+        self.settings.config.max_record_bytes = bytes;
         self
     }
 
     /// Seeds the retry jitter, for reproducible tests.
     pub fn seed(mut self, seed: u64) -> Self {
-        self.config.seed = seed;
+        self.settings.config.seed = seed;
         self
     }
 
     /// Puts the active-learning counts of `stats` (labels gathered, model
     /// versions used; see [`active`](crate::active)) into the run report.
     pub fn active_stats(mut self, stats: crate::active::ActiveStatsHandle) -> Self {
-        self.config.active = Some(stats);
+        self.settings.config.active = Some(stats);
         self
     }
 
     /// Uses `shutdown` to stop the run.
     pub fn shutdown_handle(mut self, shutdown: Shutdown) -> Self {
-        self.shutdown = shutdown;
+        self.settings.shutdown = shutdown;
         self
     }
 
     /// The handle that stops this pipeline's run.
     pub fn shutdown(&self) -> Shutdown {
-        self.shutdown.clone()
+        self.settings.shutdown.clone()
     }
 }
 
 /// A checked pipeline: its source, its stages, its shutdown handle.
 pub(crate) type Parts<S, D, C, R, T> = (S, super::stages::Stages<D, C, R, T>, Shutdown);
 
-impl<S, D, C, R, T> Pipeline<S, D, C, R, T> {
+impl<S, D, C, R, T, L, K> Pipeline<S, D, C, R, T, L, K> {
     /// Checks the configuration and splits the builder into its source,
     /// its stages (what both drivers run) and its shutdown handle.
-    pub(crate) fn into_parts(self) -> Result<Parts<S, D, C, R, T>, crate::PipelineError> {
-        let Some(policy) = self.policy else {
-            return Err(crate::PipelineError::Config(
-                "no policy set: call .policy(Policy::binary(..)) or .policy(Policy::by_label(..))"
-                    .into(),
-            ));
+    pub(crate) fn into_parts(self) -> Result<Parts<S, D, C, R, T>, crate::PipelineError>
+    where
+        T: Sync,
+        R: Router<T>,
+        L: MaybeLabeler<T>,
+        K: DeadLetterSink + 'static,
+    {
+        let Settings {
+            policy,
+            review_via_router,
+            config,
+            shutdown,
+        } = self.settings;
+        let Some(policy) = policy else {
+            return Err(ConfigError::NoPolicy.into());
         };
-        if self.config.max_in_flight == 0 || self.config.max_unacked == 0 {
-            return Err(crate::PipelineError::Config(
-                "max_in_flight and max_unacked must be at least 1".into(),
-            ));
+        if config.max_in_flight == 0 || config.max_unacked == 0 {
+            return Err(ConfigError::ZeroLimit {
+                max_in_flight: config.max_in_flight,
+                max_unacked: config.max_unacked,
+            }
+            .into());
         }
-        let dead_letter: Arc<dyn DeadLetterSink> = self.dead_letter.unwrap_or_else(|| {
-            Arc::new(crate::dead_letter::JsonLinesDeadLetter::new(
-                "dead-letter.jsonl",
-            ))
-        });
+        let labeler = self.labeler.into_labeler();
+        if policy.can_review()
+            && labeler.is_none()
+            && !review_via_router
+            && self.router.handles_route(&REVIEW_ROUTE) != Some(true)
+        {
+            return Err(ConfigError::ReviewUnhandled {
+                router_says: self.router.handles_route(&REVIEW_ROUTE),
+            }
+            .into());
+        }
         let stages = super::stages::Stages {
             decoder: self.decoder,
             classifier: self.classifier,
             router: self.router,
             policy,
-            labeler: self.labeler,
-            dead_letter,
-            config: self.config,
+            labeler,
+            dead_letter: Arc::new(self.dead_letter),
+            config,
         };
-        Ok((self.source, stages, self.shutdown))
+        Ok((self.source, stages, shutdown))
     }
 }

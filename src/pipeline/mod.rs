@@ -47,10 +47,11 @@ mod run;
 mod stages;
 mod track;
 
-pub use builder::Pipeline;
-pub use report::{PipelineError, RunReport, ShardStats, Stats, StopReason};
+pub use builder::{MaybeLabeler, NoDeadLetter, NoLabeler, Pipeline, WithLabeler};
+pub use report::{ConfigError, PipelineError, RunReport, ShardStats, Stats, StopReason};
 pub use retry::RetryPolicy;
 pub use run::Shutdown;
 pub use stages::{OnExhausted, REVIEW_ROUTE};
 
+pub(crate) use report::secs;
 pub(crate) use stages::{Done, Outcome, Stages};

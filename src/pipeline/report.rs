@@ -3,6 +3,7 @@
 //! counts on the hot path and flushes them to the `metrics` facade.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -152,6 +153,7 @@ impl Stats {
 /// Why a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum StopReason {
     /// The source said the stream ended.
     SourceExhausted,
@@ -161,14 +163,64 @@ pub enum StopReason {
     Error,
 }
 
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StopReason::SourceExhausted => "the source ended",
+            StopReason::Shutdown => "shutdown was asked",
+            StopReason::Error => "an error (see the pipeline error)",
+        })
+    }
+}
+
 /// The result of [`Pipeline::run`](crate::Pipeline::run).
+///
+/// # For people
+///
+/// Its [`Display`](fmt::Display) is the summary to print at the end of a
+/// run: records read, where they went, retries, per-shard lines when there
+/// are at most [`RunReport::SHARD_LINES`] shards, the time taken and why
+/// the run stopped.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use streamsift::{RunReport, StopReason};
+/// # fn show(report: &RunReport) {
+/// println!("{report}");
+/// # }
+/// ```
+///
+/// # As JSON
+///
+/// It serializes (serde) as an object with `stats` ([`Stats`]),
+/// `checkpoints`, `elapsed_secs` (the wall time in seconds, a number such
+/// as `1.25`), `stopped` (`"source_exhausted"`, `"shutdown"` or `"error"`)
+/// and, when set, `active`:
+///
+/// ```
+/// # use std::time::Duration;
+/// # use streamsift::{RunReport, Stats, StopReason};
+/// let report = RunReport {
+///     stats: Stats::default(),
+///     checkpoints: vec![],
+///     elapsed: Duration::from_millis(1250),
+///     stopped: StopReason::SourceExhausted,
+///     active: None,
+/// };
+/// let json = serde_json::to_value(&report).unwrap();
+/// assert_eq!(json["elapsed_secs"], 1.25);
+/// assert_eq!(json["stopped"], "source_exhausted");
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
     /// The counts.
     pub stats: Stats,
     /// The last checkpoint committed per shard during this run.
     pub checkpoints: Vec<Checkpoint>,
-    /// Wall time of the run.
+    /// Wall time of the run. In JSON: `elapsed_secs`, in seconds (a
+    /// number); reading also accepts the older `elapsed` as
+    /// `{"secs":..,"nanos":..}`.
+    #[serde(rename = "elapsed_secs", alias = "elapsed", with = "secs")]
     pub elapsed: Duration,
     /// Why it ended.
     pub stopped: StopReason,
@@ -178,8 +230,118 @@ pub struct RunReport {
     pub active: Option<crate::active::ActiveStats>,
 }
 
+impl RunReport {
+    /// The most shards whose counts [`Display`](fmt::Display) lists one
+    /// line each; with more, it says how many and where to find them.
+    pub const SHARD_LINES: usize = 8;
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.stats;
+        writeln!(
+            f,
+            "{} records read in {:.2} s; stopped: {}",
+            s.records_in,
+            self.elapsed.as_secs_f64(),
+            self.stopped
+        )?;
+        let by = |counts: &BTreeMap<Label, u64>| -> String {
+            let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            if parts.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", parts.join(", "))
+            }
+        };
+        writeln!(
+            f,
+            "  routed          {}{}",
+            s.routed,
+            by(&s.routed_by_route)
+        )?;
+        writeln!(f, "  skipped         {}", s.skipped)?;
+        writeln!(f, "  discarded       {}", s.discarded)?;
+        writeln!(f, "  sent for review {}", s.sent_for_review)?;
+        let stages: Vec<String> = s
+            .dead_lettered_by_stage
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        if stages.is_empty() {
+            writeln!(f, "  dead-lettered   {}", s.dead_lettered)?;
+        } else {
+            writeln!(
+                f,
+                "  dead-lettered   {} ({})",
+                s.dead_lettered,
+                stages.join(", ")
+            )?;
+        }
+        writeln!(f, "  unfinished      {}", s.unfinished)?;
+        write!(
+            f,
+            "  retries {} ({} throttled), source retries {}, panics {}, commits {} ({} failed)",
+            s.retries, s.throttled, s.source_retries, s.panics, s.commits, s.commit_failures
+        )?;
+        if s.shards.len() > Self::SHARD_LINES {
+            write!(
+                f,
+                "\n  {} shards (per-shard counts in stats.shards)",
+                s.shards.len()
+            )?;
+        } else {
+            for (shard, c) in &s.shards {
+                write!(
+                    f,
+                    "\n  shard {shard}: {} read, {} routed, {} skipped, {} discarded, {} review, {} dead-lettered, {} unfinished",
+                    c.records_in,
+                    c.routed,
+                    c.skipped,
+                    c.discarded,
+                    c.sent_for_review,
+                    c.dead_lettered,
+                    c.unfinished
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A [`Duration`] as seconds (`f64`) in serde; reads the number, or
+/// serde's own `{"secs":..,"nanos":..}` shape of older reports.
+pub(crate) mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Secs(f64),
+        Parts(Duration),
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Either::deserialize(d)? {
+            Either::Secs(secs) => Duration::try_from_secs_f64(secs).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "elapsed_secs must be a non-negative number of seconds: {e}"
+                ))
+            }),
+            Either::Parts(d) => Ok(d),
+        }
+    }
+}
+
 /// Why a run failed. Each carries the report of what was done before.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PipelineError {
     /// Reading from the source failed permanently.
     #[error("source failed permanently, pipeline stopped: {source}")]
@@ -218,9 +380,49 @@ pub enum PipelineError {
         /// What was done before.
         report: Box<RunReport>,
     },
-    /// The pipeline was configured wrongly.
+    /// The pipeline was configured wrongly; nothing was read.
     #[error("invalid pipeline configuration: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
+}
+
+/// What is wrong with a pipeline's configuration. [`Pipeline::run`](crate::Pipeline::run)
+/// and [`Pipeline::into_batch_processor`](crate::Pipeline::into_batch_processor)
+/// check it before reading anything. Each message says what to add.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No [`Policy`](crate::Policy) was set.
+    #[error(
+        "add `.policy(Policy::binary(threshold, route))` or `.policy(Policy::by_label(..))`: no policy is set, so nothing decides what to do with a prediction"
+    )]
+    NoPolicy,
+    /// `max_in_flight` or `max_unacked` is 0, so nothing could ever run.
+    #[error(
+        "set `.max_in_flight(n)` and `.max_unacked(n)` to at least 1: found max_in_flight = {max_in_flight}, max_unacked = {max_unacked}"
+    )]
+    ZeroLimit {
+        /// The value set.
+        max_in_flight: usize,
+        /// The value set.
+        max_unacked: usize,
+    },
+    /// The policy can send items to review, but there is no labeler and the
+    /// router is not known to handle the route
+    /// [`REVIEW_ROUTE`](crate::REVIEW_ROUTE): review items would fail to
+    /// route and be dead-lettered.
+    #[error(
+        "add `.review(labeler)`, route \"review\" in the router (e.g. `ByLabel::new().on(REVIEW_ROUTE, ..)`), or call `.review_via_router()` if your router handles \"review\": the policy can send items to review, and {}",
+        match router_says {
+            Some(false) => "the router says it has no \"review\" route",
+            _ => "there is no labeler and the router does not say it handles \"review\"",
+        }
+    )]
+    ReviewUnhandled {
+        /// What the router said about the review route
+        /// ([`Router::handles_route`](crate::Router::handles_route)):
+        /// `Some(false)` for no, `None` for unknown.
+        router_says: Option<bool>,
+    },
 }
 
 impl PipelineError {
@@ -384,5 +586,88 @@ mod tests {
         assert!(s.reconciles());
         s.routed = 2;
         assert!(!s.reconciles());
+    }
+
+    fn report(shards: usize) -> RunReport {
+        let mut stats = Stats {
+            records_in: 12,
+            decoded: 10,
+            routed: 5,
+            routed_by_route: [(Label::from("oncall"), 4), (Label::from("sales"), 1)].into(),
+            skipped: 0,
+            discarded: 4,
+            sent_for_review: 1,
+            dead_lettered: 2,
+            dead_lettered_by_stage: [("decode".to_string(), 2)].into(),
+            retries: 3,
+            throttled: 1,
+            commits: 2,
+            ..Stats::default()
+        };
+        for i in 0..shards {
+            stats.shards.insert(
+                ShardId::new(format!("s{i}")),
+                ShardStats {
+                    records_in: 6,
+                    routed: 3,
+                    discarded: 2,
+                    sent_for_review: 1,
+                    ..ShardStats::default()
+                },
+            );
+        }
+        RunReport {
+            stats,
+            checkpoints: vec![],
+            elapsed: Duration::from_millis(1_504),
+            stopped: StopReason::SourceExhausted,
+            active: None,
+        }
+    }
+
+    #[test]
+    fn display_is_the_summary_for_people() {
+        assert_eq!(
+            report(2).to_string(),
+            "12 records read in 1.50 s; stopped: the source ended
+  routed          5 (oncall 4, sales 1)
+  skipped         0
+  discarded       4
+  sent for review 1
+  dead-lettered   2 (decode 2)
+  unfinished      0
+  retries 3 (1 throttled), source retries 0, panics 0, commits 2 (0 failed)
+  shard s0: 6 read, 3 routed, 0 skipped, 2 discarded, 1 review, 0 dead-lettered, 0 unfinished
+  shard s1: 6 read, 3 routed, 0 skipped, 2 discarded, 1 review, 0 dead-lettered, 0 unfinished"
+        );
+    }
+
+    #[test]
+    fn display_folds_many_shards_into_one_line() {
+        let text = report(RunReport::SHARD_LINES + 1).to_string();
+        assert!(
+            text.ends_with("\n  9 shards (per-shard counts in stats.shards)"),
+            "{text}"
+        );
+        assert!(!text.contains("shard s0:"), "{text}");
+    }
+
+    #[test]
+    fn elapsed_is_seconds_in_json_and_old_reports_still_read() {
+        let r = report(0);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["elapsed_secs"], serde_json::json!(1.504));
+        assert!(json.get("elapsed").is_none(), "{json}");
+        let back: RunReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back, r);
+        let mut old = serde_json::to_value(&r).unwrap();
+        let obj = old.as_object_mut().unwrap();
+        obj.remove("elapsed_secs");
+        obj.insert(
+            "elapsed".into(),
+            serde_json::json!({"secs": 1, "nanos": 504_000_000}),
+        );
+        let back: RunReport = serde_json::from_value(old).unwrap();
+        assert_eq!(back.elapsed, Duration::from_millis(1_504));
     }
 }

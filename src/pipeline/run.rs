@@ -30,12 +30,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use super::builder::{Config, Pipeline};
+use super::builder::{Config, MaybeLabeler, Pipeline};
 use super::report::{Meter, PipelineError, RunReport, StopReason};
 use super::retry::Backoff;
 use super::stages::{Done, OnExhausted, Outcome, Stages};
 use super::track::Tracker;
 use crate::classify::{BoxFuture, Classifier};
+use crate::dead_letter::DeadLetterSink;
 use crate::decode::Decoder;
 use crate::error::{DeadLetterError, SourceError};
 use crate::record::{Batch, Checkpoint, Record, ShardId};
@@ -81,17 +82,24 @@ impl Shutdown {
     }
 }
 
-impl<S, D, C, R, T> Pipeline<S, D, C, R, T>
-where
-    S: Source,
-    T: Send + Sync,
-    D: Decoder<T>,
-    C: Classifier<T>,
-    R: Router<T>,
-{
+impl<S, D, C, R, T, L, K> Pipeline<S, D, C, R, T, L, K> {
     /// Runs until the source ends or [`Shutdown::cancel`] is called, then
     /// drains in-flight records, commits, and returns the report.
-    pub async fn run(self) -> Result<RunReport, PipelineError> {
+    ///
+    /// The bounds are on the method, not the impl, so a missing part is
+    /// named by the compiler ("`()` is not a Classifier of `T`", "no
+    /// dead-letter sink"); see [`Pipeline`]'s docs. The configuration is
+    /// checked before anything is read: [`PipelineError::Config`].
+    pub async fn run(self) -> Result<RunReport, PipelineError>
+    where
+        S: Source,
+        T: Send + Sync,
+        D: Decoder<T>,
+        C: Classifier<T>,
+        R: Router<T>,
+        L: MaybeLabeler<T>,
+        K: DeadLetterSink + 'static,
+    {
         let (source, stages, shutdown) = self.into_parts()?;
         let run = Run {
             source: &source,

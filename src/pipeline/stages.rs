@@ -31,7 +31,11 @@ use crate::router::{Delivery, Router};
 
 /// The route name used for review items when no [`Labeler`] is set: they
 /// are delivered to the router on this route instead, so nothing in the
-/// review band is dropped.
+/// review band is dropped. A pipeline whose policy can review
+/// ([`Policy::can_review`]) refuses to run unless there is a labeler, the
+/// router handles this route ([`Router::handles_route`]), or
+/// [`Pipeline::review_via_router`](crate::Pipeline::review_via_router) was
+/// called.
 pub const REVIEW_ROUTE: Label = Label::from_static("review");
 
 /// What to do with a record whose retryable failure outlasted its retries
@@ -40,6 +44,7 @@ pub const REVIEW_ROUTE: Label = Label::from_static("review");
 /// a panic in user code) are always dead-lettered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum OnExhausted {
     /// Dead-letter it and move on, as [`Pipeline::run`](crate::Pipeline::run)
     /// does. The KCL processor uses this: the daemon does not redeliver by itself.

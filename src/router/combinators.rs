@@ -176,6 +176,16 @@ impl<T: Sync> Router<T> for ByLabel<T> {
         };
         router.route(delivery).await
     }
+
+    /// `Some(true)` for a route added with [`on`](ByLabel::on) (if its
+    /// router does not say no) or when there is an
+    /// [`otherwise`](ByLabel::otherwise) router; `Some(false)` otherwise.
+    fn handles_route(&self, route: &Label) -> Option<bool> {
+        match self.routes.get(route).or(self.otherwise.as_ref()) {
+            Some(router) => Some(router.handles_route(route) != Some(false)),
+            None => Some(false),
+        }
+    }
 }
 
 /// Delivers every item to several routers at once.
@@ -305,6 +315,23 @@ impl<T: Sync> Router<T> for FanOut<T> {
         let (_, first) = failures.swap_remove(position);
         Err(rephrase(first, class, message))
     }
+
+    /// `Some(false)` if any router says no, `Some(true)` if all say yes,
+    /// else unknown.
+    fn handles_route(&self, route: &Label) -> Option<bool> {
+        let answers: Vec<Option<bool>> = self
+            .routers
+            .iter()
+            .map(|r| r.handles_route(route))
+            .collect();
+        if answers.contains(&Some(false)) {
+            Some(false)
+        } else if answers.iter().all(|a| *a == Some(true)) {
+            Some(true)
+        } else {
+            None
+        }
+    }
 }
 
 /// Delivers only the items a predicate accepts.
@@ -380,6 +407,10 @@ where
                 skipped: true,
             })
         }
+    }
+
+    fn handles_route(&self, route: &Label) -> Option<bool> {
+        self.inner.handles_route(route)
     }
 }
 

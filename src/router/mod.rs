@@ -85,12 +85,48 @@ impl Receipt {
 /// Any `Fn(&Delivery<T>) -> impl Future<Output = Result<Receipt, RouteError>>`
 /// is a router too; the future may not borrow the delivery, so copy out what
 /// it needs first. Routers of different types combine through [`BoxRouter`].
+///
+/// # Routes a router handles
+///
+/// [`handles_route`](Router::handles_route) lets the pipeline check, before
+/// the first record, that review items have somewhere to go (the route
+/// [`REVIEW_ROUTE`](crate::REVIEW_ROUTE) when no labeler is set). The
+/// default answer is `None`, "unknown", which is all a closure can say;
+/// [`ByLabel`](crate::ByLabel) knows its routes, and
+/// [`Pipeline::review_via_router`](crate::Pipeline::review_via_router)
+/// vouches for a router that cannot say.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Router of `{T}`",
+    label = "not a router of `{T}`",
+    note = "set the router with `.route(..)`: a type implementing `streamsift::Router<{T}>`, or a closure `|d: &Delivery<'_, {T}>| {{ let route = d.route.clone(); async move {{ Ok::<_, RouteError>(Receipt::new(route)) }} }}`",
+    note = "`()` means `.route(..)` was not called; a type that routes another item type means `.decode(..)`/`.json()` changed the item type"
+)]
 pub trait Router<T: Sync>: Send + Sync {
     /// Delivers one item.
     fn route(
         &self,
         delivery: &Delivery<'_, T>,
     ) -> impl Future<Output = Result<Receipt, RouteError>> + Send;
+
+    /// Whether this router delivers items on `route`: `Some(true)` yes,
+    /// `Some(false)` no (they would fail), `None` unknown (the default).
+    fn handles_route(&self, route: &Label) -> Option<bool> {
+        let _ = route;
+        None
+    }
+}
+
+impl<T: Sync, R: Router<T> + ?Sized> Router<T> for Arc<R> {
+    fn route(
+        &self,
+        delivery: &Delivery<'_, T>,
+    ) -> impl Future<Output = Result<Receipt, RouteError>> + Send {
+        (**self).route(delivery)
+    }
+
+    fn handles_route(&self, route: &Label) -> Option<bool> {
+        (**self).handles_route(route)
+    }
 }
 
 impl<T, F, Fut> Router<T> for F
@@ -114,6 +150,9 @@ pub trait DynRouter<T: Sync>: Send + Sync {
         &'a self,
         delivery: &'a Delivery<'a, T>,
     ) -> BoxFuture<'a, Result<Receipt, RouteError>>;
+
+    /// [`Router::handles_route`].
+    fn handles_route_dyn(&self, route: &Label) -> Option<bool>;
 }
 
 impl<T: Sync, R: Router<T>> DynRouter<T> for R {
@@ -122,6 +161,10 @@ impl<T: Sync, R: Router<T>> DynRouter<T> for R {
         delivery: &'a Delivery<'a, T>,
     ) -> BoxFuture<'a, Result<Receipt, RouteError>> {
         Box::pin(self.route(delivery))
+    }
+
+    fn handles_route_dyn(&self, route: &Label) -> Option<bool> {
+        self.handles_route(route)
     }
 }
 
@@ -155,5 +198,9 @@ impl<T: Sync> Router<T> for BoxRouter<T> {
     ) -> impl Future<Output = Result<Receipt, RouteError>> + Send {
         let d = *delivery;
         async move { self.0.route_dyn(&d).await }
+    }
+
+    fn handles_route(&self, route: &Label) -> Option<bool> {
+        self.0.handles_route_dyn(route)
     }
 }

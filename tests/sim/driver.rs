@@ -182,7 +182,7 @@ async fn pipeline_seed(
         let start = oracle.now();
         let base = Instant::now() - start;
         let shutdown = Shutdown::new();
-        let mut pipeline = Pipeline::new(SimSource::new(oracle.clone(), store.clone()))
+        let pipeline = Pipeline::new(SimSource::new(oracle.clone(), store.clone()))
             .decode::<super::components::Item, _>(decoder(oracle.clone()))
             .classify(SimClassifier(oracle.clone()))
             .policy(policy(&plan))
@@ -195,10 +195,8 @@ async fn pipeline_seed(
             .call_timeout(CALL_TIMEOUT)
             .record_timeout(k.record_timeout)
             .seed(plan.seed)
-            .shutdown_handle(shutdown.clone());
-        if k.labeler {
-            pipeline = pipeline.review(SimLabeler(oracle.clone()));
-        }
+            .shutdown_handle(shutdown.clone())
+            .review_opt(k.labeler.then(|| SimLabeler(oracle.clone())));
         let next = |times: &[Duration]| {
             if healthy {
                 None
@@ -264,8 +262,9 @@ async fn batch_seed(oracle: &Oracle, on_exhausted: OnExhausted) {
     let kind = match on_exhausted {
         OnExhausted::Report => "lambda",
         OnExhausted::DeadLetter => "kcl",
+        other => panic!("the simulation does not know {other:?}"),
     };
-    let mut builder = batch::builder()
+    let builder = batch::builder()
         .decode::<super::components::Item, _>(decoder(oracle.clone()))
         .classify(SimClassifier(oracle.clone()))
         .policy(policy(&plan))
@@ -275,10 +274,8 @@ async fn batch_seed(oracle: &Oracle, on_exhausted: OnExhausted) {
         .retry(k.retry.clone())
         .call_timeout(CALL_TIMEOUT)
         .record_timeout(k.record_timeout)
-        .seed(plan.seed);
-    if k.labeler {
-        builder = builder.review(SimLabeler(oracle.clone()));
-    }
+        .seed(plan.seed)
+        .review_opt(k.labeler.then(|| SimLabeler(oracle.clone())));
     let processor = builder
         .into_batch_processor()
         .expect("the simulation's configuration is valid")

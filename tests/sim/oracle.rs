@@ -623,6 +623,8 @@ impl Oracle {
                     && s.plan.records[rec].discards(s.plan.knobs.review_band)
             }
             O::FailedRetryable { .. } | O::NotStarted => true,
+            // An outcome this oracle does not know cannot be vouched for.
+            _ => false,
         };
         if !honest {
             let msg = format!(
