@@ -23,7 +23,10 @@ pub mod classify;
 pub mod dead_letter;
 pub mod decode;
 pub mod error;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod fakes;
+pub mod file_source;
 mod jsonl;
 #[cfg(feature = "kcl")]
 pub mod kcl;
@@ -48,9 +51,13 @@ pub mod sagemaker;
 #[cfg(feature = "sns")]
 pub mod sns;
 pub mod source;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod testing;
 mod util;
 
 pub use classify::{BoxClassifier, BoxFuture, Classifier, DynClassifier, Label, Prediction};
+pub use file_source::FileSource;
 pub use dead_letter::{
     DeadLetter, DeadLetterEntry, DeadLetterSink, JsonLinesDeadLetter, MemoryDeadLetter, Stage,
 };
