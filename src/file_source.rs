@@ -92,7 +92,9 @@ pub enum FileSourceError {
         name: String,
     },
     /// The checkpoint store could not be read.
-    #[error("check the checkpoint store: loading the checkpoints of stream {stream:?} failed: {source}")]
+    #[error(
+        "check the checkpoint store: loading the checkpoints of stream {stream:?} failed: {source}"
+    )]
     Checkpoint {
         /// The stream name.
         stream: String,
@@ -118,7 +120,8 @@ pub enum FileSourceError {
 
 impl From<FileSourceError> for SourceError {
     fn from(e: FileSourceError) -> Self {
-        let retryable = matches!(&e, FileSourceError::Checkpoint { source, .. } if source.is_retryable());
+        let retryable =
+            matches!(&e, FileSourceError::Checkpoint { source, .. } if source.is_retryable());
         if retryable {
             SourceError::unavailable(e.to_string()).with_source(e)
         } else {
@@ -168,9 +171,10 @@ impl<S: CheckpointStore> FileSourceBuilder<S> {
     /// file name (`data/tweets.jsonl` → `tweets.jsonl`).
     pub fn file(mut self, path: impl AsRef<Path>) -> Self {
         let path = path.as_ref().to_path_buf();
-        let name = path
-            .file_name()
-            .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         self.inputs.push(Pending {
             name,
             origin: Origin::File(path),
@@ -248,14 +252,14 @@ impl<S: CheckpointStore> FileSourceBuilder<S> {
                 });
             }
         }
-        let stored = self
-            .store
-            .load(&self.stream)
-            .await
-            .map_err(|source| FileSourceError::Checkpoint {
-                stream: self.stream.clone(),
-                source,
-            })?;
+        let stored =
+            self.store
+                .load(&self.stream)
+                .await
+                .map_err(|source| FileSourceError::Checkpoint {
+                    stream: self.stream.clone(),
+                    source,
+                })?;
         let mut inputs = Vec::with_capacity(self.inputs.len());
         for pending in self.inputs {
             let shard = ShardId::new(&pending.name);

@@ -57,7 +57,6 @@ pub mod testing;
 mod util;
 
 pub use classify::{BoxClassifier, BoxFuture, Classifier, DynClassifier, Label, Prediction};
-pub use file_source::FileSource;
 pub use dead_letter::{
     DeadLetter, DeadLetterEntry, DeadLetterSink, JsonLinesDeadLetter, MemoryDeadLetter, Stage,
 };
@@ -66,6 +65,7 @@ pub use error::{
     BoxError, CheckpointError, ClassifyError, DeadLetterError, ErrorClass, LabelError, RouteError,
     SourceError,
 };
+pub use file_source::FileSource;
 pub use labeler::{LabelResult, LabelTask, Labeler, TaskId, Vote};
 pub use pipeline::{
     Pipeline, PipelineError, REVIEW_ROUTE, RetryPolicy, RunReport, ShardStats, Shutdown, Stats,

@@ -10,13 +10,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use aws_sdk_sqs::types::Message;
-use common::conformance::{Case, router_conformance};
 use common::faulty_http::{Call, Fault, FaultyHttp};
 use common::moto::{Moto, sdk_config_for};
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use streamsift::fakes::MemorySource;
 use streamsift::sns::{FifoGroup, MAX_MESSAGE_BYTES, SnsError, SnsRouter};
+use streamsift::testing::router::{Case, conformance as router_conformance};
 use streamsift::{
     ClassifyError, Delivery, Label, MemoryDeadLetter, Pipeline, Policy, Prediction, Receipt,
     Record, RetryPolicy, RouteError, Router, Sequence, ShardId,

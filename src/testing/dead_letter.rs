@@ -40,7 +40,10 @@ const SUITE: &str = "dead-letter sink";
 fn dead_letter(n: u64, payload: &[u8], stage: Stage) -> DeadLetter {
     let mut record = Record::new(
         ShardId::new("shardId-000000000001"),
-        Sequence::with_sub_sequence(format!("4959033827149025660855969253836157109592157598913658{n:04}"), n),
+        Sequence::with_sub_sequence(
+            format!("4959033827149025660855969253836157109592157598913658{n:04}"),
+            n,
+        ),
         format!("pk-{n}"),
         payload.to_vec(),
     );
@@ -103,7 +106,11 @@ where
         dead_letter(0, br#"{"text":"the api is down"}"#, Stage::Decode),
         dead_letter(1, &[0xff, 0xfe, b'{', 0x80], Stage::Decode),
         dead_letter(2, b"", Stage::Classify),
-        dead_letter(3, "caf\u{e9} \u{1F600}\n\"quoted\"".as_bytes(), Stage::Route),
+        dead_letter(
+            3,
+            "caf\u{e9} \u{1F600}\n\"quoted\"".as_bytes(),
+            Stage::Route,
+        ),
     ];
     let mut expected: Vec<DeadLetterEntry> = Vec::new();
     for dl in &singles {

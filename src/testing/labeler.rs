@@ -100,7 +100,10 @@ where
     T: Sync,
     H: LabelerHarness<T>,
 {
-    assert!(items.len() >= 2, "the labeler suite needs at least two items");
+    assert!(
+        items.len() >= 2,
+        "the labeler suite needs at least two items"
+    );
     let labeler = harness.build().await;
 
     let none = ok(labeler.submit(&[]).await, "an empty submit");

@@ -111,7 +111,10 @@ where
     T: Sync,
     R: Router<T>,
 {
-    assert!(!cases.is_empty(), "the router suite needs at least one case");
+    assert!(
+        !cases.is_empty(),
+        "the router suite needs at least one case"
+    );
     let deliveries: Vec<Delivery<'_, T>> = cases.iter().map(Case::delivery).collect();
     let answers = join_all(deliveries.iter().map(|d| router.route(d))).await;
     let mut receipts = Vec::with_capacity(cases.len());
@@ -165,7 +168,11 @@ where
         } else {
             "delivered"
         },
-        if again.skipped { "skipped" } else { "delivered" }
+        if again.skipped {
+            "skipped"
+        } else {
+            "delivered"
+        }
     );
     ensure!(
         SUITE,

@@ -197,7 +197,10 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = S>,
 {
-    assert!(n >= 3, "the source suite needs a stream of at least 3 records");
+    assert!(
+        n >= 3,
+        "the source suite needs a stream of at least 3 records"
+    );
 
     // Part of the stream, the last batch uncommitted, then a restart.
     let first = make().await;
