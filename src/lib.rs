@@ -9,7 +9,8 @@
 //! at-least-once and memory stays bounded.
 //!
 //! Nothing in this crate's core knows about tweets or AWS; backends live
-//! behind cargo features, and [`fakes`] holds in-memory components for tests.
+//! behind cargo features, and `fakes` and `testing` (feature `test-util`) hold
+//! in-memory components and conformance suites for tests.
 //!
 //! See `ARCHITECTURE.md` for the data flow and module ownership.
 #![forbid(unsafe_code)]
