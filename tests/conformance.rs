@@ -326,3 +326,36 @@ async fn a_sink_that_mangles_binary_payloads_is_caught() {
     })
     .await;
 }
+
+/// Reads its list, yields, then writes it back with the new entry: under
+/// concurrent stores, entries overwrite each other.
+#[derive(Default)]
+struct Racy(Mutex<Vec<DeadLetter>>);
+
+#[async_trait::async_trait]
+impl DeadLetterSink for Racy {
+    async fn store(&self, dl: &DeadLetter) -> Result<(), DeadLetterError> {
+        let mut copy = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        tokio::task::yield_now().await;
+        copy.push(dl.clone());
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = copy;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+#[should_panic(expected = "dead-letter sink conformance: rule \"concurrent-stores\" broken")]
+async fn a_sink_that_loses_concurrent_stores_is_caught() {
+    let sink = Racy::default();
+    dead_letter::conformance(&sink, || {
+        let entries = sink
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(DeadLetterEntry::from_dead_letter)
+            .collect();
+        async move { entries }
+    })
+    .await;
+}
