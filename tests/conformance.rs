@@ -131,6 +131,36 @@ async fn recording_router_conforms() {
     );
 }
 
+/// The combinators over recording routers keep the router rules too.
+#[tokio::test]
+async fn the_router_combinators_conform() {
+    use streamsift::{ByLabel, Fallback, FanOut, Filter};
+    let support: RecordingRouter<Bytes> = RecordingRouter::new();
+    let billing: RecordingRouter<Bytes> = RecordingRouter::new();
+    let by_label = ByLabel::new()
+        .on("support", support.clone())
+        .on("billing", billing.clone());
+    router::conformance(&by_label, &cases()).await;
+    assert_eq!((support.len(), billing.len()), (4, 2), "3 + redelivery, 2");
+
+    let (a, b) = (RecordingRouter::new(), RecordingRouter::new());
+    let fan_out = FanOut::new().to(a.clone()).to(b.clone());
+    router::conformance(&fan_out, &cases()).await;
+    assert_eq!((a.len(), b.len()), (6, 6));
+
+    let only_support = Filter::new(RecordingRouter::new(), |d: &Delivery<'_, Bytes>| {
+        d.route.as_str() == "support"
+    });
+    let receipts = router::conformance(&only_support, &cases()).await;
+    assert_eq!(receipts.iter().filter(|r| r.skipped).count(), 2);
+
+    let failing =
+        |_: &Delivery<'_, Bytes>| async { Err::<Receipt, _>(RouteError::unavailable("down")) };
+    let backup: RecordingRouter<Bytes> = RecordingRouter::new();
+    router::conformance(&Fallback::new(failing, backup.clone()), &cases()).await;
+    assert_eq!(backup.len(), 6);
+}
+
 /// Refuses a record it has seen: not retry-safe.
 #[derive(Default)]
 struct NoRedelivery(Mutex<Vec<String>>);
