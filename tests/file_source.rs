@@ -278,6 +278,15 @@ async fn a_missing_file_is_a_clear_error_naming_the_path_hint_first() {
     assert!(text.contains(&path.display().to_string()), "{text}");
     let source_err: streamsift::SourceError = err.into();
     assert!(!source_err.is_retryable());
+
+    let err = FileSource::open(dir.path(), MemoryCheckpointStore::new())
+        .await
+        .expect_err("a directory");
+    assert!(matches!(err, FileSourceError::Open { .. }), "{err:?}");
+    assert!(
+        err.to_string().starts_with("check that the input file"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
