@@ -32,7 +32,7 @@
 //!
 //! The traits take plain `async fn`, and closures are classifiers and
 //! routers. The core pulls in no AWS crate: each backend sits behind its own
-//! cargo feature (marked on docs.rs). `streamsift::FileSource` reads JSON
+//! cargo feature (marked on docs.rs). [`FileSource`] reads JSON
 //! lines or text from a file or stdin; feature `test-util` adds
 //! `streamsift::testing` (a conformance suite per trait: one call proves your
 //! component) and `streamsift::fakes` (in-memory sources and routers, fault
@@ -55,7 +55,10 @@ pub mod classify;
 pub mod dead_letter;
 pub mod decode;
 pub mod error;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod fakes;
+pub mod file_source;
 pub mod guide;
 mod jsonl;
 #[cfg(feature = "kcl")]
@@ -89,6 +92,9 @@ pub mod sagemaker;
 #[cfg_attr(docsrs, doc(cfg(feature = "sns")))]
 pub mod sns;
 pub mod source;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod testing;
 mod util;
 
 pub use classify::{BoxClassifier, BoxFuture, Classifier, DynClassifier, Label, Prediction};
@@ -101,6 +107,7 @@ pub use error::{
     BoxError, CheckpointError, ClassifyError, DeadLetterError, ErrorClass, LabelError, RouteError,
     SourceError,
 };
+pub use file_source::FileSource;
 pub use labeler::{LabelResult, LabelTask, Labeler, TaskId, Vote};
 pub use pipeline::{
     ConfigError, Pipeline, PipelineError, REVIEW_ROUTE, RetryPolicy, RunReport, ShardStats,

@@ -30,6 +30,8 @@ impl Rng {
         splitmix64(self.0)
     }
 
+    /// Used by the fakes (feature `test-util`).
+    #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
     pub(crate) fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }

@@ -726,7 +726,7 @@ struct LearnerHarness {
     built: usize,
 }
 
-impl common::labeler_conformance::LabelerHarness<Msg> for LearnerHarness {
+impl streamsift::testing::labeler::LabelerHarness<Msg> for LearnerHarness {
     type Labeler = ActiveLearner<Msg, SimulatedCrowd<Msg>>;
 
     async fn build(&mut self) -> Self::Labeler {
@@ -762,12 +762,8 @@ async fn the_learner_conforms_to_the_labeler_contract() {
         .enumerate()
         .map(|(n, t)| (format!("m{n}"), msg(n as u64, t)))
         .collect();
-    let results = common::labeler_conformance::labeler_conformance(
-        &mut harness,
-        &items,
-        &["problem", "none"],
-    )
-    .await;
+    let results =
+        streamsift::testing::labeler::conformance(&mut harness, &items, &["problem", "none"]).await;
     assert_eq!(results.len(), 4);
     assert_eq!(results[0].label, "problem");
 }

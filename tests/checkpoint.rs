@@ -1,5 +1,7 @@
-//! The checkpoint stores: one conformance suite run against the in-memory,
-//! file and DynamoDB (moto) stores, then what is particular to each.
+//! The checkpoint stores: the public conformance suite
+//! (`streamsift::testing::checkpoint`) run against the in-memory, file and
+//! DynamoDB (moto) stores and against deliberately broken stores, then what
+//! is particular to each.
 
 mod common;
 
@@ -7,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use streamsift::checkpoint::{CheckpointStore, FileCheckpointStore, MemoryCheckpointStore};
+use streamsift::testing::checkpoint::conformance;
 use streamsift::{Checkpoint, CheckpointError, Position, Sequence, ShardId};
 
 /// A 56-digit sequence number as AWS gives them.
@@ -69,190 +72,6 @@ async fn save(store: &impl CheckpointStore, stream: &str, checkpoints: &[Checkpo
     }
 }
 
-/// What every [`CheckpointStore`] must do. `store` must be empty.
-async fn conformance<S: CheckpointStore + 'static>(store: Arc<S>) {
-    let s = &*store;
-
-    // A stream never seen loads as empty.
-    assert!(load(s, "never-seen").await.is_empty());
-
-    // Round trip, with a sub-sequence and SHARD_END.
-    let trip = "round-trip";
-    save(
-        s,
-        trip,
-        &[
-            cp("shardId-000000000000", seq("5")),
-            cp("shardId-000000000001", sub("7", 2)),
-            cp("shardId-000000000002", Position::ShardEnd),
-        ],
-    )
-    .await;
-    let expected: BTreeMap<ShardId, Position> = [
-        (shard("shardId-000000000000"), seq("5")),
-        (shard("shardId-000000000001"), sub("7", 2)),
-        (shard("shardId-000000000002"), Position::ShardEnd),
-    ]
-    .into_iter()
-    .collect();
-    assert_eq!(load(s, trip).await, expected);
-
-    // Forward only, comparing sequence numbers as integers.
-    let fwd = "forward-only";
-    save(s, fwd, &[cp("s0", seq("9"))]).await;
-    save(s, fwd, &[cp("s0", seq("10"))]).await;
-    assert_refused(
-        s.save(fwd, &[cp("s0", seq("9"))]).await,
-        "s0",
-        "sequence 10",
-        "sequence 9",
-    );
-    save(s, fwd, &[cp("s0", seq("10"))]).await; // the same position again is fine
-    save(s, fwd, &[cp("s0", seq(AWS_SEQ))]).await;
-    assert_refused(
-        s.save(fwd, &[cp("s0", seq("9"))]).await,
-        "s0",
-        &format!("sequence {AWS_SEQ}"),
-        "sequence 9",
-    );
-    assert_refused(
-        s.save(
-            fwd,
-            &[cp(
-                "s0",
-                seq("99999999999999999999999999999999999999999999999999999"),
-            )],
-        )
-        .await,
-        "s0",
-        &format!("sequence {AWS_SEQ}"),
-        "sequence 99999999999999999999999999999999999999999999999999999",
-    );
-    save(s, fwd, &[cp("s0", seq(AWS_SEQ_NEXT))]).await;
-    assert_eq!(
-        load(s, fwd).await.get(&shard("s0")),
-        Some(&seq(AWS_SEQ_NEXT))
-    );
-
-    // Sub-sequences: user records of an aggregate, then the whole aggregate.
-    save(s, fwd, &[cp("s1", sub("7", 2))]).await;
-    assert_refused(
-        s.save(fwd, &[cp("s1", sub("7", 1))]).await,
-        "s1",
-        "sequence 7 sub-sequence 2",
-        "sequence 7 sub-sequence 1",
-    );
-    save(s, fwd, &[cp("s1", seq("7"))]).await;
-    assert_refused(
-        s.save(fwd, &[cp("s1", sub("7", 3))]).await,
-        "s1",
-        "sequence 7",
-        "sequence 7 sub-sequence 3",
-    );
-    save(s, fwd, &[cp("s1", sub("8", 0))]).await;
-    assert_eq!(load(s, fwd).await.get(&shard("s1")), Some(&sub("8", 0)));
-
-    // SHARD_END is final.
-    save(s, fwd, &[cp("s2", seq("1"))]).await;
-    save(s, fwd, &[cp("s2", Position::ShardEnd)]).await;
-    assert_refused(
-        s.save(fwd, &[cp("s2", seq("1000"))]).await,
-        "s2",
-        "SHARD_END",
-        "sequence 1000",
-    );
-    save(s, fwd, &[cp("s2", Position::ShardEnd)]).await;
-    assert_eq!(
-        load(s, fwd).await.get(&shard("s2")),
-        Some(&Position::ShardEnd)
-    );
-
-    // A batch with a backwards checkpoint stores none of it.
-    let err = s
-        .save(fwd, &[cp("s4", seq("50")), cp("s0", seq("1"))])
-        .await
-        .expect_err("a batch moving s0 back must fail");
-    assert!(!err.is_retryable(), "{err}");
-    assert_eq!(
-        load(s, fwd).await.get(&shard("s4")),
-        None,
-        "nothing of the batch stored"
-    );
-    // So does a batch that goes backwards within itself.
-    let err = s
-        .save(fwd, &[cp("s5", seq("3")), cp("s5", seq("2"))])
-        .await
-        .expect_err("a batch moving s5 back within itself must fail");
-    assert!(err.to_string().contains("backwards"), "{err}");
-    assert_eq!(load(s, fwd).await.get(&shard("s5")), None);
-    // An empty sequence number is refused.
-    let err = s
-        .save(fwd, &[cp("s6", seq(""))])
-        .await
-        .expect_err("empty sequence number");
-    assert!(!err.is_retryable(), "{err}");
-
-    // Streams are isolated, including names that escape alike.
-    let streams = [
-        "tweets",
-        "tweets-2",
-        "arn:aws:kinesis:us-east-1:123456789012:stream/tweets",
-        "a/b",
-        "a%2Fb",
-        "a:b",
-    ];
-    for (i, stream) in streams.iter().enumerate() {
-        save(
-            s,
-            stream,
-            &[cp("shardId-000000000000", seq(&(i * 10 + 1).to_string()))],
-        )
-        .await;
-    }
-    for (i, stream) in streams.iter().enumerate() {
-        let expected: BTreeMap<ShardId, Position> = [(
-            shard("shardId-000000000000"),
-            seq(&(i * 10 + 1).to_string()),
-        )]
-        .into_iter()
-        .collect();
-        assert_eq!(load(s, stream).await, expected, "stream {stream}");
-    }
-
-    // Concurrent saves: each shard ends at its highest position, whatever the
-    // interleaving; the others are either stored and overtaken or refused.
-    let conc = "concurrent";
-    let mut tasks = Vec::new();
-    for n in [3u64, 8, 1, 6, 2, 7, 5, 4] {
-        for shard_no in 0..4 {
-            let store = Arc::clone(&store);
-            tasks.push(tokio::spawn(async move {
-                let shard = format!("shardId-00000000000{shard_no}");
-                store
-                    .save(conc, &[cp(&shard, seq(&n.to_string()))])
-                    .await
-                    .map_err(|e| (shard, n, e))
-            }));
-        }
-    }
-    for task in tasks {
-        match task.await.expect("save task panicked") {
-            Ok(()) => {}
-            Err((shard, n, e)) => {
-                let text = e.to_string();
-                assert!(
-                    !e.is_retryable() && text.contains("backwards"),
-                    "save of {shard} to {n} failed for another reason than a refusal: {text}"
-                );
-            }
-        }
-    }
-    let expected: BTreeMap<ShardId, Position> = (0..4)
-        .map(|i| (shard(&format!("shardId-00000000000{i}")), seq("8")))
-        .collect();
-    assert_eq!(load(s, conc).await, expected);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_conforms() {
     conformance(Arc::new(MemoryCheckpointStore::new())).await;
@@ -265,6 +84,171 @@ async fn file_store_conforms() {
         dir.path().join("checkpoints"),
     )))
     .await;
+}
+
+/// The crate's stores word a backwards refusal one way (the suite only asks
+/// that the shard and both positions be named).
+#[tokio::test]
+async fn the_crate_stores_say_backwards_and_name_stored_and_attempted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stores: Vec<Arc<dyn CheckpointStore>> = vec![
+        Arc::new(MemoryCheckpointStore::new()),
+        Arc::new(FileCheckpointStore::new(dir.path().join("checkpoints"))),
+    ];
+    for store in &stores {
+        save(store, "w", &[cp("s0", seq(AWS_SEQ_NEXT))]).await;
+        assert_refused(
+            store.save("w", &[cp("s0", seq("10"))]).await,
+            "s0",
+            &format!("sequence {AWS_SEQ_NEXT}"),
+            "sequence 10",
+        );
+        save(store, "w", &[cp("s1", seq("7"))]).await;
+        assert_refused(
+            store.save("w", &[cp("s1", sub("7", 3))]).await,
+            "s1",
+            "sequence 7",
+            "sequence 7 sub-sequence 3",
+        );
+        save(store, "w", &[cp("s2", Position::ShardEnd)]).await;
+        assert_refused(
+            store.save("w", &[cp("s2", seq("1000"))]).await,
+            "s2",
+            "SHARD_END",
+            "sequence 1000",
+        );
+    }
+}
+
+/// How a [`Toy`] store breaks the contract.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Bug {
+    None,
+    /// Stores whatever it is given.
+    AcceptsBackwards,
+    /// Compares sequence numbers as text ("10" before "9").
+    TextOrder,
+    /// Stores the checkpoints of a batch one by one, up to the refused one.
+    Partial,
+    /// Refuses a backwards save with a retryable error.
+    RetryableRefusal,
+    /// Escapes '/' as "%2F" in its keys, so "a/b" and "a%2Fb" collide.
+    Collides,
+}
+
+/// A store over a map, right except for its bug.
+#[derive(Debug)]
+struct Toy {
+    bug: Bug,
+    map: std::sync::Mutex<BTreeMap<(String, ShardId), Position>>,
+}
+
+impl Toy {
+    fn new(bug: Bug) -> Arc<Toy> {
+        Arc::new(Toy {
+            bug,
+            map: std::sync::Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn key(&self, stream: &str) -> String {
+        if self.bug == Bug::Collides {
+            stream.replace('/', "%2F")
+        } else {
+            stream.to_string()
+        }
+    }
+
+    fn forward(&self, stored: &Position, next: &Position) -> bool {
+        match (self.bug, stored, next) {
+            (Bug::AcceptsBackwards, _, _) => true,
+            (Bug::TextOrder, Position::Sequence(a), Position::Sequence(b)) => {
+                (a.number.as_str(), a.sub_sequence) <= (b.number.as_str(), b.sub_sequence)
+            }
+            _ => streamsift::checkpoint::is_forward(stored, next),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl CheckpointStore for Toy {
+    async fn load(&self, stream: &str) -> Result<BTreeMap<ShardId, Position>, CheckpointError> {
+        let key = self.key(stream);
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(map
+            .iter()
+            .filter(|((s, _), _)| *s == key)
+            .map(|((_, shard), p)| (shard.clone(), p.clone()))
+            .collect())
+    }
+
+    async fn save(&self, stream: &str, checkpoints: &[Checkpoint]) -> Result<(), CheckpointError> {
+        let key = self.key(stream);
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = map.clone();
+        for c in checkpoints {
+            if let Position::Sequence(s) = &c.position
+                && s.number.is_empty()
+            {
+                return Err(CheckpointError::permanent("empty sequence number"));
+            }
+            let k = (key.clone(), c.shard.clone());
+            if let Some(stored) = next.get(&k)
+                && !self.forward(stored, &c.position)
+            {
+                let text = format!(
+                    "backwards: {} stored {stored:?} attempted {:?}",
+                    c.shard, c.position
+                );
+                if self.bug == Bug::Partial {
+                    *map = next;
+                }
+                return Err(if self.bug == Bug::RetryableRefusal {
+                    CheckpointError::unavailable(text)
+                } else {
+                    CheckpointError::permanent(text)
+                });
+            }
+            next.insert(k, c.position.clone());
+        }
+        *map = next;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correct_toy_store_conforms() {
+    conformance(Toy::new(Bug::None)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "checkpoint store conformance: rule \"numeric-order\" broken")]
+async fn a_store_that_moves_back_is_caught() {
+    conformance(Toy::new(Bug::AcceptsBackwards)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "checkpoint store conformance: rule \"numeric-order\" broken")]
+async fn a_store_comparing_sequence_numbers_as_text_is_caught() {
+    conformance(Toy::new(Bug::TextOrder)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "checkpoint store conformance: rule \"batch-all-or-nothing\" broken")]
+async fn a_store_that_saves_part_of_a_refused_batch_is_caught() {
+    conformance(Toy::new(Bug::Partial)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "checkpoint store conformance: rule \"forward-only\" broken")]
+async fn a_store_that_refuses_backwards_saves_as_retryable_is_caught() {
+    conformance(Toy::new(Bug::RetryableRefusal)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "checkpoint store conformance: rule \"streams-isolated\" broken")]
+async fn a_store_whose_stream_keys_collide_is_caught() {
+    conformance(Toy::new(Bug::Collides)).await;
 }
 
 #[tokio::test]

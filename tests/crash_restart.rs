@@ -23,16 +23,17 @@ use std::time::{Duration, Instant};
 
 use common::reconcile::{Coverage, check_report};
 use streamsift::checkpoint::{CheckpointStore, FileCheckpointStore};
-use streamsift::fakes::FileSource;
 use streamsift::{
-    ClassifyError, Delivery, JsonLinesDeadLetter, Pipeline, Policy, Position, Prediction, Receipt,
-    RouteError, Router, RunReport,
+    ClassifyError, Delivery, FileSource, JsonLinesDeadLetter, Pipeline, Policy, Position,
+    Prediction, Receipt, RouteError, Router, RunReport,
 };
 
 const ROLE_ENV: &str = "STREAMSIFT_CRASH_WORKER";
 const RUN_ENV: &str = "STREAMSIFT_CRASH_RUN";
 const STREAM: &str = "crash-stream";
 const RECORDS: usize = 20_000;
+/// The stream is this many files, `stream-0.jsonl`, `stream-1.jsonl`...:
+/// one shard each, record `i` in file `i % SHARDS`.
 const SHARDS: usize = 2;
 /// Every `POISON_EVERY`th line is not JSON: it must be dead-lettered, once
 /// per run that reaches it, never lost.
@@ -94,9 +95,14 @@ fn worker(dir: &Path, run: u32) -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     rt.block_on(async {
         let store = FileCheckpointStore::new(dir.join("checkpoints"));
-        let source = FileSource::open(dir.join("stream.jsonl"), STREAM, SHARDS, store)
-            .await?
-            .batch_size(BATCH);
+        let source = (0..SHARDS)
+            .fold(FileSource::builder(store), |b, f| {
+                b.file(dir.join(format!("stream-{f}.jsonl")))
+            })
+            .stream(STREAM)
+            .batch_size(BATCH)
+            .open()
+            .await?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -209,30 +215,25 @@ fn crash_restart() {
         .build()
         .unwrap();
 
-    let mut stream = String::new();
+    // Record i is line i / SHARDS + 1 of file i % SHARDS: its id is
+    // "stream-{file}.jsonl:{line}".
+    let mut files = vec![String::new(); SHARDS];
+    let mut all_ids: Vec<String> = Vec::with_capacity(RECORDS);
+    let mut poison: HashSet<String> = HashSet::new();
     for i in 0..RECORDS {
+        let (file, line) = (i % SHARDS, i / SHARDS + 1);
+        let id = format!("stream-{file}.jsonl:{line}");
         if i % POISON_EVERY == POISON_EVERY - 1 {
-            stream.push_str(&format!("not json, line {i}\n"));
+            files[file].push_str(&format!("not json, line {i}\n"));
+            poison.insert(id.clone());
         } else {
-            stream.push_str(&format!("{{\"id\":{i},\"text\":\"tweet number {i}\"}}\n"));
+            files[file].push_str(&format!("{{\"id\":{i},\"text\":\"tweet number {i}\"}}\n"));
         }
+        all_ids.push(id);
     }
-    std::fs::write(dir.join("stream.jsonl"), &stream).unwrap();
-    let all_records = rt
-        .block_on(FileSource::open(
-            dir.join("stream.jsonl"),
-            "probe",
-            SHARDS,
-            FileCheckpointStore::new(dir.join("probe")),
-        ))
-        .unwrap()
-        .all_records();
-    let all_ids: Vec<String> = all_records.iter().map(|r| r.id.clone()).collect();
-    let poison: HashSet<String> = all_records
-        .iter()
-        .filter(|r| r.payload.starts_with(b"not json"))
-        .map(|r| r.id.clone())
-        .collect();
+    for (f, text) in files.iter().enumerate() {
+        std::fs::write(dir.join(format!("stream-{f}.jsonl")), text).unwrap();
+    }
     assert_eq!(poison.len(), RECORDS / POISON_EVERY);
     assert_eq!(all_ids.len(), RECORDS);
 

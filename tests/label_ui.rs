@@ -9,12 +9,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::labeler_conformance::{LabelerHarness, labeler_conformance};
 use serde_json::{Value, json};
 use streamsift::label_ui::{
     CONTENT_SECURITY_POLICY, LabelUiError, LocalWebLabeler, LocalWebLabelerBuilder, Progress,
     StoreFootprint,
 };
+use streamsift::testing::labeler::{LabelerHarness, conformance as labeler_conformance};
 use streamsift::{LabelTask, Labeler, TaskId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -1,15 +1,18 @@
-//! The Labeler conformance suite against `SimulatedCrowd` (and, with the
-//! `mturk` feature, `MturkLabeler` over a scripted HTTP layer: see
-//! tests/mturk.rs).
+//! The Labeler conformance suite (`streamsift::testing::labeler`) against
+//! `SimulatedCrowd`, with the `mturk` feature against `MturkLabeler` over
+//! a scripted HTTP layer (`LocalWebLabeler`: tests/label_ui.rs;
+//! `ActiveLearner`: tests/active_learning.rs), and against deliberately
+//! broken labelers, to show that each rule can fail and names itself.
 
 mod common;
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use common::labeler_conformance::{LabelerHarness, labeler_conformance};
-use streamsift::TaskId;
 use streamsift::fakes::{SimulatedCrowd, Worker};
+use streamsift::testing::labeler::{LabelerHarness, conformance as labeler_conformance};
+use streamsift::{Label, LabelError, LabelResult, LabelTask, Labeler, TaskId, Vote};
 
 const LABELS: [&str; 3] = ["problem_report", "question", "none"];
 
@@ -79,11 +82,11 @@ mod mturk {
     use std::collections::HashMap;
     use std::time::Duration;
 
-    use super::common::labeler_conformance::{LabelerHarness, labeler_conformance};
     use super::common::mturk_server::{MturkServer, answer_xml};
     use super::{LABELS, truth, tweets};
     use streamsift::TaskId;
     use streamsift::mturk::{MturkLabeler, QuestionTemplate};
+    use streamsift::testing::labeler::{LabelerHarness, conformance as labeler_conformance};
 
     struct MturkHarness {
         server: MturkServer,
@@ -134,4 +137,126 @@ mod mturk {
         assert_eq!(by_id["tweet-2"].label, "none");
         assert!(results.iter().all(|r| r.votes.len() == 3));
     }
+}
+
+// ------------------------------------------------------- broken labelers --
+
+/// How a [`Toy`] labeler breaks the contract.
+#[derive(Clone, Copy, PartialEq)]
+enum Bug {
+    None,
+    /// A resubmitted item gets a new task (people are paid twice).
+    NewTaskOnResubmit,
+    /// `collect` returns every result each time, not only new ones.
+    CollectsAgain,
+    /// Results carry no votes.
+    NoVotes,
+}
+
+/// Answers every task at once when told to; labels by [`truth`].
+struct Toy {
+    bug: Bug,
+    state: Mutex<ToyState>,
+}
+
+#[derive(Default)]
+struct ToyState {
+    tasks: Vec<(String, TaskId, &'static str)>,
+    answered: usize,
+    collected: usize,
+}
+
+#[async_trait::async_trait]
+impl Labeler<String> for Toy {
+    async fn submit(&self, tasks: &[LabelTask<'_, String>]) -> Result<Vec<TaskId>, LabelError> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ids = Vec::new();
+        for t in tasks {
+            let existing = s
+                .tasks
+                .iter()
+                .find(|(id, _, _)| id == t.id)
+                .map(|x| x.1.clone());
+            let id = match existing {
+                Some(id) if self.bug != Bug::NewTaskOnResubmit => id,
+                _ => {
+                    let id = TaskId(format!("task-{}", s.tasks.len()));
+                    s.tasks.push((t.id.to_string(), id.clone(), truth(t.item)));
+                    id
+                }
+            };
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    async fn collect(&self) -> Result<Vec<LabelResult>, LabelError> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let from = if self.bug == Bug::CollectsAgain {
+            0
+        } else {
+            s.collected
+        };
+        let out = s.tasks[from..s.answered]
+            .iter()
+            .map(|(item, task, label)| LabelResult {
+                task: task.clone(),
+                item_id: item.clone(),
+                label: Label::from(*label),
+                agreement: 1.0,
+                votes: if self.bug == Bug::NoVotes {
+                    Vec::new()
+                } else {
+                    vec![Vote {
+                        worker: "w".to_string(),
+                        label: Label::from(*label),
+                    }]
+                },
+            })
+            .collect();
+        s.collected = s.answered;
+        Ok(out)
+    }
+}
+
+struct ToyHarness(Bug);
+
+impl LabelerHarness<String> for ToyHarness {
+    type Labeler = Toy;
+
+    async fn build(&mut self) -> Toy {
+        Toy {
+            bug: self.0,
+            state: Mutex::new(ToyState::default()),
+        }
+    }
+
+    async fn answer_all(&mut self, labeler: &Toy, _: &HashMap<String, TaskId>) {
+        let mut s = labeler.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.answered = s.tasks.len();
+    }
+}
+
+#[tokio::test]
+async fn a_correct_toy_labeler_conforms() {
+    let results = labeler_conformance(&mut ToyHarness(Bug::None), &tweets(), &LABELS).await;
+    assert_eq!(results.len(), 5);
+}
+
+#[tokio::test]
+#[should_panic(expected = "labeler conformance: rule \"resubmit-same-task\" broken")]
+async fn a_labeler_that_makes_a_new_task_on_resubmit_is_caught() {
+    labeler_conformance(&mut ToyHarness(Bug::NewTaskOnResubmit), &tweets(), &LABELS).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "labeler conformance: rule \"collect-once\" broken")]
+async fn a_labeler_that_returns_results_again_is_caught() {
+    labeler_conformance(&mut ToyHarness(Bug::CollectsAgain), &tweets(), &LABELS).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "labeler conformance: rule \"result-shape\" broken")]
+async fn a_labeler_whose_results_have_no_votes_is_caught() {
+    labeler_conformance(&mut ToyHarness(Bug::NoVotes), &tweets(), &LABELS).await;
 }

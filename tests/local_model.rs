@@ -775,3 +775,27 @@ fn airline_cv() {
     );
     run_grid(&bin, &reason);
 }
+
+/// The public Classifier conformance suite on the local classifier, binary
+/// and multinomial, over a slice of the bundled tweets.
+#[tokio::test]
+async fn local_classifier_conforms() {
+    let data = bundled();
+    let items: Vec<Example> = data.iter().step_by(53).cloned().collect();
+    let binary_model = LocalClassifier::new(small_binary_model());
+    let predictions = streamsift::testing::classifier::conformance(
+        &binary_model,
+        &items,
+        &["actionable", "none"],
+    )
+    .await;
+    assert_eq!(predictions.len(), items.len());
+
+    let mut labels: Vec<String> = data.iter().filter_map(|e| e.label.clone()).collect();
+    labels.sort();
+    labels.dedup();
+    let allowed: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let multi =
+        LocalClassifier::new(LocalModel::train(&data, &TrainConfig::multinomial()).unwrap());
+    streamsift::testing::classifier::conformance(&multi, &items, &allowed).await;
+}

@@ -731,7 +731,7 @@ async fn classifier_conformance_over_scripted_amazon_ml() {
     .map(|(i, t)| tweet(i as u64, t))
     .collect();
     let predictions =
-        common::conformance::classifier_conformance(&c, &items, &["actionable", "noise"]).await;
+        streamsift::testing::classifier::conformance(&c, &items, &["actionable", "noise"]).await;
     let labels: Vec<&str> = predictions.iter().map(|p| p.label.as_str()).collect();
     assert_eq!(
         labels,

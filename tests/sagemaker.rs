@@ -30,7 +30,6 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
-use common::conformance::classifier_conformance;
 use common::faulty_http::{Fault, FaultyHttp};
 use common::moto::Moto;
 use futures::future::join_all;
@@ -38,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use streamsift::fakes::{MemorySource, RecordingRouter};
 use streamsift::sagemaker::{JsonResponse, SageMakerClassifier};
+use streamsift::testing::classifier::conformance as classifier_conformance;
 use streamsift::{Classifier, ClassifyError, MemoryDeadLetter, Pipeline, Policy, Prediction};
 use tokio::time::Instant;
 

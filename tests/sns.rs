@@ -10,13 +10,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use aws_sdk_sqs::types::Message;
-use common::conformance::{Case, router_conformance};
 use common::faulty_http::{Call, Fault, FaultyHttp};
 use common::moto::{Moto, sdk_config_for};
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use streamsift::fakes::MemorySource;
 use streamsift::sns::{FifoGroup, MAX_MESSAGE_BYTES, SnsError, SnsRouter};
+use streamsift::testing::router::{Case, conformance as router_conformance};
 use streamsift::{
     ClassifyError, Delivery, Label, MemoryDeadLetter, Pipeline, Policy, Prediction, Receipt,
     Record, RetryPolicy, RouteError, Router, Sequence, ShardId,
@@ -896,6 +896,14 @@ async fn the_router_conformance_suite_passes_on_standard_and_fifo_topics() {
             }
         );
     }
+    // Rule error-class: a topic that does not exist fails permanently.
+    let missing: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&config)
+        .topic("arn:aws:sns:us-east-1:123456789012:no-such-topic")
+        .build()
+        .expect("router");
+    let c = case(0, tweet(1, "u", "t"), "x", 0.9, "support");
+    streamsift::testing::router::expect_errors(&missing, &[(c, streamsift::ErrorClass::Permanent)])
+        .await;
 }
 
 #[tokio::test]

@@ -1,112 +1,15 @@
-//! One conformance suite for the `Source` contract, run against the
-//! in-memory fake and against `KinesisSource` on moto.
-//!
-//! The contract:
-//! 1. every record of the stream is delivered, once, when each batch is
-//!    committed as soon as it is read;
-//! 2. a batch holds records of its own shard only, in shard order;
-//! 3. record ids are unique and stable: a redelivery carries the same id;
-//! 4. after a restart, nothing at or before a committed position comes again,
-//!    and everything after it does;
-//! 5. committing the same checkpoint twice is harmless.
+//! The `Source` conformance suite (`streamsift::testing::source`) against
+//! the in-memory fake and `KinesisSource` on moto (`FileSource`: see
+//! tests/file_source.rs), and against deliberately broken sources, to show
+//! that each rule can fail and names itself.
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use streamsift::fakes::MemorySource;
-use streamsift::{Checkpoint, Position, Record, Source};
-
-/// Reads until the source ends, committing each batch. With `stop_after`,
-/// stops early (committing only what it read so far) once that many
-/// records are in.
-async fn read_all<S: Source>(source: &S, stop_after: Option<usize>) -> Vec<Record> {
-    let mut out: Vec<Record> = Vec::new();
-    let mut last_by_shard: HashMap<String, Record> = HashMap::new();
-    let run = async {
-        while let Some(batch) = source.next_batch().await.expect("next_batch") {
-            for r in &batch.records {
-                assert_eq!(r.shard, batch.shard, "a record in another shard's batch");
-                if let Some(prev) = last_by_shard.get(r.shard.as_str()) {
-                    assert_eq!(
-                        prev.sequence.cmp_position(&r.sequence),
-                        std::cmp::Ordering::Less,
-                        "shard {} out of order: {} then {}",
-                        r.shard,
-                        prev.sequence,
-                        r.sequence
-                    );
-                }
-                last_by_shard.insert(r.shard.to_string(), r.clone());
-            }
-            let mut checkpoints = Vec::new();
-            if let Some(last) = batch.records.last() {
-                checkpoints.push(Checkpoint {
-                    shard: batch.shard.clone(),
-                    position: Position::Sequence(last.sequence.clone()),
-                });
-            }
-            if batch.shard_end {
-                checkpoints.push(Checkpoint {
-                    shard: batch.shard.clone(),
-                    position: Position::ShardEnd,
-                });
-            }
-            out.extend(batch.records);
-            // Committing twice is harmless.
-            source.commit(checkpoints.clone()).await.expect("commit");
-            source.commit(checkpoints).await.expect("commit again");
-            if stop_after.is_some_and(|n| out.len() >= n) {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("the source ended within 60 s");
-    out
-}
-
-/// Runs the suite. `make(n)` gives a fresh source over the same stream of
-/// `n` records that resumes from what earlier sources committed.
-async fn conformance<S, F, Fut>(make: F, n: usize)
-where
-    S: Source,
-    F: Fn() -> Fut,
-    Fut: Future<Output = S>,
-{
-    // Part of the stream, then a restart.
-    let first = make().await;
-    let early = read_all(&first, Some(n / 3)).await;
-    assert!(
-        early.len() >= n / 3 && early.len() < n,
-        "read part of the stream: {}",
-        early.len()
-    );
-    drop(first);
-
-    let second = make().await;
-    let rest = read_all(&second, None).await;
-
-    let early_ids: HashSet<&str> = early.iter().map(|r| r.id.as_str()).collect();
-    let rest_ids: HashSet<&str> = rest.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(early_ids.len(), early.len(), "ids unique in the first run");
-    assert_eq!(rest_ids.len(), rest.len(), "ids unique in the second run");
-    assert!(
-        early_ids.is_disjoint(&rest_ids),
-        "a committed record came again after the restart"
-    );
-    assert_eq!(early.len() + rest.len(), n, "every record, once");
-
-    // A third source has nothing left.
-    let third = make().await;
-    assert!(
-        read_all(&third, None).await.is_empty(),
-        "everything was committed"
-    );
-}
+use streamsift::testing::source::conformance;
+use streamsift::{Batch, Checkpoint, Position, Record, Sequence, ShardId, Source, SourceError};
 
 #[tokio::test(start_paused = true)]
 async fn memory_source_conforms() {
@@ -123,6 +26,7 @@ async fn memory_source_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinesis_source_conforms() {
     use aws_sdk_kinesis::primitives::Blob;
+    use std::time::Duration;
     use streamsift::checkpoint::MemoryCheckpointStore;
     use streamsift::kinesis::KinesisSource;
 
@@ -168,4 +72,179 @@ async fn kinesis_source_conforms() {
         n,
     )
     .await;
+}
+
+// --------------------------------------------------------- broken sources --
+
+/// How a [`Toy`] source breaks the contract.
+#[derive(Clone, Copy, PartialEq)]
+enum Bug {
+    None,
+    /// Restarts from the beginning, whatever was committed.
+    IgnoresCommits,
+    /// Restarts after what the last source *read*, committed or not.
+    ResumesAfterRead,
+    /// Never ends: waits for records at the end of the stream.
+    Endless,
+    /// Gives each batch's records in reverse order.
+    Reversed,
+    /// Puts every other batch's records under another shard's name.
+    WrongShard,
+    /// Record ids name the run, so a redelivery has another id.
+    UnstableIds,
+    /// Refuses a commit it has already stored.
+    CommitTwiceFails,
+}
+
+/// One shard of `n` numbered lines; commits (and, for `ResumesAfterRead`,
+/// reads) are kept in `shared`, which outlives the source.
+struct Toy {
+    n: u64,
+    bug: Bug,
+    shared: Arc<Mutex<Shared>>,
+    next: Mutex<u64>,
+    run: u64,
+}
+
+#[derive(Default)]
+struct Shared {
+    committed: Option<u64>,
+    read: u64,
+    runs: u64,
+    batches: u64,
+}
+
+impl Toy {
+    fn make(n: u64, bug: Bug, shared: &Arc<Mutex<Shared>>) -> Toy {
+        let mut s = shared.lock().unwrap();
+        s.runs += 1;
+        let next = match bug {
+            Bug::IgnoresCommits => 0,
+            Bug::ResumesAfterRead => s.read,
+            _ => s.committed.map_or(0, |c| c + 1),
+        };
+        Toy {
+            n,
+            bug,
+            shared: Arc::clone(shared),
+            next: Mutex::new(next),
+            run: s.runs,
+        }
+    }
+}
+
+impl Source for Toy {
+    async fn next_batch(&self) -> Result<Option<Batch>, SourceError> {
+        let (start, end) = {
+            let mut next = self.next.lock().unwrap();
+            let start = *next;
+            let end = (start + 7).min(self.n);
+            *next = end;
+            (start, end)
+        };
+        if start >= self.n {
+            if self.bug == Bug::Endless {
+                std::future::pending::<()>().await;
+            }
+            return Ok(None);
+        }
+        let batch_no = {
+            let mut s = self.shared.lock().unwrap();
+            s.read = s.read.max(end);
+            s.batches += 1;
+            s.batches
+        };
+        let shard = if self.bug == Bug::WrongShard && batch_no % 2 == 0 {
+            ShardId::new("other")
+        } else {
+            ShardId::new("lines")
+        };
+        let mut records: Vec<Record> = (start..end)
+            .map(|i| {
+                let mut r = Record::new(
+                    ShardId::new("lines"),
+                    Sequence::from_offset(i),
+                    "",
+                    format!("line {i}"),
+                );
+                if self.bug == Bug::UnstableIds {
+                    r.id = format!("run{}-{i}", self.run);
+                }
+                r
+            })
+            .collect();
+        if self.bug == Bug::Reversed {
+            records.reverse();
+        }
+        Ok(Some(Batch::new(shard, records)))
+    }
+
+    async fn commit(&self, checkpoints: Vec<Checkpoint>) -> Result<(), SourceError> {
+        let mut s = self.shared.lock().unwrap();
+        for cp in checkpoints {
+            if let Position::Sequence(seq) = cp.position {
+                let at: u64 = seq
+                    .number
+                    .parse()
+                    .map_err(|_| SourceError::permanent("not a line number"))?;
+                if self.bug == Bug::CommitTwiceFails && s.committed == Some(at) {
+                    return Err(SourceError::permanent("already committed"));
+                }
+                s.committed = Some(at);
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn run_toy(bug: Bug) {
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    conformance(|| std::future::ready(Toy::make(60, bug, &shared)), 60).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_correct_toy_source_conforms() {
+    run_toy(Bug::None).await;
+}
+
+#[tokio::test(start_paused = true)]
+#[should_panic(expected = "source conformance: rule \"resume-after-commit\" broken")]
+async fn a_source_that_ignores_commits_is_caught() {
+    run_toy(Bug::IgnoresCommits).await;
+}
+
+#[tokio::test(start_paused = true)]
+#[should_panic(expected = "source conformance: rule \"uncommitted-redelivered\" broken")]
+async fn a_source_that_skips_records_read_but_not_committed_is_caught() {
+    run_toy(Bug::ResumesAfterRead).await;
+}
+
+#[tokio::test(start_paused = true)]
+#[should_panic(expected = "source conformance: rule \"ends-when-done\" broken")]
+async fn a_source_that_never_ends_is_caught() {
+    run_toy(Bug::Endless).await;
+}
+
+#[tokio::test(start_paused = true)]
+#[should_panic(expected = "source conformance: rule \"shard-order\" broken")]
+async fn a_source_out_of_order_is_caught() {
+    run_toy(Bug::Reversed).await;
+}
+
+#[tokio::test(start_paused = true)]
+#[should_panic(expected = "source conformance: rule \"batch-own-shard\" broken")]
+async fn a_batch_with_records_of_another_shard_is_caught() {
+    run_toy(Bug::WrongShard).await;
+}
+
+#[tokio::test(start_paused = true)]
+#[should_panic(expected = "source conformance: rule \"uncommitted-redelivered\" broken")]
+async fn a_source_whose_ids_change_between_runs_is_caught() {
+    run_toy(Bug::UnstableIds).await;
+}
+
+#[tokio::test(start_paused = true)]
+#[should_panic(expected = "source conformance: rule \"commit-idempotent\" broken")]
+async fn a_source_that_refuses_a_repeated_commit_is_caught() {
+    run_toy(Bug::CommitTwiceFails).await;
 }

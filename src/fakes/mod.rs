@@ -1,11 +1,12 @@
 //! In-memory components for testing pipelines: public, documented, and what
-//! users test their own pipelines with.
+//! users test their own pipelines with. Behind the `test-util` feature:
+//! put `streamsift = { version = "..", features = ["test-util"] }` in your
+//! `[dev-dependencies]`.
 //!
 //! - [`MemorySource`]: a stream held in memory, with N shards, recorded
-//!   commits and crash-restart from the last commit.
-//! - [`FileSource`]: a stream in a file, one record per line, resuming
-//!   from a [`CheckpointStore`](crate::checkpoint::CheckpointStore): survives
-//!   the process, for real crash-restart tests.
+//!   commits and crash-restart from the last commit. (For a stream in a
+//!   file that survives the process, use the real
+//!   [`FileSource`](crate::FileSource).)
 //! - [`FnClassifier`] and [`KeywordClassifier`]: classifiers from a closure or
 //!   a keyword table.
 //! - [`RecordingRouter`]: keeps every delivery for assertions.
@@ -16,13 +17,11 @@
 mod classifier;
 mod crowd;
 mod fault;
-mod file_source;
 mod router;
 mod source;
 
 pub use classifier::{AsText, FnClassifier, KeywordClassifier};
 pub use crowd::{SimulatedCrowd, Worker};
 pub use fault::{DefaultKey, FaultKind, FaultPlan, Faulty, ItemKey};
-pub use file_source::FileSource;
 pub use router::{Delivered, RecordingRouter};
 pub use source::{MemorySender, MemorySource, MemoryStream};

@@ -114,7 +114,7 @@
 //!
 //! ```no_run
 //! use streamsift::checkpoint::FileCheckpointStore;
-//! use streamsift::fakes::FileSource;
+//! use streamsift::FileSource;
 //! use streamsift::{ClassifyError, JsonLinesDeadLetter, Pipeline, Policy, Prediction};
 //! use streamsift::{Receipt, RouteError};
 //!
@@ -126,7 +126,7 @@
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let checkpoints = FileCheckpointStore::new("state/checkpoints");
-//!     let source = FileSource::open("mentions.jsonl", "mentions", 1, checkpoints).await?;
+//!     let source = FileSource::open("mentions.jsonl", checkpoints).await?;
 //!     let pipeline = Pipeline::new(source)
 //!         .json::<Mention>()
 //!         .classify(|m: &Mention| {

@@ -1,8 +1,6 @@
 //! Shared test support: emulators started by the tests themselves.
 #![allow(dead_code)]
 
-pub mod conformance;
-pub mod labeler_conformance;
 pub mod logs;
 #[cfg(feature = "mturk")]
 pub mod mturk_server;
