@@ -261,14 +261,14 @@ async fn memory_dead_letter_conforms() {
 async fn json_lines_dead_letter_conforms_read_back_from_the_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("dead.jsonl");
-    let sink = JsonLinesDeadLetter::new(&path);
+    let sink = JsonLinesDeadLetter::create(&path).expect("open the dead-letter file");
     dead_letter::conformance(&sink, || {
         let path = path.clone();
         async move { JsonLinesDeadLetter::read_entries(&path).expect("read the dead-letter file") }
     })
     .await;
     // And a new sink over the same file appends to it.
-    let again = JsonLinesDeadLetter::new(&path);
+    let again = JsonLinesDeadLetter::create(&path).expect("open the dead-letter file");
     let before = JsonLinesDeadLetter::read_entries(&path)
         .expect("read")
         .len();
