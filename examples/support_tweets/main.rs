@@ -20,7 +20,7 @@
 //! (see `aws.rs` and the README's "Running on AWS"). Without them, the run
 //! is the offline one.
 
-mod app;
+pub mod app;
 #[path = "../common/mod.rs"]
 mod common;
 

@@ -28,7 +28,7 @@ use streamsift::local::CvStage;
 /// gets a progress bar.
 const LONG_TRAINING_S: f64 = 1.0;
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     common::init_tracing();
     let args = app::Args::parse();
     println!(
