@@ -53,7 +53,11 @@ struct Args {
     #[arg(long, value_name = "NAME|ARN", value_parser = NonEmptyStringValueParser::new())]
     stream: String,
     /// The JSON-lines file to replay.
-    #[arg(long, value_name = "PATH", default_value = "examples/data/tweets.jsonl")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "examples/data/tweets.jsonl"
+    )]
     file: PathBuf,
     /// Records per second (N/s), per minute (N/m) or per hour (N/h).
     #[arg(long, value_name = "N/s", default_value = "100/s", value_parser = parse_rate)]
@@ -100,7 +104,6 @@ fn parse_rate(s: &str) -> Result<f64, String> {
         Err(format!("--rate {s:?}: expected a positive rate"))
     }
 }
-
 
 /// The tweet's `user.screen_name`, if the line is a JSON object with one
 /// that is a valid partition key; `Err` if the line is not JSON at all.

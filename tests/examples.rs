@@ -8,7 +8,9 @@
 //! `main` (the example files are compiled in below, unchanged). Pass a word
 //! to run only the scenarios whose names hold it.
 
-#![allow(clippy::print_stdout)]
+// Each example file brings its own copy of examples/common/mod.rs, as it
+// does when built alone.
+#![allow(clippy::duplicate_mod)]
 
 mod common;
 
@@ -180,7 +182,11 @@ fn run_example(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Run {
 /// An error printed for people: a hint line, then `error: `, and nothing of
 /// Rust's `Debug` syntax.
 fn assert_human_error(run: &Run) {
-    let lines: Vec<&str> = run.stderr.lines().filter(|l| !l.contains(" WARN ")).collect();
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| !l.contains(" WARN "))
+        .collect();
     assert!(
         lines.first().is_some_and(|l| l.starts_with("hint: ")),
         "the hint comes first\n{}",
@@ -269,8 +275,7 @@ fn custom_router_maps_status_codes_to_delivered_retried_and_dead_lettered() {
     // 1, 2 (after a retry) and 4 (after a throttled retry) delivered; 3 was
     // refused with a 400, which is permanent: dead-lettered, never retried.
     assert!(
-        run.stdout
-            .contains("delivered 3, retried 2 (1 throttled)"),
+        run.stdout.contains("delivered 3, retried 2 (1 throttled)"),
         "{}",
         run.both()
     );
@@ -298,11 +303,15 @@ fn custom_source_commits_its_own_positions_and_dead_letters_garbled_readings() {
     let last_commit = run
         .stdout
         .lines()
-        .filter(|l| l.starts_with("committed "))
-        .last()
+        .rfind(|l| l.starts_with("committed "))
         .unwrap_or_default()
         .to_string();
-    assert_eq!(last_commit, "committed sensor-1 up to offset 24", "{}", run.both());
+    assert_eq!(
+        last_commit,
+        "committed sensor-1 up to offset 24",
+        "{}",
+        run.both()
+    );
     // Warnings (each dead letter) reach stderr by default, without payloads.
     assert_eq!(
         run.stderr.matches("dead-lettering record").count(),
@@ -341,18 +350,26 @@ fn an_unwritable_dead_letter_path_prints_a_hint_not_a_debug_dump() {
 fn help_and_bad_flags_look_like_every_other_rust_tool() {
     let help = run_example("support_tweets", &["--help"], &[]);
     assert_eq!(help.code, Some(0), "{}", help.both());
-    for flag in ["--retrain", "--write-model", "--dead-letter <PATH>", "Exit status"] {
+    for flag in [
+        "--retrain",
+        "--write-model",
+        "--dead-letter <PATH>",
+        "Exit status",
+    ] {
         assert!(help.stdout.contains(flag), "{flag}\n{}", help.both());
     }
     #[cfg(feature = "aws")]
-    for flag in ["--kinesis-stream <NAME>", "--sns-topic-arn <[ROUTE=]ARN>", "RawMessageDelivery"] {
+    for flag in [
+        "--kinesis-stream <NAME>",
+        "--sns-topic-arn <[ROUTE=]ARN>",
+        "RawMessageDelivery",
+    ] {
         assert!(help.stdout.contains(flag), "{flag}\n{}", help.both());
     }
     let bad = run_example("support_tweets", &["--retrian"], &[]);
     assert_eq!(bad.code, Some(2), "{}", bad.both());
     assert!(
-        bad.stderr.contains("unexpected argument '--retrian'")
-            && bad.stderr.contains("--retrain"),
+        bad.stderr.contains("unexpected argument '--retrian'") && bad.stderr.contains("--retrain"),
         "names the flag and suggests the right one\n{}",
         bad.both()
     );
@@ -361,7 +378,11 @@ fn help_and_bad_flags_look_like_every_other_rust_tool() {
     assert!(help.stdout.contains("--fn-cost <X>"), "{}", help.both());
     let missing = run_example("train_eval", &["--train", "a.csv"], &[]);
     assert_eq!(missing.code, Some(2), "{}", missing.both());
-    assert!(missing.stderr.contains("--test <FILE>"), "{}", missing.both());
+    assert!(
+        missing.stderr.contains("--test <FILE>"),
+        "{}",
+        missing.both()
+    );
 }
 
 #[cfg(feature = "aws")]
@@ -475,8 +496,16 @@ fn a_drained_second_run_says_nothing_new_instead_of_empty_tables() {
     ];
     let first = run_example("support_tweets", &args, &[]);
     assert_eq!(first.code, Some(0), "{}", first.both());
-    assert!(first.stdout.contains("records processed"), "{}", first.both());
-    assert!(first.stdout.contains("notified  correct"), "{}", first.both());
+    assert!(
+        first.stdout.contains("records processed"),
+        "{}",
+        first.both()
+    );
+    assert!(
+        first.stdout.contains("notified  correct"),
+        "{}",
+        first.both()
+    );
 
     let second = run_example("support_tweets", &args, &[]);
     assert_eq!(second.code, Some(0), "{}", second.both());
@@ -487,7 +516,12 @@ fn a_drained_second_run_says_nothing_new_instead_of_empty_tables() {
         "{}",
         second.both()
     );
-    for table in ["notified  correct", "reached a person", "0.0%", "from the oldest record"] {
+    for table in [
+        "notified  correct",
+        "reached a person",
+        "0.0%",
+        "from the oldest record",
+    ] {
         assert!(
             !second.stdout.contains(table),
             "{table:?} in a run that read nothing\n{}",

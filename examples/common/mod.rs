@@ -10,11 +10,14 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 /// Logs to stderr, `warn` and above unless `RUST_LOG` says otherwise
-/// (`RUST_LOG=streamsift=info`, `RUST_LOG=debug`, ...). Installing twice is
-/// harmless (the second call does nothing).
+/// (`RUST_LOG=streamsift=info`, `RUST_LOG=debug`, ...). The default leaves
+/// out aws-config's warnings (the region and credential chains probe IMDS
+/// and log each miss as a long dump); a failure that matters still ends the
+/// run with an error. Installing twice is harmless (the second call does
+/// nothing).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,aws_config=error"));
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -246,9 +246,7 @@ impl Options {
             answers: cli.answers as usize,
             mturk: cli.mturk,
             max_spend_cents: cli.max_spend,
-            max_wait: cli
-                .max_wait
-                .map_or(defaults.max_wait, Duration::from_secs),
+            max_wait: cli.max_wait.map_or(defaults.max_wait, Duration::from_secs),
             ..defaults
         };
         let max_wait_set = cli.max_wait.is_some();

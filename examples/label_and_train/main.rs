@@ -36,7 +36,10 @@ async fn main() -> ExitCode {
     let gold = match read_labels_path(&options.gold, "id_str", "label") {
         Ok(g) => g,
         Err(e) => {
-            return common::fail(&e, Some("check the --gold path (a CSV with id_str and label)"));
+            return common::fail(
+                &e,
+                Some("check the --gold path (a CSV with id_str and label)"),
+            );
         }
     };
     println!(

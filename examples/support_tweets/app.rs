@@ -497,7 +497,9 @@ where
         .filter(|e| matches!(e.stage, DeadLetterStage::Route | DeadLetterStage::Review))
         .map(|e| {
             (
-                e.route.clone().unwrap_or_else(|| e.stage.as_str().to_string()),
+                e.route
+                    .clone()
+                    .unwrap_or_else(|| e.stage.as_str().to_string()),
                 e.reason.clone(),
             )
         })

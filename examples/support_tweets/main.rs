@@ -379,7 +379,10 @@ fn print_summary(
     if !summary.undelivered.is_empty() {
         let mut by_route: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
         for (route, reason) in &summary.undelivered {
-            by_route.entry(route.as_str()).or_insert((0, reason.as_str())).0 += 1;
+            by_route
+                .entry(route.as_str())
+                .or_insert((0, reason.as_str()))
+                .0 += 1;
         }
         eprintln!(
             "hint: check the configuration of these routes (does the topic exist, in this region, \
@@ -391,7 +394,10 @@ fn print_summary(
             settings.dead_letter_path.display()
         );
         for (route, (n, reason)) in by_route {
-            eprintln!("  {route}: {n}, the first because: {}", snippet(reason, 160));
+            eprintln!(
+                "  {route}: {n}, the first because: {}",
+                snippet(reason, 160)
+            );
         }
         return Ok(ExitCode::from(app::EXIT_UNDELIVERED));
     }

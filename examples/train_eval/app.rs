@@ -56,10 +56,10 @@ pub struct Args {
     #[arg(long, value_name = "LABEL", value_parser = NonEmptyStringValueParser::new())]
     pub positive: Option<String>,
     /// Cost of a missed positive.
-    #[arg(long, value_name = "X", default_value_t = 10.0, value_parser = cost)]
+    #[arg(long, value_name = "X", default_value_t = 10.0, value_parser = cost, allow_negative_numbers = true)]
     pub fn_cost: f64,
     /// Cost of a false alarm.
-    #[arg(long, value_name = "X", default_value_t = 1.0, value_parser = cost)]
+    #[arg(long, value_name = "X", default_value_t = 1.0, value_parser = cost, allow_negative_numbers = true)]
     pub fp_cost: f64,
     /// Cross-validation folds for the threshold (at least 2).
     #[arg(long, value_name = "K", default_value_t = 5,
