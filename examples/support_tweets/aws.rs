@@ -607,7 +607,12 @@ impl fmt::Display for Deployment {
             for (route, arn) in &self.topics {
                 write!(f, "\n  {route:<19} -> {arn}")?;
             }
-            Ok(())
+            write!(
+                f,
+                "\n  message attributes route, label, score, record_id: SQS message attributes \
+                 for a subscription with RawMessageDelivery=true, else inside the body's JSON \
+                 under \"MessageAttributes\""
+            )
         }
     }
 }
