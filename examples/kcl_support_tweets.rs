@@ -4,8 +4,8 @@
 //! `streamsift::guide::kcl` for the `.properties` file.
 //!
 //! Environment: `MODEL_DIR` and `SNS_TOPIC_ARN` as for
-//! `lambda_support_tweets`; `DEAD_LETTER_PATH` (default
-//! `./dead-letter.jsonl`) for the JSON-lines dead-letter file. Logs go to
+//! `lambda_support_tweets`; `DEAD_LETTER_PATH` (required: there is no
+//! default) for the JSON-lines dead-letter file. Logs go to
 //! stderr (stdout is the protocol), level from `RUST_LOG` (default `info`).
 
 #[path = "support_tweets/app.rs"]

@@ -18,8 +18,11 @@
 //!   deadline (default 2000).
 //!
 //! Permanently bad records (not JSON, too large, corrupt KPL aggregates) go
-//! to the dead-letter route: an `ERROR` log line holding the whole
-//! dead-letter entry (payload in base64), kept by CloudWatch Logs.
+//! to the dead-letter route: an `ERROR` log line naming the record (id,
+//! shard, sequence number), the stage, kind and reason, kept by CloudWatch
+//! Logs. The payload is never logged (tweet text stays out of the logs); the
+//! record stays readable in the stream, by its sequence number, for the
+//! stream's retention period.
 
 #[path = "support_tweets/app.rs"]
 mod app;

@@ -8,7 +8,7 @@
 //!     --endpoint-url http://127.0.0.1:5000 --create-shards 2
 //! ```
 //!
-//! Options: `--stream NAME|ARN` (required), `--file PATH` (default
+//! Options (`--help` lists them): `--stream NAME|ARN` (required), `--file PATH` (default
 //! `examples/data/tweets.jsonl`), `--rate N/s` (also `N/m`, `N/h`; default
 //! `100/s`), `--endpoint-url URL`, `--region REGION` (default from the
 //! environment, else `us-east-1`), `--create-shards N` (create the stream
@@ -21,8 +21,15 @@
 //! pipeline reading the stream dead-letters them, which is what the demo
 //! shows. Progress is printed every second, and a summary at the end.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+use clap::Parser as _;
+use clap::builder::NonEmptyStringValueParser;
 
 use aws_sdk_kinesis::config::Credentials;
 use streamsift::kinesis::producer::{
@@ -30,23 +37,47 @@ use streamsift::kinesis::producer::{
 };
 use tokio::io::AsyncBufReadExt;
 
-const USAGE: &str = "usage: push_tweets --stream NAME|ARN [--file PATH] [--rate N/s] \
-[--endpoint-url URL] [--region REGION] [--create-shards N] [--aggregate] [--loop]";
-
 /// Sends at most this often; each send carries the records due since the
 /// last one.
 const TICK: Duration = Duration::from_millis(100);
 
-#[derive(Debug)]
+/// Replays a JSON-lines file of tweets into a Kinesis stream at a given rate.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "push_tweets",
+    after_help = "Logs: warnings and errors go to stderr; RUST_LOG=info (or debug) shows more. \
+Exit status: 0 when every record was accepted, 1 on an error, 2 on a bad command line."
+)]
 struct Args {
+    /// The stream (a name, or an ARN).
+    #[arg(long, value_name = "NAME|ARN", value_parser = NonEmptyStringValueParser::new())]
     stream: String,
+    /// The JSON-lines file to replay.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "examples/data/tweets.jsonl"
+    )]
     file: PathBuf,
-    /// Records per second.
+    /// Records per second (N/s), per minute (N/m) or per hour (N/h).
+    #[arg(long, value_name = "N/s", default_value = "100/s", value_parser = parse_rate)]
     rate: f64,
+    /// An emulator's URL (moto, kinesis-local); dummy credentials are used
+    /// when none are set.
+    #[arg(long, value_name = "URL", value_parser = NonEmptyStringValueParser::new())]
     endpoint_url: Option<String>,
+    /// The region [default: the environment's, else us-east-1].
+    #[arg(long, value_name = "REGION", value_parser = NonEmptyStringValueParser::new())]
     region: Option<String>,
+    /// Create the stream with N shards if it does not exist, and wait until
+    /// it is active.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
     create_shards: Option<i32>,
+    /// Aggregate records (KPL aggregation).
+    #[arg(long)]
     aggregate: bool,
+    /// Replay the file until Ctrl-C.
+    #[arg(long = "loop")]
     repeat: bool,
 }
 
@@ -72,61 +103,6 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     } else {
         Err(format!("--rate {s:?}: expected a positive rate"))
     }
-}
-
-fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
-    let mut stream = None;
-    let mut file = PathBuf::from("examples/data/tweets.jsonl");
-    let mut rate = 100.0;
-    let mut endpoint_url = None;
-    let mut region = None;
-    let mut create_shards = None;
-    let mut aggregate = false;
-    let mut repeat = false;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        // Both `--flag value` and `--flag=value`.
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
-        };
-        match flag.as_str() {
-            "--stream" => stream = Some(value()?),
-            "--file" => file = PathBuf::from(value()?),
-            "--rate" => rate = parse_rate(&value()?)?,
-            "--endpoint-url" => endpoint_url = Some(value()?),
-            "--region" => region = Some(value()?),
-            "--create-shards" => {
-                let v = value()?;
-                let n: i32 =
-                    v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                        format!("--create-shards {v:?}: expected a positive number")
-                    })?;
-                create_shards = Some(n);
-            }
-            "--aggregate" => aggregate = true,
-            "--loop" => repeat = true,
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
-    }
-    let stream = stream.ok_or_else(|| format!("--stream is required\n{USAGE}"))?;
-    Ok(Args {
-        stream,
-        file,
-        rate,
-        endpoint_url,
-        region,
-        create_shards,
-        aggregate,
-        repeat,
-    })
 }
 
 /// The tweet's `user.screen_name`, if the line is a JSON object with one
@@ -290,14 +266,22 @@ async fn ensure_stream(
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("{message}");
-            std::process::exit(2);
-        }
-    };
+async fn main() -> ExitCode {
+    common::init_tracing();
+    let args = Args::parse();
+    match run(args).await {
+        Ok(code) => code,
+        Err(e) => common::fail(
+            &*e,
+            Some(
+                "check --file, that the stream exists (or pass --create-shards), and that \
+                 the endpoint (--endpoint-url) is reachable",
+            ),
+        ),
+    }
+}
+
+async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let config = sdk_config(&args).await;
     if let Some(shards) = args.create_shards {
         if args.stream.starts_with("arn:") {
@@ -443,9 +427,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         totals.sent as f64 / elapsed.max(f64::EPSILON)
     );
     if totals.failed > 0 {
-        std::process::exit(1);
+        return Ok(ExitCode::FAILURE);
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
@@ -453,7 +437,8 @@ mod tests {
     use super::*;
 
     fn args(list: &[&str]) -> Result<Args, String> {
-        parse_args(list.iter().map(|s| s.to_string()))
+        Args::try_parse_from(std::iter::once("push_tweets").chain(list.iter().copied()))
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -468,7 +453,7 @@ mod tests {
     }
 
     #[test]
-    fn arguments_parse_by_hand() {
+    fn arguments_parse_with_clap() {
         let a = args(&[
             "--stream",
             "tweets",
@@ -490,13 +475,22 @@ mod tests {
         assert!(
             args(&["--rate", "1/s"])
                 .unwrap_err()
-                .contains("--stream is required")
+                .contains("--stream <NAME|ARN>")
         );
-        assert!(args(&["--stream"]).unwrap_err().contains("needs a value"));
+        assert!(
+            args(&["--stream"])
+                .unwrap_err()
+                .contains("a value is required")
+        );
         assert!(
             args(&["--stream", "s", "--bogus"])
                 .unwrap_err()
-                .contains("unknown argument")
+                .contains("unexpected argument '--bogus'")
+        );
+        assert!(
+            args(&["--stream", "s", "--rate", "10/d"])
+                .unwrap_err()
+                .contains("use /s, /m or /h")
         );
         assert!(args(&["--stream", "s", "--create-shards", "0"]).is_err());
     }

@@ -129,11 +129,19 @@ async fn no_labels_in_time_is_reported_not_hidden() {
 fn bad_arguments_are_clear() {
     let err = app::Options::parse(["--sample".to_string(), "many".to_string()]).unwrap_err();
     assert!(
-        err.to_string().contains("--sample expects a count"),
+        err.to_string()
+            .contains("invalid value 'many' for '--sample <N>'"),
         "{err}"
     );
     let err = app::Options::parse(["--bogus".to_string()]).unwrap_err();
-    assert!(err.to_string().contains("unknown option"), "{err}");
+    assert!(
+        err.to_string().contains("unexpected argument '--bogus'"),
+        "{err}"
+    );
+    let err = app::Options::parse(["--web", "--mturk"].map(String::from)).unwrap_err();
+    assert!(err.to_string().contains("cannot be used with"), "{err}");
+    let help = app::Options::parse(["--help".to_string()]).unwrap_err();
+    assert!(help.to_string().contains("--max-spend <USD>"), "{help}");
 }
 
 /// `--web`: the flow with the local labeling page, one person answering

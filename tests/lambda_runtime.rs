@@ -187,9 +187,32 @@ fn the_function_runs_under_lambda_runtime_against_a_local_runtime_api() {
     assert_eq!(emf[0]["RecordsIn"], 5);
     assert_eq!(emf[1]["DeadLettered"], 4);
     assert_eq!(emf[3]["NotStarted"], 5);
-    let dead_letters = lines
+    let dead_letters: Vec<&serde_json::Value> = lines
         .iter()
         .filter(|v| message(v).as_deref() == Some("dead-lettered record"))
-        .count();
-    assert_eq!(dead_letters, 4);
+        .collect();
+    assert_eq!(dead_letters.len(), 4);
+    // A dead letter's log line names the record, never its payload (the
+    // tweet text stays out of the logs).
+    let event: serde_json::Value =
+        serde_json::from_str(&fixture_text("malformed.json")).expect("fixture");
+    let payloads: Vec<&str> = event["Records"]
+        .as_array()
+        .expect("Records")
+        .iter()
+        .filter_map(|r| r["kinesis"]["data"].as_str())
+        .filter(|data| data.len() >= 4)
+        .collect();
+    assert!(!payloads.is_empty());
+    for line in dead_letters {
+        let fields = &line["fields"];
+        assert!(fields["record_id"].is_string(), "{line}");
+        assert!(fields["sequence"].is_string(), "{line}");
+        assert!(fields["kind"].is_string(), "{line}");
+        assert!(fields.get("payload").is_none() && fields.get("dead_letter").is_none());
+        let text = line.to_string();
+        for data in &payloads {
+            assert!(!text.contains(data), "the payload {data} is logged: {line}");
+        }
+    }
 }

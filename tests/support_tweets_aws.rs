@@ -429,21 +429,22 @@ async fn tweets_from_kinesis_reach_filtered_queues_on_one_topic() {
 
 #[test]
 fn flags_and_environment_variables_configure_the_stages() {
-    let mut options = AwsOptions::default();
-    let mut rest = vec![
-        "tweets".to_string(),
-        "problem_report=arn:aws:sns:us-east-1:123456789012:incidents".to_string(),
-    ]
-    .into_iter();
-    assert!(options.take("--kinesis-stream", &mut rest).unwrap());
-    assert!(options.take("--sns-topic-arn", &mut rest).unwrap());
-    assert!(options.take("--stop-at-tip", &mut rest).unwrap());
-    assert!(
-        options
-            .take("--endpoint-url=http://127.0.0.1:5000", &mut rest)
-            .unwrap()
-    );
-    assert!(!options.take("--retrain", &mut rest).unwrap());
+    use clap::Parser as _;
+    let cli = |args: &[&str]| {
+        app::Cli::try_parse_from(std::iter::once("support_tweets").chain(args.iter().copied()))
+    };
+    let parsed = cli(&[
+        "--kinesis-stream",
+        "tweets",
+        "--sns-topic-arn",
+        "problem_report=arn:aws:sns:us-east-1:123456789012:incidents",
+        "--stop-at-tip",
+        "--endpoint-url=http://127.0.0.1:5000",
+        "--retrain",
+    ])
+    .unwrap();
+    assert!(parsed.retrain, "the offline flags sit beside the AWS ones");
+    let mut options = parsed.aws;
     let env: HashMap<&str, &str> = HashMap::from([
         ("STREAMSIFT_KINESIS_STREAM", "ignored-the-flag-wins"),
         (
@@ -503,18 +504,20 @@ fn flags_and_environment_variables_configure_the_stages() {
         .fill_from_env(|k| (k == "STREAMSIFT_STOP_AT_TIP").then(|| "maybe".to_string()))
         .unwrap_err();
     assert!(err.to_string().contains("STREAMSIFT_STOP_AT_TIP"), "{err}");
-    let mut twice = AwsOptions::default();
-    let mut rest = vec![
-        "arn:aws:sns:us-east-1:1:a".to_string(),
-        "arn:aws:sns:us-east-1:1:b".to_string(),
-    ]
-    .into_iter();
-    twice.take("--sns-topic-arn", &mut rest).unwrap();
-    twice.take("--sns-topic-arn", &mut rest).unwrap();
-    assert!(twice.check().is_err());
-    let mut missing = AwsOptions::default();
-    let err = missing
-        .take("--kinesis-stream", &mut std::iter::empty())
-        .unwrap_err();
-    assert!(err.to_string().contains("--kinesis-stream NAME"), "{err}");
+    let twice = cli(&[
+        "--sns-topic-arn",
+        "arn:aws:sns:us-east-1:1:a",
+        "--sns-topic-arn",
+        "arn:aws:sns:us-east-1:1:b",
+    ])
+    .unwrap();
+    assert!(twice.aws.check().is_err());
+    let err = cli(&["--kinesis-stream"]).unwrap_err().to_string();
+    assert!(err.contains("--kinesis-stream <NAME>"), "{err}");
+    let err = cli(&["--sns-topic-arn", "billing=arn:aws:sns:us-east-1:1:b"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("there is no route"), "{err}");
+    let err = cli(&["--region", ""]).unwrap_err().to_string();
+    assert!(err.contains("--region <REGION>"), "{err}");
 }

@@ -38,30 +38,74 @@ pub const HOLDOUT: f64 = 0.3;
 /// Cross-validation folds for the threshold.
 pub const FOLDS: usize = 5;
 
-/// How to call the example.
-pub const USAGE: &str = "\
-usage: label_and_train [options]
+/// What `--help` ends with.
+const AFTER_HELP: &str = "\
+Offline (the default) a SimulatedCrowd labels: 3 answers per tweet from 10 \
+workers, 3 of them spammers.
 
-  --tweets FILE      the unlabeled stream, JSON lines of tweets [examples/data/tweets.jsonl]
-  --gold FILE        gold labels (id_str,label): the simulated crowd's truth, and
-                     what the model is measured against [examples/data/labels.csv]
-  --out DIR          where the outputs go [target/label_and_train]
-  --sample N         tweets sampled from the stream, 0 for all [600]
-  --seed N           seed of the sample, the crowd and training [7]
-  --majority         aggregate by majority vote instead of Dawid-Skene
-  --web              label on the local web page instead (needs --features label-ui);
-                     the URL with its access token is printed at start
-  --answers K        with --web: answers per tweet, from different people [1];
-                     below 3, the answers are aggregated by majority vote
-  --mturk            send HITs to the Mechanical Turk sandbox instead (needs
-                     --features mturk and AWS credentials of a requester account);
-                     keep --sample small: each tweet is one HIT of 3 assignments
-  --max-spend USD    with --mturk: the most the HITs may commit, fees included [5.00]
-  --max-wait SECS    with --web or --mturk: stop collecting after this long [28800]
-  -h, --help         this text
+Logs: warnings and errors go to stderr; RUST_LOG=info (or debug) shows more. \
+Exit status: 0 on success, 1 on an error (printed with a hint), 2 on a bad \
+command line.";
 
-Offline (the default) a SimulatedCrowd labels: 3 answers per tweet from 10
-workers, 3 of them spammers.";
+/// label_and_train's command line.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(
+    name = "label_and_train",
+    about = "Build a labeled dataset from the unlabeled stream and train the local model on it.",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// The unlabeled stream, JSON lines of tweets [default: examples/data/tweets.jsonl].
+    #[arg(long, value_name = "FILE")]
+    pub tweets: Option<PathBuf>,
+    /// Gold labels (id_str,label): the simulated crowd's truth, and what the
+    /// model is measured against [default: examples/data/labels.csv].
+    #[arg(long, value_name = "FILE")]
+    pub gold: Option<PathBuf>,
+    /// Where the outputs go [default: target/label_and_train].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Tweets sampled from the stream, 0 for all.
+    #[arg(long, value_name = "N", default_value_t = 600)]
+    pub sample: usize,
+    /// Seed of the sample, the crowd and training.
+    #[arg(long, value_name = "N", default_value_t = 7)]
+    pub seed: u64,
+    /// Aggregate by majority vote instead of Dawid-Skene.
+    #[arg(long)]
+    pub majority: bool,
+    /// Label on the local web page instead (needs --features label-ui); the
+    /// URL with its access token is printed at start.
+    #[arg(long, conflicts_with = "mturk")]
+    pub web: bool,
+    /// With --web: answers per tweet, from different people; below 3, the
+    /// answers are aggregated by majority vote.
+    #[arg(long, value_name = "K", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub answers: u32,
+    /// Send HITs to the Mechanical Turk sandbox instead (needs --features
+    /// mturk and AWS credentials of a requester account); keep --sample
+    /// small: each tweet is one HIT of 3 assignments.
+    #[arg(long)]
+    pub mturk: bool,
+    /// With --mturk: the most the HITs may commit, fees included, in dollars.
+    #[arg(long, value_name = "USD", default_value = "5.00", value_parser = parse_dollars)]
+    pub max_spend: u64,
+    /// With --web or --mturk: stop collecting after this many seconds
+    /// [default: 28800; offline: 60].
+    #[arg(long, value_name = "SECS")]
+    pub max_wait: Option<u64>,
+}
+
+/// `--max-spend`: dollars such as `5.00` or `$5` to cents.
+fn parse_dollars(v: &str) -> Result<u64, String> {
+    v.trim_start_matches('$')
+        .parse::<f64>()
+        .ok()
+        .filter(|d| d.is_finite() && *d >= 0.0)
+        .map(|d| (d * 100.0).round() as u64)
+        .ok_or_else(|| format!("expected dollars such as 5.00, found {v:?}"))
+}
 
 /// How answers become one label per item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -128,9 +172,7 @@ impl Default for Options {
 /// Why the flow stopped.
 #[derive(Debug)]
 pub enum AppError {
-    /// `--help` was asked.
-    Help,
-    /// A bad command line.
+    /// A bad command line (clap's message, usage included).
     Usage(String),
     /// Reading the stream or the gold labels failed.
     Data(streamsift::local::DatasetError),
@@ -152,8 +194,7 @@ pub enum AppError {
 impl fmt::Display for AppError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AppError::Help => f.write_str(USAGE),
-            AppError::Usage(m) => write!(f, "{m}\n\n{USAGE}"),
+            AppError::Usage(m) => f.write_str(m.trim_end()),
             AppError::Data(e) => write!(f, "reading the data: {e}"),
             AppError::Label(e) => write!(f, "labeling: {e}"),
             AppError::TooFewLabels(m) => write!(f, "too few labels to train: {m}"),
@@ -178,72 +219,37 @@ impl From<streamsift::local::DatasetError> for AppError {
 }
 
 impl Options {
-    /// Parses the command line (without the program name).
+    /// Parses a command line (without the program name), as the binary
+    /// does: `--help` and mistakes are [`AppError::Usage`] with clap's text.
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, AppError> {
-        let mut o = Options::default();
-        let mut max_wait_set = false;
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            let mut value = |name: &str| {
-                args.next()
-                    .ok_or_else(|| AppError::Usage(format!("{name} needs a value")))
-            };
-            match arg.as_str() {
-                "-h" | "--help" => return Err(AppError::Help),
-                "--tweets" => o.tweets = value("--tweets")?.into(),
-                "--gold" => o.gold = value("--gold")?.into(),
-                "--out" => o.out = value("--out")?.into(),
-                "--sample" => {
-                    let v = value("--sample")?;
-                    o.sample = v.parse().map_err(|_| {
-                        AppError::Usage(format!("--sample expects a count, found {v:?}"))
-                    })?;
-                }
-                "--seed" => {
-                    let v = value("--seed")?;
-                    o.seed = v.parse().map_err(|_| {
-                        AppError::Usage(format!("--seed expects an integer, found {v:?}"))
-                    })?;
-                }
-                "--majority" => o.method = Method::Majority,
-                "--web" => o.web = true,
-                "--answers" => {
-                    let v = value("--answers")?;
-                    o.answers = v.parse().ok().filter(|k| *k >= 1).ok_or_else(|| {
-                        AppError::Usage(format!(
-                            "--answers expects a count of at least 1, found {v:?}"
-                        ))
-                    })?;
-                }
-                "--mturk" => o.mturk = true,
-                "--max-spend" => {
-                    let v = value("--max-spend")?;
-                    let dollars: f64 = v
-                        .trim_start_matches('$')
-                        .parse()
-                        .ok()
-                        .filter(|d: &f64| d.is_finite() && *d >= 0.0)
-                        .ok_or_else(|| {
-                            AppError::Usage(format!(
-                                "--max-spend expects dollars such as 5.00, found {v:?}"
-                            ))
-                        })?;
-                    o.max_spend_cents = (dollars * 100.0).round() as u64;
-                }
-                "--max-wait" => {
-                    let v = value("--max-wait")?;
-                    let secs: u64 = v.parse().map_err(|_| {
-                        AppError::Usage(format!("--max-wait expects seconds, found {v:?}"))
-                    })?;
-                    o.max_wait = Duration::from_secs(secs);
-                    max_wait_set = true;
-                }
-                other => return Err(AppError::Usage(format!("unknown option {other:?}"))),
-            }
-        }
-        if o.web && o.mturk {
-            return Err(AppError::Usage("choose one of --web and --mturk".into()));
-        }
+        use clap::Parser as _;
+        let cli = Cli::try_parse_from(std::iter::once("label_and_train".to_string()).chain(args))
+            .map_err(|e| AppError::Usage(e.to_string()))?;
+        Ok(Options::from_cli(cli))
+    }
+
+    /// The options of a parsed command line.
+    pub fn from_cli(cli: Cli) -> Options {
+        let defaults = Options::default();
+        let mut o = Options {
+            tweets: cli.tweets.unwrap_or(defaults.tweets),
+            gold: cli.gold.unwrap_or(defaults.gold),
+            out: cli.out.unwrap_or(defaults.out),
+            sample: cli.sample,
+            seed: cli.seed,
+            method: if cli.majority {
+                Method::Majority
+            } else {
+                Method::DawidSkene
+            },
+            web: cli.web,
+            answers: cli.answers as usize,
+            mturk: cli.mturk,
+            max_spend_cents: cli.max_spend,
+            max_wait: cli.max_wait.map_or(defaults.max_wait, Duration::from_secs),
+            ..defaults
+        };
+        let max_wait_set = cli.max_wait.is_some();
         if o.mturk {
             // Workers take minutes to hours: poll every 30 s.
             o.poll = Duration::from_secs(30);
@@ -267,7 +273,7 @@ impl Options {
                 o.method = Method::Majority;
             }
         }
-        Ok(o)
+        o
     }
 }
 

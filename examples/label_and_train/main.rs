@@ -14,24 +14,19 @@
 //! labels on a held-out 30%.
 
 mod app;
+#[path = "../common/mod.rs"]
+mod common;
 
 use std::process::ExitCode;
+
+use clap::Parser as _;
 
 use streamsift::local::read_labels_path;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let options = match app::Options::parse(std::env::args().skip(1)) {
-        Ok(o) => o,
-        Err(app::AppError::Help) => {
-            println!("{}", app::USAGE);
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    common::init_tracing();
+    let options = app::Options::from_cli(app::Cli::parse());
     if options.web {
         return web(&options).await;
     }
@@ -41,8 +36,10 @@ async fn main() -> ExitCode {
     let gold = match read_labels_path(&options.gold, "id_str", "label") {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("error: reading the gold labels: {e}");
-            return ExitCode::FAILURE;
+            return common::fail(
+                &e,
+                Some("check the --gold path (a CSV with id_str and label)"),
+            );
         }
     };
     println!(
@@ -68,8 +65,7 @@ async fn web(options: &app::Options) -> ExitCode {
     use streamsift::local::Example;
 
     if let Err(e) = std::fs::create_dir_all(&options.out) {
-        eprintln!("error: creating {}: {e}", options.out.display());
-        return ExitCode::FAILURE;
+        return common::fail(&e, Some("check that the --out directory can be created"));
     }
     let dataset = options.out.join("web-labels.jsonl");
     let labeler = match LocalWebLabelerBuilder::new(&dataset, app::CATEGORIES)
@@ -80,8 +76,7 @@ async fn web(options: &app::Options) -> ExitCode {
     {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: starting the labeling page: {e}");
-            return ExitCode::FAILURE;
+            return common::fail(&e, Some("the labeling page could not start"));
         }
     };
     println!(
@@ -100,8 +95,8 @@ async fn web(options: &app::Options) -> ExitCode {
 #[cfg(not(feature = "label-ui"))]
 async fn web(_: &app::Options) -> ExitCode {
     eprintln!(
-        "error: --web needs the labeling page (LocalWebLabeler); run \
-         `cargo run --features label-ui --example label_and_train -- --web`"
+        "hint: run `cargo run --features label-ui --example label_and_train -- --web`\n\
+         error: --web needs the labeling page (LocalWebLabeler), built with feature label-ui"
     );
     ExitCode::from(2)
 }
@@ -127,8 +122,8 @@ async fn mturk(options: &app::Options) -> ExitCode {
 #[cfg(not(feature = "mturk"))]
 async fn mturk(_: &app::Options) -> ExitCode {
     eprintln!(
-        "error: --mturk needs the Mechanical Turk labeler; run \
-         `cargo run --features mturk --example label_and_train -- --mturk --sample 40`"
+        "hint: run `cargo run --features mturk --example label_and_train -- --mturk --sample 40`\n\
+         error: --mturk needs the Mechanical Turk labeler, built with feature mturk"
     );
     ExitCode::from(2)
 }
@@ -141,10 +136,10 @@ fn finish(result: Result<app::Outcome, app::AppError>, started: std::time::Insta
             println!("done in {:.1} s", started.elapsed().as_secs_f64());
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => common::fail(
+            &e,
+            Some("check the input files (--tweets, --gold) and that --out is writable"),
+        ),
     }
 }
 

@@ -34,8 +34,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         load_ms = started.elapsed().as_millis() as u64,
         "model loaded"
     );
-    let dead_letter_path =
-        std::env::var("DEAD_LETTER_PATH").unwrap_or_else(|_| "dead-letter.jsonl".into());
+    // No default: under the daemon the working directory is the daemon's,
+    // and a file appearing there would be a surprise.
+    let dead_letter_path = std::env::var_os("DEAD_LETTER_PATH")
+        .filter(|p| !p.is_empty())
+        .ok_or(
+            "DEAD_LETTER_PATH is not set; set it in the daemon's environment to the JSON-lines \
+             file where records that cannot be processed are kept (its directory must exist)",
+        )?;
     let processor = streamsift::batch::builder()
         .json::<Tweet>()
         .classify(Triage::new(&models))

@@ -9,7 +9,12 @@ use super::{load_models, notifier};
 use streamsift::lambda::KinesisHandler;
 use streamsift::{DeadLetter, DeadLetterEntry, DeadLetterError, DeadLetterSink};
 
-/// The dead-letter route: one `ERROR` log line per dead letter.
+/// The dead-letter route: one `ERROR` log line per dead letter, naming the
+/// record (id, shard, sequence number), the stage, the kind and the reason,
+/// never the payload: tweet text stays out of the logs. The record itself
+/// stays in the stream (for its retention period) under that sequence
+/// number; issue 15 gives Lambda a sink that keeps payloads (an on-failure
+/// destination).
 #[derive(Debug)]
 struct LogDeadLetter;
 
@@ -17,10 +22,18 @@ struct LogDeadLetter;
 impl DeadLetterSink for LogDeadLetter {
     async fn store(&self, dead_letter: &DeadLetter) -> Result<(), DeadLetterError> {
         let entry = DeadLetterEntry::from_dead_letter(dead_letter);
-        let json = serde_json::to_string(&entry).map_err(|e| {
-            DeadLetterError::permanent(format!("dead letter could not be serialized: {e}"))
-        })?;
-        tracing::error!(dead_letter = %json, "dead-lettered record");
+        tracing::error!(
+            record_id = %entry.id,
+            shard = %entry.shard,
+            sequence = %entry.sequence,
+            stage = entry.stage.as_str(),
+            kind = %entry.kind,
+            class = %entry.class,
+            attempts = entry.attempts,
+            route = entry.route.as_deref().unwrap_or("-"),
+            reason = %entry.reason,
+            "dead-lettered record"
+        );
         Ok(())
     }
 }

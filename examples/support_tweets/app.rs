@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use streamsift::dead_letter::Stage as DeadLetterStage;
 use streamsift::fakes::{FaultKind, FaultPlan, Faulty, MemorySource};
 use streamsift::{
     Classifier, Delivery, JsonLinesDeadLetter, Label, Pipeline, REVIEW_ROUTE, Receipt, RouteError,
@@ -143,6 +144,70 @@ impl Router<Tweet> for Inboxes {
     }
 }
 
+/// Exit status of a run that finished but could not deliver some
+/// notifications (records dead-lettered at the route or review stage).
+pub const EXIT_UNDELIVERED: u8 = 3;
+
+/// What `--help` ends with: the environment variables and the exit codes.
+#[cfg(feature = "aws")]
+const AFTER_HELP: &str = "\
+Each AWS flag can be set by its variable instead (STREAMSIFT_KINESIS_STREAM, \
+STREAMSIFT_CHECKPOINT_DIR, STREAMSIFT_CHECKPOINT_TABLE, STREAMSIFT_FROM_START, \
+STREAMSIFT_STOP_AT_TIP, STREAMSIFT_ML_MODEL_ID, STREAMSIFT_SAGEMAKER_ENDPOINT, \
+STREAMSIFT_SNS_TOPIC_ARN (comma-separated), STREAMSIFT_ENDPOINT_URL, STREAMSIFT_REGION); \
+a flag wins over its variable. Without a stage flag the run is the offline one.
+
+SNS messages carry the `route` and `label` message attributes. An SQS queue \
+subscribed with RawMessageDelivery=true sees them as SQS message attributes; \
+with the default (envelope) delivery they sit inside the body's JSON, under \
+\"MessageAttributes\".
+
+Logs: warnings and errors go to stderr; RUST_LOG=info (or debug) shows more.
+
+Exit status: 0 when every record was delivered, dropped as noise or \
+dead-lettered as malformed input; 1 on an error (printed with a hint); \
+2 on a bad command line; 3 when the run finished but some notifications \
+could not be delivered (records dead-lettered at the route or review stage, \
+for example an SNS topic that does not exist): the dead-letter file holds them.";
+#[cfg(not(feature = "aws"))]
+const AFTER_HELP: &str = "\
+The AWS flags (--kinesis-stream, --sns-topic-arn, --endpoint-url, ...) need \
+`--features aws`.
+
+Logs: warnings and errors go to stderr; RUST_LOG=info (or debug) shows more.
+
+Exit status: 0 when every record was delivered, dropped as noise or \
+dead-lettered as malformed input; 1 on an error (printed with a hint); \
+2 on a bad command line; 3 when the run finished but some notifications \
+could not be delivered (records dead-lettered at the route or review stage): \
+the dead-letter file holds them.";
+
+/// support_tweets' command line.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(
+    name = "support_tweets",
+    about = "Triage of support tweets: classify a stream of tweets and notify the right team.",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// Train the models even if the bundled model files are fresh.
+    #[arg(long)]
+    pub retrain: bool,
+    /// Train the models and save them as the bundled files
+    /// (examples/data/support_*.model.json); implies --retrain.
+    #[arg(long)]
+    pub write_model: bool,
+    /// Where dead letters go, as JSON lines; an earlier run's file is moved
+    /// aside, never deleted. Else STREAMSIFT_DEAD_LETTER, else
+    /// $TMPDIR/streamsift-support-tweets/dead-letter.jsonl.
+    #[arg(long, value_name = "PATH")]
+    pub dead_letter: Option<PathBuf>,
+    /// The AWS stages.
+    #[cfg(feature = "aws")]
+    #[command(flatten)]
+    pub aws: aws::AwsOptions,
+}
+
 /// Settings of one run.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -228,6 +293,10 @@ pub struct Summary {
     pub review_noise: usize,
     /// Dead letters read back from the file: (kind, reason).
     pub dead_letters: Vec<(String, String)>,
+    /// Of those, the ones a router or the review route could not deliver
+    /// (stage `route` or `review`): (route, reason). A topic that does not
+    /// exist ends here; see [`EXIT_UNDELIVERED`].
+    pub undelivered: Vec<(String, String)>,
     /// Where an earlier run's dead-letter file was moved (it is never
     /// deleted), if there was one.
     pub rotated_dead_letters: Option<PathBuf>,
@@ -420,14 +489,24 @@ where
         .map(|(id, l)| (id.clone(), l.clone()))
         .collect();
     let (h_teams, h_reached, h_gold, h_review_noise) = score(&inboxes, &held_out_gold);
-    let dead_letters = if settings.dead_letter_path.exists() {
+    let entries = if settings.dead_letter_path.exists() {
         JsonLinesDeadLetter::read_entries(&settings.dead_letter_path)?
-            .into_iter()
-            .map(|e| (e.kind, e.reason))
-            .collect()
     } else {
         Vec::new()
     };
+    let undelivered = entries
+        .iter()
+        .filter(|e| matches!(e.stage, DeadLetterStage::Route | DeadLetterStage::Review))
+        .map(|e| {
+            (
+                e.route
+                    .clone()
+                    .unwrap_or_else(|| e.stage.as_str().to_string()),
+                e.reason.clone(),
+            )
+        })
+        .collect();
+    let dead_letters = entries.into_iter().map(|e| (e.kind, e.reason)).collect();
     let secs = report.elapsed.as_secs_f64().max(1e-9);
     Ok(Summary {
         records_per_sec: report.stats.records_in as f64 / secs,
@@ -446,6 +525,7 @@ where
         actionable_gold,
         review_noise,
         dead_letters,
+        undelivered,
         rotated_dead_letters,
     })
 }

@@ -30,6 +30,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use aws_sdk_kinesis::config::Credentials;
+use clap::builder::NonEmptyStringValueParser;
 use streamsift::checkpoint::FileCheckpointStore;
 use streamsift::checkpoint::dynamodb::DynamoDbCheckpointStore;
 use streamsift::kinesis::{KinesisSource, StartPosition, StreamRef};
@@ -79,14 +80,6 @@ pub fn known_routes() -> Vec<String> {
 /// A command-line or environment setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ArgError {
-    /// A flag given without its value.
-    #[error("{flag} needs a value: {flag} {expected}")]
-    MissingValue {
-        /// The flag.
-        flag: String,
-        /// What the value looks like.
-        expected: &'static str,
-    },
     /// A topic given to a route that does not exist.
     #[error(
         "--sns-topic-arn {given:?}: there is no route {route:?}; expected ARN (every route) or \
@@ -192,31 +185,46 @@ impl TopicArg {
     }
 }
 
-/// The AWS side of one run: which stages use which service.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The AWS side of one run: which stages use which service. These are
+/// support_tweets' AWS flags (`--help` prints this text); each has an
+/// environment variable, read by [`AwsOptions::fill_from_env`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args)]
+#[command(next_help_heading = "AWS stages (each off unless given)")]
 pub struct AwsOptions {
-    /// Read from this Kinesis stream (name or ARN) instead of the bundled
-    /// file.
+    /// Read tweets from this Kinesis stream (name or ARN) instead of the
+    /// bundled file.
+    #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new())]
     pub kinesis_stream: Option<String>,
-    /// The file checkpoint store's directory (default:
-    /// `$TMPDIR/streamsift-support-tweets/checkpoints`).
+    /// The file checkpoint store's directory [default:
+    /// $TMPDIR/streamsift-support-tweets/checkpoints].
+    #[arg(long, value_name = "DIR")]
     pub checkpoint_dir: Option<PathBuf>,
-    /// A DynamoDB lease table for the checkpoints instead of files; created
-    /// if missing.
+    /// Keep checkpoints in this DynamoDB lease table instead of files
+    /// (created if missing).
+    #[arg(long, value_name = "TABLE", value_parser = NonEmptyStringValueParser::new())]
     pub checkpoint_table: Option<String>,
-    /// Shards with no checkpoint start at the oldest record, not the newest.
+    /// A shard with no checkpoint starts at the oldest record (else the
+    /// newest); a shard with one resumes after it.
+    #[arg(long)]
     pub from_start: bool,
     /// End the run when every shard has been read to its tip.
+    #[arg(long)]
     pub stop_at_tip: bool,
     /// Classify with this Amazon ML realtime model.
+    #[arg(long, value_name = "MODEL_ID", value_parser = NonEmptyStringValueParser::new())]
     pub ml_model_id: Option<String>,
     /// Classify with this SageMaker endpoint.
+    #[arg(long, value_name = "ENDPOINT_NAME", value_parser = NonEmptyStringValueParser::new())]
     pub sagemaker_endpoint: Option<String>,
-    /// SNS topics, in the order given.
+    /// Publish to SNS: ARN for every route, ROUTE=ARN for one route;
+    /// repeatable. Routes: the team labels, review, actionable.
+    #[arg(long = "sns-topic-arn", value_name = "[ROUTE=]ARN", value_parser = TopicArg::parse)]
     pub sns_topics: Vec<TopicArg>,
-    /// An emulator's URL, for every AWS client.
+    /// An emulator's URL (moto, kinesis-local), for every AWS client.
+    #[arg(long, value_name = "URL", value_parser = NonEmptyStringValueParser::new())]
     pub endpoint_url: Option<String>,
-    /// The AWS region.
+    /// The AWS region [default: the SDK's chain, else us-east-1].
+    #[arg(long, value_name = "REGION", value_parser = NonEmptyStringValueParser::new())]
     pub region: Option<String>,
 }
 
@@ -232,53 +240,6 @@ impl AwsOptions {
     /// Whether a remote model (Amazon ML or SageMaker) classifies.
     pub fn uses_remote_classifier(&self) -> bool {
         self.ml_model_id.is_some() || self.sagemaker_endpoint.is_some()
-    }
-
-    /// Takes `arg` (and its value from `rest`) if it is one of this
-    /// module's flags; `Ok(false)` if it is not. Accepts `--flag value` and
-    /// `--flag=value`.
-    pub fn take(
-        &mut self,
-        arg: &str,
-        rest: &mut impl Iterator<Item = String>,
-    ) -> Result<bool, ArgError> {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg, None),
-        };
-        let mut value = |expected: &'static str| -> Result<String, ArgError> {
-            let v = inline
-                .clone()
-                .or_else(|| rest.next())
-                .ok_or(ArgError::MissingValue {
-                    flag: flag.to_string(),
-                    expected,
-                })?;
-            if v.trim().is_empty() {
-                return Err(ArgError::Empty {
-                    flag: flag.to_string(),
-                    expected,
-                });
-            }
-            Ok(v)
-        };
-        match flag {
-            "--kinesis-stream" => self.kinesis_stream = Some(value("NAME or ARN")?),
-            "--checkpoint-dir" => self.checkpoint_dir = Some(value("DIR")?.into()),
-            "--checkpoint-table" => self.checkpoint_table = Some(value("TABLE")?),
-            "--from-start" => self.from_start = true,
-            "--stop-at-tip" => self.stop_at_tip = true,
-            "--ml-model-id" => self.ml_model_id = Some(value("MODEL_ID")?),
-            "--sagemaker-endpoint" => self.sagemaker_endpoint = Some(value("ENDPOINT_NAME")?),
-            "--sns-topic-arn" => {
-                let v = value("ARN or ROUTE=ARN")?;
-                self.sns_topics.push(TopicArg::parse(&v)?);
-            }
-            "--endpoint-url" => self.endpoint_url = Some(value("URL")?),
-            "--region" => self.region = Some(value("REGION")?),
-            _ => return Ok(false),
-        }
-        Ok(true)
     }
 
     /// Fills what no flag set from the environment (`env` looks a variable
@@ -646,7 +607,12 @@ impl fmt::Display for Deployment {
             for (route, arn) in &self.topics {
                 write!(f, "\n  {route:<19} -> {arn}")?;
             }
-            Ok(())
+            write!(
+                f,
+                "\n  message attributes route, label, score, record_id: SQS message attributes \
+                 for a subscription with RawMessageDelivery=true, else inside the body's JSON \
+                 under \"MessageAttributes\""
+            )
         }
     }
 }
@@ -678,9 +644,9 @@ pub async fn run(
                 source: format!(
                     "Kinesis stream {stream} ({}; checkpoints in {})",
                     if options.from_start {
-                        "from the oldest record"
+                        "resuming after its checkpoints; a shard without one starts at the oldest record"
                     } else {
-                        "from the newest record"
+                        "resuming after its checkpoints; a shard without one starts at the newest record"
                     },
                     match &options.checkpoint_table {
                         Some(t) => format!("DynamoDB table {t}"),

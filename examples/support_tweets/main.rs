@@ -6,10 +6,13 @@
 //! with a summary measured against the bundled gold labels. Ctrl-C stops it
 //! gracefully (drain, commit, report).
 //!
-//! Options: `--retrain` trains the models even if the bundled model files are
-//! fresh; `--write-model` trains them and saves them as the bundled files
-//! (`examples/data/support_*.model.json`); `--dead-letter PATH` (or
-//! `STREAMSIFT_DEAD_LETTER`) says where dead letters go.
+//! `--help` lists the options: `--retrain` trains the models even if the
+//! bundled model files are fresh; `--write-model` trains them and saves them
+//! as the bundled files (`examples/data/support_*.model.json`);
+//! `--dead-letter PATH` (or `STREAMSIFT_DEAD_LETTER`) says where dead
+//! letters go. Warnings go to stderr (`RUST_LOG` for more); an error is
+//! printed with a hint and exits 1; a run that could not deliver some
+//! notifications exits 3.
 //!
 //! With `--features aws`, flags move stages to AWS: `--kinesis-stream`,
 //! `--ml-model-id` or `--sagemaker-endpoint`, `--sns-topic-arn [ROUTE=]ARN`,
@@ -17,9 +20,14 @@
 //! (see `aws.rs` and the guide `streamsift::guide::aws`). Without them, the run
 //! is the offline one.
 
-mod app;
+pub mod app;
+#[path = "../common/mod.rs"]
+mod common;
 
 use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use clap::Parser as _;
 use std::fmt::Write as _;
 
 use streamsift::{REVIEW_ROUTE, Shutdown};
@@ -111,16 +119,44 @@ fn file_name(path: &std::path::Path) -> String {
 /// [`app::Settings`].
 const ENV_DEAD_LETTER: &str = "STREAMSIFT_DEAD_LETTER";
 
-#[cfg(feature = "aws")]
-const USAGE: &str = "expected --retrain, --write-model, --dead-letter PATH, --kinesis-stream NAME, \
---checkpoint-dir DIR, --checkpoint-table TABLE, --from-start, --stop-at-tip, --ml-model-id ID, \
---sagemaker-endpoint NAME, --sns-topic-arn [ROUTE=]ARN, --endpoint-url URL or --region REGION";
-#[cfg(not(feature = "aws"))]
-const USAGE: &str = "expected --retrain, --write-model or --dead-letter PATH \
-(the AWS flags need `--features aws`)";
-
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
+    main_with(std::env::args_os()).await
+}
+
+/// The whole program, for a command line (the program name first): what
+/// `main` runs, and what the tests run in a child process.
+pub async fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    common::init_tracing();
+    let cli = match app::Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => common::fail(&*e, hint_for(&*e)),
+    }
+}
+
+/// What to do about an error that stopped the run.
+fn hint_for(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    #[cfg(feature = "aws")]
+    if error.downcast_ref::<app::aws::SetupError>().is_some() {
+        return Some(
+            "check that the service (or the emulator at --endpoint-url) is reachable, \
+             the names and ARNs exist in that region, and the credentials may use them",
+        );
+    }
+    if error.downcast_ref::<std::io::Error>().is_some() {
+        return Some("check that the --dead-letter path's directory can be created and written");
+    }
+    None
+}
+
+async fn run(cli: app::Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let shutdown = Shutdown::new();
     let on_ctrl_c = shutdown.clone();
     tokio::spawn(async move {
@@ -130,37 +166,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let mut settings = app::Settings::default();
-    let mut write_model = false;
-    let mut dead_letter = None;
-    #[cfg(feature = "aws")]
-    let mut aws_options = app::aws::AwsOptions::default();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--retrain" => settings.retrain = true,
-            "--write-model" => {
-                settings.retrain = true;
-                write_model = true;
-            }
-            "--dead-letter" => match args.next() {
-                Some(path) if !path.is_empty() => dead_letter = Some(path),
-                _ => return Err("--dead-letter needs a value: --dead-letter PATH".into()),
-            },
-            other => {
-                #[cfg(feature = "aws")]
-                if aws_options.take(other, &mut args)? {
-                    continue;
-                }
-                return Err(format!("unknown argument `{other}`; {USAGE}").into());
-            }
-        }
-    }
-    if let Some(path) = dead_letter.or_else(|| std::env::var(ENV_DEAD_LETTER).ok()) {
-        settings.dead_letter_path = path.into();
+    let mut settings = app::Settings {
+        retrain: cli.retrain || cli.write_model,
+        ..app::Settings::default()
+    };
+    let write_model = cli.write_model;
+    let from_env = std::env::var_os(ENV_DEAD_LETTER).filter(|v| !v.is_empty());
+    if let Some(path) = cli.dead_letter.or(from_env.map(Into::into)) {
+        settings.dead_letter_path = path;
     }
     #[cfg(feature = "aws")]
-    aws_options.fill_from_env(|var| std::env::var(var).ok())?;
+    let aws_options = {
+        let mut options = cli.aws;
+        options.fill_from_env(|var| std::env::var(var).ok())?;
+        options
+    };
     #[cfg(feature = "aws")]
     let (on_aws, remote_model) = (aws_options.uses_aws(), aws_options.uses_remote_classifier());
     #[cfg(not(feature = "aws"))]
@@ -209,7 +229,16 @@ fn print_summary(
     settings: &app::Settings,
     summary: &app::Summary,
     topics: &BTreeMap<String, String>,
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let stats = &summary.report.stats;
+    if stats.records_in == 0 {
+        // A drained stream: scores over nothing would read as 0% recall.
+        println!(
+            "nothing new since the last checkpoint: 0 records read, nothing published ({:.1} s)",
+            summary.report.elapsed.as_secs_f64()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let published = |route: &str| {
         topics
             .get(route)
@@ -281,8 +310,15 @@ fn print_summary(
         )?;
     }
     print!("{out}");
+    if !topics.is_empty() {
+        // Counted by this run (what SNS accepted), so docs need not copy them.
+        println!("\n== Published to SNS by this run");
+        for (route, arn) in topics {
+            let n = summary.inboxes.get(route.as_str()).map_or(0, Vec::len);
+            println!("  {route:<19} {n:>5} messages -> {arn}");
+        }
+    }
 
-    let stats = &summary.report.stats;
     println!("\n== Summary");
     println!("lines in stream       {:>8}", summary.lines);
     println!("records processed     {:>8}", stats.records_in);
@@ -340,5 +376,30 @@ fn print_summary(
     if !stats.reconciles() {
         return Err("the run report does not reconcile".into());
     }
-    Ok(())
+    if !summary.undelivered.is_empty() {
+        let mut by_route: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
+        for (route, reason) in &summary.undelivered {
+            by_route
+                .entry(route.as_str())
+                .or_insert((0, reason.as_str()))
+                .0 += 1;
+        }
+        eprintln!(
+            "hint: check the configuration of these routes (does the topic exist, in this region, \
+             and may these credentials publish to it?), then replay the dead letters"
+        );
+        eprintln!(
+            "error: {} notifications could not be delivered and were dead-lettered to {}",
+            summary.undelivered.len(),
+            settings.dead_letter_path.display()
+        );
+        for (route, (n, reason)) in by_route {
+            eprintln!(
+                "  {route}: {n}, the first because: {}",
+                snippet(reason, 160)
+            );
+        }
+        return Ok(ExitCode::from(app::EXIT_UNDELIVERED));
+    }
+    Ok(ExitCode::SUCCESS)
 }

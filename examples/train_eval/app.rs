@@ -14,6 +14,7 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use clap::builder::{NonEmptyStringValueParser, TypedValueParser as _};
 use streamsift::local::{
     BinaryEvalOptions, BinaryEvaluation, Costs, CvError, CvStage, DatasetError, EpochReport,
     EvalError, Example, LoadOptions, LocalModel, ModelFileError, MulticlassEvaluation, ReportInput,
@@ -21,172 +22,73 @@ use streamsift::local::{
     fit_binary_by_cost, threshold_at, worst_misclassified,
 };
 
-/// How to call the tool.
-pub const USAGE: &str = "\
-usage: train_eval --train FILE --test FILE [options]
+/// What `--help` ends with.
+const AFTER_HELP: &str = "\
+Logs: warnings and errors go to stderr; RUST_LOG=info (or debug) shows more. \
+Exit status: 0 on success, 1 on an error (printed with a hint), 2 on a bad \
+command line.";
 
-  --train FILE          training data, .csv or .jsonl (one JSON object per line)
-  --test FILE           test data, same format; used only to measure
-  --text-column NAME    column (CSV) or field path (JSON, e.g. user.bio) of the text [text]
-  --label-column NAME   column or field of the label [label]
-  --positive LABEL      binary task: LABEL against all others. Without it: binary
-                        if the training data has two labels (the rarer is positive),
-                        multinomial if it has more
-  --fn-cost X           cost of a missed positive [10]
-  --fp-cost X           cost of a false alarm [1]
-  --folds K             cross-validation folds for the threshold [5]
-  --seed N              seed of folds and training [0]
-  --model FILE          save the model (with its threshold policy and test figures)
-  --report FILE         write a self-contained HTML report
-  -h, --help            this text";
-
-/// The parsed command line.
-#[derive(Clone, Debug, PartialEq)]
+/// The command line.
+#[derive(Clone, Debug, PartialEq, clap::Parser)]
+#[command(
+    name = "train_eval",
+    about = "Train and evaluate the local classifier on your own data.",
+    after_help = AFTER_HELP
+)]
 pub struct Args {
-    /// Training file.
+    /// Training data, .csv or .jsonl (one JSON object per line).
+    #[arg(long, value_name = "FILE")]
     pub train: PathBuf,
-    /// Test file.
+    /// Test data, same format; used only to measure.
+    #[arg(long, value_name = "FILE")]
     pub test: PathBuf,
-    /// Text column.
+    /// Column (CSV) or field path (JSON, e.g. user.bio) of the text.
+    #[arg(long, value_name = "NAME", default_value = "text",
+          value_parser = NonEmptyStringValueParser::new())]
     pub text_column: String,
-    /// Label column.
+    /// Column or field of the label.
+    #[arg(long, value_name = "NAME", default_value = "label",
+          value_parser = NonEmptyStringValueParser::new())]
     pub label_column: String,
-    /// Positive label of a binary task.
+    /// Binary task: LABEL against all others. Without it: binary if the
+    /// training data has two labels (the rarer is positive), multinomial if
+    /// it has more.
+    #[arg(long, value_name = "LABEL", value_parser = NonEmptyStringValueParser::new())]
     pub positive: Option<String>,
-    /// Cost of a false negative.
+    /// Cost of a missed positive.
+    #[arg(long, value_name = "X", default_value_t = 10.0, value_parser = cost, allow_negative_numbers = true)]
     pub fn_cost: f64,
-    /// Cost of a false positive.
+    /// Cost of a false alarm.
+    #[arg(long, value_name = "X", default_value_t = 1.0, value_parser = cost, allow_negative_numbers = true)]
     pub fp_cost: f64,
-    /// Cross-validation folds.
+    /// Cross-validation folds for the threshold (at least 2).
+    #[arg(long, value_name = "K", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(2..).map(|k| k as usize))]
     pub folds: usize,
-    /// Seed.
+    /// Seed of folds and training.
+    #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
-    /// Where to save the model.
+    /// Save the model (with its threshold policy and test figures).
+    #[arg(long, value_name = "FILE")]
     pub model: Option<PathBuf>,
-    /// Where to write the report.
+    /// Write a self-contained HTML report.
+    #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 }
 
-/// A command line that cannot be used.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum ArgsError {
-    /// `-h` or `--help`.
-    #[error("{USAGE}")]
-    Help,
-    /// A required option is missing.
-    #[error("missing {0}: give it as `{0} FILE`\n\n{USAGE}")]
-    Missing(&'static str),
-    /// An option with no value after it.
-    #[error("{0} needs a value after it\n\n{USAGE}")]
-    NoValue(String),
-    /// An option that does not exist.
-    #[error("unknown argument `{0}`\n\n{USAGE}")]
-    Unknown(String),
-    /// A value of the wrong form.
-    #[error("{flag} is `{value}`, expected {expected}")]
-    Value {
-        /// The option.
-        flag: &'static str,
-        /// What was given.
-        value: String,
-        /// What is accepted.
-        expected: &'static str,
-    },
-}
-
 impl Args {
-    /// Parses arguments (without the program name).
-    pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Args, ArgsError> {
-        let mut train = None;
-        let mut test = None;
-        let mut out = Args {
-            train: PathBuf::new(),
-            test: PathBuf::new(),
-            text_column: "text".into(),
-            label_column: "label".into(),
-            positive: None,
-            fn_cost: 10.0,
-            fp_cost: 1.0,
-            folds: 5,
-            seed: 0,
-            model: None,
-            report: None,
-        };
-        let mut it = args.into_iter();
-        while let Some(arg) = it.next() {
-            // Accept both `--flag value` and `--flag=value`.
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-                _ => (arg.clone(), None),
-            };
-            if flag == "-h" || flag == "--help" {
-                return Err(ArgsError::Help);
-            }
-            let known = [
-                "--train",
-                "--test",
-                "--text-column",
-                "--label-column",
-                "--positive",
-                "--fn-cost",
-                "--fp-cost",
-                "--folds",
-                "--seed",
-                "--model",
-                "--report",
-            ];
-            if !known.contains(&flag.as_str()) {
-                return Err(ArgsError::Unknown(arg));
-            }
-            let value = match inline.or_else(|| it.next()) {
-                Some(v) if !v.is_empty() => v,
-                _ => return Err(ArgsError::NoValue(flag)),
-            };
-            match flag.as_str() {
-                "--train" => train = Some(PathBuf::from(value)),
-                "--test" => test = Some(PathBuf::from(value)),
-                "--text-column" => out.text_column = value,
-                "--label-column" => out.label_column = value,
-                "--positive" => out.positive = Some(value),
-                "--fn-cost" => out.fn_cost = cost("--fn-cost", &value)?,
-                "--fp-cost" => out.fp_cost = cost("--fp-cost", &value)?,
-                "--folds" => {
-                    out.folds = match value.parse::<usize>() {
-                        Ok(k) if k >= 2 => k,
-                        _ => {
-                            return Err(ArgsError::Value {
-                                flag: "--folds",
-                                value,
-                                expected: "a whole number of at least 2",
-                            });
-                        }
-                    }
-                }
-                "--seed" => {
-                    out.seed = value.parse().map_err(|_| ArgsError::Value {
-                        flag: "--seed",
-                        value: value.clone(),
-                        expected: "a whole number >= 0",
-                    })?
-                }
-                "--model" => out.model = Some(PathBuf::from(value)),
-                _ => out.report = Some(PathBuf::from(value)),
-            }
-        }
-        out.train = train.ok_or(ArgsError::Missing("--train"))?;
-        out.test = test.ok_or(ArgsError::Missing("--test"))?;
-        Ok(out)
+    /// Parses arguments (without the program name), as the binary does.
+    pub fn from_args<I: IntoIterator<Item = String>>(args: I) -> Result<Args, clap::Error> {
+        use clap::Parser as _;
+        Args::try_parse_from(std::iter::once("train_eval".to_string()).chain(args))
     }
 }
 
-fn cost(flag: &'static str, value: &str) -> Result<f64, ArgsError> {
+/// `--fn-cost` and `--fp-cost`: a number >= 0.
+fn cost(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
         Ok(c) if c.is_finite() && c >= 0.0 => Ok(c),
-        _ => Err(ArgsError::Value {
-            flag,
-            value: value.to_string(),
-            expected: "a number >= 0",
-        }),
+        _ => Err("expected a number >= 0".to_string()),
     }
 }
 

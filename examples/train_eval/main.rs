@@ -10,11 +10,16 @@
 //! scores, precision and recall at it on the test data, the confusion
 //! matrix, training time and the mean predict time per record; with more
 //! than two labels (and no `--positive`), accuracy and macro-F1. The last
-//! line is machine-readable. `--help` lists every option.
+//! line is machine-readable. `--help` lists every option; an error is
+//! printed with a hint and exits 1.
 
 mod app;
+#[path = "../common/mod.rs"]
+mod common;
 
 use std::process::ExitCode;
+
+use clap::Parser as _;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use streamsift::local::CvStage;
@@ -23,18 +28,9 @@ use streamsift::local::CvStage;
 /// gets a progress bar.
 const LONG_TRAINING_S: f64 = 1.0;
 
-fn main() -> ExitCode {
-    let args = match app::Args::parse(std::env::args().skip(1)) {
-        Ok(a) => a,
-        Err(app::ArgsError::Help) => {
-            println!("{}", app::USAGE);
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+pub fn main() -> ExitCode {
+    common::init_tracing();
+    let args = app::Args::parse();
     println!(
         "streamsift train_eval: training on {}, testing on {}",
         args.train.display(),
@@ -87,9 +83,9 @@ fn main() -> ExitCode {
             println!("{}", app::summary_line(&outcome));
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => common::fail(
+            &e,
+            Some("check the --train and --test files and their --text-column and --label-column"),
+        ),
     }
 }
