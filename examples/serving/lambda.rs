@@ -23,7 +23,7 @@ impl DeadLetterSink for LogDeadLetter {
     async fn store(&self, dead_letter: &DeadLetter) -> Result<(), DeadLetterError> {
         let entry = DeadLetterEntry::from_dead_letter(dead_letter);
         tracing::error!(
-            record_id = %entry.id,
+            record_id = %entry.record_id,
             shard = %entry.shard,
             sequence = %entry.sequence,
             stage = entry.stage.as_str(),
