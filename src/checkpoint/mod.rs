@@ -285,4 +285,6 @@ pub use memory::MemoryCheckpointStore;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 #[cfg(feature = "dynamodb")]
-pub use dynamodb::{DynamoDbCheckpointStore, LeaseKeys, LeaseRecord};
+pub use dynamodb::{
+    DynamoDbCheckpointStore, DynamoDbCheckpointStoreBuilder, LeaseKeys, LeaseRecord,
+};
