@@ -1065,3 +1065,29 @@ async fn aggregation_without_a_shard_map_sends_nothing() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].target, "Kinesis_20131202.ListShards");
 }
+
+/// The producer's retry policy is the only one: a client handed in with
+/// generous SDK retries (5 attempts) still sends one HTTP request per
+/// producer attempt, so attempts never stack.
+#[tokio::test(start_paused = true)]
+async fn retries_do_not_stack_the_sdk_retries_of_a_given_client_are_off() {
+    let script = Scripted::new((0..10).map(|_| error_answer(500, "InternalFailure")));
+    let generous = Client::from_conf(
+        script
+            .client()
+            .config()
+            .to_builder()
+            .retry_config(RetryConfig::standard().with_max_attempts(5))
+            .build(),
+    );
+    let producer = KinesisProducer::builder_from_client(generous, "tweets")
+        .retry_policy(fast_retries(2))
+        .build();
+    let report = producer.send_all(["x"]).await.unwrap();
+    assert_eq!(report.failed_count(), 1);
+    assert_eq!(
+        script.seen().len(),
+        2,
+        "2 producer attempts must be 2 requests, not 2 × the SDK's 5"
+    );
+}

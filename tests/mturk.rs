@@ -382,3 +382,32 @@ async fn debug_output_holds_no_credentials() {
     assert!(!shown.contains(SECRET));
     assert!(!shown.contains("AKIDMTURKTEST"));
 }
+
+/// By default the labeler does not retry on its own, and its client's SDK
+/// retries are off: in a pipeline the review stage's retry policy is the
+/// one place that decides, so a throttled call is sent once per `submit`.
+#[tokio::test(start_paused = true)]
+async fn retries_do_not_stack_a_default_labeler_sends_a_throttled_call_once() {
+    let server = MturkServer::new();
+    for _ in 0..5 {
+        server.queue("CreateHITWithHITType", Reply::throttled());
+    }
+    // A client whose own configuration would retry 5 times.
+    let generous = aws_sdk_mturk::Client::from_conf(
+        server
+            .config()
+            .retry_config(
+                aws_sdk_mturk::config::retry::RetryConfig::standard().with_max_attempts(5),
+            )
+            .build(),
+    );
+    let labeler = MturkLabeler::builder_from_client(generous, |t: &String| t.clone()).build();
+    let tweet = "x".to_string();
+    let err = labeler.submit(&[task("t1", &tweet)]).await.unwrap_err();
+    assert!(err.is_throttling() && err.is_retryable(), "{err}");
+    assert_eq!(
+        server.calls_of("CreateHITWithHITType").len(),
+        1,
+        "one attempt: the caller's retry policy decides"
+    );
+}

@@ -464,3 +464,106 @@ pub(crate) async fn end_shard(
     }
     ReaderExit::ShardEnd
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// Everything a `tracing` subscriber writes, to read back.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn shared() -> Shared {
+        let config = aws_sdk_kinesis::Config::builder()
+            .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+            .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+            .build();
+        Shared {
+            client: Client::from_conf(config),
+            stream: StreamRef::parse("tweets"),
+            settings: Settings {
+                initial_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(1),
+                ..Settings::default()
+            },
+            store: Arc::new(crate::checkpoint::MemoryCheckpointStore::new()),
+            counters: Counters::default(),
+            consumer_arn: None,
+            endpoint: "http://127.0.0.1:1".to_owned(),
+            finished: Mutex::default(),
+            closed: Mutex::default(),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Steady-state retries log nothing at warn while a streak of failures
+    /// is shorter than `QUIET_RETRIES`, then one warning that says how long
+    /// it has lasted; a success starts a new streak. Virtual time.
+    #[tokio::test(start_paused = true)]
+    async fn retries_are_quiet_while_short_then_warn_once() {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let shared = shared();
+        let shard = ShardId::new("shardId-000000000000");
+        let (tx, _rx) = mpsc::channel(1);
+        let warnings = || {
+            String::from_utf8_lossy(&logs.0.lock().unwrap())
+                .matches("WARN")
+                .count()
+        };
+        let fail = || CallError::Transient(SourceError::unavailable("HTTP 503"));
+
+        let mut streak = Streak::default();
+        let started = tokio::time::Instant::now();
+        let mut attempts = 0;
+        while started.elapsed() < Duration::from_secs(9) {
+            after_failure(&shared, &shard, "GetRecords", fail(), &mut streak, &tx)
+                .await
+                .expect("retryable");
+            attempts += 1;
+        }
+        assert!(attempts > 5, "{attempts}");
+        assert_eq!(warnings(), 0, "{attempts} quick retries, and a warning");
+        while started.elapsed() < Duration::from_secs(40) {
+            after_failure(&shared, &shard, "GetRecords", fail(), &mut streak, &tx)
+                .await
+                .expect("retryable");
+        }
+        assert_eq!(warnings(), 1, "one warning for a long streak");
+        let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+        assert!(text.contains("have failed for"), "{text}");
+        assert!(
+            text.contains("http://127.0.0.1:1"),
+            "names the endpoint: {text}"
+        );
+
+        // A success ends the streak; a new long one warns again, once.
+        streak.reset();
+        let again = tokio::time::Instant::now();
+        while again.elapsed() < Duration::from_secs(25) {
+            after_failure(&shared, &shard, "GetRecords", fail(), &mut streak, &tx)
+                .await
+                .expect("retryable");
+        }
+        assert_eq!(warnings(), 2);
+    }
+}
