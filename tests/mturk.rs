@@ -389,7 +389,7 @@ async fn debug_output_holds_no_credentials() {
 #[tokio::test(start_paused = true)]
 async fn retries_do_not_stack_a_default_labeler_sends_a_throttled_call_once() {
     let server = MturkServer::new();
-    for _ in 0..5 {
+    for _ in 0..20 {
         server.queue("CreateHITWithHITType", Reply::throttled());
     }
     // A client whose own configuration would retry 5 times.

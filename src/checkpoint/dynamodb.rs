@@ -76,7 +76,7 @@
 //! a table with another key schema is refused, and a DynamoDB that cannot be
 //! reached fails within
 //! [`startup_timeout`](DynamoDbCheckpointStoreBuilder::startup_timeout)
-//! (default 30 s) with "could not reach DynamoDB at <endpoint> within 30s".
+//! (default 30 s) with `could not reach DynamoDB at <endpoint> within 30s`.
 //!
 //! This store does not take, renew or balance leases the way the KCL does;
 //! it keeps checkpoints. Do not point a running KCL application and this
