@@ -262,3 +262,28 @@ pub(crate) async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// DescribeStreamConsumer polls back off from the initial backoff up to
+    /// 2 s (jittered), instead of every 500 ms for two minutes.
+    #[test]
+    fn consumer_polls_back_off_up_to_two_seconds() {
+        let settings = Settings {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            ..Settings::default()
+        };
+        let waits: Vec<Duration> = (1..=12).map(|p| consumer_poll_wait(&settings, p)).collect();
+        assert!(
+            waits.iter().all(|w| *w <= Duration::from_secs(2)),
+            "{waits:?}"
+        );
+        // Full jitter: the sum grows with the ceiling; 12 polls of at most
+        // 100 ms would total 1.2 s at most.
+        let total: Duration = waits.iter().sum();
+        assert!(total > Duration::from_millis(1200), "{waits:?}");
+    }
+}

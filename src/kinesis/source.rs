@@ -284,8 +284,30 @@ impl Drop for AbortOnDrop {
 ///   [`channel_capacity`](KinesisSourceBuilder::channel_capacity) batches are
 ///   queued.
 ///
+/// # Retries, and who decides them
+///
 /// The AWS SDK's own retries are turned off on the client the source uses,
-/// so that every retry is the source's, paced and counted.
+/// so every Kinesis request is sent once per attempt and every retry is the
+/// source's, paced and counted:
+///
+/// - **Start-up** (DescribeStreamSummary, the first ListShards, the
+///   enhanced fan-out consumer): retried with backoff until the
+///   [`startup_timeout`](KinesisSourceBuilder::startup_timeout) (default
+///   30 s), then a permanent [`StartupError::Unreachable`]; a missing stream
+///   fails at once ([`StartupError::StreamNotFound`]). The checkpoint
+///   store's start-up calls (`load_meta`, `save_meta`, `reset`) are tried at
+///   most 8 times each, with backoff.
+/// - **Reading** (GetShardIterator, GetRecords, SubscribeToShard, later
+///   ListShards): retried without end, with backoff up to
+///   [`backoff`](KinesisSourceBuilder::backoff)'s maximum; quiet (debug
+///   logs) while a streak of failures lasts under 10 s, then one warning
+///   that names the endpoint and the last error.
+/// - **Commits**: [`commit`](Source::commit) makes one `save` per call,
+///   `SHARD_END` included; the pipeline's commit retry (its backoff, each
+///   attempt within `call_timeout`, giving up after `commit_timeout`)
+///   decides whether and when to try again. With the DynamoDB store, which
+///   does not retry either, an attempt is at most `2 × (conflict_retries +
+///   1)` requests per shard in the commit, each sent once.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
