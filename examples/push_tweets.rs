@@ -289,8 +289,9 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         ensure_stream(&aws_sdk_kinesis::Client::new(&config), &args.stream, shards).await?;
     }
-    let producer =
-        KinesisProducer::from_conf(&config, args.stream.clone()).aggregate(args.aggregate);
+    let producer = KinesisProducer::builder(&config, args.stream.clone())
+        .aggregate(args.aggregate)
+        .build();
     let mut lines = Lines::open(args.file.clone(), args.repeat)
         .await
         .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;

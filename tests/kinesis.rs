@@ -65,7 +65,7 @@ async fn put_keyed(
 }
 
 fn builder(client: Client, stream: &str) -> KinesisSourceBuilder {
-    KinesisSource::builder(client, stream)
+    KinesisSource::builder_from_client(client, stream)
         .stop_at_tip(true)
         .idle_wait(Duration::from_millis(50))
         .discovery_interval(Duration::from_millis(500))
@@ -305,10 +305,10 @@ async fn restart_from_the_dynamodb_store_loses_nothing() {
     use streamsift::checkpoint::dynamodb::DynamoDbCheckpointStore;
     let moto = Moto::start();
     let config = moto.sdk_config().await;
-    let store =
-        DynamoDbCheckpointStore::from_conf(&config, "streamsift-leases").worker_id("worker-1");
-    store
-        .create_table_if_missing()
+    let store = DynamoDbCheckpointStore::builder(&config, "streamsift-leases")
+        .worker_id("worker-1")
+        .create_table_if_missing(true)
+        .build()
         .await
         .expect("create lease table");
     restart_loses_nothing(std::sync::Arc::new(store), &moto, "tweets").await;
@@ -557,7 +557,7 @@ async fn get_records_stays_within_five_calls_per_second_per_shard() {
     }];
     let (kinesis, http) = faulty_client(&moto, faults).await;
     // Never stop, never idle: the reader polls as fast as it is allowed.
-    let source = KinesisSource::builder(kinesis, "rate")
+    let source = KinesisSource::builder_from_client(kinesis, "rate")
         .idle_wait(Duration::ZERO)
         .backoff(Duration::from_millis(1), Duration::from_millis(5))
         .build()
@@ -667,7 +667,7 @@ async fn nothing_spins_get_records_paced_from_when_each_call_leaves() {
         )
         .identity_cache(aws_sdk_kinesis::config::IdentityCache::no_cache())
         .build();
-    let source = KinesisSource::builder(Client::new(&config), "paced")
+    let source = KinesisSource::builder(&config, "paced")
         .idle_wait(Duration::ZERO)
         .build()
         .await
@@ -804,7 +804,7 @@ async fn latest_skips_old_records_and_reads_new_ones() {
     let mut counters = HashMap::new();
     put_keyed(&kinesis, "latest", 10, 2, &mut counters).await;
 
-    let source = KinesisSource::builder(kinesis.clone(), "latest")
+    let source = KinesisSource::builder_from_client(kinesis.clone(), "latest")
         .start_position(StartPosition::Latest)
         .idle_wait(Duration::from_millis(50))
         .build()

@@ -69,7 +69,7 @@ async fn enhanced_fan_out_reads_every_shard_and_resubscribes() {
     };
     put(0, 60).await;
 
-    let source = KinesisSource::builder(kinesis.clone(), "efo")
+    let source = KinesisSource::builder_from_client(kinesis.clone(), "efo")
         .enhanced_fan_out("streamsift-test")
         // Resubscribe often, to exercise the continuation path.
         .resubscribe_after(Duration::from_millis(300))

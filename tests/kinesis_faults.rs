@@ -29,7 +29,7 @@ use common::kinesis_streams::{
 };
 use common::moto::Moto;
 use streamsift::checkpoint::{CheckpointStore, FileCheckpointStore, MemoryCheckpointStore};
-use streamsift::kinesis::{KinesisSource, KinesisSourceBuilder, StartPosition};
+use streamsift::kinesis::{KinesisSource, KinesisSourceBuilder, StartPosition, StartupError};
 use streamsift::{Checkpoint, Position, Source};
 
 /// Puts `n` records with payloads `{tag}:{i}`, keys spread over 8 values.
@@ -67,7 +67,7 @@ async fn split_only_shard(client: &Client, stream: &str) {
 }
 
 fn builder(client: Client, stream: &str) -> KinesisSourceBuilder {
-    KinesisSource::builder(client, stream)
+    KinesisSource::builder_from_client(client, stream)
         .idle_wait(Duration::from_millis(50))
         .discovery_interval(Duration::from_millis(300))
         .backoff(Duration::from_millis(20), Duration::from_millis(200))
@@ -477,8 +477,11 @@ async fn incarnation_recreated_stream_refuses_old_checkpoints() {
     #[cfg(feature = "dynamodb")]
     {
         use streamsift::checkpoint::DynamoDbCheckpointStore;
-        let store = DynamoDbCheckpointStore::from_conf(&moto.sdk_config().await, "inc-leases");
-        store.create_table_if_missing().await.expect("table");
+        let store = DynamoDbCheckpointStore::builder(&moto.sdk_config().await, "inc-leases")
+            .create_table_if_missing(true)
+            .build()
+            .await
+            .expect("table");
         refuses_old_checkpoints(&moto, "inc-ddb", std::sync::Arc::new(store)).await;
     }
 }
@@ -1069,5 +1072,152 @@ fn start_position_exact_under_fault_schedules() {
              -- start_position_exact_under_fault_schedules"
         ),
         Err(TestError::Abort(reason)) => panic!("aborted: {reason} (seed {seed})"),
+    }
+}
+
+/// A closed `--endpoint-url`: the source fails within its start-up timeout,
+/// with the endpoint named first in the message, instead of retrying
+/// DescribeStreamSummary without end (issue 14 §5: it hung for minutes).
+/// Virtual time: connections to a closed loopback port are refused at once,
+/// and every pause in between is the source's own.
+#[tokio::test(start_paused = true)]
+async fn startup_closed_endpoint_fails_within_the_startup_timeout() {
+    let port = common::moto::free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let config = common::moto::sdk_config_for(&endpoint).await;
+    let started = tokio::time::Instant::now();
+    let source = KinesisSource::builder(&config, "tweets")
+        .startup_timeout(Duration::from_secs(3))
+        .call_timeout(Duration::from_millis(500))
+        .backoff(Duration::from_millis(50), Duration::from_millis(500))
+        .build()
+        .await
+        .expect("build: nothing is called before the first read");
+    let err = tokio::time::timeout(Duration::from_secs(600), source.next_batch())
+        .await
+        .expect("the source fails instead of retrying for ever")
+        .expect_err("nothing can be read from a closed endpoint");
+    let lasted = started.elapsed();
+    assert!(
+        lasted <= Duration::from_millis(3500),
+        "failed after {lasted:?}, over the 3 s start-up timeout (plus one call)"
+    );
+    assert!(!err.is_retryable(), "{err}");
+    let text = err.to_string();
+    let hint = format!("could not reach Kinesis at {endpoint} within 3s: check --endpoint-url");
+    assert!(text.contains(&hint), "hint first: {text}");
+    let typed = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<StartupError>())
+        .expect("the source is a StartupError");
+    match typed {
+        StartupError::Unreachable {
+            attempts, stream, ..
+        } => {
+            assert!(*attempts >= 2, "retried before giving up: {attempts}");
+            assert_eq!(stream, "tweets");
+        }
+        other => panic!("expected Unreachable, found {other:?}"),
+    }
+}
+
+/// A stream that does not exist fails at once, naming the stream, after one
+/// DescribeStreamSummary: no retries, whatever the start-up timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_missing_stream_fails_at_once_naming_it() {
+    let moto = Moto::start();
+    let (kinesis, http) = faulty_client(&moto, Vec::new()).await;
+    let source = KinesisSource::builder_from_client(kinesis, "no-such-stream")
+        .startup_timeout(Duration::from_secs(60))
+        .build()
+        .await
+        .expect("build");
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(20), source.next_batch())
+        .await
+        .expect("an answer")
+        .expect_err("a missing stream is an error");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!err.is_retryable(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "source failed permanently: the Kinesis stream \"no-such-stream\" does not exist"
+        ),
+        "hint first, naming the stream: {text}"
+    );
+    assert_eq!(
+        http.calls_of("DescribeStreamSummary").len(),
+        1,
+        "a missing stream is not retried"
+    );
+    let typed = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<StartupError>());
+    assert!(
+        matches!(typed, Some(StartupError::StreamNotFound { stream, .. }) if stream == "no-such-stream"),
+        "{typed:?}"
+    );
+}
+
+/// The source's commit makes one attempt, SHARD_END or not: the pipeline's
+/// commit retry (backoff, `commit_timeout`) is the one place that decides
+/// whether to try again, so attempts never stack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_makes_one_attempt_even_for_shard_end() {
+    let moto = Moto::start();
+    let plain = Client::new(&moto.sdk_config().await);
+    create_stream(&plain, "once", 1).await;
+    let store = std::sync::Arc::new(CountingFailingStore::default());
+    let source = builder(plain, "once")
+        .checkpoints_shared(store.clone())
+        .build()
+        .await
+        .expect("build");
+    let shard = streamsift::ShardId::new("shardId-000000000000");
+    let err = source
+        .commit(vec![Checkpoint {
+            shard,
+            position: Position::ShardEnd,
+        }])
+        .await
+        .expect_err("the store fails");
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(
+        store.saves.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one save per commit call"
+    );
+}
+
+/// A memory store whose saves always fail retryably, counting them.
+#[derive(Debug, Default)]
+struct CountingFailingStore {
+    inner: MemoryCheckpointStore,
+    saves: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl CheckpointStore for CountingFailingStore {
+    async fn load(
+        &self,
+        stream: &str,
+    ) -> Result<
+        std::collections::BTreeMap<streamsift::ShardId, Position>,
+        streamsift::CheckpointError,
+    > {
+        self.inner.load(stream).await
+    }
+
+    async fn save(
+        &self,
+        _stream: &str,
+        _checkpoints: &[Checkpoint],
+    ) -> Result<(), streamsift::CheckpointError> {
+        self.saves.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(streamsift::CheckpointError::unavailable(
+            "the store is down",
+        ))
     }
 }

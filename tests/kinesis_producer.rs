@@ -292,7 +292,7 @@ async fn records_arrive_on_two_shards_with_their_keys() {
     let client = moto_client(&moto, &counter).await;
     create_stream(&client, "tweets", 2).await;
 
-    let producer = KinesisProducer::new(client.clone(), "tweets");
+    let producer = KinesisProducer::builder_from_client(client.clone(), "tweets").build();
     let n = 300;
     let records: Vec<ProducerRecord> = (0..n)
         .map(|i| ProducerRecord::new(format!("tweet {i}")).partition_key(format!("user-{}", i % 7)))
@@ -365,7 +365,9 @@ async fn batches_split_at_500_records() {
     let client = moto_client(&moto, &counter).await;
     create_stream(&client, "many", 1).await;
 
-    let producer = KinesisProducer::new(client.clone(), "many").seed(7);
+    let producer = KinesisProducer::builder_from_client(client.clone(), "many")
+        .seed(7)
+        .build();
     let report = producer
         .send_all((0..1201).map(|i| format!("r{i}")))
         .await
@@ -393,7 +395,7 @@ async fn batches_split_at_5_mib_counting_partition_keys() {
 
     // Each record is 1 MiB exactly with its 2-byte key: 5 fill a call to
     // the byte (5 MiB), so 11 records need 3 calls.
-    let producer = KinesisProducer::new(client.clone(), "big");
+    let producer = KinesisProducer::builder_from_client(client.clone(), "big").build();
     let records: Vec<ProducerRecord> = (0..11u8)
         .map(|i| {
             ProducerRecord::new(vec![b'a' + i; MAX_RECORD_BYTES - 2])
@@ -435,7 +437,8 @@ async fn batches_split_at_5_mib_counting_partition_keys() {
     };
     for (last, expected) in [(8, vec![6]), (9, vec![5, 1])] {
         let counter = PutRecordsCounter::default();
-        let producer = KinesisProducer::new(moto_client(&moto, &counter).await, "big");
+        let producer =
+            KinesisProducer::builder_from_client(moto_client(&moto, &counter).await, "big").build();
         let records = six(last);
         let data_bytes: usize = records.iter().map(|r| r.data().len()).sum();
         assert!(data_bytes < 5 * 1024 * 1024);
@@ -464,9 +467,10 @@ async fn aggregated_records_deaggregate_to_the_originals_on_their_own_shards() {
     let client = moto_client(&moto, &counter).await;
     create_stream(&client, "agg", 2).await;
 
-    let producer = KinesisProducer::new(client.clone(), "agg")
+    let producer = KinesisProducer::builder_from_client(client.clone(), "agg")
         .aggregate(true)
-        .aggregate_max_bytes(4 * 1024);
+        .aggregate_max_bytes(4 * 1024)
+        .build();
     let n = 400;
     let originals: Vec<(String, Vec<u8>)> = (0..n)
         .map(|i| {
@@ -577,7 +581,7 @@ async fn an_oversized_record_fails_before_any_call() {
         "shardId-000000000000",
         1,
     )])]);
-    let producer = KinesisProducer::new(script.client(), "tweets");
+    let producer = KinesisProducer::builder_from_client(script.client(), "tweets").build();
     let records = vec![
         ProducerRecord::new("small").partition_key("a"),
         ProducerRecord::new("fine").partition_key("b"),
@@ -619,7 +623,7 @@ async fn an_oversized_record_fails_before_any_call() {
 #[tokio::test]
 async fn invalid_keys_fail_before_any_call() {
     let script = Scripted::new([]);
-    let producer = KinesisProducer::new(script.client(), "tweets");
+    let producer = KinesisProducer::builder_from_client(script.client(), "tweets").build();
     let too_long = "é".repeat(257);
     let err = producer
         .send(vec![
@@ -666,7 +670,7 @@ async fn invalid_keys_fail_before_any_call() {
         "shardId-000000000000",
         1,
     )])]);
-    let producer = KinesisProducer::new(script.client(), "tweets");
+    let producer = KinesisProducer::builder_from_client(script.client(), "tweets").build();
     assert!(
         producer
             .send(vec![ProducerRecord::new("x").partition_key(ok)])
@@ -695,7 +699,9 @@ async fn a_partial_failure_resends_exactly_the_failed_entries() {
             ok_entry("shardId-000000000001", 23),
         ]),
     ]);
-    let producer = KinesisProducer::new(script.client(), "tweets").retry_policy(fast_retries(3));
+    let producer = KinesisProducer::builder_from_client(script.client(), "tweets")
+        .retry_policy(fast_retries(3))
+        .build();
     let records: Vec<ProducerRecord> = (0..5)
         .map(|i| ProducerRecord::new(format!("r{i}")).partition_key(format!("k{i}")))
         .collect();
@@ -754,7 +760,9 @@ async fn retries_run_out_and_permanent_entry_errors_are_not_resent() {
         put_records_answer(vec![failed_entry("ProvisionedThroughputExceededException")]),
         put_records_answer(vec![failed_entry("ProvisionedThroughputExceededException")]),
     ]);
-    let producer = KinesisProducer::new(script.client(), "tweets").retry_policy(fast_retries(3));
+    let producer = KinesisProducer::builder_from_client(script.client(), "tweets")
+        .retry_policy(fast_retries(3))
+        .build();
     let start = tokio::time::Instant::now();
     let report = producer.send_all(["a", "b", "c"]).await.unwrap();
     assert!(
@@ -819,7 +827,9 @@ async fn whole_call_throttling_and_5xx_are_retried() {
             ok_entry("shardId-000000000000", 6),
         ]),
     ]);
-    let producer = KinesisProducer::new(script.client(), "tweets").retry_policy(fast_retries(4));
+    let producer = KinesisProducer::builder_from_client(script.client(), "tweets")
+        .retry_policy(fast_retries(4))
+        .build();
     let report = producer.send_all(["x", "y"]).await.unwrap();
     assert!(
         report.is_complete(),
@@ -840,7 +850,9 @@ async fn whole_call_throttling_and_5xx_are_retried() {
 #[tokio::test(start_paused = true)]
 async fn a_missing_stream_is_a_typed_permanent_error_and_stops_the_send() {
     let script = Scripted::new([error_answer(400, "ResourceNotFoundException")]);
-    let producer = KinesisProducer::new(script.client(), "nope").retry_policy(fast_retries(5));
+    let producer = KinesisProducer::builder_from_client(script.client(), "nope")
+        .retry_policy(fast_retries(5))
+        .build();
     // 600 records: two calls' worth; the second must not be attempted.
     let report = producer
         .send_all((0..600).map(|i| format!("r{i}")))
@@ -906,13 +918,14 @@ async fn keys_come_from_the_record_the_function_or_a_seeded_generator() {
         )
     };
     let script = Scripted::new([answer(), answer()]);
-    let producer = KinesisProducer::new(script.client(), "tweets")
+    let producer = KinesisProducer::builder_from_client(script.client(), "tweets")
         .partition_key_fn(|data: &[u8]| {
             serde_json::from_slice::<Value>(data)
                 .ok()
                 .and_then(|v| v["user"].as_str().map(str::to_owned))
         })
-        .seed(42);
+        .seed(42)
+        .build();
     let batch = || {
         vec![
             ProducerRecord::new(r#"{"user":"alice"}"#).partition_key("own"),
@@ -941,7 +954,9 @@ async fn keys_come_from_the_record_the_function_or_a_seeded_generator() {
         "shardId-000000000000",
         9,
     )])]);
-    let again = KinesisProducer::new(script2.client(), "tweets").seed(42);
+    let again = KinesisProducer::builder_from_client(script2.client(), "tweets")
+        .seed(42)
+        .build();
     assert!(
         again
             .send(vec![ProducerRecord::new("not json")])
@@ -963,7 +978,7 @@ async fn a_stream_arn_is_sent_as_stream_arn() {
         "shardId-000000000000",
         1,
     )])]);
-    let producer = KinesisProducer::new(script.client(), arn);
+    let producer = KinesisProducer::builder_from_client(script.client(), arn).build();
     assert_eq!(producer.stream(), arn);
     let report = producer
         .send(vec![
@@ -1003,7 +1018,8 @@ fn counters_go_through_the_metrics_facade() {
             .build()
             .unwrap()
             .block_on(async {
-                KinesisProducer::new(script.client(), "tweets")
+                KinesisProducer::builder_from_client(script.client(), "tweets")
+                    .build()
                     .send_all(["a", "b", "c", "d"])
                     .await
             })
@@ -1036,7 +1052,9 @@ fn counters_go_through_the_metrics_facade() {
 #[tokio::test]
 async fn aggregation_without_a_shard_map_sends_nothing() {
     let script = Scripted::new([error_answer(400, "AccessDeniedException")]);
-    let producer = KinesisProducer::new(script.client(), "tweets").aggregate(true);
+    let producer = KinesisProducer::builder_from_client(script.client(), "tweets")
+        .aggregate(true)
+        .build();
     let err = producer.send_all(["a", "b", "c"]).await.unwrap_err();
     assert!(
         matches!(&err, ProduceError::ShardMap { code, .. } if code == "AccessDeniedException"),
@@ -1046,4 +1064,30 @@ async fn aggregation_without_a_shard_map_sends_nothing() {
     let seen = script.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].target, "Kinesis_20131202.ListShards");
+}
+
+/// The producer's retry policy is the only one: a client handed in with
+/// generous SDK retries (5 attempts) still sends one HTTP request per
+/// producer attempt, so attempts never stack.
+#[tokio::test(start_paused = true)]
+async fn retries_do_not_stack_the_sdk_retries_of_a_given_client_are_off() {
+    let script = Scripted::new((0..10).map(|_| error_answer(500, "InternalFailure")));
+    let generous = Client::from_conf(
+        script
+            .client()
+            .config()
+            .to_builder()
+            .retry_config(RetryConfig::standard().with_max_attempts(5))
+            .build(),
+    );
+    let producer = KinesisProducer::builder_from_client(generous, "tweets")
+        .retry_policy(fast_retries(2))
+        .build();
+    let report = producer.send_all(["x"]).await.unwrap();
+    assert_eq!(report.failed_count(), 1);
+    assert_eq!(
+        script.seen().len(),
+        2,
+        "2 producer attempts must be 2 requests, not 2 × the SDK's 5"
+    );
 }

@@ -268,7 +268,11 @@ async fn mturk_hits_feed_the_flow() {
     let gold = read_labels_path(&options.gold, "id_str", "label").unwrap();
 
     let server = MturkServer::new();
-    let labeler = app::mturk_builder(&options).build_with(server.config());
+    let labeler = app::mturk_builder(
+        &options,
+        aws_sdk_mturk::Client::from_conf(server.config().build()),
+    )
+    .build();
     let workers = {
         let server = server.clone();
         let gold = gold.clone();

@@ -103,10 +103,13 @@ mod mturk {
                     .collect(),
                 ..QuestionTemplate::default()
             };
-            MturkLabeler::builder(|t: &String| t.clone())
-                .question(question)
-                .retries(2, Duration::from_millis(1))
-                .build_with(self.server.config())
+            MturkLabeler::builder_from_client(
+                aws_sdk_mturk::Client::from_conf(self.server.config().build()),
+                |t: &String| t.clone(),
+            )
+            .question(question)
+            .retries(2, Duration::from_millis(1))
+            .build()
         }
 
         async fn answer_all(&mut self, _: &MturkLabeler<String>, _: &HashMap<String, TaskId>) {

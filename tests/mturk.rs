@@ -18,8 +18,12 @@ const SANDBOX_HOST: &str = "mturk-requester-sandbox.us-east-1.amazonaws.com";
 const PRODUCTION_HOST: &str = "mturk-requester.us-east-1.amazonaws.com";
 const HOSTILE: &str = "<script>alert('pwned')</script>\"><img src=x onerror=alert(1)> ]]> & done";
 
-fn builder() -> MturkLabelerBuilder<String> {
-    MturkLabeler::builder(|t: &String| t.clone()).retries(3, Duration::from_millis(100))
+fn builder(server: &MturkServer) -> MturkLabelerBuilder<String> {
+    MturkLabeler::builder_from_client(
+        aws_sdk_mturk::Client::from_conf(server.config().build()),
+        |t: &String| t.clone(),
+    )
+    .retries(3, Duration::from_millis(100))
 }
 
 fn task<'a>(id: &'a str, item: &'a String) -> LabelTask<'a, String> {
@@ -37,7 +41,7 @@ fn budget_error(err: &LabelError) -> Option<&BudgetError> {
 #[tokio::test]
 async fn create_hit_request_contents_and_escaping() {
     let server = MturkServer::new();
-    let labeler = builder().build_with(server.config());
+    let labeler = builder(&server).build();
     let tweet = HOSTILE.to_string();
     let ids = labeler.submit(&[task("tweet-1", &tweet)]).await.unwrap();
     assert_eq!(ids.len(), 1);
@@ -95,7 +99,7 @@ async fn create_hit_request_contents_and_escaping() {
 #[tokio::test]
 async fn production_only_when_asked() {
     let server = MturkServer::new();
-    let labeler = builder().production().build_with(server.config());
+    let labeler = builder(&server).production().build();
     let tweet = "hello".to_string();
     labeler.submit(&[task("t", &tweet)]).await.unwrap();
     assert!(
@@ -113,13 +117,13 @@ async fn production_only_when_asked() {
 #[tokio::test]
 async fn collect_follows_pagination_and_parses_answers() {
     let server = MturkServer::new();
-    let labeler = builder()
+    let labeler = builder(&server)
         .settings(HitSettings {
             max_assignments: 5,
             ..HitSettings::default()
         })
         .page_size(2)
-        .build_with(server.config());
+        .build();
     let tweet = "the console is down".to_string();
     let ids = labeler.submit(&[task("t1", &tweet)]).await.unwrap();
     assert!(
@@ -165,9 +169,7 @@ async fn collect_follows_pagination_and_parses_answers() {
 #[tokio::test]
 async fn gold_items_reject_wrong_answers_with_a_reason() {
     let server = MturkServer::new();
-    let labeler = builder()
-        .gold("gold-1", "question")
-        .build_with(server.config());
+    let labeler = builder(&server).gold("gold-1", "question").build();
     let tweet = "how do I reset my password?".to_string();
     labeler.submit(&[task("gold-1", &tweet)]).await.unwrap();
     server.answer_all(|_, n| answer_xml("category", if n == 1 { "none" } else { "question" }));
@@ -192,7 +194,7 @@ async fn gold_items_reject_wrong_answers_with_a_reason() {
 async fn a_retried_create_never_makes_a_second_hit() {
     let server = MturkServer::new();
     server.state().lose_next_create = true;
-    let labeler = builder().build_with(server.config());
+    let labeler = builder(&server).build();
     let tweet = "hi".to_string();
     let ids = labeler.submit(&[task("t1", &tweet)]).await.unwrap();
     let creates = server.calls_of("CreateHITWithHITType");
@@ -208,7 +210,7 @@ async fn a_retried_create_never_makes_a_second_hit() {
     // same HIT; here the message does not name the HIT, so it is found by
     // its annotation.
     server.state().name_hit_in_message = false;
-    let again = builder().build_with(server.config());
+    let again = builder(&server).build();
     let ids2 = again.submit(&[task("t1", &tweet)]).await.unwrap();
     assert_eq!(ids2, ids);
     assert_eq!(server.hits().len(), 1);
@@ -219,7 +221,7 @@ async fn a_retried_create_never_makes_a_second_hit() {
 async fn the_budget_guard_refuses_before_creating_anything() {
     // Three HITs of 3 × ($0.05 + $0.01 fee) = $0.54 > $0.30.
     let server = MturkServer::new();
-    let labeler = builder().max_spend(Cents(30)).build_with(server.config());
+    let labeler = builder(&server).max_spend(Cents(30)).build();
     let items: Vec<String> = (0..3).map(|i| format!("tweet {i}")).collect();
     let ids: Vec<String> = (0..3).map(|i| format!("t{i}")).collect();
     let tasks: Vec<_> = ids.iter().zip(&items).map(|(id, t)| task(id, t)).collect();
@@ -240,13 +242,13 @@ async fn the_budget_guard_refuses_before_creating_anything() {
     labeler.submit(&tasks[..1]).await.unwrap();
     assert_eq!(labeler.committed_spend().await, Cents(18));
     // 10+ assignments pay the higher fee: 10 × ($0.05 + $0.02) = $0.70.
-    let big = builder()
+    let big = builder(&server)
         .settings(HitSettings {
             max_assignments: 10,
             ..HitSettings::default()
         })
         .max_spend(Cents(69))
-        .build_with(server.config());
+        .build();
     let err = big.submit(&tasks[..1]).await.unwrap_err();
     assert!(matches!(
         budget_error(&err),
@@ -259,7 +261,7 @@ async fn the_budget_guard_refuses_before_creating_anything() {
     // The account balance is checked too.
     let poor = MturkServer::new();
     poor.state().balance = "0.10".into();
-    let labeler = builder().build_with(poor.config());
+    let labeler = builder(&poor).build();
     let err = labeler.submit(&tasks[..1]).await.unwrap_err();
     assert_eq!(
         budget_error(&err),
@@ -277,7 +279,7 @@ async fn throttling_is_retried_with_the_same_token_then_reported() {
     let server = MturkServer::new();
     server.queue("CreateHITWithHITType", Reply::throttled());
     server.queue("CreateHITWithHITType", Reply::throttled());
-    let labeler = builder().build_with(server.config());
+    let labeler = builder(&server).build();
     let tweet = "x".to_string();
     let started = tokio::time::Instant::now();
     labeler.submit(&[task("t1", &tweet)]).await.unwrap();
@@ -338,13 +340,13 @@ async fn throttling_is_retried_with_the_same_token_then_reported() {
 #[tokio::test(start_paused = true)]
 async fn an_expired_hit_finishes_with_the_answers_it_has() {
     let server = MturkServer::new();
-    let labeler = builder()
+    let labeler = builder(&server)
         .settings(HitSettings {
             lifetime: Duration::from_secs(3600),
             assignment_duration: Duration::from_secs(600),
             ..HitSettings::default()
         })
-        .build_with(server.config());
+        .build();
     let (a, b) = ("one".to_string(), "two".to_string());
     labeler
         .submit(&[task("t1", &a), task("t2", &b)])
@@ -374,9 +376,38 @@ async fn an_expired_hit_finishes_with_the_answers_it_has() {
 #[tokio::test]
 async fn debug_output_holds_no_credentials() {
     let server = MturkServer::new();
-    let labeler = builder().build_with(server.config());
+    let labeler = builder(&server).build();
     let shown = format!("{labeler:?}");
     assert!(shown.contains("Sandbox"), "{shown}");
     assert!(!shown.contains(SECRET));
     assert!(!shown.contains("AKIDMTURKTEST"));
+}
+
+/// By default the labeler does not retry on its own, and its client's SDK
+/// retries are off: in a pipeline the review stage's retry policy is the
+/// one place that decides, so a throttled call is sent once per `submit`.
+#[tokio::test(start_paused = true)]
+async fn retries_do_not_stack_a_default_labeler_sends_a_throttled_call_once() {
+    let server = MturkServer::new();
+    for _ in 0..20 {
+        server.queue("CreateHITWithHITType", Reply::throttled());
+    }
+    // A client whose own configuration would retry 5 times.
+    let generous = aws_sdk_mturk::Client::from_conf(
+        server
+            .config()
+            .retry_config(
+                aws_sdk_mturk::config::retry::RetryConfig::standard().with_max_attempts(5),
+            )
+            .build(),
+    );
+    let labeler = MturkLabeler::builder_from_client(generous, |t: &String| t.clone()).build();
+    let tweet = "x".to_string();
+    let err = labeler.submit(&[task("t1", &tweet)]).await.unwrap_err();
+    assert!(err.is_throttling() && err.is_retryable(), "{err}");
+    assert_eq!(
+        server.calls_of("CreateHITWithHITType").len(),
+        1,
+        "one attempt: the caller's retry policy decides"
+    );
 }

@@ -62,7 +62,7 @@ async fn kinesis_source_conforms() {
     let store = MemoryCheckpointStore::new();
     conformance(
         || {
-            let builder = KinesisSource::builder(kinesis.clone(), "conf")
+            let builder = KinesisSource::builder_from_client(kinesis.clone(), "conf")
                 .checkpoints(store.clone())
                 .stop_at_tip(true)
                 .limit(25)

@@ -116,7 +116,9 @@ impl Env {
     /// Pushes every line of the bundled file, malformed ones included.
     async fn push_bundled(&self) -> usize {
         let lines = app::lines(app::TWEETS);
-        let producer = KinesisProducer::from_conf(&self.config, STREAM).seed(5);
+        let producer = KinesisProducer::builder(&self.config, STREAM)
+            .seed(5)
+            .build();
         let report = producer
             .send_all(lines.iter().cloned().map(ProducerRecord::new))
             .await

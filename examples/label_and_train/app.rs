@@ -367,9 +367,12 @@ pub fn simulated_crowd(gold: HashMap<String, String>, seed: u64) -> SimulatedCro
 
 /// The Mechanical Turk labeler's settings: the sandbox, the original's
 /// HIT settings (3 assignments, approval rate ≥ 95%), a question over this
-/// data's categories, and the spending limit.
+/// data's categories, and the spending limit, over `client`.
 #[cfg(feature = "mturk")]
-pub fn mturk_builder(options: &Options) -> streamsift::mturk::MturkLabelerBuilder<Example> {
+pub fn mturk_builder(
+    options: &Options,
+    client: aws_sdk_mturk::Client,
+) -> streamsift::mturk::MturkLabelerBuilder<Example> {
     use streamsift::mturk::{Cents, MturkLabeler, QuestionTemplate};
     let shown = [
         "Request",
@@ -386,7 +389,7 @@ pub fn mturk_builder(options: &Options) -> streamsift::mturk::MturkLabelerBuilde
             .collect(),
         ..QuestionTemplate::default()
     };
-    MturkLabeler::builder(|e: &Example| e.text.clone())
+    MturkLabeler::builder_from_client(client, |e: &Example| e.text.clone())
         .question(question)
         .max_spend(Cents(options.max_spend_cents))
 }

@@ -109,7 +109,7 @@ async fn mturk(options: &app::Options) -> ExitCode {
     use streamsift::mturk::Cents;
 
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let labeler = app::mturk_builder(options).build(&config);
+    let labeler = app::mturk_builder(options, aws_sdk_mturk::Client::new(&config)).build();
     println!(
         "label_and_train: HITs go to the Mechanical Turk sandbox ({}), at most ${} committed",
         labeler.endpoint().requester_url(),

@@ -559,7 +559,7 @@ pub async fn kinesis_source(
     config: &aws_config::SdkConfig,
     stream: &str,
 ) -> Result<KinesisSource, SetupError> {
-    let builder = KinesisSource::from_conf(config, StreamRef::parse(stream))
+    let builder = KinesisSource::builder(config, StreamRef::parse(stream))
         .start_position(if options.from_start {
             StartPosition::TrimHorizon
         } else {
@@ -568,13 +568,14 @@ pub async fn kinesis_source(
         .stop_at_tip(options.stop_at_tip);
     let builder = match &options.checkpoint_table {
         Some(table) => {
-            let store = DynamoDbCheckpointStore::from_conf(config, table.clone());
-            store.create_table_if_missing().await.map_err(|source| {
-                SetupError::CheckpointTable {
+            let store = DynamoDbCheckpointStore::builder(config, table.clone())
+                .create_table_if_missing(true)
+                .build()
+                .await
+                .map_err(|source| SetupError::CheckpointTable {
                     table: table.clone(),
                     source,
-                }
-            })?;
+                })?;
             builder.checkpoints(store)
         }
         None => builder.checkpoints(FileCheckpointStore::new(options.checkpoint_dir())),

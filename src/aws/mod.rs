@@ -11,3 +11,8 @@
 mod error;
 
 pub use error::{AwsErrorKind, AwsFailure};
+
+/// How long a backend's start-up checks (the stream, table or topic
+/// exists; the endpoint answers) may take before the builder gives up with
+/// a clear error, unless its `startup_timeout` says otherwise.
+pub const DEFAULT_STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

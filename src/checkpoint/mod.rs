@@ -286,4 +286,6 @@ pub use memory::MemoryCheckpointStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "dynamodb")))]
 pub mod dynamodb;
 #[cfg(feature = "dynamodb")]
-pub use dynamodb::{DynamoDbCheckpointStore, LeaseKeys, LeaseRecord};
+pub use dynamodb::{
+    DynamoDbCheckpointStore, DynamoDbCheckpointStoreBuilder, LeaseKeys, LeaseRecord,
+};

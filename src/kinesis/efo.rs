@@ -1,5 +1,8 @@
 //! Enhanced fan-out: a registered stream consumer and one SubscribeToShard
 //! subscription per shard, renewed from the continuation sequence number.
+//! Depends on [`super::shared`] and [`super::error`] only; the coordinator
+//! ([`super::source`]) calls it, and the polling reader ([`super::reader`])
+//! does not know it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,8 +16,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::error::{CallError, classify};
-use super::reader::{ReaderExit, ResumeFilter, StartAt, after_failure, convert, end_shard};
-use super::source::{Settings, Shared, StreamRef};
+use super::shared::{
+    ReaderExit, ResumeFilter, Settings, Shared, StartAt, Streak, StreamRef, after_failure, backoff,
+    convert, end_shard,
+};
 use crate::SourceError;
 use crate::record::{Batch, ShardId};
 
@@ -42,12 +47,15 @@ async fn stream_arn(
 }
 
 /// Registers `name` as a consumer of the stream, or finds it if it exists,
-/// and waits until it is ACTIVE (at most 2 minutes). Returns its ARN.
+/// and waits until it is ACTIVE, polling DescribeStreamConsumer with
+/// backoff (from the settings' initial backoff, doubling up to 2 s) until
+/// `deadline` (the source's start-up timeout). Returns its ARN.
 pub(crate) async fn register_consumer(
     client: &Client,
     stream: &StreamRef,
     name: &str,
     settings: &Settings,
+    deadline: Instant,
 ) -> Result<String, SourceError> {
     let stream_arn = stream_arn(client, stream, settings).await?;
     let registered = client
@@ -64,33 +72,47 @@ pub(crate) async fn register_consumer(
             other => return Err(other.into_source_error()),
         },
     };
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut polls = 0u32;
     loop {
         let mut req = client.describe_stream_consumer();
         req = match &arn {
             Some(a) => req.consumer_arn(a),
             None => req.stream_arn(&stream_arn).consumer_name(name),
         };
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| classify("DescribeStreamConsumer", e).into_source_error())?;
-        let Some(desc) = resp.consumer_description() else {
-            return Err(SourceError::permanent(
-                "DescribeStreamConsumer returned no consumer description",
-            ));
+        let status = match req.send().await {
+            Ok(resp) => {
+                let Some(desc) = resp.consumer_description() else {
+                    return Err(SourceError::permanent(
+                        "DescribeStreamConsumer returned no consumer description",
+                    ));
+                };
+                if *desc.consumer_status() == ConsumerStatus::Active {
+                    return Ok(desc.consumer_arn().to_string());
+                }
+                format!("{:?}", desc.consumer_status())
+            }
+            Err(e) => match classify("DescribeStreamConsumer", e) {
+                err if err.is_retryable() => err.into_source_error().to_string(),
+                err => return Err(err.into_source_error()),
+            },
         };
-        if *desc.consumer_status() == ConsumerStatus::Active {
-            return Ok(desc.consumer_arn().to_string());
-        }
-        if Instant::now() > deadline {
+        polls += 1;
+        let wait = consumer_poll_wait(settings, polls);
+        if Instant::now() + wait > deadline {
             return Err(SourceError::unavailable(format!(
-                "stream consumer {name} is still {:?} after 2 minutes; try again later",
-                desc.consumer_status()
+                "stream consumer {name} is not ACTIVE within the start-up timeout of {:?} \
+                 ({polls} polls; the last: {status}): raise startup_timeout, or try again later",
+                settings.startup_timeout
             )));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(wait).await;
     }
+}
+
+/// The pause before DescribeStreamConsumer poll `polls + 1`: the initial
+/// backoff doubling, at most 2 s, with jitter.
+fn consumer_poll_wait(settings: &Settings, polls: u32) -> Duration {
+    backoff(settings, polls, 0xef0).min(Duration::from_secs(2))
 }
 
 fn starting_position(start: &StartAt) -> Result<StartingPosition, SourceError> {
@@ -129,7 +151,7 @@ pub(crate) async fn run(
         _ => None,
     };
     let mut from = start;
-    let mut failures = 0u32;
+    let mut streak = Streak::default();
     // Kinesis allows one SubscribeToShard per second per shard and consumer:
     // a subscription that ends at once is renewed no faster than that.
     let mut next_subscribe = Instant::now();
@@ -156,7 +178,7 @@ pub(crate) async fn run(
             Ok(Err(e)) => {
                 let e = classify("SubscribeToShard", e);
                 if let Err(exit) =
-                    after_failure(shared, shard, "SubscribeToShard", e, &mut failures, tx).await
+                    after_failure(shared, shard, "SubscribeToShard", e, &mut streak, tx).await
                 {
                     return exit;
                 }
@@ -166,7 +188,7 @@ pub(crate) async fn run(
                 let e =
                     CallError::Transient(SourceError::unavailable("SubscribeToShard: timed out"));
                 if let Err(exit) =
-                    after_failure(shared, shard, "SubscribeToShard", e, &mut failures, tx).await
+                    after_failure(shared, shard, "SubscribeToShard", e, &mut streak, tx).await
                 {
                     return exit;
                 }
@@ -195,13 +217,17 @@ pub(crate) async fn run(
                         .counters
                         .transient_errors
                         .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%shard, error = %e, "subscription failed; resubscribing");
-                    failures += 1;
-                    tokio::time::sleep(super::reader::backoff(settings, failures, 1)).await;
+                    let failures = streak.fail();
+                    if let Some(lasted) = streak.long() {
+                        tracing::warn!(%shard, error = %e, attempts = failures, ?lasted, "subscriptions have failed for {lasted:?}; still resubscribing");
+                    } else {
+                        tracing::debug!(%shard, error = %e, attempt = failures, "subscription failed; resubscribing");
+                    }
+                    tokio::time::sleep(backoff(settings, failures, 1)).await;
                     break;
                 }
             };
-            failures = 0;
+            streak.reset();
             let behind = u64::try_from(event.millis_behind_latest).ok();
             let continuation = event.continuation_sequence_number.clone();
             let ended = event.child_shards.as_ref().is_some_and(|c| !c.is_empty())
@@ -234,5 +260,30 @@ pub(crate) async fn run(
                 return ReaderExit::CaughtUp;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// DescribeStreamConsumer polls back off from the initial backoff up to
+    /// 2 s (jittered), instead of every 500 ms for two minutes.
+    #[test]
+    fn consumer_polls_back_off_up_to_two_seconds() {
+        let settings = Settings {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            ..Settings::default()
+        };
+        let waits: Vec<Duration> = (1..=12).map(|p| consumer_poll_wait(&settings, p)).collect();
+        assert!(
+            waits.iter().all(|w| *w <= Duration::from_secs(2)),
+            "{waits:?}"
+        );
+        // Full jitter: the sum grows with the ceiling; 12 polls of at most
+        // 100 ms would total 1.2 s at most.
+        let total: Duration = waits.iter().sum();
+        assert!(total > Duration::from_millis(1200), "{waits:?}");
     }
 }

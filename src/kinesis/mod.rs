@@ -6,92 +6,42 @@
 //! See the [Kinesis guide](crate::guide::kinesis) for emulators, positions,
 //! checkpoints, resharding and enhanced fan-out, and the
 //! [AWS guide](crate::guide::aws) for IAM.
+//!
+//! # Modules and what they depend on
+//!
+//! The modules form a DAG (an arrow reads "uses"); nothing below points back
+//! up:
+//!
+//! ```text
+//! source ──► efo ──┐
+//!   │  └──► reader ┤
+//!   └──────────────┴─► shared ──► error ──► crate::aws
+//!                        └──────► unpack ──► kpl
+//! producer ──► kpl          (producer and kpl use nothing of the source)
+//! ```
+//!
+//! - `error`: what a failed call means for a reader ([`crate::aws::AwsFailure`]
+//!   plus Kinesis's own codes), and the typed [`StartupError`].
+//! - `shared`: the types every task of one source shares, and the per-shard
+//!   helpers both readers use.
+//! - `reader` (GetRecords) and `efo` (SubscribeToShard, consumer
+//!   registration): one shard each; neither knows the other.
+//! - `source`: the builder, the coordinator (ListShards, lineage order) and
+//!   the [`Source`](crate::Source) impl; it picks the reader per shard.
 
 mod efo;
 mod error;
 pub mod kpl;
 pub mod producer;
 mod reader;
+mod shared;
 mod source;
+mod unpack;
 
-pub use producer::{Accepted, KinesisProducer, ProduceError, ProducerRecord, SendReport};
-pub use source::{KinesisSource, KinesisSourceBuilder, KinesisStats, StartPosition, StreamRef};
-
-use std::sync::Arc;
-use std::time::SystemTime;
-
-use bytes::Bytes;
-
-use crate::record::{Record, Sequence, ShardId};
-
-/// Turns one Kinesis record, as GetRecords, SubscribeToShard or a Lambda
-/// event delivers it, into pipeline [`Record`]s, appended to `out`.
-///
-/// - A plain record gives one `Record` with id `"{shard}:{sequence}"`.
-/// - A KPL aggregate gives one `Record` per user record, each with its own
-///   partition key and sub-sequence (id `"{shard}:{sequence}/{sub}"`); the
-///   payloads share `data`'s buffer.
-/// - A corrupt aggregate gives one `Record` with the raw payload and
-///   [`Record::defect`] set (the pipeline dead-letters it), and the error
-///   is returned so the caller can count it. Nothing is dropped.
-///
-/// ```
-/// use std::time::SystemTime;
-/// use streamsift::ShardId;
-/// use streamsift::kinesis::unpack;
-///
-/// let mut out = Vec::new();
-/// let shard = ShardId::new("shardId-000000000000");
-/// let err = unpack(&shard, "49590338271490256608559692538361571095921575989136588898", "user1",
-///     bytes::Bytes::from_static(br#"{"text":"hi"}"#), SystemTime::now(), &mut out);
-/// assert!(err.is_none());
-/// assert_eq!(out[0].id, "shardId-000000000000:49590338271490256608559692538361571095921575989136588898");
-/// ```
-pub fn unpack(
-    shard: &ShardId,
-    sequence_number: &str,
-    partition_key: &str,
-    data: Bytes,
-    arrival: SystemTime,
-    out: &mut Vec<Record>,
-) -> Option<kpl::KplError> {
-    let plain = |out: &mut Vec<Record>, data: Bytes, defect: Option<Arc<str>>| {
-        let sequence = Sequence::new(sequence_number);
-        out.push(Record {
-            id: format!("{shard}:{sequence}"),
-            partition_key: partition_key.to_string(),
-            shard: shard.clone(),
-            sequence,
-            payload: data,
-            arrival,
-            defect,
-        });
-    };
-    match kpl::deaggregate_bytes(&data) {
-        Ok(None) => {
-            plain(out, data, None);
-            None
-        }
-        Ok(Some(users)) => {
-            out.reserve(users.len());
-            for user in users {
-                let sequence = Sequence::with_sub_sequence(sequence_number, user.sub_sequence);
-                out.push(Record {
-                    id: format!("{shard}:{sequence}"),
-                    partition_key: user.partition_key,
-                    shard: shard.clone(),
-                    sequence,
-                    payload: user.data,
-                    arrival,
-                    defect: None,
-                });
-            }
-            None
-        }
-        Err(e) => {
-            let reason = format!("KPL aggregate could not be unpacked: {e}");
-            plain(out, data, Some(Arc::from(reason)));
-            Some(e)
-        }
-    }
-}
+pub use error::StartupError;
+pub use producer::{
+    Accepted, KinesisProducer, KinesisProducerBuilder, ProduceError, ProducerRecord, SendReport,
+};
+pub use shared::{KinesisStats, StartPosition, StreamRef};
+pub use source::{KinesisSource, KinesisSourceBuilder};
+pub use unpack::unpack;

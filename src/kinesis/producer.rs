@@ -34,9 +34,13 @@
 //! sent ([`ProduceError::NotSent`]); an `InvalidArgumentException` fails only
 //! the records of its own call.
 //!
-//! [`KinesisProducer::from_conf`] turns the SDK's own retries off so that
-//! this policy is the only one; a client handed to [`KinesisProducer::new`]
-//! keeps its configuration, and its retries stack with these.
+//! Both constructors ([`KinesisProducer::builder`] and
+//! [`KinesisProducer::builder_from_client`]) turn the SDK's own retries off,
+//! so this policy is the only one: a record is sent at most
+//! [`RetryPolicy::max_attempts`] times, one HTTP request per attempt. The
+//! producer is not driven by a pipeline (it feeds a stream, it is not a
+//! pipeline stage), so this retry policy is its own and nothing retries
+//! above it.
 //!
 //! # Ordering
 //!
@@ -52,12 +56,12 @@
 //!
 //! # Aggregation
 //!
-//! With [`KinesisProducer::aggregate`] the producer packs user records into
+//! With [`KinesisProducerBuilder::aggregate`] the producer packs user records into
 //! KPL aggregated records (see [`crate::kinesis::kpl`]), as the Kinesis
 //! Producer Library does, which cuts the number of Kinesis records (and
 //! per-record costs) for small records. To keep every user record on the
 //! shard its own partition key maps to, the producer reads the stream's shard
-//! map (ListShards, cached for [`KinesisProducer::shard_map_ttl`]) and only
+//! map (ListShards, cached for [`KinesisProducerBuilder::shard_map_ttl`]) and only
 //! packs records that map to the same open shard; each aggregate is sent
 //! under the partition key (and explicit hash key) of its first record. A
 //! record alone in its group, or too large for an aggregate, is sent as is.
@@ -85,6 +89,7 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use bytes::Bytes;
 
+use crate::aws::{AwsErrorKind, AwsFailure};
 use crate::error::ErrorClass;
 use crate::kinesis::kpl::{Aggregate, Aggregator, partition_key_hash};
 use crate::pipeline::RetryPolicy;
@@ -619,20 +624,84 @@ impl fmt::Debug for KinesisProducer {
     }
 }
 
+/// Builds a [`KinesisProducer`]; see [`KinesisProducer::builder`].
+pub struct KinesisProducerBuilder {
+    producer: KinesisProducer,
+}
+
+impl fmt::Debug for KinesisProducerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KinesisProducerBuilder")
+            .field("producer", &self.producer)
+            .finish()
+    }
+}
+
+impl KinesisProducerBuilder {
+    /// Computes the partition key of records that have none of their own;
+    /// `None` from the function gives the record a random key.
+    pub fn partition_key_fn<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&[u8]) -> Option<String> + Send + Sync + 'static,
+    {
+        self.producer.key_fn = Some(Arc::new(f));
+        self
+    }
+
+    /// Seeds the generator of random partition keys and of backoff jitter,
+    /// for reproducible runs. The default seed comes from the clock.
+    pub fn seed(self, seed: u64) -> Self {
+        self.producer.rng.store(seed, Ordering::Relaxed);
+        self
+    }
+
+    /// The retry policy (attempts per record, including the first, and the
+    /// backoff). Default: [`RetryPolicy::default`].
+    pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.producer.retry = retry;
+        self
+    }
+
+    /// Turns KPL-compatible aggregation on or off (default off).
+    pub fn aggregate(mut self, on: bool) -> Self {
+        self.producer.aggregate = on;
+        self
+    }
+
+    /// The most bytes of one aggregated record (default
+    /// [`DEFAULT_AGGREGATE_MAX_BYTES`]); capped at [`MAX_RECORD_BYTES`].
+    pub fn aggregate_max_bytes(mut self, bytes: usize) -> Self {
+        self.producer.aggregate_max_bytes = bytes.min(MAX_RECORD_BYTES);
+        self
+    }
+
+    /// How long a shard map read for aggregation is reused (default 60 s).
+    pub fn shard_map_ttl(mut self, ttl: Duration) -> Self {
+        self.producer.shard_map_ttl = ttl;
+        self
+    }
+
+    /// The producer. Does no I/O.
+    pub fn build(self) -> KinesisProducer {
+        self.producer
+    }
+}
+
 impl KinesisProducer {
-    /// A producer that sends to `stream` (a name, or an ARN starting with
-    /// `arn:`, which is then sent as `StreamARN`) through `client`.
+    /// Starts building a producer that sends to `stream` (a name, or an ARN
+    /// starting with `arn:`, which is then sent as `StreamARN`), with a
+    /// client made from `config`.
     ///
-    /// The client's own retry configuration is kept; see
-    /// [`from_conf`](Self::from_conf) for one without SDK retries.
+    /// The SDK's own retries are turned off, so that the producer's
+    /// [`RetryPolicy`] decides alone (and counts every retry in its
+    /// metrics).
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     /// use streamsift::kinesis::producer::{KinesisProducer, ProducerRecord};
     ///
     /// let config = aws_config::load_from_env().await;
-    /// let client = aws_sdk_kinesis::Client::new(&config);
-    /// let producer = KinesisProducer::new(client, "tweets");
+    /// let producer = KinesisProducer::builder(&config, "tweets").build();
     /// let report = producer
     ///     .send(vec![ProducerRecord::new(r#"{"text":"hello"}"#).partition_key("alice")])
     ///     .await?;
@@ -641,80 +710,38 @@ impl KinesisProducer {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn new(client: Client, stream: impl Into<String>) -> Self {
-        KinesisProducer {
-            client,
-            target: Target::parse(stream.into()),
-            key_fn: None,
-            retry: RetryPolicy::default(),
-            rng: AtomicU64::new(default_seed()),
-            aggregate: false,
-            aggregate_max_bytes: DEFAULT_AGGREGATE_MAX_BYTES,
-            shard_map_ttl: Duration::from_secs(60),
-            shard_map: tokio::sync::Mutex::new(None),
-        }
+    pub fn builder(
+        config: &aws_config::SdkConfig,
+        stream: impl Into<String>,
+    ) -> KinesisProducerBuilder {
+        Self::builder_from_client(Client::new(config), stream)
     }
 
-    /// A producer whose client is built from `config` with the SDK's own
-    /// retries turned off, so that the producer's [`RetryPolicy`] decides
-    /// alone (and counts every retry in its metrics).
-    ///
-    /// ```no_run
-    /// # async fn demo() {
-    /// use streamsift::kinesis::producer::KinesisProducer;
-    ///
-    /// let config = aws_config::load_from_env().await;
-    /// let producer = KinesisProducer::from_conf(&config, "tweets");
-    /// # }
-    /// ```
-    pub fn from_conf(config: &aws_config::SdkConfig, stream: impl Into<String>) -> Self {
-        let conf = aws_sdk_kinesis::config::Builder::from(config)
+    /// Like [`builder`](Self::builder), sending through `client` (for tests
+    /// and custom HTTP clients). Its own retries are turned off on the copy
+    /// the producer uses.
+    pub fn builder_from_client(
+        client: Client,
+        stream: impl Into<String>,
+    ) -> KinesisProducerBuilder {
+        let conf = client
+            .config()
+            .to_builder()
             .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
             .build();
-        KinesisProducer::new(Client::from_conf(conf), stream)
-    }
-
-    /// Computes the partition key of records that have none of their own;
-    /// `None` from the function gives the record a random key.
-    pub fn partition_key_fn<F>(mut self, f: F) -> Self
-    where
-        F: Fn(&[u8]) -> Option<String> + Send + Sync + 'static,
-    {
-        self.key_fn = Some(Arc::new(f));
-        self
-    }
-
-    /// Seeds the generator of random partition keys and of backoff jitter,
-    /// for reproducible runs. The default seed comes from the clock.
-    pub fn seed(self, seed: u64) -> Self {
-        self.rng.store(seed, Ordering::Relaxed);
-        self
-    }
-
-    /// The retry policy (attempts per record, including the first, and the
-    /// backoff). Default: [`RetryPolicy::default`].
-    pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    /// Turns KPL-compatible aggregation on or off (default off).
-    pub fn aggregate(mut self, on: bool) -> Self {
-        self.aggregate = on;
-        self
-    }
-
-    /// The most bytes of one aggregated record (default
-    /// [`DEFAULT_AGGREGATE_MAX_BYTES`]); capped at [`MAX_RECORD_BYTES`].
-    pub fn aggregate_max_bytes(mut self, bytes: usize) -> Self {
-        self.aggregate_max_bytes = bytes.min(MAX_RECORD_BYTES);
-        self
-    }
-
-    /// How long a shard map read for aggregation is reused (default 60 s).
-    pub fn shard_map_ttl(mut self, ttl: Duration) -> Self {
-        self.shard_map_ttl = ttl;
-        self
+        KinesisProducerBuilder {
+            producer: KinesisProducer {
+                client: Client::from_conf(conf),
+                target: Target::parse(stream.into()),
+                key_fn: None,
+                retry: RetryPolicy::default(),
+                rng: AtomicU64::new(default_seed()),
+                aggregate: false,
+                aggregate_max_bytes: DEFAULT_AGGREGATE_MAX_BYTES,
+                shard_map_ttl: Duration::from_secs(60),
+                shard_map: tokio::sync::Mutex::new(None),
+            },
+        }
     }
 
     /// The stream name or ARN.
@@ -861,11 +888,14 @@ impl KinesisProducer {
                     Target::Arn(arn) => call.stream_arn(arn),
                 },
             };
-            let out = call.send().await.map_err(|e| ProduceError::ShardMap {
-                stream: stream.clone(),
-                code: error_code(&e),
-                message: error_message(&e),
-                source: Some(Arc::new(e)),
+            let out = call.send().await.map_err(|e| {
+                let failure = AwsFailure::from_sdk(&e);
+                ProduceError::ShardMap {
+                    stream: stream.clone(),
+                    code: failure.code_or_kind().to_owned(),
+                    message: failure.message,
+                    source: Some(Arc::new(e)),
+                }
             })?;
             for shard in out.shards() {
                 let open = shard
@@ -985,11 +1015,12 @@ impl KinesisProducer {
                         }
                     }
                     Err(e) => {
-                        let (retryable, stops_send) = classify_call_error(&e);
+                        let failure = AwsFailure::from_sdk(&e);
+                        let (retryable, stops_send) = classify_call_error(&failure);
                         let err = ProduceError::Call {
                             stream: stream.clone(),
-                            code: error_code(&e),
-                            message: error_message(&e),
+                            code: failure.code_or_kind().to_owned(),
+                            message: failure.message,
                             retryable,
                             source: Arc::new(e),
                         };
@@ -1246,63 +1277,25 @@ fn aggregate_groups(records: Vec<Prepared>, map: &ShardMap, max_bytes: usize) ->
     out
 }
 
-/// A whole-call failure: (retryable, stops the rest of the send).
-fn classify_call_error(e: &SdkError<PutRecordsError>) -> (bool, bool) {
-    match e {
-        SdkError::ConstructionFailure(_) => (false, true),
-        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => (true, false),
-        SdkError::DispatchFailure(d) => (!d.is_user(), d.is_user()),
-        SdkError::ServiceError(ctx) => {
-            let status = ctx.raw().status();
-            match ctx.err() {
-                PutRecordsError::ProvisionedThroughputExceededException(_)
-                | PutRecordsError::KmsThrottlingException(_)
-                | PutRecordsError::InternalFailureException(_) => (true, false),
-                PutRecordsError::ResourceNotFoundException(_)
-                | PutRecordsError::AccessDeniedException(_)
-                | PutRecordsError::KmsAccessDeniedException(_)
-                | PutRecordsError::KmsDisabledException(_)
-                | PutRecordsError::KmsInvalidStateException(_)
-                | PutRecordsError::KmsNotFoundException(_)
-                | PutRecordsError::KmsOptInRequired(_) => (false, true),
-                PutRecordsError::InvalidArgumentException(_) => (false, false),
-                other => {
-                    let code = other.code().unwrap_or("");
-                    let throttled = status.as_u16() == 429
-                        || code.contains("Throttl")
-                        || code == "LimitExceededException"
-                        || code == "RequestLimitExceeded";
-                    (status.is_server_error() || throttled, false)
-                }
-            }
-        }
-        // Unknown kinds of failure: retry, within the attempt limit.
-        _ => (true, false),
-    }
-}
-
-fn error_code<E: ProvideErrorMetadata>(e: &SdkError<E>) -> String {
-    match e {
-        SdkError::ServiceError(ctx) => ctx
-            .err()
-            .code()
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("HTTP {}", ctx.raw().status().as_u16())),
-        SdkError::TimeoutError(_) => "timeout".into(),
-        SdkError::DispatchFailure(_) => "dispatch failure".into(),
-        SdkError::ResponseError(_) => "unreadable response".into(),
-        SdkError::ConstructionFailure(_) => "request construction failure".into(),
-        _ => "unknown failure".into(),
-    }
-}
-
-fn error_message<E>(e: &SdkError<E>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    match e {
-        SdkError::ServiceError(ctx) => ctx.err().message().unwrap_or("").to_owned(),
-        other => aws_sdk_kinesis::error::DisplayErrorContext(other).to_string(),
+/// A whole-call failure, through the shared classification
+/// ([`AwsFailure::from_sdk`]): (retryable, stops the rest of the send).
+/// Throttling and transient failures are retried; a missing stream, a
+/// refused permission or KMS key, and a request that could not be built or
+/// sent stop the send; any other refusal (`InvalidArgumentException`) fails
+/// only its own call.
+fn classify_call_error(failure: &AwsFailure) -> (bool, bool) {
+    // KMS's refusals (disabled, not found, invalid state, opt-in) are
+    // permanent for the whole stream; its throttling is not.
+    let kms = failure
+        .code
+        .as_deref()
+        .is_some_and(|c| c.starts_with("KMS"));
+    match failure.kind {
+        AwsErrorKind::Throttled => (true, false),
+        kind if kind.is_retryable() && !kms => (true, false),
+        AwsErrorKind::NotFound | AwsErrorKind::AccessDenied => (false, true),
+        _ if kms || failure.code.is_none() => (false, true),
+        _ => (false, false),
     }
 }
 

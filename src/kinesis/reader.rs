@@ -1,140 +1,30 @@
-//! One shard's reader: the GetRecords loop (or, with enhanced fan-out, the
-//! SubscribeToShard loop in [`super::efo`]), turning Kinesis records into
-//! [`Record`]s and sending them to the pipeline in batches.
+//! One shard's polling reader: the GetRecords loop, turning Kinesis records
+//! into [`Record`](crate::Record)s and sending them to the pipeline in
+//! batches. The enhanced fan-out reader is [`super::efo`]; the coordinator
+//! ([`super::source`]) picks one of the two per shard. Depends on
+//! [`super::shared`] and [`super::error`] only.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use aws_sdk_kinesis::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_kinesis::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_kinesis::error::BoxError;
 use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::error::{CallError, classify};
-use super::source::{Settings, Shared, StreamRef};
+use super::shared::{
+    ReaderExit, ResumeFilter, Shared, StartAt, Streak, StreamRef, after_failure, convert, end_shard,
+};
 use crate::SourceError;
-use crate::record::{Batch, Record, Sequence, ShardId};
-use crate::util::{hash_str, unit_f64};
-
-/// Where a reader starts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum StartAt {
-    /// After a checkpoint. With a sub-sequence, the aggregate is read again
-    /// (`AT_SEQUENCE_NUMBER`) and its user records up to the sub-sequence
-    /// are skipped.
-    After(Sequence),
-    TrimHorizon,
-    /// `AT_TIMESTAMP`: also how a `LATEST` source reads, from its pinned
-    /// start, so that a retried call keeps the intended position.
-    Timestamp(SystemTime),
-}
-
-/// Why a reader stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ReaderExit {
-    /// The shard is closed and its last batch was sent.
-    ShardEnd,
-    /// Read up to the tip, with `stop_at_tip` set.
-    CaughtUp,
-    /// A permanent error was sent to the pipeline.
-    Failed,
-    /// The pipeline went away.
-    Closed,
-}
-
-/// Exponential backoff with full jitter: uniform in `[0, min(max, initial ×
-/// 2^(attempt-1))]`, never below 10 ms.
-pub(crate) fn backoff(settings: &Settings, attempt: u32, key: u64) -> Duration {
-    let exp = 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
-    let ceiling =
-        (settings.initial_backoff.as_secs_f64() * exp).min(settings.max_backoff.as_secs_f64());
-    let unit = unit_f64(settings.seed, key, u64::from(attempt));
-    Duration::from_secs_f64((ceiling * unit).max(0.010))
-}
-
-/// Skips the user records of an aggregate that a checkpoint inside it says
-/// are done.
-#[derive(Debug)]
-pub(crate) struct ResumeFilter {
-    number: String,
-    sub: u64,
-}
-
-impl ResumeFilter {
-    pub(crate) fn new(after: &Sequence) -> Option<Self> {
-        after.sub_sequence.map(|sub| ResumeFilter {
-            number: after.number.clone(),
-            sub,
-        })
-    }
-
-    /// Whether `seq` was already done. Records of the checkpointed aggregate
-    /// up to its sub-sequence are; a plain record with that number is too.
-    fn done(&self, seq: &Sequence) -> bool {
-        seq.number == self.number && seq.sub_sequence.is_none_or(|s| s <= self.sub)
-    }
-}
-
-/// Turns one Kinesis record into [`Record`]s (see [`super::unpack`]),
-/// dropping those a resume filter says are done, and counting corrupt
-/// aggregates.
-pub(crate) fn convert(
-    shared: &Shared,
-    shard: &ShardId,
-    record: aws_sdk_kinesis::types::Record,
-    filter: Option<&ResumeFilter>,
-    out: &mut Vec<Record>,
-) {
-    let arrival = record
-        .approximate_arrival_timestamp
-        .and_then(|t| SystemTime::try_from(t).ok())
-        .unwrap_or_else(SystemTime::now);
-    let from = out.len();
-    let data = Bytes::from(record.data.into_inner());
-    if let Some(e) = super::unpack(
-        shard,
-        &record.sequence_number,
-        &record.partition_key,
-        data,
-        arrival,
-        out,
-    ) {
-        shared
-            .counters
-            .corrupt_aggregates
-            .fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("streamsift_kinesis_corrupt_aggregates_total", "shard" => shard.to_string())
-            .increment(1);
-        tracing::warn!(%shard, sequence = %record.sequence_number, error = %e, "corrupt KPL aggregate: passing it on as a defective record");
-    }
-    if let Some(f) = filter {
-        let mut tail = out.split_off(from);
-        tail.retain(|r| !f.done(&r.sequence));
-        out.append(&mut tail);
-    }
-}
+use crate::record::{Batch, Sequence, ShardId};
 
 fn to_datetime(t: SystemTime) -> DateTime {
     DateTime::from(t)
-}
-
-/// Runs a reader for `shard` until its end, the tip (`stop_at_tip`), a
-/// permanent error, or the pipeline going away.
-pub(crate) async fn run(
-    shared: &Arc<Shared>,
-    shard: &ShardId,
-    start: StartAt,
-    tx: &mpsc::Sender<Result<Batch, SourceError>>,
-) -> ReaderExit {
-    if shared.consumer_arn.is_some() {
-        return super::efo::run(shared, shard, start, tx).await;
-    }
-    poll(shared, shard, start, tx).await
 }
 
 async fn get_iterator(
@@ -168,61 +58,9 @@ async fn get_iterator(
     }
 }
 
-/// What a reader does after a failed call: `Ok(())` to retry after the
-/// backoff it slept, `Err(exit)` to stop.
-pub(crate) async fn after_failure(
-    shared: &Shared,
-    shard: &ShardId,
-    op: &'static str,
-    err: CallError,
-    failures: &mut u32,
-    tx: &mpsc::Sender<Result<Batch, SourceError>>,
-) -> Result<(), ReaderExit> {
-    *failures += 1;
-    let label = shard.to_string();
-    match err {
-        CallError::Throttled(e) => {
-            shared.counters.throttled.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("streamsift_kinesis_throttled_total", "shard" => label, "operation" => op).increment(1);
-            tracing::debug!(%shard, error = %e, "throttled");
-        }
-        CallError::Transient(e) | CallError::InUse(e) => {
-            shared
-                .counters
-                .transient_errors
-                .fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("streamsift_kinesis_transient_errors_total", "shard" => label, "operation" => op).increment(1);
-            tracing::warn!(%shard, error = %e, attempt = *failures, "transient error; retrying");
-        }
-        CallError::Expired => {
-            // Not expected from GetShardIterator; back off like a transient
-            // error rather than asking again at once.
-            shared
-                .counters
-                .transient_errors
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%shard, operation = op, attempt = *failures, "unexpected ExpiredIteratorException; retrying");
-        }
-        CallError::Permanent(e) => {
-            tracing::error!(%shard, error = %e, "permanent error; stopping the source");
-            let e = SourceError::permanent(format!("shard {shard}: {e}")).with_source(e);
-            return Err(if tx.send(Err(e)).await.is_ok() {
-                ReaderExit::Failed
-            } else {
-                ReaderExit::Closed
-            });
-        }
-    }
-    tokio::time::sleep(backoff(
-        &shared.settings,
-        *failures,
-        hash_str(shard.as_str()),
-    ))
-    .await;
-    Ok(())
-}
-
-async fn poll(
+/// Runs a GetRecords reader for `shard` until its end, the tip
+/// (`stop_at_tip`), a permanent error, or the pipeline going away.
+pub(crate) async fn run(
     shared: &Arc<Shared>,
     shard: &ShardId,
     start: StartAt,
@@ -236,7 +74,7 @@ async fn poll(
     // The last sequence number handed on: an expired iterator is renewed
     // after it.
     let mut last: Option<String> = None;
-    let mut failures = 0u32;
+    let mut streak = Streak::default();
     let mut iterator: Option<String> = None;
     let mut next_call = Instant::now();
     let label = shard.to_string();
@@ -248,7 +86,7 @@ async fn poll(
             };
             match get_iterator(shared, shard, &from).await {
                 Ok(Some(it)) => {
-                    failures = 0;
+                    streak.reset();
                     iterator = Some(it);
                 }
                 Ok(None) => {
@@ -257,7 +95,7 @@ async fn poll(
                 }
                 Err(e) => {
                     if let Err(exit) =
-                        after_failure(shared, shard, "GetShardIterator", e, &mut failures, tx).await
+                        after_failure(shared, shard, "GetShardIterator", e, &mut streak, tx).await
                     {
                         return exit;
                     }
@@ -302,8 +140,7 @@ async fn poll(
                     }
                     other => {
                         if let Err(exit) =
-                            after_failure(shared, shard, "GetRecords", other, &mut failures, tx)
-                                .await
+                            after_failure(shared, shard, "GetRecords", other, &mut streak, tx).await
                         {
                             return exit;
                         }
@@ -314,14 +151,14 @@ async fn poll(
             Err(_) => {
                 let e = CallError::Transient(SourceError::unavailable("GetRecords: timed out"));
                 if let Err(exit) =
-                    after_failure(shared, shard, "GetRecords", e, &mut failures, tx).await
+                    after_failure(shared, shard, "GetRecords", e, &mut streak, tx).await
                 {
                     return exit;
                 }
                 continue;
             }
         };
-        failures = 0;
+        streak.reset();
         let behind = resp.millis_behind_latest.map(|m| m.max(0) as u64);
         if let Some(m) = behind {
             metrics::gauge!("streamsift_kinesis_millis_behind_latest", "shard" => label.clone())
@@ -401,17 +238,4 @@ impl Intercept for SentAt {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         Ok(())
     }
-}
-
-/// Sends an empty end-of-shard batch.
-pub(crate) async fn end_shard(
-    shard: &ShardId,
-    tx: &mpsc::Sender<Result<Batch, SourceError>>,
-) -> ReaderExit {
-    let mut batch = Batch::new(shard.clone(), Vec::new());
-    batch.shard_end = true;
-    if tx.send(Ok(batch)).await.is_err() {
-        return ReaderExit::Closed;
-    }
-    ReaderExit::ShardEnd
 }

@@ -1,10 +1,12 @@
 //! [`KinesisSource`]: every shard of a stream, read by one task per shard,
 //! resumed from a [`CheckpointStore`], in parent-before-child order across
-//! resharding.
+//! resharding. The builder and the coordinator: depends on
+//! [`super::shared`], [`super::reader`], [`super::efo`] and
+//! [`super::error`]; nothing in `kinesis` depends on it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -13,215 +15,18 @@ use aws_sdk_kinesis::config::retry::RetryConfig;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
-use super::error::{CallError, classify};
-use super::reader::{self, ReaderExit, StartAt};
+use super::error::{CallError, StartupError, classify};
+use super::shared::{
+    Counters, KinesisStats, ReaderExit, Settings, Shared, StartAt, StartPosition, Streak,
+    StreamRef, backoff, endpoint_of,
+};
+use super::{efo, reader};
 use crate::checkpoint::{
     CheckpointStore, IncarnationMismatch, MemoryCheckpointStore, StreamIncarnation, StreamMeta,
     from_micros, to_micros,
 };
 use crate::record::{Batch, Checkpoint, Position, ShardId};
 use crate::{Source, SourceError};
-
-/// Where to start reading a shard that has no checkpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StartPosition {
-    /// The oldest record still in the stream (`TRIM_HORIZON`).
-    TrimHorizon,
-    /// Only records written after the source started (`LATEST`), exactly.
-    ///
-    /// The start is pinned once, when [`build`](KinesisSourceBuilder::build)
-    /// is called, and every shard without a checkpoint is read from it
-    /// (`AT_TIMESTAMP` of that time), whatever its lineage and however many
-    /// start-up calls fail and are retried: a retry never re-resolves the
-    /// start, and no shard falls back to `TRIM_HORIZON`. Children created
-    /// after the start hold only later records, so they are read whole. The
-    /// pinned time is stored with the checkpoints
-    /// ([`StreamMeta`](crate::checkpoint::StreamMeta)), so a restart over the
-    /// same store keeps the first run's start for shards it never
-    /// checkpointed, instead of skipping what was written while it was down.
-    ///
-    /// The boundary is Kinesis' `ApproximateArrivalTimestamp` against this
-    /// host's clock: as exact as the two clocks agree.
-    Latest,
-    /// Records that arrived at or after this time (`AT_TIMESTAMP`).
-    AtTimestamp(SystemTime),
-}
-
-/// A stream, named or by ARN.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StreamRef {
-    /// A stream name, in the client's account and region.
-    Name(String),
-    /// A stream ARN, `arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`.
-    Arn(String),
-}
-
-impl StreamRef {
-    /// Parses `s` as an ARN when it starts with `arn:`, else as a name.
-    pub fn parse(s: impl Into<String>) -> Self {
-        let s = s.into();
-        if s.starts_with("arn:") {
-            StreamRef::Arn(s)
-        } else {
-            StreamRef::Name(s)
-        }
-    }
-
-    /// The stream's name: the part after `stream/` for an ARN. Checkpoints
-    /// are stored under this name, so a name and an ARN of one stream share
-    /// them.
-    pub fn name(&self) -> &str {
-        match self {
-            StreamRef::Name(n) => n,
-            StreamRef::Arn(a) => a.rsplit_once("stream/").map_or(a.as_str(), |(_, n)| n),
-        }
-    }
-}
-
-impl From<&str> for StreamRef {
-    fn from(s: &str) -> Self {
-        StreamRef::parse(s)
-    }
-}
-
-impl From<String> for StreamRef {
-    fn from(s: String) -> Self {
-        StreamRef::parse(s)
-    }
-}
-
-/// Counters a running [`KinesisSource`] keeps; read with
-/// [`KinesisSource::stats`]. They are also exported through the `metrics`
-/// crate as `streamsift_kinesis_*`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KinesisStats {
-    /// GetRecords calls made (or SubscribeToShard calls, with enhanced fan-out).
-    pub read_calls: u64,
-    /// Records handed to the pipeline (user records, after de-aggregation).
-    pub records: u64,
-    /// Calls answered with a throttling error.
-    pub throttled: u64,
-    /// Calls that failed transiently (5xx, connection, timeout) and were retried.
-    pub transient_errors: u64,
-    /// Shard iterators renewed after `ExpiredIteratorException`.
-    pub iterators_renewed: u64,
-    /// KPL aggregates that failed to unpack (sent on as defective records).
-    pub corrupt_aggregates: u64,
-    /// Shards read to their end.
-    pub shards_ended: u64,
-    /// ListShards rounds.
-    pub discoveries: u64,
-    /// Per-shard entries the source holds now (shards known, finished,
-    /// closed, pending a start): bounded by what ListShards reports, since
-    /// shards that age out of the stream are released.
-    pub shard_entries: u64,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) read_calls: AtomicU64,
-    pub(crate) records: AtomicU64,
-    pub(crate) throttled: AtomicU64,
-    pub(crate) transient_errors: AtomicU64,
-    pub(crate) iterators_renewed: AtomicU64,
-    pub(crate) corrupt_aggregates: AtomicU64,
-    pub(crate) shards_ended: AtomicU64,
-    pub(crate) discoveries: AtomicU64,
-    pub(crate) shard_entries: AtomicU64,
-}
-
-impl Counters {
-    fn snapshot(&self) -> KinesisStats {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        KinesisStats {
-            read_calls: get(&self.read_calls),
-            records: get(&self.records),
-            throttled: get(&self.throttled),
-            transient_errors: get(&self.transient_errors),
-            iterators_renewed: get(&self.iterators_renewed),
-            corrupt_aggregates: get(&self.corrupt_aggregates),
-            shards_ended: get(&self.shards_ended),
-            discoveries: get(&self.discoveries),
-            shard_entries: get(&self.shard_entries),
-        }
-    }
-}
-
-/// Settings shared by every reader of one source.
-#[derive(Clone, Debug)]
-pub(crate) struct Settings {
-    pub(crate) start: StartPosition,
-    pub(crate) limit: i32,
-    pub(crate) min_call_interval: Duration,
-    pub(crate) idle_wait: Duration,
-    pub(crate) discovery_interval: Duration,
-    pub(crate) call_timeout: Duration,
-    pub(crate) initial_backoff: Duration,
-    pub(crate) max_backoff: Duration,
-    pub(crate) stop_at_tip: bool,
-    pub(crate) resubscribe_after: Duration,
-    pub(crate) seed: u64,
-    pub(crate) list_page_size: i32,
-    pub(crate) reset_on_new_incarnation: bool,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            start: StartPosition::TrimHorizon,
-            limit: 10_000,
-            min_call_interval: Duration::from_millis(200),
-            idle_wait: Duration::from_secs(1),
-            discovery_interval: Duration::from_secs(60),
-            call_timeout: Duration::from_secs(30),
-            initial_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(10),
-            stop_at_tip: false,
-            resubscribe_after: Duration::from_secs(300),
-            seed: 0x5eed,
-            list_page_size: 1000,
-            reset_on_new_incarnation: false,
-        }
-    }
-}
-
-/// What every task of one source shares.
-pub(crate) struct Shared {
-    pub(crate) client: Client,
-    pub(crate) stream: StreamRef,
-    pub(crate) settings: Settings,
-    pub(crate) store: Arc<dyn CheckpointStore>,
-    pub(crate) counters: Counters,
-    /// Enhanced fan-out consumer ARN, when enabled.
-    pub(crate) consumer_arn: Option<String>,
-    /// Shards whose `SHARD_END` checkpoint is stored.
-    finished: Mutex<HashSet<ShardId>>,
-    /// Shards ListShards reports as closed (an ending sequence number).
-    closed: Mutex<HashSet<ShardId>>,
-    wake: Notify,
-}
-
-impl Shared {
-    /// Whether ListShards has reported `shard` closed.
-    pub(crate) fn is_closed(&self, shard: &ShardId) -> bool {
-        self.closed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(shard)
-    }
-}
-
-impl fmt::Debug for Shared {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The client holds credentials: never print it.
-        f.debug_struct("Shared")
-            .field("stream", &self.stream)
-            .field("settings", &self.settings)
-            .field("store", &self.store)
-            .field("consumer_arn", &self.consumer_arn)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Builds a [`KinesisSource`]; see [`KinesisSource::builder`].
 pub struct KinesisSourceBuilder {
@@ -231,6 +36,8 @@ pub struct KinesisSourceBuilder {
     store: Arc<dyn CheckpointStore>,
     channel_capacity: usize,
     consumer_name: Option<String>,
+    /// The SDK configuration's endpoint URL, for messages.
+    endpoint_url: Option<String>,
 }
 
 impl fmt::Debug for KinesisSourceBuilder {
@@ -363,6 +170,22 @@ impl KinesisSourceBuilder {
         self
     }
 
+    /// How long the source may take to start: to reach Kinesis and find the
+    /// stream (DescribeStreamSummary, the first ListShards), and to register
+    /// the enhanced fan-out consumer and see it ACTIVE. Default 30 s.
+    ///
+    /// A source that cannot reach Kinesis in that time (a closed
+    /// `--endpoint-url`, a wrong region, no network, or only throttling and
+    /// 5xx answers) fails with a permanent [`SourceError`] whose source is
+    /// [`StartupError::Unreachable`]. A stream that does not exist fails at
+    /// once, without retries ([`StartupError::StreamNotFound`]). After the
+    /// start, failed calls are retried without end, quietly while a streak
+    /// lasts less than 10 s, then with one warning.
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.startup_timeout = timeout;
+        self
+    }
+
     /// The seed of the backoff jitter. Default fixed, so runs repeat.
     pub fn seed(mut self, seed: u64) -> Self {
         self.settings.seed = seed;
@@ -373,16 +196,22 @@ impl KinesisSourceBuilder {
     /// asked, and starts shard discovery and the readers.
     ///
     /// Fails if the checkpoint store cannot be read or the consumer cannot be
-    /// registered. A missing stream, and checkpoints of another incarnation
-    /// of the stream, show up as a permanent error from the first
+    /// registered within the
+    /// [`startup_timeout`](KinesisSourceBuilder::startup_timeout). A missing
+    /// stream ([`StartupError::StreamNotFound`], at once), a Kinesis that
+    /// does not answer within the start-up timeout
+    /// ([`StartupError::Unreachable`]), and checkpoints of another
+    /// incarnation of the stream show up as a permanent error from the first
     /// [`next_batch`](Source::next_batch).
     pub async fn build(self) -> Result<KinesisSource, SourceError> {
         // The start of a LATEST source, pinned before any call is made.
         let started = SystemTime::now();
+        let deadline = tokio::time::Instant::now() + self.settings.startup_timeout;
+        let endpoint = endpoint_of(&self.client, self.endpoint_url.as_deref());
         let checkpoints = self.store.load(self.stream.name()).await?;
         let consumer_arn = match &self.consumer_name {
             Some(name) => Some(
-                super::efo::register_consumer(&self.client, &self.stream, name, &self.settings)
+                efo::register_consumer(&self.client, &self.stream, name, &self.settings, deadline)
                     .await?,
             ),
             None => None,
@@ -399,12 +228,19 @@ impl KinesisSourceBuilder {
             store: self.store,
             counters: Counters::default(),
             consumer_arn,
+            endpoint,
             finished: Mutex::new(finished),
             closed: Mutex::new(HashSet::new()),
             wake: Notify::new(),
         });
         let (tx, rx) = mpsc::channel(self.channel_capacity);
-        let task = tokio::spawn(coordinate(shared.clone(), tx, checkpoints, started));
+        let task = tokio::spawn(coordinate(
+            shared.clone(),
+            tx,
+            checkpoints,
+            started,
+            deadline,
+        ));
         Ok(KinesisSource {
             shared,
             rx: tokio::sync::Mutex::new(rx),
@@ -448,8 +284,30 @@ impl Drop for AbortOnDrop {
 ///   [`channel_capacity`](KinesisSourceBuilder::channel_capacity) batches are
 ///   queued.
 ///
+/// # Retries, and who decides them
+///
 /// The AWS SDK's own retries are turned off on the client the source uses,
-/// so that every retry is the source's, paced and counted.
+/// so every Kinesis request is sent once per attempt and every retry is the
+/// source's, paced and counted:
+///
+/// - **Start-up** (DescribeStreamSummary, the first ListShards, the
+///   enhanced fan-out consumer): retried with backoff until the
+///   [`startup_timeout`](KinesisSourceBuilder::startup_timeout) (default
+///   30 s), then a permanent [`StartupError::Unreachable`]; a missing stream
+///   fails at once ([`StartupError::StreamNotFound`]). The checkpoint
+///   store's start-up calls (`load_meta`, `save_meta`, `reset`) are tried at
+///   most 8 times each, with backoff.
+/// - **Reading** (GetShardIterator, GetRecords, SubscribeToShard, later
+///   ListShards): retried without end, with backoff up to
+///   [`backoff`](KinesisSourceBuilder::backoff)'s maximum; quiet (debug
+///   logs) while a streak of failures lasts under 10 s, then one warning
+///   that names the endpoint and the last error.
+/// - **Commits**: [`commit`](Source::commit) makes one `save` per call,
+///   `SHARD_END` included; the pipeline's commit retry (its backoff, each
+///   attempt within `call_timeout`, giving up after `commit_timeout`)
+///   decides whether and when to try again. With the DynamoDB store, which
+///   does not retry either, an attempt is at most `2 × (conflict_retries +
+///   1)` requests per shard in the commit, each sent once.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -457,7 +315,7 @@ impl Drop for AbortOnDrop {
 /// use streamsift::kinesis::{KinesisSource, StartPosition};
 ///
 /// let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-/// let source = KinesisSource::builder(aws_sdk_kinesis::Client::new(&config), "tweets")
+/// let source = KinesisSource::builder(&config, "tweets")
 ///     .start_position(StartPosition::TrimHorizon)
 ///     .checkpoints(FileCheckpointStore::new("checkpoints"))
 ///     .build()
@@ -480,9 +338,34 @@ impl fmt::Debug for KinesisSource {
 
 impl KinesisSource {
     /// Starts building a source for `stream` (a name, or an ARN starting
-    /// with `arn:`) read through `client`.
-    pub fn builder(client: Client, stream: impl Into<StreamRef>) -> KinesisSourceBuilder {
-        // Our readers retry, pace and count every call themselves.
+    /// with `arn:`), with a Kinesis client made from `config` (credentials,
+    /// region and endpoint URL come from it).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use streamsift::kinesis::KinesisSource;
+    ///
+    /// let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    /// let source = KinesisSource::builder(&config, "tweets").build().await?;
+    /// # let _ = source; Ok(()) }
+    /// ```
+    pub fn builder(
+        config: &aws_config::SdkConfig,
+        stream: impl Into<StreamRef>,
+    ) -> KinesisSourceBuilder {
+        let mut builder = Self::builder_from_client(Client::new(config), stream);
+        builder.endpoint_url = config.endpoint_url().map(str::to_owned);
+        builder
+    }
+
+    /// Like [`builder`](Self::builder), reading through `client` (for tests
+    /// and custom HTTP clients). The client's own retries are turned off on
+    /// the copy the source uses: the readers retry, pace and count every
+    /// call themselves.
+    pub fn builder_from_client(
+        client: Client,
+        stream: impl Into<StreamRef>,
+    ) -> KinesisSourceBuilder {
         let conf = client
             .config()
             .to_builder()
@@ -495,16 +378,8 @@ impl KinesisSource {
             store: Arc::new(MemoryCheckpointStore::new()),
             channel_capacity: 8,
             consumer_name: None,
+            endpoint_url: None,
         }
-    }
-
-    /// Like [`builder`](Self::builder), with a client made from `config`
-    /// (credentials, region and endpoint URL come from it).
-    pub fn from_conf(
-        config: &aws_config::SdkConfig,
-        stream: impl Into<StreamRef>,
-    ) -> KinesisSourceBuilder {
-        Self::builder(Client::new(config), stream)
     }
 
     /// The counters so far.
@@ -533,29 +408,13 @@ impl Source for KinesisSource {
         if checkpoints.is_empty() {
             return Ok(());
         }
-        let ends = checkpoints.iter().any(|c| c.position == Position::ShardEnd);
-        let mut failures = 0u32;
-        loop {
-            match self
-                .shared
-                .store
-                .save(self.shared.stream.name(), &checkpoints)
-                .await
-            {
-                Ok(()) => break,
-                // A SHARD_END commit holds back the shard's children: retry
-                // it here, with jittered backoff and a bound, before handing
-                // the error to the pipeline (which retries it again later).
-                // Nothing is marked finished until a save succeeds.
-                Err(e) if ends && e.is_retryable() && failures + 1 < SHARD_END_COMMIT_TRIES => {
-                    failures += 1;
-                    let wait = reader::backoff(&self.shared.settings, failures, 0x5e4d);
-                    tracing::warn!(error = %e, attempt = failures, ?wait, "SHARD_END commit failed; retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        // One attempt: the pipeline's commit retry (backoff, commit_timeout)
+        // decides whether and when to try again. Nothing is marked finished
+        // until a save succeeds, so a shard's children wait for it.
+        self.shared
+            .store
+            .save(self.shared.stream.name(), &checkpoints)
+            .await?;
         let mut ended = false;
         {
             let mut finished = self
@@ -575,10 +434,6 @@ impl Source for KinesisSource {
         Ok(())
     }
 }
-
-/// How many times [`KinesisSource::commit`] tries a save holding a
-/// `SHARD_END` before it returns the error.
-const SHARD_END_COMMIT_TRIES: u32 = 4;
 
 /// One shard as ListShards reported it.
 #[derive(Clone, Debug)]
@@ -645,9 +500,14 @@ async fn list_shards(shared: &Shared) -> Result<Vec<(ShardId, ShardInfo)>, CallE
 }
 
 /// DescribeStreamSummary: the stream's incarnation. Throttling and
-/// transient errors are retried with jittered backoff, without end (the
-/// source cannot start without it); a permanent error is returned.
-async fn describe(shared: &Shared) -> Result<StreamIncarnation, SourceError> {
+/// transient errors are retried with jittered backoff until the start-up
+/// deadline, then the source fails with [`StartupError::Unreachable`]; a
+/// missing stream fails at once with [`StartupError::StreamNotFound`], any
+/// other permanent error at once as it is.
+async fn describe(
+    shared: &Shared,
+    deadline: tokio::time::Instant,
+) -> Result<StreamIncarnation, SourceError> {
     let mut failures = 0u32;
     loop {
         let mut req = shared.client.describe_stream_summary();
@@ -674,19 +534,57 @@ async fn describe(shared: &Shared) -> Result<StreamIncarnation, SourceError> {
                 });
             }
             Ok(Err(e)) => classify("DescribeStreamSummary", e),
-            Err(_) => {
-                CallError::Transient(SourceError::unavailable("DescribeStreamSummary: timed out"))
-            }
+            Err(_) => CallError::timed_out("DescribeStreamSummary"),
         };
-        match err {
-            CallError::Permanent(e) => return Err(e),
-            other => {
-                failures += 1;
-                count_failure(shared, &other);
-                let wait = reader::backoff(&shared.settings, failures, 0xd5c);
-                tracing::warn!(error = ?other, ?wait, "DescribeStreamSummary failed; will retry");
-                tokio::time::sleep(wait).await;
+        failures += 1;
+        let wait = startup_retry(shared, err, failures, deadline, 0xd5c)?;
+        tracing::debug!(
+            attempt = failures,
+            ?wait,
+            "DescribeStreamSummary failed; will retry"
+        );
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// After a failed start-up call: the pause before the next attempt, or the
+/// error that ends the start-up: a missing stream at once, any other
+/// permanent error at once, and retryable ones once the next attempt would
+/// start after `deadline`.
+fn startup_retry(
+    shared: &Shared,
+    err: CallError,
+    failures: u32,
+    deadline: tokio::time::Instant,
+    key: u64,
+) -> Result<std::time::Duration, SourceError> {
+    let (StreamRef::Name(stream) | StreamRef::Arn(stream)) = shared.stream.clone();
+    match err {
+        CallError::NotFound(e) => {
+            let typed = StartupError::StreamNotFound {
+                stream,
+                endpoint: shared.endpoint.clone(),
+                detail: e.to_string(),
+            };
+            Err(SourceError::permanent(typed.to_string()).with_source(typed))
+        }
+        CallError::Permanent(e) => Err(e),
+        other => {
+            count_failure(shared, &other);
+            let wait = backoff(&shared.settings, failures, key);
+            let now = tokio::time::Instant::now();
+            if now + wait < deadline {
+                return Ok(wait);
             }
+            let typed = StartupError::Unreachable {
+                endpoint: shared.endpoint.clone(),
+                stream,
+                timeout: shared.settings.startup_timeout,
+                attempts: failures,
+                last: other.into_source_error().to_string(),
+            };
+            tracing::error!(error = %typed, "the Kinesis source could not start");
+            Err(SourceError::permanent(typed.to_string()).with_source(typed))
         }
     }
 }
@@ -719,7 +617,7 @@ where
             Ok(v) => return Ok(v),
             Err(e) if e.is_retryable() && failures + 1 < STORE_TRIES => {
                 failures += 1;
-                let wait = reader::backoff(&shared.settings, failures, 0x57e);
+                let wait = backoff(&shared.settings, failures, 0x57e);
                 tracing::warn!(error = %e, operation = what, ?wait, "checkpoint store failed; will retry");
                 tokio::time::sleep(wait).await;
             }
@@ -739,9 +637,10 @@ async fn start_up(
     shared: &Shared,
     checkpoints: &mut BTreeMap<ShardId, Position>,
     started: SystemTime,
+    deadline: tokio::time::Instant,
 ) -> Result<SystemTime, SourceError> {
     let stream = shared.stream.name();
-    let current = describe(shared).await?;
+    let current = describe(shared, deadline).await?;
     let mut meta =
         with_store_retries(shared, "load_meta", || shared.store.load_meta(stream)).await?;
     match meta.as_ref().and_then(|m| m.incarnation.as_ref()) {
@@ -805,8 +704,9 @@ async fn coordinate(
     tx: mpsc::Sender<Result<Batch, SourceError>>,
     mut checkpoints: BTreeMap<ShardId, Position>,
     started: SystemTime,
+    deadline: tokio::time::Instant,
 ) {
-    let latest_at = match start_up(&shared, &mut checkpoints, started).await {
+    let latest_at = match start_up(&shared, &mut checkpoints, started, deadline).await {
         Ok(t) => t,
         Err(e) => {
             let _ = tx.send(Err(e)).await;
@@ -820,7 +720,9 @@ async fn coordinate(
     let mut continued: HashSet<ShardId> = checkpoints.keys().cloned().collect();
     let mut readers: JoinSet<(ShardId, ReaderExit)> = JoinSet::new();
     let mut discover = true;
-    let mut failures = 0u32;
+    let mut streak = Streak::default();
+    // Until the first listing, failures count against the start-up deadline.
+    let mut listed_once = false;
     let mut next_discovery = tokio::time::Instant::now();
     loop {
         if discover || tokio::time::Instant::now() >= next_discovery {
@@ -828,7 +730,8 @@ async fn coordinate(
             shared.counters.discoveries.fetch_add(1, Ordering::Relaxed);
             match list_shards(&shared).await {
                 Ok(shards) => {
-                    failures = 0;
+                    streak.reset();
+                    listed_once = true;
                     next_discovery =
                         tokio::time::Instant::now() + shared.settings.discovery_interval;
                     let listed: HashSet<ShardId> =
@@ -865,15 +768,43 @@ async fn coordinate(
                         &mut checkpoints,
                     );
                 }
-                Err(CallError::Permanent(e)) => {
-                    let _ = tx.send(Err(e)).await;
+                Err(err) if !listed_once => {
+                    let failures = streak.fail();
+                    match startup_retry(&shared, err, failures, deadline, u64::MAX) {
+                        Ok(wait) => {
+                            tracing::debug!(
+                                attempt = failures,
+                                ?wait,
+                                "ListShards failed; will retry"
+                            );
+                            next_discovery = tokio::time::Instant::now() + wait;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
+                }
+                Err(err @ (CallError::Permanent(_) | CallError::NotFound(_))) => {
+                    let _ = tx.send(Err(err.into_source_error())).await;
                     return;
                 }
                 Err(other) => {
-                    failures += 1;
+                    let failures = streak.fail();
                     count_failure(&shared, &other);
-                    let wait = reader::backoff(&shared.settings, failures, u64::MAX);
-                    tracing::warn!(error = ?other, ?wait, "ListShards failed; will retry");
+                    let wait = backoff(&shared.settings, failures, u64::MAX);
+                    if let Some(lasted) = streak.long() {
+                        tracing::warn!(
+                            attempts = failures,
+                            ?lasted,
+                            last_error = %other.into_source_error(),
+                            endpoint = %shared.endpoint,
+                            "ListShards has failed for {lasted:?}; still retrying (check the \
+                             endpoint, the region and the network)"
+                        );
+                    } else {
+                        tracing::debug!(attempt = failures, ?wait, "ListShards failed; will retry");
+                    }
                     next_discovery = tokio::time::Instant::now() + wait;
                 }
             }
@@ -930,7 +861,11 @@ async fn coordinate(
             let shared = shared.clone();
             let tx = tx.clone();
             readers.spawn(async move {
-                let exit = reader::run(&shared, &id, start, &tx).await;
+                let exit = if shared.consumer_arn.is_some() {
+                    efo::run(&shared, &id, start, &tx).await
+                } else {
+                    reader::run(&shared, &id, start, &tx).await
+                };
                 (id, exit)
             });
         }

@@ -9,13 +9,14 @@
 //! test set, if there is one, only measures the result
 //! ([`threshold_at`]).
 
+use super::config::{Task, TrainConfig};
 use super::dataset::{DatasetError, labels_of, stratified_k_fold};
 use super::doc::Example;
 use super::eval::{
     Confusion, Costs, EvalError, ThresholdChoice, ThresholdRule, choose_threshold_by_cost,
 };
 use super::model::LocalModel;
-use super::train::{EpochReport, Task, TrainConfig, TrainError};
+use super::train::{EpochReport, TrainError};
 
 /// Why cross-validation failed.
 #[derive(Debug, thiserror::Error)]

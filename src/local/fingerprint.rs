@@ -11,10 +11,11 @@
 
 use std::fmt::Write as _;
 
+use super::config::TrainConfig;
 use super::doc::Example;
 use super::features::{FeatureBuf, Featurizer};
 use super::file::MODEL_VERSION;
-use super::train::{TrainConfig, TrainError};
+use super::train::TrainError;
 
 /// 64-bit FNV-1a, written out here so the value is stable across Rust
 /// releases and platforms (unlike `std`'s `DefaultHasher`).

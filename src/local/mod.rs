@@ -16,7 +16,30 @@
 //!   by cost on out-of-fold scores of the training data, and
 //!   [`training_fingerprint`] tells whether a saved model is still what
 //!   training would produce.
+//!
+//! # Modules and what they depend on
+//!
+//! A DAG; each module uses only those listed after it (public paths are
+//! the re-exports below):
+//!
+//! | module | uses |
+//! |---|---|
+//! | `cv` | `train`, `model`, `config`, `dataset`, `eval`, `doc` |
+//! | `fingerprint` | `train`, `file`, `config`, `features`, `doc` |
+//! | `train` | `model`, `config`, `features`, `doc` |
+//! | `file` | `model`, `features` |
+//! | `model` | `config`, `features`, `doc` |
+//! | `config` | `features` |
+//! | `features` | `text`, `doc` |
+//! | `report` | `eval` |
+//! | `dataset` | `doc` |
+//! | `text`, `doc`, `eval` | nothing in `local` |
+//!
+//! `config` holds the training settings that both `model` (a model keeps
+//! the settings it was trained with) and `train` need, so `model` never
+//! uses `train`.
 
+mod config;
 pub mod cv;
 pub mod dataset;
 mod doc;
@@ -29,6 +52,7 @@ pub mod report;
 mod text;
 mod train;
 
+pub use config::{ClassWeight, Task, TrainConfig};
 pub use cv::{
     CostFit, CvError, CvStage, fit_binary_by_cost, out_of_fold_probabilities, out_of_fold_scores,
     threshold_at,
@@ -59,4 +83,4 @@ pub use report::{
     BinaryReport, ReportInput, ScoredExample, escape_html, render_html, worst_misclassified,
 };
 pub use text::{KindMode, TokenBuf, TokenKind, Tokenizer, TokenizerConfig};
-pub use train::{ClassWeight, EpochReport, Task, TrainConfig, TrainError};
+pub use train::{EpochReport, TrainError};

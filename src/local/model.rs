@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::config::TrainConfig;
 use super::doc::Document;
 use super::features::{Feature, FeatureBuf, Featurizer};
-use super::train::TrainConfig;
 use crate::classify::{Classifier, Label, Prediction};
 use crate::error::ClassifyError;
 use crate::policy::Policy;

@@ -59,6 +59,7 @@ use aws_sdk_mturk::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_mturk::types::{AssignmentStatus, Comparator, QualificationRequirement};
 
 use crate::aggregate::{Aggregator, Answer};
+use crate::aws::{AwsErrorKind, AwsFailure};
 use crate::classify::Label;
 use crate::error::LabelError;
 use crate::labeler::{LabelResult, LabelTask, Labeler, TaskId, Vote};
@@ -197,6 +198,9 @@ type TextFn<T> = Box<dyn Fn(&T) -> String + Send + Sync>;
 
 /// Builds an [`MturkLabeler`]. See [`MturkLabeler::builder`].
 pub struct MturkLabelerBuilder<T> {
+    /// The client configuration; its endpoint URL and region are replaced
+    /// by the labeler's endpoint at build, and its retries turned off.
+    sdk: aws_sdk_mturk::config::Builder,
     text: TextFn<T>,
     endpoint: Endpoint,
     settings: HitSettings,
@@ -262,8 +266,15 @@ impl<T> MturkLabelerBuilder<T> {
         self
     }
 
-    /// How many times a call is tried on throttling or a transient failure
-    /// (3 unless set), and the first backoff (doubling; 500 ms unless set).
+    /// How many times a call is tried on throttling or a transient failure,
+    /// and the first backoff (doubling; 500 ms unless set).
+    ///
+    /// 1 unless set: no retries of the labeler's own, because in a pipeline
+    /// the review stage retries `submit` and `collect` with the pipeline's
+    /// retry policy (so attempts never stack), and the SDK's own retries are
+    /// off. Outside a pipeline (a labeling job of your own), set it: each
+    /// CreateHITWithHITType carries the same `UniqueRequestToken` on every
+    /// try, so a retry never creates a second HIT.
     pub fn retries(mut self, attempts: u32, backoff: Duration) -> Self {
         self.attempts = attempts.max(1);
         self.backoff = backoff;
@@ -284,18 +295,15 @@ impl<T> MturkLabelerBuilder<T> {
         self
     }
 
-    /// Builds the labeler on a shared SDK configuration (credentials, HTTP
-    /// client); the endpoint URL and region (us-east-1) are the labeler's.
-    pub fn build(self, config: &aws_config::SdkConfig) -> MturkLabeler<T> {
-        self.build_with(aws_sdk_mturk::config::Builder::from(config))
-    }
-
-    /// Builds the labeler on an MTurk client configuration; its endpoint URL
-    /// and region are replaced by the labeler's endpoint.
-    pub fn build_with(self, config: aws_sdk_mturk::config::Builder) -> MturkLabeler<T> {
-        let config = config
+    /// Builds the labeler. The client's endpoint URL and region are
+    /// replaced by the labeler's endpoint (the sandbox unless
+    /// [`production`](Self::production)), and its own retries are turned
+    /// off.
+    pub fn build(mut self) -> MturkLabeler<T> {
+        let config = std::mem::take(&mut self.sdk)
             .endpoint_url(self.endpoint.requester_url())
             .region(aws_sdk_mturk::config::Region::new("us-east-1"))
+            .retry_config(aws_sdk_mturk::config::retry::RetryConfig::disabled())
             .build();
         let labels = self
             .question
@@ -343,9 +351,9 @@ struct State {
 /// use streamsift::mturk::{Cents, MturkLabeler};
 /// # async fn run() {
 /// let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-/// let labeler = MturkLabeler::builder(|tweet: &String| tweet.clone())
+/// let labeler = MturkLabeler::builder(&config, |tweet: &String| tweet.clone())
 ///     .max_spend(Cents(500)) // $5, fees included
-///     .build(&config); // the sandbox: `.production()` is explicit
+///     .build(); // the sandbox: `.production()` is explicit
 /// # let _ = labeler;
 /// # }
 /// ```
@@ -368,70 +376,52 @@ impl<T> fmt::Debug for MturkLabeler<T> {
     }
 }
 
-/// Error codes that mean "slow down".
-const THROTTLING: [&str; 5] = [
-    "Throttling",
-    "ThrottlingException",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "ServiceUnavailable",
-];
-
-fn is_throttling(code: &str, message: &str) -> bool {
-    THROTTLING.contains(&code)
-        || code.to_ascii_lowercase().contains("throttl")
+/// Whether MTurk said "slow down" in its own way: a `RequestError` whose
+/// `TurkErrorCode` (in the body) or message speaks of throttling or a rate.
+/// The standard throttling codes are the shared classification's.
+fn mturk_throttled(code: &str, message: &str, body: &[u8]) -> bool {
+    code.to_ascii_lowercase().contains("throttl")
         || message.to_ascii_lowercase().contains("rate exceeded")
+        || String::from_utf8_lossy(body)
+            .to_ascii_lowercase()
+            .contains("throttl")
 }
 
-/// Maps an SDK error of `op` onto a [`LabelError`]; the SDK error is kept
-/// as the source.
+/// Maps an SDK error of `op` onto a [`LabelError`] through the shared
+/// classification ([`AwsFailure::from_sdk`]), adding MTurk's own throttling
+/// signs, its `ServiceFault` code, and the requester-account hint; the SDK
+/// error is kept as the source.
 fn sdk_error<E>(op: &'static str, err: SdkError<E>) -> LabelError
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
 {
-    match &err {
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or("").to_owned();
-            let message = service.err().message().unwrap_or("").to_owned();
-            let status = service.raw().status().as_u16();
-            // MTurk's RequestError carries its own code (TurkErrorCode) in the body.
-            let raw = service.raw().body().bytes().unwrap_or(&[]);
-            let turk_throttled = String::from_utf8_lossy(raw)
-                .to_ascii_lowercase()
-                .contains("throttl");
-            let text = format!("MTurk {op}: {code} (HTTP {status}): {message}");
-            let error = if is_throttling(&code, &message) || turk_throttled || status == 429 {
-                LabelError::throttled(format!(
-                    "{text}; MTurk asked us to slow down: submit smaller batches or less often"
-                ))
-            } else if code == "ServiceFault" || status >= 500 {
-                LabelError::unavailable(text)
-            } else if matches!(
-                code.as_str(),
-                "AccessDeniedException"
-                    | "UnrecognizedClientException"
-                    | "InvalidSignatureException"
-                    | "ExpiredTokenException"
-            ) {
-                LabelError::permanent(format!(
-                    "{text}; check the credentials and that the account is registered as a \
-                     requester on this endpoint (sandbox and production are separate)"
-                ))
-            } else {
-                LabelError::permanent(text)
-            };
-            error.with_source(err)
-        }
-        SdkError::TimeoutError(_) => {
-            LabelError::unavailable(format!("MTurk {op}: timed out")).with_source(err)
-        }
-        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            LabelError::unavailable(format!("MTurk {op}: the connection or the response failed"))
-                .with_source(err)
-        }
-        _ => LabelError::permanent(format!("MTurk {op}: could not build the request: {err}"))
-            .with_source(err),
+    let failure = AwsFailure::from_sdk(&err);
+    let body = match &err {
+        SdkError::ServiceError(service) => service.raw().body().bytes().unwrap_or(&[]),
+        _ => &[],
+    };
+    let kind = if failure.code.is_some()
+        && mturk_throttled(failure.code_or_kind(), &failure.message, body)
+    {
+        AwsErrorKind::Throttled
+    } else if failure.has_code("ServiceFault") {
+        AwsErrorKind::Transient
+    } else {
+        failure.kind
+    };
+    let text = format!("MTurk {op}: {failure}");
+    match kind {
+        AwsErrorKind::Throttled => LabelError::throttled(format!(
+            "{text}; MTurk asked us to slow down: submit smaller batches or less often"
+        )),
+        kind if kind.is_retryable() => LabelError::unavailable(text),
+        AwsErrorKind::AccessDenied => LabelError::permanent(format!(
+            "{text}; check the credentials and that the account is registered as a requester \
+             on this endpoint (sandbox and production are separate)"
+        )),
+        _ => LabelError::permanent(text),
     }
+    .with_source(err)
 }
 
 /// Whether an error says the HIT for this token already exists, and the
@@ -471,9 +461,32 @@ pub fn request_token(namespace: &str, item_id: &str) -> String {
 }
 
 impl<T> MturkLabeler<T> {
-    /// A labeler whose workers see `text(item)`, on the sandbox.
-    pub fn builder(text: impl Fn(&T) -> String + Send + Sync + 'static) -> MturkLabelerBuilder<T> {
+    /// A labeler whose workers see `text(item)`, on the sandbox, with an
+    /// MTurk client made from `config` (credentials, HTTP client).
+    pub fn builder(
+        config: &aws_config::SdkConfig,
+        text: impl Fn(&T) -> String + Send + Sync + 'static,
+    ) -> MturkLabelerBuilder<T> {
+        Self::builder_with(aws_sdk_mturk::config::Builder::from(config), text)
+    }
+
+    /// Like [`builder`](Self::builder), over `client` (for tests and custom
+    /// HTTP clients): its credentials and HTTP client are kept; its
+    /// endpoint URL and region are the labeler's, and its own retries are
+    /// turned off.
+    pub fn builder_from_client(
+        client: Client,
+        text: impl Fn(&T) -> String + Send + Sync + 'static,
+    ) -> MturkLabelerBuilder<T> {
+        Self::builder_with(client.config().to_builder(), text)
+    }
+
+    fn builder_with(
+        sdk: aws_sdk_mturk::config::Builder,
+        text: impl Fn(&T) -> String + Send + Sync + 'static,
+    ) -> MturkLabelerBuilder<T> {
         MturkLabelerBuilder {
+            sdk,
             text: Box::new(text),
             endpoint: Endpoint::Sandbox,
             settings: HitSettings::default(),
@@ -481,7 +494,7 @@ impl<T> MturkLabeler<T> {
             max_spend: Cents(1000),
             gold: HashMap::new(),
             namespace: "streamsift".to_owned(),
-            attempts: 3,
+            attempts: 1,
             backoff: Duration::from_millis(500),
             auto_approve: true,
             page_size: 100,
@@ -904,8 +917,12 @@ mod tests {
 
     #[test]
     fn throttling_is_recognised() {
-        assert!(is_throttling("ThrottlingException", ""));
-        assert!(is_throttling("RequestError", "Rate exceeded"));
-        assert!(!is_throttling("RequestError", "Reward is invalid"));
+        assert!(mturk_throttled("RequestError", "Rate exceeded", b""));
+        assert!(mturk_throttled(
+            "RequestError",
+            "",
+            br#"{"TurkErrorCode":"AWS.MechanicalTurk.Throttled"}"#
+        ));
+        assert!(!mturk_throttled("RequestError", "Reward is invalid", b"{}"));
     }
 }
