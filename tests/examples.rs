@@ -471,7 +471,8 @@ fn a_drained_second_run_says_nothing_new_instead_of_empty_tables() {
             .await
             .expect("CreateStream");
         let lines = support_tweets::app::lines(support_tweets::app::TWEETS);
-        let report = KinesisProducer::from_conf(&config, "drained")
+        let report = KinesisProducer::builder(&config, "drained")
+            .build()
             .send_all(lines.into_iter().take(120).map(ProducerRecord::new))
             .await
             .expect("PutRecords");

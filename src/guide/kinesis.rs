@@ -10,7 +10,7 @@
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-//! let source = KinesisSource::from_conf(&config, "tweets") // a name, or an ARN
+//! let source = KinesisSource::builder(&config, "tweets") // a name, or an ARN
 //!     .start_position(StartPosition::TrimHorizon)
 //!     .checkpoints(FileCheckpointStore::new("state/checkpoints"))
 //!     .build()
@@ -18,6 +18,16 @@
 //! // Pipeline::new(source).json::<Tweet>().classify(..).route(..).dead_letter(..).run().await
 //! # let _ = source; Ok(()) }
 //! ```
+//!
+//! `build()` does no I/O; the first read checks the stream. A stream that
+//! does not exist fails at once and names it
+//! ([`StartupError::StreamNotFound`](crate::kinesis::StartupError::StreamNotFound));
+//! an endpoint that does not answer fails after `startup_timeout` (30 s by
+//! default) with
+//! [`StartupError::Unreachable`](crate::kinesis::StartupError::Unreachable),
+//! so a wrong `--endpoint-url` never hangs. Once running, retries of a read
+//! stay at debug level while a streak is short, and log one warning once it
+//! passes 10 seconds.
 //!
 //! Credentials and region come from aws-config's default chain
 //! (environment, profile, web identity, container, instance metadata). For
@@ -48,7 +58,8 @@
 //! - `checkpoint::dynamodb::DynamoDbCheckpointStore` (feature `dynamodb`):
 //!   a table with the KCL's lease columns, written with conditions so a
 //!   stale worker cannot overwrite a newer checkpoint;
-//!   `create_table_if_missing()` makes it.
+//!   `builder(&config, table).create_table_if_missing(true).build()` makes it,
+//!   and `build()` checks the table exists before the first record.
 //!
 //! Positions only move forward and compare as big integers. The store also
 //! remembers which incarnation of the stream it belongs to: checkpoints of a
@@ -104,7 +115,7 @@
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-//! let producer = KinesisProducer::from_conf(&config, "tweets");
+//! let producer = KinesisProducer::builder(&config, "tweets").build();
 //! let report = producer
 //!     .send(vec![ProducerRecord::new(r#"{"text":"hello"}"#).partition_key("user-1")])
 //!     .await?;

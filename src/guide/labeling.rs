@@ -106,9 +106,9 @@
 //! use streamsift::mturk::{Cents, MturkLabeler};
 //!
 //! let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-//! let labeler = MturkLabeler::builder(|tweet: &String| tweet.clone())
+//! let labeler = MturkLabeler::builder(&config, |tweet: &String| tweet.clone())
 //!     .max_spend(Cents(500)) // $5, rewards and MTurk's fee included
-//!     .build(&config); // the sandbox; production needs `.production()`
+//!     .build(); // the sandbox; production needs `.production()`
 //! # let _ = labeler; }
 //! ```
 //!
