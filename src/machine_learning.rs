@@ -88,6 +88,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::aws::{AwsErrorKind, AwsFailure};
 use crate::classify::{Classifier, Label, Prediction};
 use crate::error::{BoxError, ClassifyError};
 
@@ -589,84 +590,55 @@ impl ConnectError {
     }
 }
 
-/// Error codes that mean "slow down".
-const THROTTLING: &[&str] = &[
-    "LimitExceededException",
-    "ThrottlingException",
-    "Throttling",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-];
-
-/// Error codes that mean the credentials or permissions are wrong.
-const ACCESS: &[&str] = &[
-    "AccessDeniedException",
-    "UnrecognizedClientException",
-    "InvalidSignatureException",
-    "ExpiredTokenException",
-    "MissingAuthenticationToken",
-    "IncompleteSignature",
-    "InvalidClientTokenId",
-];
-
 /// Maps an SDK error of `op` on `model_id` onto a [`ClassifyError`] with a
 /// message a user can act on; the SDK error is kept as the source.
+///
+/// The shared classification ([`AwsFailure::from_sdk`]) decides, except for
+/// Amazon ML's own `PredictorNotMountedException` (retryable: an endpoint
+/// still starting); what is added here is the hint.
 fn call_error<E>(op: &'static str, model_id: &str, err: SdkError<E>) -> ClassifyError
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
 {
-    match &err {
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or("").to_string();
-            let message = service.err().message().unwrap_or("").to_string();
-            let status = service.raw().status().as_u16();
-            let text = format!("{op} on model {model_id:?}: {code} (HTTP {status}): {message}");
-            let error = if THROTTLING.contains(&code.as_str()) {
-                ClassifyError::throttled(format!(
-                    "{text}; the realtime endpoint's request rate was exceeded: lower the \
-                     classifier's max_requests_per_second or the pipeline's max_in_flight"
-                ))
-            } else if code == "PredictorNotMountedException" {
-                ClassifyError::unavailable(format!(
-                    "{text}; the realtime endpoint is not mounted: it may still be starting or \
-                     updating (wait), or it was deleted (check GetMLModel's EndpointInfo and \
-                     recreate it with CreateRealtimeEndpoint)"
-                ))
-            } else if code == "InternalServerException" || status >= 500 {
-                ClassifyError::unavailable(text)
-            } else if code == "ResourceNotFoundException" {
-                ClassifyError::permanent(format!(
-                    "{text}; the model was not found: it may have been deleted, or the model ID \
-                     or region is wrong"
-                ))
-            } else if code == "InvalidInputException" {
-                ClassifyError::permanent(format!(
-                    "{text}; Amazon ML rejected the request: check that the record's keys are \
-                     the model's schema attribute names (see the record mapping)"
-                ))
-            } else if ACCESS.contains(&code.as_str()) {
-                ClassifyError::permanent(format!(
-                    "{text}; check the credentials and grant machinelearning:GetMLModel and \
-                     machinelearning:Predict on the model"
-                ))
-            } else {
-                ClassifyError::permanent(text)
-            };
-            error.with_source(err)
-        }
-        SdkError::TimeoutError(_) => {
-            ClassifyError::unavailable(format!("{op} on model {model_id:?}: timed out"))
-                .with_source(err)
-        }
-        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => ClassifyError::unavailable(
-            format!("{op} on model {model_id:?}: the connection or the response failed"),
+    let failure = AwsFailure::from_sdk(&err);
+    let text = format!("{op} on model {model_id:?}: {failure}");
+    let (kind, hint) = if failure.has_code("PredictorNotMountedException") {
+        (
+            AwsErrorKind::Transient,
+            "the realtime endpoint is not mounted: it may still be starting or updating (wait), \
+             or it was deleted (check GetMLModel's EndpointInfo and recreate it with \
+             CreateRealtimeEndpoint)",
         )
-        .with_source(err),
-        _ => ClassifyError::permanent(format!(
-            "{op} on model {model_id:?}: could not build the request: {err}"
-        ))
-        .with_source(err),
-    }
+    } else if failure.has_code("InvalidInputException") {
+        (
+            failure.kind,
+            "Amazon ML rejected the request: check that the record's keys are the model's \
+             schema attribute names (see the record mapping)",
+        )
+    } else {
+        let hint = match failure.kind {
+            AwsErrorKind::Throttled => {
+                "the realtime endpoint's request rate was exceeded: lower the classifier's \
+                 max_requests_per_second or the pipeline's max_in_flight"
+            }
+            AwsErrorKind::NotFound => {
+                "the model was not found: it may have been deleted, or the model ID or region \
+                 is wrong"
+            }
+            AwsErrorKind::AccessDenied | AwsErrorKind::ExpiredCredentials => {
+                "check the credentials and grant machinelearning:GetMLModel and \
+                 machinelearning:Predict on the model"
+            }
+            _ => "",
+        };
+        (failure.kind, hint)
+    };
+    let text = if hint.is_empty() {
+        text
+    } else {
+        format!("{text}; {hint}")
+    };
+    kind.classify_error(text).with_source(err)
 }
 
 // ---------------------------------------------------------------------------
@@ -1037,6 +1009,54 @@ mod tests {
     }
     fn neg() -> Label {
         Label::from_static("noise")
+    }
+
+    fn predict_error(
+        code: &str,
+        status: u16,
+    ) -> SdkError<aws_sdk_machinelearning::operation::predict::PredictError> {
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+        use aws_smithy_types::error::ErrorMetadata;
+        let meta = ErrorMetadata::builder()
+            .code(code)
+            .message("said so")
+            .build();
+        let raw = aws_smithy_runtime_api::http::Response::new(
+            StatusCode::try_from(status).expect("status"),
+            SdkBody::empty(),
+        );
+        SdkError::service_error(
+            aws_sdk_machinelearning::operation::predict::PredictError::generic(meta),
+            raw,
+        )
+    }
+
+    #[test]
+    fn call_errors_follow_the_shared_classification() {
+        for (code, status, kind) in [
+            ("LimitExceededException", 400, "throttled"),
+            ("PredictorNotMountedException", 400, "unavailable"),
+            ("InternalServerException", 500, "unavailable"),
+            ("ResourceNotFoundException", 400, "permanent"),
+            ("InvalidInputException", 400, "permanent"),
+            ("AccessDeniedException", 400, "permanent"),
+            // Issue 14: expired credentials are retryable (a refreshing
+            // provider signs the next attempt anew); they were permanent.
+            ("ExpiredTokenException", 400, "unavailable"),
+            // Issue 14: a 429 with any code is throttling.
+            ("SomethingNew", 429, "throttled"),
+        ] {
+            let err = call_error("Predict", "ml-1", predict_error(code, status));
+            assert_eq!(err.kind(), kind, "{code} (HTTP {status})");
+            assert!(err.to_string().contains(code), "{err}");
+        }
+        let err = call_error(
+            "Predict",
+            "ml-1",
+            predict_error("AccessDeniedException", 400),
+        );
+        assert!(err.to_string().contains("machinelearning:Predict"), "{err}");
     }
 
     #[test]

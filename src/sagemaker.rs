@@ -64,7 +64,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sagemakerruntime::Client;
-use aws_sdk_sagemakerruntime::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sagemakerruntime::error::SdkError;
 use aws_sdk_sagemakerruntime::operation::invoke_endpoint::InvokeEndpointError;
 use aws_sdk_sagemakerruntime::primitives::Blob;
 use bytes::Bytes;
@@ -73,6 +73,7 @@ use futures::stream::FuturesOrdered;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::aws::{AwsErrorKind, AwsFailure};
 use crate::classify::{Classifier, Label, Prediction};
 use crate::error::{BoxError, ClassifyError};
 
@@ -93,14 +94,6 @@ pub const MAX_PAYLOAD_BYTES: usize = 6_291_456;
 /// How long a micro-batch waits for more items, unless
 /// [`linger`](SageMakerClassifierBuilder::linger) says otherwise.
 const DEFAULT_LINGER: Duration = Duration::from_millis(2);
-
-/// The error codes SageMaker uses for throttling.
-const THROTTLING: &[&str] = &[
-    "ThrottlingException",
-    "Throttling",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-];
 
 /// Turns a batch of one or more items into an `InvokeEndpoint` request body.
 ///
@@ -541,22 +534,9 @@ fn excerpt(body: &[u8]) -> String {
     }
 }
 
-fn advice(code: &str) -> &'static str {
-    match code {
-        "ValidationError" => {
-            "check the endpoint name, the region, and the content type and body the model expects \
-             (an endpoint that does not exist or is not InService is reported this way)"
-        }
-        "AccessDeniedException" | "UnrecognizedClientException" | "InvalidSignatureException" => {
-            "grant sagemaker:InvokeEndpoint on the endpoint's ARN to this role, and check its region"
-        }
-        _ => "see the message",
-    }
-}
-
-/// The error's message: the modeled `Message` field, else the metadata's.
-fn message_of(err: &InvokeEndpointError) -> &str {
-    let modeled = match err {
+/// The modeled `Message` field of an `InvokeEndpoint` error.
+fn modeled_message(err: &InvokeEndpointError) -> Option<&str> {
+    match err {
         InvokeEndpointError::ModelError(e) => e.message(),
         InvokeEndpointError::ValidationError(e) => e.message(),
         InvokeEndpointError::ServiceUnavailable(e) => e.message(),
@@ -564,8 +544,22 @@ fn message_of(err: &InvokeEndpointError) -> &str {
         InvokeEndpointError::InternalDependencyException(e) => e.message(),
         InvokeEndpointError::ModelNotReadyException(e) => e.message(),
         _ => None,
-    };
-    modeled.or_else(|| err.message()).unwrap_or("")
+    }
+}
+
+/// SageMaker's own hints, after the shared classification.
+fn advice(failure: &AwsFailure) -> &'static str {
+    if failure.has_code("ValidationError") {
+        return "check the endpoint name, the region, and the content type and body the model \
+                expects (an endpoint that does not exist or is not InService is reported this way)";
+    }
+    match failure.kind {
+        AwsErrorKind::AccessDenied => {
+            "grant sagemaker:InvokeEndpoint on the endpoint's ARN to this role, and check its region"
+        }
+        AwsErrorKind::ExpiredCredentials | AwsErrorKind::NotFound => failure.kind.hint(),
+        _ => "see the message",
+    }
 }
 
 /// Maps an `InvokeEndpoint` failure on `endpoint` onto a [`ClassifyError`],
@@ -586,64 +580,53 @@ fn message_of(err: &InvokeEndpointError) -> &str {
 ///   what to check.
 pub fn map_invoke_error(endpoint: &str, err: SdkError<InvokeEndpointError>) -> ClassifyError {
     let op = format!("InvokeEndpoint on endpoint {endpoint:?}");
-    match &err {
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or("").to_string();
-            let message = message_of(service.err()).to_string();
-            let status = service.raw().status().as_u16();
-            let text = format!("{op}: {code} (HTTP {status}): {message}");
-            if let InvokeEndpointError::ModelError(model) = service.err() {
-                let original = model.original_status_code();
-                let mut text = format!("{op}: the model container failed (ModelError): {message}");
-                if let Some(status) = original {
-                    text.push_str(&format!("; the model answered HTTP {status}"));
-                }
-                if let Some(said) = model.original_message().filter(|m| !m.is_empty()) {
-                    text.push_str(&format!(": {said}"));
-                }
-                if let Some(logs) = model.log_stream_arn() {
-                    text.push_str(&format!("; its logs are in {logs}"));
-                }
-                return match original {
-                    Some(429) => ClassifyError::throttled(text).with_source(err),
-                    Some(502..=504) => ClassifyError::unavailable(text).with_source(err),
-                    _ => {
-                        text.push_str(
-                            "; the input or the model is at fault: check the request format the \
-                             model expects, and its logs",
-                        );
-                        ClassifyError::permanent(text).with_source(err)
-                    }
-                };
-            }
-            if code == "ModelNotReadyException" {
-                ClassifyError::unavailable(format!(
-                    "{text}; the model is still loading or provisioning, the call will be retried"
-                ))
-                .with_source(err)
-            } else if THROTTLING.contains(&code.as_str()) || status == 429 {
-                ClassifyError::throttled(text).with_source(err)
-            } else if status >= 500
-                || code == "ServiceUnavailable"
-                || code == "InternalFailure"
-                || code == "InternalDependencyException"
-            {
-                ClassifyError::unavailable(text).with_source(err)
-            } else {
-                let text = format!("{text}; {}", advice(&code));
+    if let SdkError::ServiceError(service) = &err
+        && let InvokeEndpointError::ModelError(model) = service.err()
+    {
+        let message = model.message().unwrap_or("");
+        let original = model.original_status_code();
+        let mut text = format!("{op}: the model container failed (ModelError): {message}");
+        if let Some(status) = original {
+            text.push_str(&format!("; the model answered HTTP {status}"));
+        }
+        if let Some(said) = model.original_message().filter(|m| !m.is_empty()) {
+            text.push_str(&format!(": {said}"));
+        }
+        if let Some(logs) = model.log_stream_arn() {
+            text.push_str(&format!("; its logs are in {logs}"));
+        }
+        return match original {
+            Some(429) => ClassifyError::throttled(text).with_source(err),
+            Some(502..=504) => ClassifyError::unavailable(text).with_source(err),
+            _ => {
+                text.push_str(
+                    "; the input or the model is at fault: check the request format the \
+                     model expects, and its logs",
+                );
                 ClassifyError::permanent(text).with_source(err)
             }
-        }
-        SdkError::TimeoutError(_) => {
-            ClassifyError::unavailable(format!("{op}: timed out")).with_source(err)
-        }
-        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            ClassifyError::unavailable(format!("{op}: connection or response failed: {err}"))
-                .with_source(err)
-        }
-        _ => ClassifyError::permanent(format!("{op}: could not build the request: {err}"))
-            .with_source(err),
+        };
     }
+    let mut failure = AwsFailure::from_sdk(&err);
+    if let SdkError::ServiceError(service) = &err
+        && failure.message.is_empty()
+    {
+        // The modeled `Message` field, when the metadata has none.
+        failure.message = modeled_message(service.err()).unwrap_or("").to_owned();
+    }
+    let text = if failure.has_code("ModelNotReadyException") {
+        // A serverless variant still provisioning, a multi-model endpoint
+        // still loading: SageMaker's own transient code.
+        return ClassifyError::unavailable(format!(
+            "{op}: {failure}; the model is still loading or provisioning, the call will be retried"
+        ))
+        .with_source(err);
+    } else if failure.kind.is_retryable() {
+        format!("{op}: {failure}")
+    } else {
+        format!("{op}: {failure}; {}", advice(&failure))
+    };
+    failure.kind.classify_error(text).with_source(err)
 }
 
 /// The answer of a `classify` call whose micro-batch was never sent.
@@ -1403,6 +1386,11 @@ mod tests {
             ("SomethingNew", 502, "unavailable"),
             ("ValidationError", 400, "permanent"),
             ("AccessDeniedException", 403, "permanent"),
+            // The shared classification (issue 14): expired credentials are
+            // retryable (a refreshing provider signs the next attempt anew),
+            // and every throttling code counts, not only SageMaker's four.
+            ("ExpiredTokenException", 400, "unavailable"),
+            ("ThrottledException", 400, "throttled"),
         ];
         for (code, status, kind) in cases {
             let err = map_invoke_error("e", service_error(generic(code, "msg"), status));

@@ -6,7 +6,7 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use crate::error::ErrorClass;
+use crate::error::{ClassifyError, ErrorClass, RouteError};
 
 /// Codes AWS services use to say "slow down". HTTP 429 means the same.
 const THROTTLING: &[&str] = &[
@@ -177,6 +177,28 @@ impl AwsErrorKind {
                  exist there"
             }
             AwsErrorKind::Permanent => "the request was refused; the message says why",
+        }
+    }
+}
+
+impl AwsErrorKind {
+    /// A [`ClassifyError`] of this kind with `message`: throttled,
+    /// unavailable (the other retryable kinds) or permanent.
+    pub fn classify_error(self, message: impl Into<String>) -> ClassifyError {
+        match self {
+            AwsErrorKind::Throttled => ClassifyError::throttled(message),
+            kind if kind.is_retryable() => ClassifyError::unavailable(message),
+            _ => ClassifyError::permanent(message),
+        }
+    }
+
+    /// A [`RouteError`] of this kind with `message`: throttled,
+    /// unavailable (the other retryable kinds) or permanent.
+    pub fn route_error(self, message: impl Into<String>) -> RouteError {
+        match self {
+            AwsErrorKind::Throttled => RouteError::throttled(message),
+            kind if kind.is_retryable() => RouteError::unavailable(message),
+            _ => RouteError::permanent(message),
         }
     }
 }
