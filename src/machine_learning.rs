@@ -1015,21 +1015,8 @@ mod tests {
         code: &str,
         status: u16,
     ) -> SdkError<aws_sdk_machinelearning::operation::predict::PredictError> {
-        use aws_smithy_runtime_api::http::StatusCode;
-        use aws_smithy_types::body::SdkBody;
-        use aws_smithy_types::error::ErrorMetadata;
-        let meta = ErrorMetadata::builder()
-            .code(code)
-            .message("said so")
-            .build();
-        let raw = aws_smithy_runtime_api::http::Response::new(
-            StatusCode::try_from(status).expect("status"),
-            SdkBody::empty(),
-        );
-        SdkError::service_error(
-            aws_sdk_machinelearning::operation::predict::PredictError::generic(meta),
-            raw,
-        )
+        use aws_sdk_machinelearning::operation::predict::PredictError;
+        crate::aws::test_support::service_error(PredictError::generic, code, status)
     }
 
     #[test]

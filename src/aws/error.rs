@@ -324,19 +324,13 @@ impl fmt::Display for AwsFailure {
 #[cfg(test)]
 mod tests {
     use aws_smithy_runtime_api::client::result::{ConnectorError, SdkError};
-    use aws_smithy_runtime_api::http::{Response, StatusCode};
-    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_runtime_api::http::Response;
     use aws_smithy_types::error::ErrorMetadata;
 
     use super::*;
 
     fn service(code: &str, status: u16) -> SdkError<ErrorMetadata, Response> {
-        let err = ErrorMetadata::builder()
-            .code(code)
-            .message("said the service")
-            .build();
-        let raw = Response::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
-        SdkError::service_error(err, raw)
+        super::super::test_support::service_error(|meta| meta, code, status)
     }
 
     #[test]
@@ -415,7 +409,7 @@ mod tests {
     #[test]
     fn display_is_code_status_message() {
         let failure = AwsFailure::from_sdk(&service("NotFound", 404));
-        assert_eq!(failure.to_string(), "NotFound (HTTP 404): said the service");
+        assert_eq!(failure.to_string(), "NotFound (HTTP 404): said so");
         assert_eq!(failure.code_or_kind(), "NotFound");
         assert!(failure.has_code("NotFound"));
     }

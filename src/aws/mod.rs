@@ -11,3 +11,31 @@
 mod error;
 
 pub use error::{AwsErrorKind, AwsFailure};
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Service errors for the backends' unit tests.
+
+    use aws_smithy_runtime_api::client::result::SdkError;
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    /// A service error answered with `code`, message `said so`, HTTP
+    /// `status`, wrapped by `wrap` (an operation error's `generic`).
+    pub(crate) fn service_error<E>(
+        wrap: impl FnOnce(ErrorMetadata) -> E,
+        code: &str,
+        status: u16,
+    ) -> SdkError<E, Response> {
+        let meta = ErrorMetadata::builder()
+            .code(code)
+            .message("said so")
+            .build();
+        let raw = Response::new(
+            StatusCode::try_from(status).expect("a valid HTTP status"),
+            SdkBody::empty(),
+        );
+        SdkError::service_error(wrap(meta), raw)
+    }
+}

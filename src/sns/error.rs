@@ -354,20 +354,9 @@ pub(crate) fn entry_failed(
 mod tests {
     use super::*;
     use aws_sdk_sns::operation::publish::PublishError;
-    use aws_smithy_runtime_api::http::StatusCode;
-    use aws_smithy_types::body::SdkBody;
-    use aws_smithy_types::error::ErrorMetadata;
 
     fn service_error(code: &str, status: u16) -> SdkError<PublishError> {
-        let meta = ErrorMetadata::builder()
-            .code(code)
-            .message("said so")
-            .build();
-        let raw = aws_smithy_runtime_api::http::Response::new(
-            StatusCode::try_from(status).expect("status"),
-            SdkBody::from(""),
-        );
-        SdkError::service_error(PublishError::generic(meta), raw)
+        crate::aws::test_support::service_error(PublishError::generic, code, status)
     }
 
     #[test]
