@@ -9,8 +9,15 @@
 //! throttling, transient, credential and not-found codes live here once.
 
 mod error;
+mod startup;
 
 pub use error::{AwsErrorKind, AwsFailure};
+pub use startup::DEFAULT_STARTUP_TIMEOUT;
+#[cfg_attr(
+    not(any(feature = "sns", feature = "machine-learning")),
+    allow(unused_imports)
+)]
+pub(crate) use startup::{StartupError, call_at_startup};
 
 #[cfg(test)]
 pub(crate) mod test_support {

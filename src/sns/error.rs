@@ -57,7 +57,8 @@ pub enum SnsError {
         /// The topic ARN.
         topic: String,
         /// The error code (`NotFound`, `Throttled`, ...), or the kind of
-        /// failure when there is none (`timeout`, `dispatch failure`, ...).
+        /// failure when there is none (`transient`, `permanent`; the
+        /// message then says what happened).
         code: String,
         /// The service's message.
         message: String,
@@ -258,6 +259,37 @@ pub enum SnsConfigError {
         /// What is wrong with it.
         #[source]
         source: TemplateError,
+    },
+    /// The start-up check of a topic (GetTopicAttributes) was refused: the
+    /// topic does not exist, or the role may not use it.
+    #[error(
+        "{hint}: SNS topic {topic} failed the start-up check (GetTopicAttributes said {failure})"
+    )]
+    TopicCheck {
+        /// The topic ARN.
+        topic: String,
+        /// The classified failure.
+        failure: AwsFailure,
+        /// What to do.
+        hint: &'static str,
+        /// The SDK's error.
+        #[source]
+        source: SharedSdkError,
+    },
+    /// SNS could not be reached to check a topic within the start-up time.
+    #[error(
+        "check the endpoint URL, the region and the network, or raise \
+         SnsRouterBuilder::startup_timeout: SNS did not answer the start-up check of topic {topic} \
+         within {after:?}{last}",
+        last = last.as_ref().map(|f| format!(" (last failure: {f})")).unwrap_or_default()
+    )]
+    StartupTimeout {
+        /// The topic ARN.
+        topic: String,
+        /// The time allowed.
+        after: std::time::Duration,
+        /// The last retryable failure, if a call finished.
+        last: Option<AwsFailure>,
     },
     /// A setting out of range.
     #[error("{setting} = {found} is out of range; expected {expected}")]
