@@ -1,7 +1,7 @@
 //! What every AWS backend shares: one classification of SDK errors.
 //!
-//! Each backend ([`kinesis`](crate::kinesis), [`sns`](crate::sns),
-//! [`sagemaker`](crate::sagemaker), the DynamoDB checkpoint store, …) maps a
+//! Each backend (`kinesis`, `sns`, `sagemaker`, the DynamoDB checkpoint
+//! store, …) maps a
 //! failed call through [`AwsFailure::from_sdk`] and then adds only what is its
 //! own: the operation and resource in the message, a permission hint, and the
 //! few codes that mean something special to it (Kinesis's

@@ -62,14 +62,14 @@
 //! # Retries
 //!
 //! Retries are decided in one place, the pipeline's
-//! [`RetryPolicy`](crate::RetryPolicy): by default the router makes one
+//! [`RetryPolicy`]: by default the router makes one
 //! attempt per delivery, and the SDK client none of its own (both
 //! constructors turn the SDK's retries off). Worst case, calls to SNS per
 //! record:
 //!
 //! | pipeline attempts | router attempts | SDK attempts | calls per record |
 //! |---|---|---|---|
-//! | 5 (default [`RetryPolicy`](crate::RetryPolicy)) | 1 (default) | 1 (off) | **5** |
+//! | 5 (default [`RetryPolicy`]) | 1 (default) | 1 (off) | **5** |
 //! | *p* | *r* ([`retry_policy`](SnsRouterBuilder::retry_policy)) | 1 | *p* × *r* |
 //!
 //! A router given its own [`retry_policy`](SnsRouterBuilder::retry_policy)
