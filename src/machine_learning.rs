@@ -15,8 +15,7 @@
 //! struct User { followers: u64, verified: bool }
 //!
 //! let config = aws_config::load_from_env().await;
-//! let client = aws_sdk_machinelearning::Client::new(&config);
-//! let classifier = AmazonMlClassifier::<Tweet>::builder(client, "ml-Xx3FU6ax0Jw")
+//! let classifier = AmazonMlClassifier::<Tweet>::builder(&config, "ml-Xx3FU6ax0Jw")
 //!     .labels("actionable", "noise")
 //!     .build()
 //!     .await?;
@@ -27,7 +26,10 @@
 //! [`build`](AmazonMlClassifierBuilder::build) calls `GetMLModel` and fails
 //! with a [`ConnectError`] that says what to do when the model is missing,
 //! not `COMPLETED`, a `REGRESSION` model, or has no realtime endpoint in
-//! state `READY` (`NONE`, `UPDATING`, `FAILED`).
+//! state `READY` (`NONE`, `UPDATING`, `FAILED`). Throttling and connection
+//! failures of `GetMLModel` are retried until
+//! [`startup_timeout`](AmazonMlClassifierBuilder::startup_timeout) (30 s by
+//! default), then fail with [`ConnectError::StartupTimeout`].
 //!
 //! # Routing
 //! `Predict` must be sent to the model's own endpoint URL, but the Rust SDK
@@ -36,7 +38,7 @@
 //! the discovered one, and sends every `Predict` through it (with
 //! `PredictEndpoint` set too). This is equivalent to a per-call
 //! `config_override(..endpoint_url(..))` without rebuilding the config on
-//! every call. `GetMLModel` uses your client unchanged.
+//! every call. `GetMLModel` uses your client (with its retries off).
 //!
 //! # Records
 //! Amazon ML takes an observation as a map of strings. By default the item
@@ -48,21 +50,30 @@
 //! # Limits and retries
 //! A client-side [`RateLimiter`] paces `Predict` calls: by default the
 //! endpoint's `PeakRequestsPerSecond` as `GetMLModel` reports it, or
-//! [`DEFAULT_REQUESTS_PER_SECOND`] when it reports none. The SDK's own
-//! retries are turned off for `Predict` (unless
-//! [`sdk_retries`](AmazonMlClassifierBuilder::sdk_retries)), so throttling
-//! reaches the pipeline as a retryable [`ClassifyError`] and is retried, and
-//! counted, by its `RetryPolicy`.
+//! [`DEFAULT_REQUESTS_PER_SECOND`] when it reports none. Both constructors
+//! turn the SDK's own retries off, so throttling reaches the pipeline as a
+//! retryable [`ClassifyError`] and is retried, and counted, by its
+//! `RetryPolicy` alone. Worst case, `Predict` calls per record:
+//!
+//! | pipeline attempts | classifier attempts | SDK attempts | calls per record |
+//! |---|---|---|---|
+//! | 5 (default `RetryPolicy`) | 1 | 1 (off) | **5** |
+//! | *p* | 1 | 1 | *p* |
 //!
 //! # Errors
+//! The classification is the one every AWS backend shares
+//! ([`AwsFailure::from_sdk`](crate::aws::AwsFailure::from_sdk)); only
+//! `PredictorNotMountedException` is Amazon ML's own.
+//!
 //! | Amazon ML says | [`ClassifyError`] | why |
 //! |---|---|---|
-//! | `LimitExceededException`, `ThrottlingException` | `Throttled` (retryable) | the endpoint's request rate was exceeded |
+//! | `LimitExceededException`, `ThrottlingException`, any 429 | `Throttled` (retryable) | the endpoint's request rate was exceeded |
 //! | `InternalServerException`, any 5xx, timeouts, connection failures | `Unavailable` (retryable) | transient |
+//! | `ExpiredTokenException` | `Unavailable` (retryable) | a refreshing credentials provider signs the next attempt with new credentials |
 //! | `PredictorNotMountedException` | `Unavailable` (retryable) | the endpoint is not mounted: it is still starting, being updated, or was deleted. The first two pass; the pipeline's retry budget bounds the third, and the message says how to check |
 //! | `ResourceNotFoundException` | `Permanent` | the model is gone (deleted, or wrong ID or region) |
 //! | `InvalidInputException` | `Permanent` | the record does not fit the model's schema |
-//! | access and credential errors, other 4xx | `Permanent` | retrying will not help |
+//! | access errors, other 4xx | `Permanent` | retrying will not help |
 //!
 //! The SDK's error is kept as the `source`. No credentials are kept by this
 //! module's types beyond the SDK client, and `Debug` never prints the client.
@@ -88,7 +99,9 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::aws::{AwsErrorKind, AwsFailure};
+use crate::aws::{
+    AwsErrorKind, AwsFailure, DEFAULT_STARTUP_TIMEOUT, StartupError, call_at_startup,
+};
 use crate::classify::{Classifier, Label, Prediction};
 use crate::error::{BoxError, ClassifyError};
 
@@ -501,6 +514,7 @@ fn model_advice(status: &str) -> &'static str {
 
 /// Why an [`AmazonMlClassifier`] could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnectError {
     /// `GetMLModel` said `ResourceNotFoundException`.
     #[error(
@@ -563,7 +577,23 @@ pub enum ConnectError {
         /// The model asked for.
         model_id: String,
     },
-    /// `GetMLModel` itself failed (throttled, unavailable, refused).
+    /// Amazon ML did not answer `GetMLModel` within the start-up time (it
+    /// could not be reached, or kept failing with retryable errors).
+    #[error(
+        "check the endpoint URL, the region and the network, or raise \
+         AmazonMlClassifierBuilder::startup_timeout: GetMLModel for Amazon ML model {model_id:?} \
+         got no usable answer within {after:?}{last}",
+        last = last.as_ref().map(|f| format!(" (last failure: {f})")).unwrap_or_default()
+    )]
+    StartupTimeout {
+        /// The model asked for.
+        model_id: String,
+        /// The time allowed.
+        after: Duration,
+        /// The last retryable failure, if a call finished.
+        last: Option<AwsFailure>,
+    },
+    /// `GetMLModel` itself was refused (access denied, invalid).
     #[error("GetMLModel for Amazon ML model {model_id:?} failed: {error}")]
     Call {
         /// The model asked for.
@@ -581,6 +611,7 @@ impl ConnectError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ConnectError::Call { error, .. } => error.is_retryable(),
+            ConnectError::StartupTimeout { .. } => true,
             ConnectError::EndpointNotReady { status, .. } => status == "UPDATING",
             ConnectError::ModelNotReady { status, .. } => {
                 status == "PENDING" || status == "INPROGRESS"
@@ -662,7 +693,7 @@ pub struct AmazonMlClassifierBuilder<T> {
     positive: Label,
     negative: Label,
     rate: Rate,
-    sdk_retries: bool,
+    startup_timeout: Duration,
 }
 
 impl<T> fmt::Debug for AmazonMlClassifierBuilder<T> {
@@ -671,34 +702,21 @@ impl<T> fmt::Debug for AmazonMlClassifierBuilder<T> {
             .field("model_id", &self.model_id)
             .field("positive", &self.positive)
             .field("negative", &self.negative)
-            .field("sdk_retries", &self.sdk_retries)
+            .field("startup_timeout", &self.startup_timeout)
             .finish_non_exhaustive()
     }
 }
 
 impl<T> AmazonMlClassifierBuilder<T> {
-    /// A builder with a record mapping of your own (for items that are not
-    /// `Serialize`, or need different attribute names).
-    pub fn with_record_fn<F>(client: Client, model_id: impl Into<String>, record: F) -> Self
-    where
-        F: Fn(&T) -> HashMap<String, String> + Send + Sync + 'static,
-    {
-        Self::with_mapping(
-            client,
-            model_id.into(),
-            Arc::new(move |item| Ok(record(item))),
-        )
-    }
-
     fn with_mapping(client: Client, model_id: String, record: RecordFn<T>) -> Self {
         AmazonMlClassifierBuilder {
-            client,
+            client: without_sdk_retries(client),
             model_id,
             record,
             positive: Label::from_static("1"),
             negative: Label::from_static("0"),
             rate: Rate::Auto,
-            sdk_retries: false,
+            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
         }
     }
 
@@ -749,10 +767,11 @@ impl<T> AmazonMlClassifierBuilder<T> {
         self
     }
 
-    /// Keeps the client's own retry configuration for `Predict` (default:
-    /// off, so the pipeline's `RetryPolicy` sees and counts every failure).
-    pub fn sdk_retries(mut self, keep: bool) -> Self {
-        self.sdk_retries = keep;
+    /// How long [`build`](Self::build)'s `GetMLModel` may take, retries of
+    /// throttling and connection failures included (default
+    /// [`DEFAULT_STARTUP_TIMEOUT`], 30 s).
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = timeout;
         self
     }
 
@@ -760,27 +779,27 @@ impl<T> AmazonMlClassifierBuilder<T> {
     /// returns a classifier that sends `Predict` to that endpoint.
     pub async fn build(self) -> Result<AmazonMlClassifier<T>, ConnectError> {
         let model_id = self.model_id;
-        let out = match self
-            .client
-            .get_ml_model()
-            .ml_model_id(&model_id)
-            .send()
-            .await
-        {
+        let client = &self.client;
+        let call = || client.get_ml_model().ml_model_id(&model_id).send();
+        let out = match call_at_startup(self.startup_timeout, call).await {
             Ok(out) => out,
-            Err(err) => {
-                if let SdkError::ServiceError(service) = &err
-                    && service.err().code() == Some("ResourceNotFoundException")
-                {
-                    let message = service.err().message().unwrap_or("").to_string();
+            Err(StartupError::Refused { failure, error }) => {
+                if failure.kind == AwsErrorKind::NotFound {
                     return Err(ConnectError::ModelNotFound {
                         model_id,
-                        message,
-                        source: Box::new(err),
+                        message: failure.message,
+                        source: Box::new(error),
                     });
                 }
-                let error = call_error("GetMLModel", &model_id, err);
+                let error = call_error("GetMLModel", &model_id, error);
                 return Err(ConnectError::Call { model_id, error });
+            }
+            Err(StartupError::TimedOut { last }) => {
+                return Err(ConnectError::StartupTimeout {
+                    model_id,
+                    after: self.startup_timeout,
+                    last,
+                });
             }
         };
         match out.status() {
@@ -833,10 +852,7 @@ impl<T> AmazonMlClassifierBuilder<T> {
             Rate::Shared(l) => Some(l),
             Rate::Off => None,
         };
-        let mut config = self.client.config().to_builder().endpoint_url(&endpoint);
-        if !self.sdk_retries {
-            config = config.retry_config(RetryConfig::disabled());
-        }
+        let config = self.client.config().to_builder().endpoint_url(&endpoint);
         Ok(AmazonMlClassifier {
             inner: Arc::new(Inner {
                 predict: Client::from_conf(config.build()),
@@ -854,15 +870,14 @@ impl<T> AmazonMlClassifierBuilder<T> {
     }
 }
 
-impl<T: Serialize + 'static> AmazonMlClassifierBuilder<T> {
-    /// A builder with the default record mapping, [`json_record`].
-    pub fn new(client: Client, model_id: impl Into<String>) -> Self {
-        Self::with_mapping(
-            client,
-            model_id.into(),
-            Arc::new(|item: &T| json_record(item)),
-        )
-    }
+/// `client` with the SDK's own retries turned off: the pipeline's retry
+/// policy decides alone, and counts every failure.
+fn without_sdk_retries(client: Client) -> Client {
+    let conf = client
+        .config()
+        .to_builder()
+        .retry_config(RetryConfig::disabled());
+    Client::from_conf(conf.build())
 }
 
 struct Inner<T> {
@@ -911,18 +926,47 @@ impl<T> fmt::Debug for AmazonMlClassifier<T> {
 }
 
 impl<T: Serialize + 'static> AmazonMlClassifier<T> {
-    /// A builder with the default record mapping ([`json_record`]).
-    pub fn builder(client: Client, model_id: impl Into<String>) -> AmazonMlClassifierBuilder<T> {
-        AmazonMlClassifierBuilder::new(client, model_id)
+    /// A builder whose client is made from `config`, with the default record
+    /// mapping ([`json_record`]) and the SDK's own retries turned off.
+    pub fn builder(
+        config: &aws_config::SdkConfig,
+        model_id: impl Into<String>,
+    ) -> AmazonMlClassifierBuilder<T> {
+        Self::builder_from_client(Client::new(config), model_id)
     }
 
-    /// Discovers the endpoint with the defaults: JSON record mapping, labels
-    /// `"1"`/`"0"`, the endpoint's own rate limit.
-    pub async fn connect(
+    /// A builder that calls through `client` (its configuration is kept,
+    /// except for retries, which are turned off), with the default record
+    /// mapping ([`json_record`]).
+    pub fn builder_from_client(
         client: Client,
         model_id: impl Into<String>,
-    ) -> Result<Self, ConnectError> {
-        Self::builder(client, model_id).build().await
+    ) -> AmazonMlClassifierBuilder<T> {
+        AmazonMlClassifierBuilder::with_mapping(
+            client,
+            model_id.into(),
+            Arc::new(|item: &T| json_record(item)),
+        )
+    }
+}
+
+impl<T> AmazonMlClassifier<T> {
+    /// A builder for items that are not `Serialize` (or need other attribute
+    /// names): `record` maps an item to Amazon ML's `Record`. The other
+    /// defaults are those of [`builder`](AmazonMlClassifier::builder).
+    pub fn builder_with_record_fn<F>(
+        config: &aws_config::SdkConfig,
+        model_id: impl Into<String>,
+        record: F,
+    ) -> AmazonMlClassifierBuilder<T>
+    where
+        F: Fn(&T) -> HashMap<String, String> + Send + Sync + 'static,
+    {
+        AmazonMlClassifierBuilder::with_mapping(
+            Client::new(config),
+            model_id.into(),
+            Arc::new(move |item| Ok(record(item))),
+        )
     }
 }
 
