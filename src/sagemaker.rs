@@ -52,11 +52,45 @@
 //! linger. With `max_batch_size(1)` (the default), `classify` makes its
 //! call directly, with no task and no added latency.
 //!
-//! Errors are mapped onto [`ClassifyError`] by [`map_invoke_error`]:
-//! throttling, 5xx, `ServiceUnavailable`, `InternalFailure` and
-//! `ModelNotReadyException` are retryable; `ValidationError` and a failing
-//! model container (`ModelError`) are permanent, with the model's own message
-//! and its CloudWatch log stream in the text.
+//! # Retries
+//!
+//! Retries are decided in one place, the pipeline's `RetryPolicy`: both
+//! constructors ([`builder`](SageMakerClassifier::builder),
+//! [`builder_from_client`](SageMakerClassifier::builder_from_client)) turn
+//! the SDK's own retries off, and the classifier retries nothing itself.
+//! Worst case, `InvokeEndpoint` calls that carry one record:
+//!
+//! | pipeline attempts | classifier attempts | SDK attempts | calls per record |
+//! |---|---|---|---|
+//! | 5 (default `RetryPolicy`) | 1 | 1 (off) | **5** |
+//! | *p* | 1 | 1 | *p* |
+//!
+//! A batch the model refuses as a whole (a permanent error) is sent again
+//! item by item when `split_failed_batches` is on: one more call for that
+//! record, once, since a permanent error is not retried by the pipeline.
+//!
+//! # Start-up check
+//!
+//! The runtime API (`aws-sdk-sagemakerruntime`) has no call that checks an
+//! endpoint without invoking its model (`DescribeEndpoint` is in the control
+//! plane's crate, `aws-sdk-sagemaker`, which this crate does not depend
+//! on), and an invocation can have side effects and costs. So
+//! [`build`](SageMakerClassifierBuilder::build) makes no call: an endpoint
+//! that does not exist shows up on the first record as a permanent
+//! `ValidationError` whose message says what to check. To check it before
+//! the first record, call `DescribeEndpoint` yourself (permission
+//! `sagemaker:DescribeEndpoint`) and expect `EndpointStatus: InService`.
+//!
+//! # Errors
+//!
+//! Errors are mapped onto [`ClassifyError`] by [`map_invoke_error`], through
+//! the classification every AWS backend shares
+//! ([`AwsFailure::from_sdk`](crate::aws::AwsFailure::from_sdk)):
+//! throttling, 5xx, `ServiceUnavailable`, `InternalFailure`, expired
+//! credentials and SageMaker's own `ModelNotReadyException` are retryable;
+//! `ValidationError` and a failing model container (`ModelError`) are
+//! permanent, with the model's own message and its CloudWatch log stream in
+//! the text.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -64,6 +98,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sagemakerruntime::Client;
+use aws_sdk_sagemakerruntime::config::retry::RetryConfig;
 use aws_sdk_sagemakerruntime::error::SdkError;
 use aws_sdk_sagemakerruntime::operation::invoke_endpoint::InvokeEndpointError;
 use aws_sdk_sagemakerruntime::primitives::Blob;
@@ -736,8 +771,7 @@ impl From<ClassifyError> for Failure {
 /// use streamsift::sagemaker::{JsonResponse, SageMakerClassifier};
 ///
 /// let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-/// let client = aws_sdk_sagemakerruntime::Client::new(&config);
-/// let classifier = SageMakerClassifier::<serde_json::Value>::builder(client, "tweet-triage")
+/// let classifier = SageMakerClassifier::<serde_json::Value>::builder(&config, "tweet-triage")
 ///     .response(JsonResponse::new().binary_labels("actionable", "noise"))
 ///     .max_batch_size(16)
 ///     .build();
@@ -820,16 +854,27 @@ impl<T> fmt::Debug for SageMakerClassifierBuilder<T> {
 }
 
 impl<T: Serialize + 'static> SageMakerClassifier<T> {
-    /// A builder for endpoint `endpoint_name`, with the defaults: a
+    /// A builder for endpoint `endpoint_name` whose client is made from
+    /// `config` with the SDK's own retries turned off, with the defaults: a
     /// [`JsonRequest`] sent as `application/json`, `Accept:
     /// application/json`, a [`JsonResponse`], one item per call, four calls
     /// at a time in [`classify_batch`](Classifier::classify_batch), and the
     /// 6 MB payload limit.
     pub fn builder(
+        config: &aws_config::SdkConfig,
+        endpoint_name: impl Into<String>,
+    ) -> SageMakerClassifierBuilder<T> {
+        Self::builder_from_client(Client::new(config), endpoint_name)
+    }
+
+    /// A builder that calls through `client` (its configuration is kept,
+    /// except for retries, which are turned off), with the defaults of
+    /// [`builder`](SageMakerClassifier::builder).
+    pub fn builder_from_client(
         client: Client,
         endpoint_name: impl Into<String>,
     ) -> SageMakerClassifierBuilder<T> {
-        SageMakerClassifier::builder_with_request(
+        SageMakerClassifierBuilder::new(
             client,
             endpoint_name,
             CONTENT_TYPE_JSON,
@@ -843,14 +888,34 @@ impl<T: 'static> SageMakerClassifier<T> {
     /// body, sent with `content_type`. The other defaults are those of
     /// [`builder`](SageMakerClassifier::builder).
     pub fn builder_with_request(
-        client: Client,
+        config: &aws_config::SdkConfig,
         endpoint_name: impl Into<String>,
         content_type: impl Into<String>,
         request: impl RequestBuilder<T> + 'static,
     ) -> SageMakerClassifierBuilder<T> {
+        SageMakerClassifierBuilder::new(Client::new(config), endpoint_name, content_type, request)
+    }
+
+    /// The endpoint this classifier calls.
+    pub fn endpoint_name(&self) -> &str {
+        &self.inner.endpoint_name
+    }
+}
+
+impl<T: 'static> SageMakerClassifierBuilder<T> {
+    fn new(
+        client: Client,
+        endpoint_name: impl Into<String>,
+        content_type: impl Into<String>,
+        request: impl RequestBuilder<T> + 'static,
+    ) -> Self {
+        let conf = client
+            .config()
+            .to_builder()
+            .retry_config(RetryConfig::disabled());
         SageMakerClassifierBuilder {
             inner: Inner {
-                client,
+                client: Client::from_conf(conf.build()),
                 endpoint_name: endpoint_name.into(),
                 content_type: content_type.into(),
                 accept: CONTENT_TYPE_JSON.to_string(),
@@ -866,11 +931,6 @@ impl<T: 'static> SageMakerClassifier<T> {
             },
             batcher: None,
         }
-    }
-
-    /// The endpoint this classifier calls.
-    pub fn endpoint_name(&self) -> &str {
-        &self.inner.endpoint_name
     }
 }
 
