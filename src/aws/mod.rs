@@ -8,6 +8,8 @@
 //! `ExpiredIteratorException`, SageMaker's `ModelError`). The lists of
 //! throttling, transient, credential and not-found codes live here once.
 
+#[cfg(any(feature = "sns", feature = "sagemaker"))]
+pub(crate) mod batcher;
 mod error;
 mod startup;
 
