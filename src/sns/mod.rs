@@ -56,7 +56,11 @@
 //! a throttling code ([`SnsError::EntryFailed`]), and the pipeline retries
 //! that record alone. At most
 //! [`max_concurrent_batches`](SnsRouterBuilder::max_concurrent_batches)
-//! calls per topic are in flight. With [`batching(false)`](SnsRouterBuilder::batching)
+//! calls per topic are in flight; a free slot is taken before a batch is
+//! gathered, so deliveries that arrive while every slot is busy fill the
+//! next batch. At most 1,024 deliveries wait per topic; more wait for room.
+//! These rules are those of every micro-batcher in the crate (the SageMaker
+//! classifier's too). With [`batching(false)`](SnsRouterBuilder::batching)
 //! every delivery is one Publish call.
 //!
 //! # Retries
@@ -91,8 +95,9 @@
 //! default), then fail with [`SnsConfigError::StartupTimeout`].
 //!
 //! A delivery whose caller stops waiting (a pipeline call timeout drops
-//! its future) is still published once queued; at-least-once delivery makes
-//! the later retry harmless, and a FIFO topic drops it as a duplicate.
+//! its future) before its batch is sent is left out of it; one already sent
+//! may still be published, and at-least-once delivery makes the later retry
+//! harmless (a FIFO topic drops it as a duplicate).
 //!
 //! The batcher runs on the Tokio runtime of the first caller. If that
 //! runtime shuts down, the next delivery starts a new batcher; a delivery
@@ -147,32 +152,32 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_sns::Client;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
 
+use crate::aws::batcher::{BatchConfig, Batcher, Stopped};
 use crate::aws::{AwsErrorKind, DEFAULT_STARTUP_TIMEOUT, StartupError, call_at_startup};
 use crate::classify::Label;
 use crate::error::RouteError;
 use crate::pipeline::RetryPolicy;
 use crate::router::{Delivery, Receipt, Router};
 
-mod batcher;
 mod error;
 mod message;
+mod publish;
 pub mod template;
 
-use batcher::{BatchConfig, Job, Publisher};
 pub use error::{FailureKind, SharedSdkError, SnsConfigError, SnsError};
 use message::{Attribute, Outgoing};
 pub use message::{
     MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_FIFO_ID_CHARS, MAX_MESSAGE_BYTES, MAX_SUBJECT_CHARS,
     fifo_id, sanitize_subject, truncate_message,
 };
+use publish::Publisher;
 pub use template::{Template, TemplateError};
 
 /// The default message: the original application's text, with the label
@@ -186,6 +191,10 @@ pub const DEFAULT_SUBJECT_TEMPLATE: &str = "[{route}] Tweet to respond to: {labe
 
 /// The default linger of the batcher.
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
+
+/// How many messages may wait for a topic's batcher before callers wait for
+/// room.
+const BATCH_QUEUE: usize = 1024;
 
 /// What a FIFO message's `MessageGroupId` is made of. SNS delivers the
 /// messages of one group in order, and groups in parallel.
@@ -210,26 +219,8 @@ struct TopicSlot {
     arn: Arc<str>,
     fifo: bool,
     publisher: Publisher,
-    batcher: Mutex<Option<mpsc::Sender<Job>>>,
-}
-
-impl TopicSlot {
-    /// The batcher's queue, starting a batcher if there is none or the
-    /// last one stopped.
-    fn queue(&self, config: BatchConfig, restart: bool) -> mpsc::Sender<Job> {
-        let mut slot = match self.batcher.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        match slot.as_ref() {
-            Some(tx) if !restart && !tx.is_closed() => tx.clone(),
-            _ => {
-                let tx = batcher::spawn(self.publisher.clone(), config);
-                *slot = Some(tx.clone());
-                tx
-            }
-        }
-    }
+    /// The micro-batcher, when batching is on.
+    batcher: Option<Batcher<Publisher>>,
 }
 
 struct Shared {
@@ -575,6 +566,13 @@ impl<T> SnsRouterBuilder<T> {
         }
         let seed = self.seed.unwrap_or_else(clock_seed);
         let rng = Arc::new(AtomicU64::new(seed));
+        let batching = self.batching.then_some(BatchConfig {
+            max_items: self.max_batch_entries,
+            max_bytes: MAX_BATCH_BYTES,
+            linger: self.linger,
+            max_concurrent: self.max_concurrent_batches,
+            queue: BATCH_QUEUE,
+        });
         let mut topics: Vec<TopicSlot> = Vec::new();
         let mut slot_of = |arn: String| -> Result<usize, SnsConfigError> {
             check_topic_arn(&arn)?;
@@ -582,16 +580,17 @@ impl<T> SnsRouterBuilder<T> {
                 return Ok(i);
             }
             let arn: Arc<str> = Arc::from(arn);
+            let publisher = Publisher {
+                client: self.client.clone(),
+                topic: Arc::clone(&arn),
+                retry: self.retry.clone(),
+                rng: Arc::clone(&rng),
+            };
             topics.push(TopicSlot {
                 fifo: arn.ends_with(".fifo"),
-                publisher: Publisher {
-                    client: self.client.clone(),
-                    topic: Arc::clone(&arn),
-                    retry: self.retry.clone(),
-                    rng: Arc::clone(&rng),
-                },
+                batcher: batching.map(|config| Batcher::new(publisher.clone(), config)),
+                publisher,
                 arn,
-                batcher: Mutex::new(None),
             });
             Ok(topics.len() - 1)
         };
@@ -601,12 +600,6 @@ impl<T> SnsRouterBuilder<T> {
             by_route.insert(route, slot_of(arn)?);
         }
         let reads_item = message.reads_item() || subject.as_ref().is_some_and(Template::reads_item);
-        let batching = self.batching.then_some(BatchConfig {
-            linger: self.linger,
-            max_entries: self.max_batch_entries,
-            max_concurrent: self.max_concurrent_batches,
-            queue: 1024,
-        });
         Ok(SnsRouter {
             shared: Arc::new(Shared {
                 topics,
@@ -827,24 +820,14 @@ impl Shared {
                 detail: format!("no topic slot {index}"),
             });
         };
-        let Some(config) = self.batching else {
-            return slot.publisher.publish_one(&out).await;
-        };
-        let (reply, answer) = oneshot::channel();
-        let job = Job { out, reply };
-        if let Err(mpsc::error::SendError(job)) = slot.queue(config, false).send(job).await {
-            // The batcher's runtime is gone: start a new one here.
-            if slot.queue(config, true).send(job).await.is_err() {
-                return Err(SnsError::BatcherGone {
+        match &slot.batcher {
+            Some(batcher) => batcher.submit(out).await.unwrap_or_else(|Stopped| {
+                Err(SnsError::BatcherGone {
                     topic: slot.arn.to_string(),
-                });
-            }
+                })
+            }),
+            None => slot.publisher.publish_one(&out).await,
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(SnsError::BatcherGone {
-                topic: slot.arn.to_string(),
-            })
-        })
     }
 }
 
