@@ -44,9 +44,14 @@
 //! caller that gives up (its future dropped) is left out of the batch, or
 //! its answer discarded, without affecting the others.
 //!
-//! The batches are gathered by a background task, started on the current
-//! Tokio runtime by the first call and ended when the last clone of the
-//! classifier is dropped; each item is cloned into it, so micro-batching
+//! The batches are gathered by the crate's one micro-batcher (the SNS
+//! router's too), with one rule: a bounded queue (1,024 waiting calls; more
+//! wait for room), a free call slot taken before a batch is gathered, and a
+//! batch sent when full or when its linger is over. Its background task is
+//! started on the current Tokio runtime by the first call and ended when
+//! the last clone of the classifier is dropped; if that runtime shuts down,
+//! every call still waiting fails with a retryable error and the next call
+//! starts a new task; each item is cloned into it, so micro-batching
 //! needs `T: Clone`. A pipeline with `max_in_flight` below
 //! `max_batch_size` never fills a batch: every batch then waits the full
 //! linger. With `max_batch_size(1)` (the default), `classify` makes its
@@ -1194,10 +1199,11 @@ impl<T: Sync + 'static> Inner<T> {
 
 impl<T: Sync + 'static> Classifier<T> for SageMakerClassifier<T> {
     async fn classify(&self, item: &T) -> Result<Prediction, ClassifyError> {
-        if let Some(batcher) = &self.batcher
-            && let Some(answer) = batcher.submit(item)
-        {
-            return answer.await.unwrap_or_else(|_| Err(batcher_stopped()));
+        if let Some(batcher) = &self.batcher {
+            return batcher
+                .submit(item)
+                .await
+                .unwrap_or_else(|_| Err(batcher_stopped()));
         }
         self.inner.classify_one(item).await
     }

@@ -32,6 +32,9 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
+/// How many items may wait for a batcher, unless a backend says otherwise.
+pub(crate) const DEFAULT_QUEUE: usize = 1024;
+
 /// What a batcher sends: one call for a batch, one answer per item.
 pub(crate) trait Flush: Send + Sync + 'static {
     /// What a caller queues.

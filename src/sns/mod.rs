@@ -159,7 +159,7 @@ use std::time::Duration;
 use aws_sdk_sns::Client;
 use serde::Serialize;
 
-use crate::aws::batcher::{BatchConfig, Batcher, Stopped};
+use crate::aws::batcher::{BatchConfig, Batcher, DEFAULT_QUEUE, Stopped};
 use crate::aws::{AwsErrorKind, DEFAULT_STARTUP_TIMEOUT, StartupError, call_at_startup};
 use crate::classify::Label;
 use crate::error::RouteError;
@@ -191,10 +191,6 @@ pub const DEFAULT_SUBJECT_TEMPLATE: &str = "[{route}] Tweet to respond to: {labe
 
 /// The default linger of the batcher.
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
-
-/// How many messages may wait for a topic's batcher before callers wait for
-/// room.
-const BATCH_QUEUE: usize = 1024;
 
 /// What a FIFO message's `MessageGroupId` is made of. SNS delivers the
 /// messages of one group in order, and groups in parallel.
@@ -571,7 +567,7 @@ impl<T> SnsRouterBuilder<T> {
             max_bytes: MAX_BATCH_BYTES,
             linger: self.linger,
             max_concurrent: self.max_concurrent_batches,
-            queue: BATCH_QUEUE,
+            queue: DEFAULT_QUEUE,
         });
         let mut topics: Vec<TopicSlot> = Vec::new();
         let mut slot_of = |arn: String| -> Result<usize, SnsConfigError> {
