@@ -80,12 +80,15 @@ struct Job<I, O> {
     reply: oneshot::Sender<O>,
 }
 
+/// The sending side of a batcher's queue.
+type Queue<F> = mpsc::Sender<Job<<F as Flush>::Item, <F as Flush>::Output>>;
+
 /// A micro-batcher: see the [module docs](self).
 pub(crate) struct Batcher<F: Flush> {
     flush: Arc<F>,
     config: BatchConfig,
     /// The queue of the running task, if one was started.
-    queue: Mutex<Option<mpsc::Sender<Job<F::Item, F::Output>>>>,
+    queue: Mutex<Option<Queue<F>>>,
 }
 
 impl<F: Flush> Batcher<F> {
@@ -101,7 +104,7 @@ impl<F: Flush> Batcher<F> {
 
     /// The queue of a running task, starting one on the current runtime if
     /// there is none or the last one stopped.
-    fn sender(&self) -> Result<mpsc::Sender<Job<F::Item, F::Output>>, Stopped> {
+    fn sender(&self) -> Result<Queue<F>, Stopped> {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tx) = queue.as_ref().filter(|tx| !tx.is_closed()) {
             return Ok(tx.clone());

@@ -127,7 +127,7 @@ mod tests {
         );
         let start = tokio::time::Instant::now();
         let hung: Result<(), StartupError<SdkError<ErrorMetadata, Response>>> =
-            call_at_startup(Duration::from_secs(3), || std::future::pending()).await;
+            call_at_startup(Duration::from_secs(3), std::future::pending).await;
         assert!(matches!(hung, Err(StartupError::TimedOut { last: None })));
         assert_eq!(start.elapsed(), Duration::from_secs(3));
     }
