@@ -482,10 +482,7 @@ async fn get_ml_model_outage_is_retried_until_the_startup_timeout() {
 /// the start-up timeout. A closed port on loopback; time paused.
 #[tokio::test(start_paused = true)]
 async fn an_unreachable_endpoint_fails_within_the_startup_timeout() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr").port()
-    };
+    let port = common::moto::free_port();
     let config = aws_config::SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))

@@ -266,6 +266,14 @@ fn error_answer(code: &str) -> String {
     )
 }
 
+/// A config whose every call is answered by `faults` (nothing listens on
+/// the endpoint's port).
+async fn scripted_config(faults: Vec<Fault>) -> (aws_config::SdkConfig, FaultyHttp) {
+    let base = sdk_config_for("http://127.0.0.1:9").await;
+    let http = FaultyHttp::new(aws_smithy_http_client::Builder::new().build_http(), faults);
+    (base.into_builder().http_client(http.clone()).build(), http)
+}
+
 fn sns_error(err: &RouteError) -> &SnsError {
     std::error::Error::source(err)
         .and_then(|s| s.downcast_ref::<SnsError>())
@@ -1029,10 +1037,7 @@ async fn the_batcher_waits_for_the_linger_unless_the_batch_is_full() {
     };
     let mut faults = scripted(1, 200, answer(1));
     faults.extend(scripted(2, 200, answer(10)));
-    // Nothing listens on this port; every call is answered by the script.
-    let base = sdk_config_for("http://127.0.0.1:9").await;
-    let http = FaultyHttp::new(aws_smithy_http_client::Builder::new().build_http(), faults);
-    let config = base.into_builder().http_client(http.clone()).build();
+    let (config, http) = scripted_config(faults).await;
     let router: SnsRouter<Tweet> = SnsRouter::builder(&config)
         .check_topics(false)
         .topic(topic)
@@ -1169,9 +1174,7 @@ async fn nothing_spins_sns_batcher_backs_off() {
     for nth in 1..=(3 * attempts as usize) {
         faults.extend(scripted(nth, 500, error_answer("InternalError")));
     }
-    let base = sdk_config_for("http://127.0.0.1:9").await;
-    let http = FaultyHttp::new(aws_smithy_http_client::Builder::new().build_http(), faults);
-    let config = base.into_builder().http_client(http.clone()).build();
+    let (config, http) = scripted_config(faults).await;
     let policy = RetryPolicy {
         max_attempts: attempts,
         initial_backoff: Duration::from_millis(100),
@@ -1223,9 +1226,7 @@ async fn an_always_throttling_topic_sees_one_call_per_pipeline_attempt() {
     for nth in 1..=40 {
         faults.extend(scripted(nth, 400, error_answer("Throttled")));
     }
-    let base = sdk_config_for("http://127.0.0.1:9").await;
-    let http = FaultyHttp::new(aws_smithy_http_client::Builder::new().build_http(), faults);
-    let config = base.into_builder().http_client(http.clone()).build();
+    let (config, http) = scripted_config(faults).await;
     let router: SnsRouter<Tweet> = SnsRouter::builder(&config)
         .check_topics(false)
         .topic(topic)
@@ -1290,10 +1291,7 @@ async fn a_missing_topic_fails_the_build_with_the_hint_first() {
 /// on loopback; time paused.
 #[tokio::test(start_paused = true)]
 async fn an_unreachable_endpoint_fails_the_build_within_the_startup_timeout() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr").port()
-    };
+    let port = common::moto::free_port();
     let config = sdk_config_for(&format!("http://127.0.0.1:{port}")).await;
     let topic = "arn:aws:sns:us-east-1:123456789012:support";
     let started = tokio::time::Instant::now();
