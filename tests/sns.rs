@@ -1310,3 +1310,38 @@ async fn an_unreachable_endpoint_fails_the_build_within_the_startup_timeout() {
     let text = err.to_string();
     assert!(text.starts_with("check the endpoint URL"), "{text}");
 }
+
+/// Issue 14, one micro-batcher rule: a delivery whose caller stopped
+/// waiting (a pipeline call timeout drops its future) before its batch is
+/// sent is left out of the batch; it was published anyway before. Time
+/// paused, every answer scripted (no emulator).
+#[tokio::test(start_paused = true)]
+async fn a_delivery_abandoned_before_its_batch_is_sent_is_left_out() {
+    let topic = "arn:aws:sns:us-east-1:123456789012:abandoned";
+    let faults = scripted(1, 200, batch_answer(&[("m0", "id-0"), ("m1", "id-1")], &[]));
+    let (config, http) = scripted_config(faults).await;
+    let router: SnsRouter<Tweet> = SnsRouter::builder(&config)
+        .check_topics(false)
+        .topic(topic)
+        .message_template("{record.id}")
+        .linger(Duration::from_millis(50))
+        .build()
+        .await
+        .expect("router");
+    let gone = case(0, tweet(1, "u", "t"), "x", 0.9, "r");
+    let kept = case(1, tweet(2, "u", "t"), "x", 0.9, "r");
+    {
+        let d = delivery(&gone);
+        let mut abandoned = Box::pin(router.route(&d));
+        // Queued, then its caller gives up (a call timeout).
+        assert!(futures::poll!(abandoned.as_mut()).is_pending());
+    }
+    router.route(&delivery(&kept)).await.expect("route");
+    let calls = calls_of(&http, "PublishBatch");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        entry_fields(&calls[0], "Message"),
+        [kept.record.id.clone()],
+        "only the delivery whose caller still waits"
+    );
+}
