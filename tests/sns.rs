@@ -1345,3 +1345,51 @@ async fn a_delivery_abandoned_before_its_batch_is_sent_is_left_out() {
         "only the delivery whose caller still waits"
     );
 }
+
+/// Issue 14, the pipeline's budget bounds the router's own retries: with a
+/// `retry_policy` of 5 attempts, a batch entry that keeps failing is resent
+/// only while its caller waits; once the caller's deadline (the pipeline's
+/// call timeout) drops it, the router stops resending. Time paused, every
+/// answer scripted (no emulator).
+#[tokio::test(start_paused = true)]
+async fn the_callers_deadline_bounds_the_routers_own_resends() {
+    let topic = "arn:aws:sns:us-east-1:123456789012:resends";
+    let mut faults = Vec::new();
+    for nth in 1..=10 {
+        faults.extend(scripted(
+            nth,
+            200,
+            batch_answer(&[], &[("m0", "InternalError", false)]),
+        ));
+    }
+    let (config, http) = scripted_config(faults).await;
+    let router: SnsRouter<Tweet> = SnsRouter::builder(&config)
+        .check_topics(false)
+        .topic(topic)
+        .linger(Duration::ZERO)
+        .retry_policy(RetryPolicy {
+            max_attempts: 5,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(1),
+            multiplier: 1.0,
+        })
+        .seed(1)
+        .build()
+        .await
+        .expect("router");
+    let c = case(0, tweet(1, "u", "t"), "x", 0.9, "r");
+    // The first call at once, the first resend 0.5 to 1 s later; the
+    // caller gives up at 1.2 s, before the second resend (at 1 to 2 s
+    // after the first).
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(1200), router.route(&delivery(&c))).await;
+    assert!(gave_up.is_err(), "still failing when the caller gave up");
+    let at_deadline = calls_of(&http, "PublishBatch").len();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        calls_of(&http, "PublishBatch").len(),
+        at_deadline,
+        "no resend after the caller gave up"
+    );
+    assert!(at_deadline <= 2, "{at_deadline}");
+}

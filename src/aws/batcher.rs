@@ -19,7 +19,9 @@
 //!   comes first. Items already queued join even when the linger has passed
 //!   (the first one waited for a slot).
 //! - **Abandoned items are left out.** A caller that stops waiting (its
-//!   future dropped) before its batch is sent is not sent.
+//!   future dropped) before its batch is sent is not sent, and a backend
+//!   that resends within a batch stops resending its item
+//!   ([`Flush::flush`]'s `waiting`).
 //! - **A stopped batcher answers every waiter.** The task runs on the Tokio
 //!   runtime of the first caller; if that runtime shuts down, every caller
 //!   still waiting gets [`Stopped`], and the next `submit` starts a new task
@@ -43,13 +45,23 @@ pub(crate) trait Flush: Send + Sync + 'static {
     type Output: Send + 'static;
 
     /// Sends `batch` and returns one answer per item, in order.
-    fn flush(&self, batch: Vec<Self::Item>) -> impl Future<Output = Vec<Self::Output>> + Send;
+    /// `waiting(i)` says whether the caller of item `i` still waits: a
+    /// backend that resends within one flush stops resending an item whose
+    /// caller gave up, so the caller's own deadline bounds it.
+    fn flush(
+        &self,
+        batch: Vec<Self::Item>,
+        waiting: &Waiting<'_>,
+    ) -> impl Future<Output = Vec<Self::Output>> + Send;
 
     /// The item's weight against [`BatchConfig::max_bytes`] (default 0).
     fn size(&self, _item: &Self::Item) -> usize {
         0
     }
 }
+
+/// Whether the caller of the batch's item `i` still waits for its answer.
+pub(crate) type Waiting<'a> = dyn Fn(usize) -> bool + Send + Sync + 'a;
 
 /// How a batcher groups items.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,7 +232,9 @@ async fn send<F: Flush>(flush: &F, batch: Vec<Job<F::Item, F::Output>>) {
     if items.is_empty() {
         return;
     }
-    for (reply, answer) in replies.into_iter().zip(flush.flush(items).await) {
+    let waiting = |i: usize| replies.get(i).is_some_and(|r| !r.is_closed());
+    let answers = flush.flush(items, &waiting).await;
+    for (reply, answer) in replies.into_iter().zip(answers) {
         // A caller that gave up meanwhile no longer listens.
         let _ = reply.send(answer);
     }
@@ -257,7 +271,7 @@ mod tests {
     impl Flush for Arc<Echo> {
         type Item = u32;
         type Output = u32;
-        async fn flush(&self, batch: Vec<u32>) -> Vec<u32> {
+        async fn flush(&self, batch: Vec<u32>, _waiting: &Waiting<'_>) -> Vec<u32> {
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.most_in_flight.fetch_max(now, Ordering::SeqCst);
             self.batches.lock().unwrap().push(batch.clone());

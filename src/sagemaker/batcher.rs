@@ -13,7 +13,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use super::Inner;
-use crate::aws::batcher::{BatchConfig, Batcher, DEFAULT_QUEUE, Flush, Stopped};
+use crate::aws::batcher::{BatchConfig, Batcher, DEFAULT_QUEUE, Flush, Stopped, Waiting};
 use crate::classify::Prediction;
 use crate::error::ClassifyError;
 
@@ -51,7 +51,7 @@ impl<T: Send + Sync + 'static> Flush for Endpoint<T> {
     type Item = T;
     type Output = Answer;
 
-    async fn flush(&self, batch: Vec<T>) -> Vec<Answer> {
+    async fn flush(&self, batch: Vec<T>, _waiting: &Waiting<'_>) -> Vec<Answer> {
         let items: Vec<&T> = batch.iter().collect();
         self.0.classify_group(&items, true).await
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::error::{SnsError, entry_failed, from_sdk};
 use super::message::Outgoing;
-use crate::aws::batcher::Flush;
+use crate::aws::batcher::{Flush, Waiting};
 use crate::pipeline::RetryPolicy;
 use crate::util::splitmix64;
 use aws_sdk_sns::Client;
@@ -141,10 +141,12 @@ impl Publisher {
     /// Publishes `batch` (at most 10, within the batch size limit) with
     /// PublishBatch, resending only the entries that failed with a
     /// retryable error while the router's attempts last, and returns one
-    /// result per message, in order.
+    /// result per message, in order. A message whose caller no longer
+    /// waits (`waiting`) is not resent.
     pub(crate) async fn publish_batch(
         &self,
         batch: Vec<Outgoing>,
+        waiting: &Waiting<'_>,
     ) -> Vec<Result<String, SnsError>> {
         let mut results: Vec<Option<Result<String, SnsError>>> =
             batch.iter().map(|_| None).collect();
@@ -167,6 +169,22 @@ impl Publisher {
                 break;
             }
             tokio::time::sleep(self.pause(attempt)).await;
+            // A caller that gave up (the pipeline's call timeout) is not
+            // resent for: its deadline bounds the router's retries.
+            let mut failed = failed.into_iter();
+            pending.retain(|(i, _)| {
+                let err = failed.next();
+                if waiting(*i) {
+                    return true;
+                }
+                if let Some(err) = err {
+                    self.count_outcome(&Err(exhausted(attempt, err)));
+                }
+                false
+            });
+            if pending.is_empty() {
+                break;
+            }
             self.count_retries(pending.len());
             attempt += 1;
         }
@@ -293,8 +311,8 @@ impl Flush for Publisher {
     type Item = Outgoing;
     type Output = Result<String, SnsError>;
 
-    async fn flush(&self, batch: Vec<Outgoing>) -> Vec<Self::Output> {
-        self.publish_batch(batch).await
+    async fn flush(&self, batch: Vec<Outgoing>, waiting: &Waiting<'_>) -> Vec<Self::Output> {
+        self.publish_batch(batch, waiting).await
     }
 
     fn size(&self, out: &Outgoing) -> usize {
