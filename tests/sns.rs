@@ -1341,7 +1341,7 @@ async fn a_delivery_abandoned_before_its_batch_is_sent_is_left_out() {
     assert_eq!(calls.len(), 1);
     assert_eq!(
         entry_fields(&calls[0], "Message"),
-        [kept.record.id.clone()],
+        [kept.record.id.as_str()],
         "only the delivery whose caller still waits"
     );
 }
