@@ -79,11 +79,10 @@
 //! A router given its own [`retry_policy`](SnsRouterBuilder::retry_policy)
 //! resends, after a jittered exponential backoff, only the entries that
 //! failed with a retryable error (and calls that failed as a whole with
-//! one), until they pass or its attempts run out
-//! ([`SnsError::RetriesExhausted`]); each of those resends happens inside
-//! one pipeline attempt, so keep the pipeline's
-//! [`call_timeout`](crate::Pipeline::call_timeout) above the
-//! router's total backoff.
+//! one), until they pass, its attempts run out
+//! ([`SnsError::RetriesExhausted`]), or the delivery's caller stops waiting
+//! (the pipeline's [`call_timeout`](crate::Pipeline::call_timeout) ends the
+//! attempt): the pipeline's budget bounds the router's resends.
 //!
 //! # Start-up check
 //!
