@@ -1006,4 +1006,18 @@ mod tests {
         let text = format!("{router:?}");
         assert!(text.contains(TOPIC) && !text.contains("Client"), "{text}");
     }
+
+    #[test]
+    fn topic_check_hints_name_what_to_do() {
+        assert!(topic_hint(AwsErrorKind::NotFound).starts_with("create the topic"));
+        let denied = topic_hint(AwsErrorKind::AccessDenied);
+        assert!(
+            denied.contains("sns:GetTopicAttributes") && denied.contains("check_topics(false)"),
+            "{denied}"
+        );
+        assert_eq!(
+            topic_hint(AwsErrorKind::ExpiredCredentials),
+            AwsErrorKind::ExpiredCredentials.hint()
+        );
+    }
 }
