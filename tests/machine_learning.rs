@@ -26,8 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use streamsift::fakes::{MemorySource, RecordingRouter};
 use streamsift::machine_learning::{
-    AmazonMlClassifier, AmazonMlClassifierBuilder, ConnectError, MAX_OBSERVATION_BYTES, ModelKind,
-    RateLimiter,
+    AmazonMlClassifier, ConnectError, MAX_OBSERVATION_BYTES, ModelKind, RateLimiter,
 };
 use streamsift::{Classifier, MemoryDeadLetter, Pipeline, Policy, RetryPolicy};
 use tokio::time::Instant;
@@ -277,7 +276,7 @@ fn tweet(id: u64, text: &str) -> Tweet {
 }
 
 async fn binary_classifier(http: &Scripted) -> AmazonMlClassifier<Tweet> {
-    AmazonMlClassifier::<Tweet>::builder(client(http), MODEL)
+    AmazonMlClassifier::<Tweet>::builder_from_client(client(http), MODEL)
         .labels("actionable", "noise")
         .build()
         .await
@@ -346,7 +345,8 @@ async fn endpoint_url_without_scheme_gets_https() {
 async fn connect_err(get_ml_model: Answer) -> (ConnectError, Scripted) {
     let http = Scripted::new(|_, body| binary_model(body));
     http.queue("GetMLModel", get_ml_model);
-    let err = AmazonMlClassifier::<Tweet>::connect(client(&http), MODEL)
+    let err = AmazonMlClassifier::<Tweet>::builder_from_client(client(&http), MODEL)
+        .build()
         .await
         .expect_err("start-up should fail");
     (err, http)
@@ -441,11 +441,73 @@ async fn missing_model_is_model_not_found() {
     assert!(!err.is_retryable());
 }
 
-#[tokio::test]
-async fn get_ml_model_outage_is_a_retryable_call_error() {
-    let (err, _) = connect_err(Answer::error(500, "InternalServerException", "oops")).await;
-    assert!(matches!(err, ConnectError::Call { .. }), "{err:?}");
+/// Issue 14 §5: a GetMLModel outage at start-up is retried, within the
+/// start-up timeout: a passing outage costs a retry, a lasting one ends in
+/// `StartupTimeout` (it was a `Call` error at the first 500 before).
+#[tokio::test(start_paused = true)]
+async fn get_ml_model_outage_is_retried_until_the_startup_timeout() {
+    let http = amazon_ml("BINARY", binary_model);
+    http.queue(
+        "GetMLModel",
+        Answer::error(500, "InternalServerException", "oops"),
+    );
+    let c = AmazonMlClassifier::<Tweet>::builder_from_client(client(&http), MODEL)
+        .build()
+        .await
+        .expect("a passing outage is retried");
+    assert_eq!(c.model_id(), MODEL);
+    assert_eq!(http.calls_of("GetMLModel").len(), 2);
+
+    let down = Scripted::new(|_, _| Answer::error(503, "ServiceUnavailable", "down"));
+    let started = Instant::now();
+    let err = AmazonMlClassifier::<Tweet>::builder_from_client(client(&down), MODEL)
+        .startup_timeout(Duration::from_secs(4))
+        .build()
+        .await
+        .expect_err("a lasting outage fails the start-up");
+    assert_eq!(started.elapsed(), Duration::from_secs(4));
+    assert!(
+        matches!(&err, ConnectError::StartupTimeout { after, last: Some(last), .. }
+            if *after == Duration::from_secs(4) && last.has_code("ServiceUnavailable")),
+        "{err:?}"
+    );
     assert!(err.is_retryable());
+    assert!(
+        err.to_string().starts_with("check the endpoint URL"),
+        "{err}"
+    );
+}
+
+/// Issue 14 §5: an endpoint nothing listens on fails the start-up within
+/// the start-up timeout. A closed port on loopback; time paused.
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_endpoint_fails_within_the_startup_timeout() {
+    let port = common::moto::free_port();
+    let config = aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(Credentials::new(
+                "AKIDTESTONLY",
+                SECRET,
+                None,
+                None,
+                "test",
+            )),
+        )
+        .build();
+    let started = Instant::now();
+    let err = AmazonMlClassifier::<Tweet>::builder(&config, MODEL)
+        .startup_timeout(Duration::from_secs(6))
+        .build()
+        .await
+        .expect_err("nothing listens there");
+    assert_eq!(started.elapsed(), Duration::from_secs(6));
+    assert!(
+        matches!(err, ConnectError::StartupTimeout { .. }),
+        "{err:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -482,12 +544,11 @@ async fn record_is_the_flattened_json_of_the_item() {
 #[tokio::test]
 async fn a_record_fn_replaces_the_mapping() {
     let http = amazon_ml("BINARY", binary_model);
-    let c = AmazonMlClassifierBuilder::with_record_fn(client(&http), MODEL, |t: &String| {
-        HashMap::from([("text".to_string(), t.clone())])
-    })
-    .build()
-    .await
-    .expect("connect");
+    let c = AmazonMlClassifier::<String>::builder_from_client(client(&http), MODEL)
+        .record_fn(|t: &String| HashMap::from([("text".to_string(), t.clone())]))
+        .build()
+        .await
+        .expect("connect");
     let p = c.classify(&"server down".to_string()).await.unwrap();
     assert_eq!(p.label, "1", "default binary labels are Amazon ML's own");
     assert_eq!(
@@ -642,7 +703,7 @@ async fn debug_output_has_no_credentials() {
         !text.contains(SECRET) && !text.contains("AKIDTESTONLY"),
         "{text}"
     );
-    let builder = AmazonMlClassifier::<Tweet>::builder(client(&http), MODEL);
+    let builder = AmazonMlClassifier::<Tweet>::builder_from_client(client(&http), MODEL);
     let text = format!("{builder:?}");
     assert!(
         !text.contains(SECRET) && !text.contains("AKIDTESTONLY"),
@@ -657,7 +718,7 @@ async fn debug_output_has_no_credentials() {
 #[tokio::test(start_paused = true)]
 async fn predict_calls_are_paced_by_the_rate_limit() {
     let http = amazon_ml("BINARY", binary_model);
-    let c = AmazonMlClassifier::<Tweet>::builder(client(&http), MODEL)
+    let c = AmazonMlClassifier::<Tweet>::builder_from_client(client(&http), MODEL)
         .max_requests_per_second(NonZeroU32::new(20).unwrap())
         .build()
         .await
@@ -696,13 +757,13 @@ async fn the_default_rate_is_the_endpoints_peak() {
     let c = binary_classifier(&http).await;
     assert_eq!(c.rate_limiter().map(RateLimiter::per_second), Some(50));
     let shared = RateLimiter::new(NonZeroU32::new(7).unwrap());
-    let c2 = AmazonMlClassifier::<Tweet>::builder(client(&http), MODEL)
+    let c2 = AmazonMlClassifier::<Tweet>::builder_from_client(client(&http), MODEL)
         .rate_limiter(shared.clone())
         .build()
         .await
         .unwrap();
     assert_eq!(c2.rate_limiter().map(RateLimiter::per_second), Some(7));
-    let c3 = AmazonMlClassifier::<Tweet>::builder(client(&http), MODEL)
+    let c3 = AmazonMlClassifier::<Tweet>::builder_from_client(client(&http), MODEL)
         .no_rate_limit()
         .build()
         .await

@@ -129,7 +129,7 @@ async fn json_single_and_batch_calls_map_predictions_and_send_json() {
         ],
     );
     let (client, http) = moto_client(&moto, vec![]).await;
-    let classifier = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+    let classifier = SageMakerClassifier::<Tweet>::builder_from_client(client, ENDPOINT)
         .response(binary())
         .max_batch_size(3)
         .build();
@@ -189,7 +189,7 @@ async fn csv_requests_in_chunks_with_class_probabilities() {
         ],
     );
     let (client, http) = moto_client(&moto, vec![]).await;
-    let classifier = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+    let classifier = SageMakerClassifier::<Tweet>::builder_from_client(client, ENDPOINT)
         .csv(["text", "followers"])
         .response(JsonResponse::new().class_labels(["billing", "delivery", "other"]))
         .max_batch_size(2)
@@ -223,7 +223,7 @@ async fn a_batch_answered_with_too_few_predictions_fails_permanently() {
     let moto = Moto::start();
     queue_results(&moto, &[json!({"predictions": [0.1, 0.2]})]);
     let (client, http) = moto_client(&moto, vec![]).await;
-    let classifier = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+    let classifier = SageMakerClassifier::<Tweet>::builder_from_client(client, ENDPOINT)
         .max_batch_size(3)
         .build();
     let items = tweets(3);
@@ -289,7 +289,7 @@ async fn scripted_errors_map_to_retryable_or_permanent() {
         fault(7, 424, "ModelError", Some(model_error_body(503))),
     ];
     let (client, http) = moto_client(&moto, faults).await;
-    let classifier = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT).build();
+    let classifier = SageMakerClassifier::<Tweet>::builder_from_client(client, ENDPOINT).build();
     let item = &tweets(1)[0];
 
     let err = classifier.classify(item).await.expect_err("ModelError");
@@ -353,7 +353,7 @@ async fn a_batch_refused_by_the_model_is_classified_item_by_item() {
     );
     let faults = vec![fault(1, 424, "ModelError", Some(model_error_body(400)))];
     let (client, http) = moto_client(&moto, faults).await;
-    let classifier = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+    let classifier = SageMakerClassifier::<Tweet>::builder_from_client(client, ENDPOINT)
         .max_batch_size(3)
         .build();
     let items = tweets(3);
@@ -376,7 +376,7 @@ async fn a_batch_refused_by_the_model_is_classified_item_by_item() {
     // With splitting off, the batch's error reaches every item.
     let faults = vec![fault(1, 424, "ModelError", Some(model_error_body(400)))];
     let (client, _http) = moto_client(&moto, faults).await;
-    let strict = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+    let strict = SageMakerClassifier::<Tweet>::builder_from_client(client, ENDPOINT)
         .max_batch_size(3)
         .split_failed_batches(false)
         .build();
@@ -423,7 +423,7 @@ async fn classifier_conformance_against_moto() {
     let (client, http) = moto_client(&moto, vec![]).await;
     let items = tweets(answers.len() as u64);
 
-    let batching = SageMakerClassifier::<Tweet>::builder(client.clone(), ENDPOINT)
+    let batching = SageMakerClassifier::<Tweet>::builder_from_client(client.clone(), ENDPOINT)
         .response(binary())
         .max_batch_size(answers.len())
         .build();
@@ -442,7 +442,7 @@ async fn classifier_conformance_against_moto() {
     let concurrent: Value = serde_json::from_str(&calls[answers.len()].body).unwrap();
     assert_eq!(concurrent, json!({ "instances": &items }));
 
-    let single = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+    let single = SageMakerClassifier::<Tweet>::builder_from_client(client, ENDPOINT)
         .response(binary())
         .build();
     let again = classifier_conformance(&single, &items, &["actionable", "noise"]).await;
@@ -466,7 +466,7 @@ async fn debug_output_has_no_credentials() {
             ),
         )
         .build();
-    let classifier = SageMakerClassifier::<Tweet>::builder(Client::new(&config), ENDPOINT)
+    let classifier = SageMakerClassifier::<Tweet>::builder(&config, ENDPOINT)
         .target_variant("blue")
         .build();
     let text = format!("{classifier:?}");
@@ -491,7 +491,7 @@ async fn an_oversized_body_is_refused_before_sending() {
         .http_client(http.clone())
         .retry_config(RetryConfig::disabled())
         .build();
-    let classifier = SageMakerClassifier::<Tweet>::builder(Client::new(&config), ENDPOINT)
+    let classifier = SageMakerClassifier::<Tweet>::builder(&config, ENDPOINT)
         .max_batch_size(2)
         .max_payload_bytes(40)
         .build();
@@ -588,7 +588,7 @@ async fn ten_concurrent_calls_go_out_as_batches_of_four_four_and_two() {
         .collect();
     queue_results(&moto, &results);
     let (client, http) = moto_client(&moto, vec![]).await;
-    let classifier = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+    let classifier = SageMakerClassifier::<Tweet>::builder_from_client(client, ENDPOINT)
         .response(binary())
         .max_batch_size(4)
         .concurrency(1)
@@ -621,7 +621,7 @@ async fn ten_concurrent_calls_go_out_as_batches_of_four_four_and_two() {
 #[tokio::test(start_paused = true)]
 async fn a_pipeline_sends_fewer_calls_than_records_and_routes_every_record() {
     let (client, http) = model_client(vec![]).await;
-    let classifier = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+    let classifier = SageMakerClassifier::<Tweet>::builder_from_client(client, ENDPOINT)
         .response(binary())
         .max_batch_size(4)
         .build();
@@ -671,7 +671,7 @@ async fn a_pipeline_sends_fewer_calls_than_records_and_routes_every_record() {
 async fn a_batch_waits_at_most_linger_and_a_full_one_not_at_all() {
     let (client, http) = model_client(vec![]).await;
     let linger = Duration::from_millis(50);
-    let classifier = SageMakerClassifier::<Tweet>::builder(client.clone(), ENDPOINT)
+    let classifier = SageMakerClassifier::<Tweet>::builder_from_client(client.clone(), ENDPOINT)
         .response(binary())
         .max_batch_size(4)
         .linger(linger)
@@ -715,7 +715,7 @@ async fn a_batch_waits_at_most_linger_and_a_full_one_not_at_all() {
     assert_eq!(calls[2].at - lone, linger);
 
     // With max_batch_size(1) the call is made directly: no linger.
-    let direct = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+    let direct = SageMakerClassifier::<Tweet>::builder_from_client(client, ENDPOINT)
         .response(binary())
         .linger(linger)
         .build();
@@ -749,7 +749,7 @@ async fn an_error_for_one_batch_reaches_exactly_its_callers() {
     // Throttled: retryable, so the batch is not split; its four callers
     // get the error, the other four their predictions.
     let (client, http) = model_client(vec![fault(1, 400, "ThrottlingException", None)]).await;
-    let classifier = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+    let classifier = SageMakerClassifier::<Tweet>::builder_from_client(client, ENDPOINT)
         .response(binary())
         .max_batch_size(4)
         .concurrency(1)
@@ -760,7 +760,7 @@ async fn an_error_for_one_batch_reaches_exactly_its_callers() {
     // A refused batch with splitting off: the model's error, to the same four.
     let faults = vec![fault(1, 424, "ModelError", Some(model_error_body(400)))];
     let (client, http) = model_client(faults).await;
-    let strict = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+    let strict = SageMakerClassifier::<Tweet>::builder_from_client(client, ENDPOINT)
         .response(binary())
         .max_batch_size(4)
         .concurrency(1)
@@ -773,7 +773,7 @@ async fn an_error_for_one_batch_reaches_exactly_its_callers() {
     // one by one and every caller gets its prediction.
     let faults = vec![fault(1, 424, "ModelError", Some(model_error_body(400)))];
     let (client, http) = model_client(faults).await;
-    let splitting = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+    let splitting = SageMakerClassifier::<Tweet>::builder_from_client(client, ENDPOINT)
         .response(binary())
         .max_batch_size(4)
         .concurrency(1)
@@ -802,7 +802,7 @@ async fn an_oversized_micro_batch_is_sent_in_halves() {
     let limit = body(&items[..2]).max(body(&items[2..]));
     assert!(body(&items) > limit);
     let (client, http) = model_client(vec![]).await;
-    let classifier = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+    let classifier = SageMakerClassifier::<Tweet>::builder_from_client(client, ENDPOINT)
         .response(binary())
         .max_batch_size(4)
         .max_payload_bytes(limit)
@@ -826,7 +826,7 @@ async fn an_oversized_micro_batch_is_sent_in_halves() {
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_caller_is_left_out_and_the_others_answered() {
     let (client, http) = model_client(vec![]).await;
-    let classifier = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+    let classifier = SageMakerClassifier::<Tweet>::builder_from_client(client, ENDPOINT)
         .response(binary())
         .max_batch_size(4)
         .linger(Duration::from_millis(20))
@@ -862,7 +862,7 @@ async fn dropping_the_classifier_ends_its_batcher_task() {
     let metrics = tokio::runtime::Handle::current().metrics();
     let (client, _http) = model_client(vec![]).await;
     let before = metrics.num_alive_tasks();
-    let classifier = SageMakerClassifier::<Tweet>::builder(client, ENDPOINT)
+    let classifier = SageMakerClassifier::<Tweet>::builder_from_client(client, ENDPOINT)
         .response(binary())
         .max_batch_size(4)
         .build();
@@ -883,4 +883,35 @@ async fn dropping_the_classifier_ends_its_batcher_task() {
     drop(clone);
     tokio::time::sleep(Duration::from_millis(1)).await;
     assert_eq!(metrics.num_alive_tasks(), before, "the task ended");
+}
+
+/// Issue 14, retries decided in one place: both constructors turn the
+/// SDK's own retries off, even for a config that has them on (the SDK's
+/// default, standard retries with 3 attempts), so a 503 reaches the
+/// pipeline after one call: pipeline attempts × 1 × 1 calls per record.
+#[tokio::test(start_paused = true)]
+async fn the_sdk_does_not_retry_under_the_pipeline() {
+    let http = FaultyHttp::new(
+        SharedHttpClient::new(ModelServer),
+        vec![fault(1, 503, "ServiceUnavailable", None)],
+    );
+    let config = common::moto::sdk_config_for("http://model.test")
+        .await
+        .into_builder()
+        .http_client(http.clone())
+        .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .build();
+    for classifier in [
+        SageMakerClassifier::<Tweet>::builder(&config, ENDPOINT).build(),
+        SageMakerClassifier::<Tweet>::builder_from_client(Client::new(&config), ENDPOINT).build(),
+    ] {
+        let before = http.calls().len();
+        let first = classifier.classify(&tweets(1)[0]).await;
+        let calls = http.calls().len() - before;
+        if before == 0 {
+            let err = first.expect_err("the scripted 503 reaches the caller");
+            assert!(err.is_retryable(), "{err}");
+        }
+        assert_eq!(calls, 1, "one call, no SDK retry");
+    }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use streamsift::checkpoint::dynamodb::DynamoDbCheckpointStore;
 use streamsift::fakes::MemorySource;
 use streamsift::kinesis::{KinesisProducer, KinesisSource};
-use streamsift::machine_learning::AmazonMlClassifierBuilder;
+use streamsift::machine_learning::{AmazonMlClassifier, AmazonMlClassifierBuilder};
 use streamsift::sagemaker::SageMakerClassifier;
 use streamsift::sns::SnsRouter;
 use streamsift::{ClassifyError, JsonLinesDeadLetter, Pipeline, Policy, Prediction, RetryPolicy};
@@ -167,10 +167,11 @@ async fn credentials_never_appear_in_debug_logs_dead_letters_or_reports() {
         .await
         .expect("no check, no I/O");
     let sagemaker: SageMakerClassifier<Tweet> =
-        SageMakerClassifier::builder(aws_sdk_sagemakerruntime::Client::new(&config), "ep").build();
+        SageMakerClassifier::builder(&config, "ep").build();
     let aml: AmazonMlClassifierBuilder<Tweet> =
-        AmazonMlClassifierBuilder::new(aws_sdk_machinelearning::Client::new(&config), "ml-model");
-    let router: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&config)
+        AmazonMlClassifier::<Tweet>::builder(&config, "ml-model");
+    let router: SnsRouter<Tweet> = SnsRouter::builder(&config)
+        .check_topics(false)
         .topic("arn:aws:sns:us-east-1:123456789012:alerts")
         .retry_policy(RetryPolicy {
             max_attempts: 2,
@@ -179,6 +180,7 @@ async fn credentials_never_appear_in_debug_logs_dead_letters_or_reports() {
             multiplier: 2.0,
         })
         .build()
+        .await
         .unwrap();
     for (what, debug) in [
         ("KinesisProducer", format!("{producer:?} {producer:#?}")),

@@ -14,8 +14,9 @@ use common::faulty_http::{Call, Fault, FaultyHttp};
 use common::moto::{Moto, sdk_config_for};
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
+use streamsift::aws::AwsErrorKind;
 use streamsift::fakes::MemorySource;
-use streamsift::sns::{FifoGroup, MAX_MESSAGE_BYTES, SnsError, SnsRouter};
+use streamsift::sns::{FifoGroup, MAX_MESSAGE_BYTES, SnsConfigError, SnsError, SnsRouter};
 use streamsift::testing::router::{Case, conformance as router_conformance};
 use streamsift::{
     ClassifyError, Delivery, Label, MemoryDeadLetter, Pipeline, Policy, Prediction, Receipt,
@@ -265,6 +266,14 @@ fn error_answer(code: &str) -> String {
     )
 }
 
+/// A config whose every call is answered by `faults` (nothing listens on
+/// the endpoint's port).
+async fn scripted_config(faults: Vec<Fault>) -> (aws_config::SdkConfig, FaultyHttp) {
+    let base = sdk_config_for("http://127.0.0.1:9").await;
+    let http = FaultyHttp::new(aws_smithy_http_client::Builder::new().build_http(), faults);
+    (base.into_builder().http_client(http.clone()).build(), http)
+}
+
 fn sns_error(err: &RouteError) -> &SnsError {
     std::error::Error::source(err)
         .and_then(|s| s.downcast_ref::<SnsError>())
@@ -286,10 +295,11 @@ async fn messages_arrive_with_body_subject_and_attributes_and_filters_pick_by_la
             Some(r#"{"label": ["complaint"]}"#),
         )
         .await;
-    let router: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&env.config().await)
+    let router: SnsRouter<Tweet> = SnsRouter::builder(&env.config().await)
         .topic(&topic)
         .source_name("tweets")
         .build()
+        .await
         .expect("router");
 
     let cases = [
@@ -395,12 +405,13 @@ async fn each_route_goes_to_its_own_topic_and_the_rest_to_the_fallback() {
     let outage_q = env.queue(&outage, "outage-team", true, None).await;
     let general_q = env.queue(&general, "everyone-else", true, None).await;
     let config = env.config().await;
-    let router: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&config)
+    let router: SnsRouter<Tweet> = SnsRouter::builder(&config)
         .route_topic("billing", &billing)
         .route_topic("outage", &outage)
         .topic(&general)
         .message_template("{route}: {item.text}")
         .build()
+        .await
         .expect("router");
     assert_eq!(router.topic_for("billing"), Some(billing.as_str()));
     assert_eq!(router.topic_for("anything"), Some(general.as_str()));
@@ -439,9 +450,11 @@ async fn each_route_goes_to_its_own_topic_and_the_rest_to_the_fallback() {
     // Without a fallback, an unknown route is a permanent error that names
     // the known routes, and nothing is sent.
     let (faulty, http) = env.faulty_config(Vec::new()).await;
-    let strict: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&faulty)
+    let strict: SnsRouter<Tweet> = SnsRouter::builder(&faulty)
+        .check_topics(false)
         .route_topic("billing", &billing)
         .build()
+        .await
         .expect("router");
     let err = strict.route(&delivery(&cases[1])).await.unwrap_err();
     assert!(!err.is_retryable());
@@ -462,11 +475,13 @@ async fn concurrent_deliveries_share_publish_batch_calls() {
     let (config, http) = env.faulty_config(Vec::new()).await;
     // A long linger, so that all deliveries queued in one poll meet in
     // full batches even on a busy machine.
-    let router: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&config)
+    let router: SnsRouter<Tweet> = SnsRouter::builder(&config)
+        .check_topics(false)
         .topic(&topic)
         .message_template("{record.id}")
         .linger(Duration::from_millis(300))
         .build()
+        .await
         .expect("router");
     let cases: Vec<Case<Tweet>> = (0..25)
         .map(|i| case(i, tweet(i, "u", "t"), "x", 0.9, "alerts"))
@@ -523,13 +538,15 @@ async fn a_partial_failure_resends_only_the_failed_entries() {
         ],
     );
     let (config, http) = env.faulty_config(scripted(1, 200, answer)).await;
-    let router: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&config)
+    let router: SnsRouter<Tweet> = SnsRouter::builder(&config)
+        .check_topics(false)
         .topic(&topic)
         .message_template("{record.id}")
         .linger(Duration::from_millis(300))
         .retry_policy(quick_retries(3))
         .seed(7)
         .build()
+        .await
         .expect("router");
     let cases: Vec<Case<Tweet>> = (0..4)
         .map(|i| case(i, tweet(i, "u", "t"), "x", 0.9, "partial"))
@@ -615,10 +632,12 @@ async fn retryable_failures_stop_when_the_attempts_run_out_and_throttling_is_ret
     ));
     faults.extend(scripted(3, 400, error_answer("Throttled")));
     let (config, http) = env.faulty_config(faults).await;
-    let router: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&config)
+    let router: SnsRouter<Tweet> = SnsRouter::builder(&config)
+        .check_topics(false)
         .topic(&topic)
         .retry_policy(quick_retries(2))
         .build()
+        .await
         .expect("router");
     let c = case(0, tweet(1, "u", "t"), "x", 0.9, "r");
     let err = router.route(&delivery(&c)).await.unwrap_err();
@@ -650,11 +669,13 @@ async fn a_missing_topic_is_a_permanent_error_that_says_what_to_check() {
     let (config, http) = env.faulty_config(Vec::new()).await;
     let missing = "arn:aws:sns:us-east-1:123456789012:no-such-topic";
     for batching in [true, false] {
-        let router: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&config)
+        let router: SnsRouter<Tweet> = SnsRouter::builder(&config)
+            .check_topics(false)
             .topic(missing)
             .batching(batching)
             .retry_policy(quick_retries(3))
             .build()
+            .await
             .expect("router");
         let c = case(0, tweet(1, "u", "t"), "x", 0.9, "r");
         let err = router.route(&delivery(&c)).await.unwrap_err();
@@ -677,11 +698,13 @@ async fn single_publish_mode_sends_one_call_per_delivery() {
     let topic = env.topic("single").await;
     let queue = env.queue(&topic, "single-all", false, None).await;
     let (config, http) = env.faulty_config(Vec::new()).await;
-    let router: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&config)
+    let router: SnsRouter<Tweet> = SnsRouter::builder(&config)
+        .check_topics(false)
         .topic(&topic)
         .batching(false)
         .no_subject()
         .build()
+        .await
         .expect("router");
     let cases: Vec<Case<Tweet>> = (0..3)
         .map(|i| case(i, tweet(i, "u", "t"), "x", 0.9, "single"))
@@ -704,10 +727,12 @@ async fn fifo_topics_deduplicate_a_redelivered_record() {
     let topic = env.topic("escalations.fifo").await;
     let queue = env.queue(&topic, "escalations.fifo", true, None).await;
     let (config, http) = env.faulty_config(Vec::new()).await;
-    let router: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&config)
+    let router: SnsRouter<Tweet> = SnsRouter::builder(&config)
+        .check_topics(false)
         .topic(&topic)
         .message_template("{item.text}")
         .build()
+        .await
         .expect("router");
     let first = case(0, tweet(1, "ann", "first"), "urgent", 0.9, "escalate");
     let second = case(1, tweet(2, "bob", "second"), "urgent", 0.9, "escalate");
@@ -756,11 +781,13 @@ async fn fifo_topics_deduplicate_a_redelivered_record() {
     // Another group setting, and a record id with characters SNS does not
     // allow in ids: it is hashed to a valid one, the same every time.
     let (config, http) = env.faulty_config(Vec::new()).await;
-    let by_user: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&config)
+    let by_user: SnsRouter<Tweet> = SnsRouter::builder(&config)
+        .check_topics(false)
         .topic(&topic)
         .batching(false)
         .fifo_group(FifoGroup::PartitionKey)
         .build()
+        .await
         .expect("router");
     let mut odd = case(5, tweet(3, "cy", "third"), "urgent", 0.9, "escalate");
     odd.record.id = "shard 1 / record ü".to_owned();
@@ -807,11 +834,12 @@ async fn oversized_messages_are_truncated_and_subjects_made_valid() {
             Some(r#"{"label": ["subject"]}"#),
         )
         .await;
-    let router: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&env.config().await)
+    let router: SnsRouter<Tweet> = SnsRouter::builder(&env.config().await)
         .topic(&topic)
         .message_template("{item.text}")
         .subject_template("{item.user.screen_name}")
         .build()
+        .await
         .expect("router");
 
     // 300,000 bytes of text, with multi-byte characters around the cut.
@@ -871,9 +899,10 @@ async fn the_router_conformance_suite_passes_on_standard_and_fifo_topics() {
     for name in ["conformance", "conformance.fifo"] {
         let topic = env.topic(name).await;
         let queue = env.queue(&topic, name, true, None).await;
-        let router: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&config)
+        let router: SnsRouter<Tweet> = SnsRouter::builder(&config)
             .topic(&topic)
             .build()
+            .await
             .expect("router");
         let cases: Vec<Case<Tweet>> = (0..12)
             .map(|i| case(i, tweet(i, "u", "t"), "x", 0.9, "support"))
@@ -911,10 +940,11 @@ async fn a_pipeline_publishes_the_actionable_tweets() {
     let env = Env::start().await;
     let topic = env.topic("pipeline").await;
     let queue = env.queue(&topic, "pipeline-team", true, None).await;
-    let router: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&env.config().await)
+    let router: SnsRouter<Tweet> = SnsRouter::builder(&env.config().await)
         .topic(&topic)
         .message_template("@{item.user.screen_name}: {item.text}")
         .build()
+        .await
         .expect("router");
     let tweets = [
         tweet(1, "ann", "my refund never arrived"),
@@ -979,10 +1009,13 @@ fn the_router_outlives_the_runtime_that_started_its_batcher() {
         (env, topic, queue)
     });
     let config = runtime().block_on(env.config());
-    let router: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&config)
-        .topic(&topic)
-        .message_template("{record.id}")
-        .build()
+    let router: SnsRouter<Tweet> = runtime()
+        .block_on(
+            SnsRouter::builder(&config)
+                .topic(&topic)
+                .message_template("{record.id}")
+                .build(),
+        )
         .expect("router");
     let c0 = case(0, tweet(1, "u", "t"), "x", 0.9, "r");
     let c1 = case(1, tweet(2, "u", "t"), "x", 0.9, "r");
@@ -1012,14 +1045,13 @@ async fn the_batcher_waits_for_the_linger_unless_the_batch_is_full() {
     };
     let mut faults = scripted(1, 200, answer(1));
     faults.extend(scripted(2, 200, answer(10)));
-    // Nothing listens on this port; every call is answered by the script.
-    let base = sdk_config_for("http://127.0.0.1:9").await;
-    let http = FaultyHttp::new(aws_smithy_http_client::Builder::new().build_http(), faults);
-    let config = base.into_builder().http_client(http.clone()).build();
-    let router: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&config)
+    let (config, http) = scripted_config(faults).await;
+    let router: SnsRouter<Tweet> = SnsRouter::builder(&config)
+        .check_topics(false)
         .topic(topic)
         .linger(Duration::from_millis(50))
         .build()
+        .await
         .expect("router");
     let router = std::sync::Arc::new(router);
 
@@ -1088,12 +1120,14 @@ fn counters_go_through_the_metrics_facade() {
                 let http =
                     FaultyHttp::new(aws_smithy_http_client::Builder::new().build_http(), faults);
                 let config = base.into_builder().http_client(http).build();
-                let router: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&config)
+                let router: SnsRouter<Tweet> = SnsRouter::builder(&config)
+                    .check_topics(false)
                     .topic(topic)
                     .message_template("{item.text}")
                     .max_message_bytes(300)
                     .retry_policy(quick_retries(3))
                     .build()
+                    .await
                     .expect("router");
                 let cases = [
                     case(0, tweet(1, "u", &"long ".repeat(100)), "x", 0.9, "r"),
@@ -1148,9 +1182,7 @@ async fn nothing_spins_sns_batcher_backs_off() {
     for nth in 1..=(3 * attempts as usize) {
         faults.extend(scripted(nth, 500, error_answer("InternalError")));
     }
-    let base = sdk_config_for("http://127.0.0.1:9").await;
-    let http = FaultyHttp::new(aws_smithy_http_client::Builder::new().build_http(), faults);
-    let config = base.into_builder().http_client(http.clone()).build();
+    let (config, http) = scripted_config(faults).await;
     let policy = RetryPolicy {
         max_attempts: attempts,
         initial_backoff: Duration::from_millis(100),
@@ -1158,12 +1190,14 @@ async fn nothing_spins_sns_batcher_backs_off() {
         multiplier: 2.0,
     };
     for seed in [1u64, 2, 3] {
-        let router: SnsRouter<Tweet> = SnsRouter::builder_from_conf(&config)
+        let router: SnsRouter<Tweet> = SnsRouter::builder(&config)
+            .check_topics(false)
             .topic(topic)
             .linger(Duration::ZERO)
             .retry_policy(policy.clone())
             .seed(seed)
             .build()
+            .await
             .expect("router");
         let before = http.calls().len();
         let c = case(0, tweet(1, "u", "t"), "x", 0.9, "r");
@@ -1186,4 +1220,184 @@ async fn nothing_spins_sns_batcher_backs_off() {
             );
         }
     }
+}
+
+/// Issue 14, retries decided in one place: with the default settings, a
+/// topic that always throttles sees one PublishBatch call per pipeline
+/// attempt of the record (5 × 1 × 1, the module docs' table), not the
+/// router's retries stacked under the pipeline's (25 before). Time paused,
+/// every answer scripted (no emulator).
+#[tokio::test(start_paused = true)]
+async fn an_always_throttling_topic_sees_one_call_per_pipeline_attempt() {
+    let topic = "arn:aws:sns:us-east-1:123456789012:always-throttled";
+    let mut faults = Vec::new();
+    for nth in 1..=40 {
+        faults.extend(scripted(nth, 400, error_answer("Throttled")));
+    }
+    let (config, http) = scripted_config(faults).await;
+    let router: SnsRouter<Tweet> = SnsRouter::builder(&config)
+        .check_topics(false)
+        .topic(topic)
+        .build()
+        .await
+        .expect("router");
+    let payload = serde_json::to_vec(&tweet(1, "ann", "refund please")).expect("json");
+    let dead = MemoryDeadLetter::new();
+    let report = Pipeline::new(MemorySource::from_payloads(1, vec![payload]))
+        .json::<Tweet>()
+        .classify(|_: &Tweet| async {
+            Ok::<_, ClassifyError>(Prediction::binary("actionable", "noise", 0.9))
+        })
+        .policy(Policy::binary(0.5, "support"))
+        .route(router)
+        .dead_letter(dead.clone())
+        .run()
+        .await
+        .expect("run");
+    assert_eq!(report.stats.dead_lettered, 1, "{:?}", report.stats);
+    let pipeline_attempts = RetryPolicy::default().max_attempts as usize;
+    assert_eq!(
+        calls_of(&http, "PublishBatch").len(),
+        pipeline_attempts,
+        "pipeline attempts × router attempts (1) × SDK attempts (1)"
+    );
+}
+
+/// Issue 14 §5: a topic that does not exist fails `build`, naming the topic
+/// with the hint first, before any record is read.
+#[tokio::test]
+async fn a_missing_topic_fails_the_build_with_the_hint_first() {
+    let env = Env::start().await;
+    let good = env.topic("present").await;
+    let missing = "arn:aws:sns:us-east-1:123456789012:no-such-topic";
+    let err = SnsRouter::<Tweet>::builder(&env.config().await)
+        .topic(&good)
+        .route_topic("billing", missing)
+        .build()
+        .await
+        .expect_err("a missing topic fails the build");
+    match &err {
+        SnsConfigError::TopicCheck { topic, failure, .. } => {
+            assert_eq!(topic, missing);
+            assert_eq!(failure.kind, AwsErrorKind::NotFound, "{failure}");
+        }
+        other => panic!("expected TopicCheck, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(text.starts_with("create the topic"), "{text}");
+    assert!(text.contains(missing), "{text}");
+    // The present topic alone passes.
+    SnsRouter::<Tweet>::builder(&env.config().await)
+        .topic(&good)
+        .build()
+        .await
+        .expect("an existing topic passes the check");
+}
+
+/// Issue 14 §5: an endpoint nothing listens on fails `build` within the
+/// start-up timeout, with an error that says what to check. A closed port
+/// on loopback; time paused.
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_endpoint_fails_the_build_within_the_startup_timeout() {
+    let port = common::moto::free_port();
+    let config = sdk_config_for(&format!("http://127.0.0.1:{port}")).await;
+    let topic = "arn:aws:sns:us-east-1:123456789012:support";
+    let started = tokio::time::Instant::now();
+    let err = SnsRouter::<Tweet>::builder(&config)
+        .topic(topic)
+        .startup_timeout(Duration::from_secs(7))
+        .build()
+        .await
+        .expect_err("nothing listens there");
+    assert_eq!(started.elapsed(), Duration::from_secs(7));
+    assert!(
+        matches!(&err, SnsConfigError::StartupTimeout { topic: t, after, .. }
+            if t == topic && *after == Duration::from_secs(7)),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.starts_with("check the endpoint URL"), "{text}");
+}
+
+/// Issue 14, one micro-batcher rule: a delivery whose caller stopped
+/// waiting (a pipeline call timeout drops its future) before its batch is
+/// sent is left out of the batch; it was published anyway before. Time
+/// paused, every answer scripted (no emulator).
+#[tokio::test(start_paused = true)]
+async fn a_delivery_abandoned_before_its_batch_is_sent_is_left_out() {
+    let topic = "arn:aws:sns:us-east-1:123456789012:abandoned";
+    let faults = scripted(1, 200, batch_answer(&[("m0", "id-0"), ("m1", "id-1")], &[]));
+    let (config, http) = scripted_config(faults).await;
+    let router: SnsRouter<Tweet> = SnsRouter::builder(&config)
+        .check_topics(false)
+        .topic(topic)
+        .message_template("{record.id}")
+        .linger(Duration::from_millis(50))
+        .build()
+        .await
+        .expect("router");
+    let gone = case(0, tweet(1, "u", "t"), "x", 0.9, "r");
+    let kept = case(1, tweet(2, "u", "t"), "x", 0.9, "r");
+    {
+        let d = delivery(&gone);
+        let mut abandoned = Box::pin(router.route(&d));
+        // Queued, then its caller gives up (a call timeout).
+        assert!(futures::poll!(abandoned.as_mut()).is_pending());
+    }
+    router.route(&delivery(&kept)).await.expect("route");
+    let calls = calls_of(&http, "PublishBatch");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        entry_fields(&calls[0], "Message"),
+        [kept.record.id.as_str()],
+        "only the delivery whose caller still waits"
+    );
+}
+
+/// Issue 14, the pipeline's budget bounds the router's own retries: with a
+/// `retry_policy` of 5 attempts, a batch entry that keeps failing is resent
+/// only while its caller waits; once the caller's deadline (the pipeline's
+/// call timeout) drops it, the router stops resending. Time paused, every
+/// answer scripted (no emulator).
+#[tokio::test(start_paused = true)]
+async fn the_callers_deadline_bounds_the_routers_own_resends() {
+    let topic = "arn:aws:sns:us-east-1:123456789012:resends";
+    let mut faults = Vec::new();
+    for nth in 1..=10 {
+        faults.extend(scripted(
+            nth,
+            200,
+            batch_answer(&[], &[("m0", "InternalError", false)]),
+        ));
+    }
+    let (config, http) = scripted_config(faults).await;
+    let router: SnsRouter<Tweet> = SnsRouter::builder(&config)
+        .check_topics(false)
+        .topic(topic)
+        .linger(Duration::ZERO)
+        .retry_policy(RetryPolicy {
+            max_attempts: 5,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(1),
+            multiplier: 1.0,
+        })
+        .seed(1)
+        .build()
+        .await
+        .expect("router");
+    let c = case(0, tweet(1, "u", "t"), "x", 0.9, "r");
+    // The first call at once, the first resend 0.5 to 1 s later; the
+    // caller gives up at 1.2 s, before the second resend (at 1 to 2 s
+    // after the first).
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(1200), router.route(&delivery(&c))).await;
+    assert!(gave_up.is_err(), "still failing when the caller gave up");
+    let at_deadline = calls_of(&http, "PublishBatch").len();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        calls_of(&http, "PublishBatch").len(),
+        at_deadline,
+        "no resend after the caller gave up"
+    );
+    assert!(at_deadline <= 2, "{at_deadline}");
 }

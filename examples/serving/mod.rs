@@ -85,11 +85,12 @@ pub async fn notifier() -> Result<Notify, Box<dyn std::error::Error>> {
     #[cfg(feature = "sns")]
     if let Ok(arn) = std::env::var("SNS_TOPIC_ARN") {
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let sns = streamsift::sns::SnsRouter::<Tweet>::builder_from_conf(&config)
+        let sns = streamsift::sns::SnsRouter::<Tweet>::builder(&config)
             .topic(arn)
             .message_attributes(true)
             .source_name("support_tweets")
-            .build()?;
+            .build()
+            .await?;
         return Ok(Notify::Sns(sns));
     }
     Ok(Notify::Log)

@@ -456,8 +456,7 @@ pub async fn classifier(
     models: &model::Models,
 ) -> Result<(BoxClassifier<Tweet>, Policy, String), SetupError> {
     if let Some(id) = &options.ml_model_id {
-        let client = aws_sdk_machinelearning::Client::new(config);
-        let ml = AmazonMlClassifier::<Tweet>::builder(client, id.clone())
+        let ml = AmazonMlClassifier::<Tweet>::builder(config, id.clone())
             .labels(ACTIONABLE, NOISE)
             .build()
             .await
@@ -473,10 +472,9 @@ pub async fn classifier(
         return Ok((BoxClassifier::new(ml), remote_policy(), about));
     }
     if let Some(endpoint) = &options.sagemaker_endpoint {
-        let client = aws_sdk_sagemakerruntime::Client::new(config);
         let mut classes = vec![NOISE];
         classes.extend(TEAMS.iter().map(|(label, _)| *label));
-        let sm = SageMakerClassifier::<Tweet>::builder(client, endpoint.clone())
+        let sm = SageMakerClassifier::<Tweet>::builder(config, endpoint.clone())
             .response(
                 JsonResponse::new()
                     .binary_labels(ACTIONABLE, NOISE)
@@ -523,7 +521,7 @@ impl Router<Tweet> for Notifier {
 }
 
 /// Builds the [`Notifier`] from `--sns-topic-arn`.
-pub fn notifier(
+pub async fn notifier(
     options: &AwsOptions,
     config: &aws_config::SdkConfig,
     inboxes: &Inboxes,
@@ -532,7 +530,7 @@ pub fn notifier(
     let sns = if all.is_none() && by_route.is_empty() {
         None
     } else {
-        let mut builder = SnsRouter::<Tweet>::builder_from_conf(config).source_name(
+        let mut builder = SnsRouter::<Tweet>::builder(config).source_name(
             options
                 .kinesis_stream
                 .as_deref()
@@ -545,7 +543,7 @@ pub fn notifier(
         for (route, arn) in by_route {
             builder = builder.route_topic(route.to_string(), arn);
         }
-        Some(builder.build()?)
+        Some(builder.build().await?)
     };
     Ok(Notifier {
         sns,
@@ -631,7 +629,7 @@ pub async fn run(
     options.check()?;
     let (classifier, policy, about) = classifier(options, config, models).await?;
     let inboxes = Inboxes::default();
-    let notifier = notifier(options, config, &inboxes)?;
+    let notifier = notifier(options, config, &inboxes).await?;
     let mut topics = BTreeMap::new();
     for route in known_routes() {
         if let Some(arn) = notifier.topic_for(&route) {

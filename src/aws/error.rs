@@ -6,7 +6,7 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use crate::error::ErrorClass;
+use crate::error::{ClassifyError, ErrorClass, RouteError};
 
 /// Codes AWS services use to say "slow down". HTTP 429 means the same.
 const THROTTLING: &[&str] = &[
@@ -181,6 +181,28 @@ impl AwsErrorKind {
     }
 }
 
+impl AwsErrorKind {
+    /// A [`ClassifyError`] of this kind with `message`: throttled,
+    /// unavailable (the other retryable kinds) or permanent.
+    pub fn classify_error(self, message: impl Into<String>) -> ClassifyError {
+        match self {
+            AwsErrorKind::Throttled => ClassifyError::throttled(message),
+            kind if kind.is_retryable() => ClassifyError::unavailable(message),
+            _ => ClassifyError::permanent(message),
+        }
+    }
+
+    /// A [`RouteError`] of this kind with `message`: throttled,
+    /// unavailable (the other retryable kinds) or permanent.
+    pub fn route_error(self, message: impl Into<String>) -> RouteError {
+        match self {
+            AwsErrorKind::Throttled => RouteError::throttled(message),
+            kind if kind.is_retryable() => RouteError::unavailable(message),
+            _ => RouteError::permanent(message),
+        }
+    }
+}
+
 impl fmt::Display for AwsErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -302,19 +324,13 @@ impl fmt::Display for AwsFailure {
 #[cfg(test)]
 mod tests {
     use aws_smithy_runtime_api::client::result::{ConnectorError, SdkError};
-    use aws_smithy_runtime_api::http::{Response, StatusCode};
-    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_runtime_api::http::Response;
     use aws_smithy_types::error::ErrorMetadata;
 
     use super::*;
 
     fn service(code: &str, status: u16) -> SdkError<ErrorMetadata, Response> {
-        let err = ErrorMetadata::builder()
-            .code(code)
-            .message("said the service")
-            .build();
-        let raw = Response::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
-        SdkError::service_error(err, raw)
+        super::super::test_support::service_error(|meta| meta, code, status)
     }
 
     #[test]
@@ -393,7 +409,7 @@ mod tests {
     #[test]
     fn display_is_code_status_message() {
         let failure = AwsFailure::from_sdk(&service("NotFound", 404));
-        assert_eq!(failure.to_string(), "NotFound (HTTP 404): said the service");
+        assert_eq!(failure.to_string(), "NotFound (HTTP 404): said so");
         assert_eq!(failure.code_or_kind(), "NotFound");
         assert!(failure.has_code("NotFound"));
     }

@@ -7,32 +7,14 @@ use std::sync::Arc;
 
 use aws_sdk_sns::error::{ProvideErrorMetadata, SdkError};
 
+use crate::aws::{AwsErrorKind, AwsFailure};
+
 use super::template::TemplateError;
 use crate::error::{ErrorClass, RouteError};
 
 /// The SDK's error behind a failed call, shared by every message of a
 /// batch that failed with it.
 pub type SharedSdkError = Arc<dyn StdError + Send + Sync + 'static>;
-
-/// Error codes SNS (and the AWS front end) use for throttling.
-const THROTTLING: &[&str] = &[
-    "Throttled",
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "KMSThrottling",
-    "KMSThrottlingException",
-    "RequestLimitExceeded",
-    "TooManyRequestsException",
-];
-
-/// Error codes for transient failures on the SNS side.
-const TRANSIENT: &[&str] = &[
-    "InternalError",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "InternalErrorException",
-];
 
 /// How a failure should be treated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +57,8 @@ pub enum SnsError {
         /// The topic ARN.
         topic: String,
         /// The error code (`NotFound`, `Throttled`, ...), or the kind of
-        /// failure when there is none (`timeout`, `dispatch failure`, ...).
+        /// failure when there is none (`transient`, `permanent`; the
+        /// message then says what happened).
         code: String,
         /// The service's message.
         message: String,
@@ -185,7 +168,7 @@ impl SnsError {
             SnsError::EntryFailed {
                 code, retryable, ..
             } => {
-                if THROTTLING.contains(&code.as_str()) {
+                if AwsErrorKind::from_code(code, None) == AwsErrorKind::Throttled {
                     FailureKind::Throttled
                 } else if *retryable {
                     FailureKind::Unavailable
@@ -277,6 +260,37 @@ pub enum SnsConfigError {
         #[source]
         source: TemplateError,
     },
+    /// The start-up check of a topic (GetTopicAttributes) was refused: the
+    /// topic does not exist, or the role may not use it.
+    #[error(
+        "{hint}: SNS topic {topic} failed the start-up check (GetTopicAttributes said {failure})"
+    )]
+    TopicCheck {
+        /// The topic ARN.
+        topic: String,
+        /// The classified failure.
+        failure: AwsFailure,
+        /// What to do.
+        hint: &'static str,
+        /// The SDK's error.
+        #[source]
+        source: SharedSdkError,
+    },
+    /// SNS could not be reached to check a topic within the start-up time.
+    #[error(
+        "check the endpoint URL, the region and the network, or raise \
+         SnsRouterBuilder::startup_timeout: SNS did not answer the start-up check of topic {topic} \
+         within {after:?}{last}",
+        last = last.as_ref().map(|f| format!(" (last failure: {f})")).unwrap_or_default()
+    )]
+    StartupTimeout {
+        /// The topic ARN.
+        topic: String,
+        /// The time allowed.
+        after: std::time::Duration,
+        /// The last retryable failure, if a call finished.
+        last: Option<AwsFailure>,
+    },
     /// A setting out of range.
     #[error("{setting} = {found} is out of range; expected {expected}")]
     InvalidSetting {
@@ -289,24 +303,40 @@ pub enum SnsConfigError {
     },
 }
 
+impl From<AwsErrorKind> for FailureKind {
+    fn from(kind: AwsErrorKind) -> FailureKind {
+        match kind {
+            AwsErrorKind::Throttled => FailureKind::Throttled,
+            kind if kind.is_retryable() => FailureKind::Unavailable,
+            _ => FailureKind::Permanent,
+        }
+    }
+}
+
+/// What to do about a failed call: SNS's own hints (which permission, which
+/// parameter), after the shared classification.
 fn advice(kind: FailureKind, code: &str) -> &'static str {
-    match (kind, code) {
-        (FailureKind::Throttled, _) => "retryable: SNS is throttling this account or topic",
-        (FailureKind::Unavailable, _) => "retryable",
-        (_, "NotFound") => {
+    match (kind, AwsErrorKind::from_code(code, None), code) {
+        (FailureKind::Throttled, ..) => "retryable: SNS is throttling this account or topic",
+        (FailureKind::Unavailable, AwsErrorKind::ExpiredCredentials, _) => {
+            "retryable: the credentials expired; a refreshing provider (a role, SSO) signs the next attempt with new ones"
+        }
+        (FailureKind::Unavailable, ..) => "retryable",
+        (_, AwsErrorKind::NotFound, _) => {
             "permanent: check the topic ARN, its region and account, and the endpoint URL; the topic must exist"
         }
-        (_, "AuthorizationError") => {
-            "permanent: grant sns:Publish on the topic to this role, and check the topic's access policy allows it"
-        }
-        (_, c) if c.starts_with("KMS") => {
+        (_, _, c) if c.starts_with("KMS") => {
             "permanent: the topic is encrypted with a KMS key this role cannot use: grant kms:GenerateDataKey* and kms:Decrypt on it and check the key is enabled"
         }
-        (_, "InvalidParameter" | "ParameterValueInvalid" | "ValidationException") => {
+        (_, AwsErrorKind::AccessDenied, _) => {
+            "permanent: grant sns:Publish on the topic to this role, and check the topic's access policy allows it"
+        }
+        (_, _, "InvalidParameter" | "ParameterValueInvalid" | "ValidationException") => {
             "permanent: SNS rejected a parameter; the message says which (a FIFO topic needs a group and deduplication id, a standard topic must not get one)"
         }
-        (_, "InvalidSecurity") => "permanent: the request must be signed and sent over HTTPS",
+        (_, _, "InvalidSecurity") => "permanent: the request must be signed and sent over HTTPS",
         (
+            _,
             _,
             "BatchEntryIdsNotDistinct"
             | "BatchRequestTooLong"
@@ -325,61 +355,17 @@ pub(crate) fn from_sdk<E>(operation: &'static str, topic: &str, err: SdkError<E>
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
 {
-    let (code, message, status, kind) = match &err {
-        SdkError::ServiceError(service) => {
-            let status = service.raw().status().as_u16();
-            let code = service.err().code().unwrap_or("").to_owned();
-            let message = service.err().message().unwrap_or("").to_owned();
-            let kind = if THROTTLING.contains(&code.as_str()) || status == 429 {
-                FailureKind::Throttled
-            } else if TRANSIENT.contains(&code.as_str()) || status >= 500 {
-                FailureKind::Unavailable
-            } else {
-                FailureKind::Permanent
-            };
-            let code = if code.is_empty() {
-                "unknown error".to_owned()
-            } else {
-                code
-            };
-            (code, message, Some(status), kind)
-        }
-        SdkError::TimeoutError(_) => (
-            "timeout".to_owned(),
-            "the call did not finish in time".to_owned(),
-            None,
-            FailureKind::Unavailable,
-        ),
-        SdkError::DispatchFailure(_) => (
-            "dispatch failure".to_owned(),
-            "the request could not be sent (connection refused or reset, DNS)".to_owned(),
-            None,
-            FailureKind::Unavailable,
-        ),
-        SdkError::ResponseError(_) => (
-            "response error".to_owned(),
-            "the response could not be read or parsed".to_owned(),
-            err.raw_response().map(|r| r.status().as_u16()),
-            FailureKind::Unavailable,
-        ),
-        _ => (
-            "construction failure".to_owned(),
-            format!("could not build the request: {err}"),
-            None,
-            FailureKind::Permanent,
-        ),
-    };
+    let failure = AwsFailure::from_sdk(&err);
     SnsError::Call {
         operation,
         topic: topic.to_owned(),
-        code,
-        message,
-        status,
-        kind,
+        code: failure.code_or_kind().to_owned(),
+        message: failure.message,
+        status: failure.status,
+        kind: failure.kind.into(),
         source: Arc::new(err),
     }
 }
-
 /// An entry of a PublishBatch `Failed` list as an [`SnsError`].
 pub(crate) fn entry_failed(
     topic: &str,
@@ -392,7 +378,7 @@ pub(crate) fn entry_failed(
         code: code.to_owned(),
         message: message.unwrap_or("").to_owned(),
         sender_fault,
-        retryable: !sender_fault || THROTTLING.contains(&code),
+        retryable: !sender_fault || AwsErrorKind::from_code(code, None) == AwsErrorKind::Throttled,
     }
 }
 
@@ -400,20 +386,9 @@ pub(crate) fn entry_failed(
 mod tests {
     use super::*;
     use aws_sdk_sns::operation::publish::PublishError;
-    use aws_smithy_runtime_api::http::StatusCode;
-    use aws_smithy_types::body::SdkBody;
-    use aws_smithy_types::error::ErrorMetadata;
 
     fn service_error(code: &str, status: u16) -> SdkError<PublishError> {
-        let meta = ErrorMetadata::builder()
-            .code(code)
-            .message("said so")
-            .build();
-        let raw = aws_smithy_runtime_api::http::Response::new(
-            StatusCode::try_from(status).expect("status"),
-            SdkBody::from(""),
-        );
-        SdkError::service_error(PublishError::generic(meta), raw)
+        crate::aws::test_support::service_error(PublishError::generic, code, status)
     }
 
     #[test]
@@ -428,6 +403,14 @@ mod tests {
             ("AuthorizationError", 403, FailureKind::Permanent),
             ("InvalidParameter", 400, FailureKind::Permanent),
             ("KMSAccessDenied", 400, FailureKind::Permanent),
+            // The shared classification (issue 14): expired credentials are
+            // retryable, and every throttling code counts.
+            ("ExpiredToken", 403, FailureKind::Unavailable),
+            (
+                "ProvisionedThroughputExceededException",
+                400,
+                FailureKind::Throttled,
+            ),
         ];
         for (code, status, kind) in cases {
             let err = from_sdk("Publish", topic, service_error(code, status));

@@ -51,19 +51,52 @@
 //! first message, up to 10 messages and 256 KiB ([`MAX_BATCH_ENTRIES`],
 //! [`MAX_BATCH_BYTES`]), and sends them in one PublishBatch call; a message
 //! that would push the batch over 256 KiB starts the next one. Each caller
-//! gets its own result. Entries of the answer's `Failed` list with
-//! `SenderFault` false (or a throttling code) are sent again, and only
-//! they, after a jittered exponential backoff, until they pass or the
-//! [`RetryPolicy`]'s attempts run out ([`SnsError::RetriesExhausted`]);
-//! entries with `SenderFault` true fail at once ([`SnsError::EntryFailed`]).
-//! A call that fails as a whole is retried the same way if its error is
-//! retryable. At most [`max_concurrent_batches`](SnsRouterBuilder::max_concurrent_batches)
-//! calls per topic are in flight. With [`batching(false)`](SnsRouterBuilder::batching)
-//! every delivery is one Publish call, retried the same way.
+//! gets its own result: an entry of the answer's `Failed` list fails its
+//! own delivery only, retryable when `SenderFault` is false or its code is
+//! a throttling code ([`SnsError::EntryFailed`]), and the pipeline retries
+//! that record alone. At most
+//! [`max_concurrent_batches`](SnsRouterBuilder::max_concurrent_batches)
+//! calls per topic are in flight; a free slot is taken before a batch is
+//! gathered, so deliveries that arrive while every slot is busy fill the
+//! next batch. At most 1,024 deliveries wait per topic; more wait for room.
+//! These rules are those of every micro-batcher in the crate (the SageMaker
+//! classifier's too). With [`batching(false)`](SnsRouterBuilder::batching)
+//! every delivery is one Publish call.
+//!
+//! # Retries
+//!
+//! Retries are decided in one place, the pipeline's
+//! [`RetryPolicy`]: by default the router makes one
+//! attempt per delivery, and the SDK client none of its own (both
+//! constructors turn the SDK's retries off). Worst case, calls to SNS per
+//! record:
+//!
+//! | pipeline attempts | router attempts | SDK attempts | calls per record |
+//! |---|---|---|---|
+//! | 5 (default [`RetryPolicy`]) | 1 (default) | 1 (off) | **5** |
+//! | *p* | *r* ([`retry_policy`](SnsRouterBuilder::retry_policy)) | 1 | *p* × *r* |
+//!
+//! A router given its own [`retry_policy`](SnsRouterBuilder::retry_policy)
+//! resends, after a jittered exponential backoff, only the entries that
+//! failed with a retryable error (and calls that failed as a whole with
+//! one), until they pass, its attempts run out
+//! ([`SnsError::RetriesExhausted`]), or the delivery's caller stops waiting
+//! (the pipeline's [`call_timeout`](crate::Pipeline::call_timeout) ends the
+//! attempt): the pipeline's budget bounds the router's resends.
+//!
+//! # Start-up check
+//!
+//! [`build`](SnsRouterBuilder::build) calls GetTopicAttributes on every
+//! topic, so a topic that does not exist, or that the role may not use,
+//! fails before the first record with [`SnsConfigError::TopicCheck`], hint
+//! first. Throttling and connection failures are retried until
+//! [`startup_timeout`](SnsRouterBuilder::startup_timeout) (30 s by
+//! default), then fail with [`SnsConfigError::StartupTimeout`].
 //!
 //! A delivery whose caller stops waiting (a pipeline call timeout drops
-//! its future) is still published once queued; at-least-once delivery makes
-//! the later retry harmless, and a FIFO topic drops it as a duplicate.
+//! its future) before its batch is sent is left out of it; one already sent
+//! may still be published, and at-least-once delivery makes the later retry
+//! harmless (a FIFO topic drops it as a duplicate).
 //!
 //! The batcher runs on the Tokio runtime of the first caller. If that
 //! runtime shuts down, the next delivery starts a new batcher; a delivery
@@ -110,38 +143,40 @@
 //! # Permissions
 //!
 //! The role needs `sns:Publish` on each topic (PublishBatch is authorised
-//! by the same action), and for a topic encrypted with a customer managed
+//! by the same action), `sns:GetTopicAttributes` for the start-up check
+//! (or [`check_topics(false)`](SnsRouterBuilder::check_topics)), and for a topic encrypted with a customer managed
 //! KMS key, `kms:GenerateDataKey*` and `kms:Decrypt` on that key.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_sns::Client;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
 
+use crate::aws::batcher::{BatchConfig, Batcher, DEFAULT_QUEUE, Stopped};
+use crate::aws::{AwsErrorKind, DEFAULT_STARTUP_TIMEOUT, StartupError, call_at_startup};
 use crate::classify::Label;
 use crate::error::RouteError;
 use crate::pipeline::RetryPolicy;
 use crate::router::{Delivery, Receipt, Router};
 
-mod batcher;
 mod error;
 mod message;
+mod publish;
 pub mod template;
 
-use batcher::{BatchConfig, Job, Publisher};
 pub use error::{FailureKind, SharedSdkError, SnsConfigError, SnsError};
 use message::{Attribute, Outgoing};
 pub use message::{
     MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, MAX_FIFO_ID_CHARS, MAX_MESSAGE_BYTES, MAX_SUBJECT_CHARS,
     fifo_id, sanitize_subject, truncate_message,
 };
+use publish::Publisher;
 pub use template::{Template, TemplateError};
 
 /// The default message: the original application's text, with the label
@@ -179,26 +214,8 @@ struct TopicSlot {
     arn: Arc<str>,
     fifo: bool,
     publisher: Publisher,
-    batcher: Mutex<Option<mpsc::Sender<Job>>>,
-}
-
-impl TopicSlot {
-    /// The batcher's queue, starting a batcher if there is none or the
-    /// last one stopped.
-    fn queue(&self, config: BatchConfig, restart: bool) -> mpsc::Sender<Job> {
-        let mut slot = match self.batcher.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        match slot.as_ref() {
-            Some(tx) if !restart && !tx.is_closed() => tx.clone(),
-            _ => {
-                let tx = batcher::spawn(self.publisher.clone(), config);
-                *slot = Some(tx.clone());
-                tx
-            }
-        }
-    }
+    /// The micro-batcher, when batching is on.
+    batcher: Option<Batcher<Publisher>>,
 }
 
 struct Shared {
@@ -226,11 +243,12 @@ struct Shared {
 /// use streamsift::sns::SnsRouter;
 ///
 /// let config = aws_config::load_from_env().await;
-/// let router: SnsRouter<serde_json::Value> = SnsRouter::builder_from_conf(&config)
+/// let router: SnsRouter<serde_json::Value> = SnsRouter::builder(&config)
 ///     .topic("arn:aws:sns:us-east-1:123456789012:support")
 ///     .route_topic("billing", "arn:aws:sns:us-east-1:123456789012:billing")
 ///     .message_template("@{item.user.screen_name}: {item.text}\n{label} ({confidence})")
-///     .build()?;
+///     .build()
+///     .await?;
 /// # Ok(()) }
 /// ```
 pub struct SnsRouter<T> {
@@ -274,26 +292,18 @@ impl<T> fmt::Debug for SnsRouter<T> {
 }
 
 impl<T> SnsRouter<T> {
-    /// A builder that publishes through `client`, whose own retry
-    /// configuration is kept (its retries stack with the router's).
-    pub fn builder(client: Client) -> SnsRouterBuilder<T> {
+    /// A builder whose client is made from `config`, with the SDK's own
+    /// retries turned off: the pipeline's retry policy decides alone (see
+    /// [Retries](self#retries)).
+    pub fn builder(config: &aws_config::SdkConfig) -> SnsRouterBuilder<T> {
+        SnsRouterBuilder::new(Client::new(config))
+    }
+
+    /// A builder that publishes through `client` (a test double, a client
+    /// with its own HTTP settings). Its configuration is kept, except for
+    /// retries, which are turned off as in [`builder`](Self::builder).
+    pub fn builder_from_client(client: Client) -> SnsRouterBuilder<T> {
         SnsRouterBuilder::new(client)
-    }
-
-    /// A builder whose client is built from `config` with the SDK's own
-    /// retries turned off, so the router's [`RetryPolicy`] decides alone
-    /// (and counts every retry in its metrics).
-    pub fn builder_from_conf(config: &aws_config::SdkConfig) -> SnsRouterBuilder<T> {
-        let conf = aws_sdk_sns::config::Builder::from(config)
-            .retry_config(aws_sdk_sns::config::retry::RetryConfig::disabled())
-            .build();
-        SnsRouterBuilder::new(Client::from_conf(conf))
-    }
-
-    /// A router that publishes every route to `topic_arn` with the default
-    /// settings.
-    pub fn new(client: Client, topic_arn: impl Into<String>) -> Result<Self, SnsConfigError> {
-        SnsRouterBuilder::new(client).topic(topic_arn).build()
     }
 
     /// The topic ARN a route publishes to, if any.
@@ -305,9 +315,11 @@ impl<T> SnsRouter<T> {
 }
 
 /// Builds an [`SnsRouter`]; start with [`SnsRouter::builder`] or
-/// [`SnsRouter::builder_from_conf`].
+/// [`SnsRouter::builder_from_client`].
 pub struct SnsRouterBuilder<T> {
     client: Client,
+    startup_timeout: Duration,
+    check_topics: bool,
     topic: Option<String>,
     routes: Vec<(Label, String)>,
     message: String,
@@ -340,8 +352,15 @@ impl<T> fmt::Debug for SnsRouterBuilder<T> {
 
 impl<T> SnsRouterBuilder<T> {
     fn new(client: Client) -> Self {
+        let conf = client
+            .config()
+            .to_builder()
+            .retry_config(aws_sdk_sns::config::retry::RetryConfig::disabled())
+            .build();
         SnsRouterBuilder {
-            client,
+            client: Client::from_conf(conf),
+            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+            check_topics: true,
             topic: None,
             routes: Vec::new(),
             message: DEFAULT_MESSAGE_TEMPLATE.to_owned(),
@@ -350,7 +369,7 @@ impl<T> SnsRouterBuilder<T> {
             source_name: None,
             fifo_group: FifoGroup::default(),
             max_message_bytes: MAX_MESSAGE_BYTES,
-            retry: RetryPolicy::default(),
+            retry: no_retries(),
             batching: true,
             linger: DEFAULT_LINGER,
             max_batch_entries: MAX_BATCH_ENTRIES,
@@ -422,9 +441,11 @@ impl<T> SnsRouterBuilder<T> {
         self
     }
 
-    /// The retry policy for failed entries and calls (attempts include the
-    /// first). Default: [`RetryPolicy::default`]. `max_attempts: 1` leaves
-    /// retries to the pipeline.
+    /// The router's own retry policy for failed entries and calls (attempts
+    /// include the first). Default: one attempt, so retries are left to the
+    /// pipeline, which counts them against the record (see
+    /// [Retries](self#retries)). More attempts multiply the worst case per
+    /// record by `max_attempts`.
     pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
@@ -457,16 +478,49 @@ impl<T> SnsRouterBuilder<T> {
         self
     }
 
+    /// Whether [`build`](Self::build) checks every topic with
+    /// GetTopicAttributes (default `true`). Turn it off only where the role
+    /// may publish but not read the topic's attributes.
+    pub fn check_topics(mut self, on: bool) -> Self {
+        self.check_topics = on;
+        self
+    }
+
+    /// How long [`build`](Self::build)'s topic check may take, retries of
+    /// throttling and connection failures included (default
+    /// [`DEFAULT_STARTUP_TIMEOUT`], 30 s).
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = timeout;
+        self
+    }
+
     /// Seeds the backoff jitter, for reproducible runs.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
     }
 
-    /// Checks the settings and builds the router. It makes no call: a
-    /// topic that does not exist shows up as [`SnsError::Call`] with code
-    /// `NotFound` on the first delivery.
-    pub fn build(self) -> Result<SnsRouter<T>, SnsConfigError> {
+    /// Checks the settings, then each topic with GetTopicAttributes (unless
+    /// [`check_topics(false)`](Self::check_topics)), and builds the router.
+    ///
+    /// A topic that does not exist, or that the role may not use, fails
+    /// here with [`SnsConfigError::TopicCheck`], before the first record; a
+    /// service that cannot be reached fails with
+    /// [`SnsConfigError::StartupTimeout`] after
+    /// [`startup_timeout`](Self::startup_timeout).
+    pub async fn build(self) -> Result<SnsRouter<T>, SnsConfigError> {
+        let check = self
+            .check_topics
+            .then(|| (self.client.clone(), self.startup_timeout));
+        let router = self.assemble()?;
+        if let Some((client, timeout)) = check {
+            let topics = router.shared.topics.iter().map(|t| &*t.arn);
+            futures::future::try_join_all(topics.map(|t| check_topic(&client, t, timeout))).await?;
+        }
+        Ok(router)
+    }
+
+    fn assemble(self) -> Result<SnsRouter<T>, SnsConfigError> {
         let message =
             Template::parse(&self.message).map_err(|source| SnsConfigError::Template {
                 which: "message",
@@ -507,6 +561,13 @@ impl<T> SnsRouterBuilder<T> {
         }
         let seed = self.seed.unwrap_or_else(clock_seed);
         let rng = Arc::new(AtomicU64::new(seed));
+        let batching = self.batching.then_some(BatchConfig {
+            max_items: self.max_batch_entries,
+            max_bytes: MAX_BATCH_BYTES,
+            linger: self.linger,
+            max_concurrent: self.max_concurrent_batches,
+            queue: DEFAULT_QUEUE,
+        });
         let mut topics: Vec<TopicSlot> = Vec::new();
         let mut slot_of = |arn: String| -> Result<usize, SnsConfigError> {
             check_topic_arn(&arn)?;
@@ -514,16 +575,17 @@ impl<T> SnsRouterBuilder<T> {
                 return Ok(i);
             }
             let arn: Arc<str> = Arc::from(arn);
+            let publisher = Publisher {
+                client: self.client.clone(),
+                topic: Arc::clone(&arn),
+                retry: self.retry.clone(),
+                rng: Arc::clone(&rng),
+            };
             topics.push(TopicSlot {
                 fifo: arn.ends_with(".fifo"),
-                publisher: Publisher {
-                    client: self.client.clone(),
-                    topic: Arc::clone(&arn),
-                    retry: self.retry.clone(),
-                    rng: Arc::clone(&rng),
-                },
+                batcher: batching.map(|config| Batcher::new(publisher.clone(), config)),
+                publisher,
                 arn,
-                batcher: Mutex::new(None),
             });
             Ok(topics.len() - 1)
         };
@@ -533,12 +595,6 @@ impl<T> SnsRouterBuilder<T> {
             by_route.insert(route, slot_of(arn)?);
         }
         let reads_item = message.reads_item() || subject.as_ref().is_some_and(Template::reads_item);
-        let batching = self.batching.then_some(BatchConfig {
-            linger: self.linger,
-            max_entries: self.max_batch_entries,
-            max_concurrent: self.max_concurrent_batches,
-            queue: 1024,
-        });
         Ok(SnsRouter {
             shared: Arc::new(Shared {
                 topics,
@@ -556,6 +612,50 @@ impl<T> SnsRouterBuilder<T> {
             }),
             _item: PhantomData,
         })
+    }
+}
+
+/// The router's own retry policy unless set: one attempt, no retry.
+fn no_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::default()
+    }
+}
+
+/// GetTopicAttributes on `topic`, within `timeout`.
+async fn check_topic(
+    client: &Client,
+    topic: &str,
+    timeout: Duration,
+) -> Result<(), SnsConfigError> {
+    let call = || client.get_topic_attributes().topic_arn(topic).send();
+    match call_at_startup(timeout, call).await {
+        Ok(_) => Ok(()),
+        Err(StartupError::Refused { failure, error }) => Err(SnsConfigError::TopicCheck {
+            hint: topic_hint(failure.kind),
+            topic: topic.to_owned(),
+            failure,
+            source: Arc::new(error),
+        }),
+        Err(StartupError::TimedOut { last }) => Err(SnsConfigError::StartupTimeout {
+            topic: topic.to_owned(),
+            after: timeout,
+            last,
+        }),
+    }
+}
+
+fn topic_hint(kind: AwsErrorKind) -> &'static str {
+    match kind {
+        AwsErrorKind::NotFound => {
+            "create the topic, or fix its ARN (name, region, account) or the endpoint URL"
+        }
+        AwsErrorKind::AccessDenied => {
+            "grant sns:GetTopicAttributes and sns:Publish on the topic to this role (or turn the \
+             check off with SnsRouterBuilder::check_topics(false)), and check the credentials"
+        }
+        kind => kind.hint(),
     }
 }
 
@@ -715,24 +815,14 @@ impl Shared {
                 detail: format!("no topic slot {index}"),
             });
         };
-        let Some(config) = self.batching else {
-            return slot.publisher.publish_one(&out).await;
-        };
-        let (reply, answer) = oneshot::channel();
-        let job = Job { out, reply };
-        if let Err(mpsc::error::SendError(job)) = slot.queue(config, false).send(job).await {
-            // The batcher's runtime is gone: start a new one here.
-            if slot.queue(config, true).send(job).await.is_err() {
-                return Err(SnsError::BatcherGone {
+        match &slot.batcher {
+            Some(batcher) => batcher.submit(out).await.unwrap_or_else(|Stopped| {
+                Err(SnsError::BatcherGone {
                     topic: slot.arn.to_string(),
-                });
-            }
+                })
+            }),
+            None => slot.publisher.publish_one(&out).await,
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(SnsError::BatcherGone {
-                topic: slot.arn.to_string(),
-            })
-        })
     }
 }
 
@@ -792,33 +882,38 @@ mod tests {
 
     #[test]
     fn builder_checks_topics_templates_and_settings() {
-        let err = SnsRouter::<()>::builder(client()).build().unwrap_err();
+        let err = SnsRouter::<()>::builder_from_client(client())
+            .assemble()
+            .unwrap_err();
         assert!(matches!(err, SnsConfigError::NoTopic));
-        let err = SnsRouter::<()>::new(client(), "support").unwrap_err();
+        let err = SnsRouter::<()>::builder_from_client(client())
+            .topic("support")
+            .assemble()
+            .unwrap_err();
         assert!(
             matches!(err, SnsConfigError::InvalidTopicArn { .. }),
             "{err}"
         );
-        let err = SnsRouter::<()>::builder(client())
+        let err = SnsRouter::<()>::builder_from_client(client())
             .topic(TOPIC)
             .message_template("{lable}")
-            .build()
+            .assemble()
             .unwrap_err();
         assert!(err.to_string().contains("message template"), "{err}");
-        let err = SnsRouter::<()>::builder(client())
+        let err = SnsRouter::<()>::builder_from_client(client())
             .topic(TOPIC)
             .max_batch_entries(11)
-            .build()
+            .assemble()
             .unwrap_err();
         assert!(err.to_string().contains("1 to 10"), "{err}");
     }
 
     #[test]
     fn routes_pick_topics_with_a_fallback_and_unknown_routes_fail_for_good() {
-        let router: SnsRouter<serde_json::Value> = SnsRouter::builder(client())
+        let router: SnsRouter<serde_json::Value> = SnsRouter::builder_from_client(client())
             .route_topic("billing", FIFO)
             .route_topic("outage", TOPIC)
-            .build()
+            .assemble()
             .unwrap();
         assert_eq!(router.topic_for("billing"), Some(FIFO));
         assert_eq!(router.topic_for("other"), None);
@@ -833,10 +928,10 @@ mod tests {
         let route_err: RouteError = err.into();
         assert!(!route_err.is_retryable());
 
-        let with_default: SnsRouter<serde_json::Value> = SnsRouter::builder(client())
+        let with_default: SnsRouter<serde_json::Value> = SnsRouter::builder_from_client(client())
             .topic(TOPIC)
             .route_topic("billing", FIFO)
-            .build()
+            .assemble()
             .unwrap();
         assert_eq!(with_default.topic_for("other"), Some(TOPIC));
         let (i, out) = prepare(&with_default, &item, "other").unwrap();
@@ -850,7 +945,10 @@ mod tests {
 
     #[test]
     fn default_templates_render_the_tweet_link_label_and_confidence() {
-        let router: SnsRouter<serde_json::Value> = SnsRouter::new(client(), TOPIC).unwrap();
+        let router: SnsRouter<serde_json::Value> = SnsRouter::builder_from_client(client())
+            .topic(TOPIC)
+            .assemble()
+            .unwrap();
         let tweet = serde_json::json!({"id": 1, "id_str": "1234", "user": {"screen_name": "ann"}});
         let (_, out) = prepare(&router, &tweet, "support").unwrap();
         assert_eq!(
@@ -880,11 +978,11 @@ mod tests {
 
     #[test]
     fn oversized_messages_are_cut_to_the_limit_with_attributes_counted() {
-        let router: SnsRouter<serde_json::Value> = SnsRouter::builder(client())
+        let router: SnsRouter<serde_json::Value> = SnsRouter::builder_from_client(client())
             .topic(TOPIC)
             .message_template("{item.text}")
             .max_message_bytes(1000)
-            .build()
+            .assemble()
             .unwrap();
         let item = serde_json::json!({"text": "ü".repeat(800)});
         let (_, out) = prepare(&router, &item, "r").unwrap();
@@ -901,8 +999,25 @@ mod tests {
 
     #[test]
     fn debug_leaves_the_client_out() {
-        let router: SnsRouter<()> = SnsRouter::new(client(), TOPIC).unwrap();
+        let router: SnsRouter<()> = SnsRouter::builder_from_client(client())
+            .topic(TOPIC)
+            .assemble()
+            .unwrap();
         let text = format!("{router:?}");
         assert!(text.contains(TOPIC) && !text.contains("Client"), "{text}");
+    }
+
+    #[test]
+    fn topic_check_hints_name_what_to_do() {
+        assert!(topic_hint(AwsErrorKind::NotFound).starts_with("create the topic"));
+        let denied = topic_hint(AwsErrorKind::AccessDenied);
+        assert!(
+            denied.contains("sns:GetTopicAttributes") && denied.contains("check_topics(false)"),
+            "{denied}"
+        );
+        assert_eq!(
+            topic_hint(AwsErrorKind::ExpiredCredentials),
+            AwsErrorKind::ExpiredCredentials.hint()
+        );
     }
 }

@@ -1,37 +1,23 @@
 //! The wire side: [`Publisher`] sends one message (Publish) or a batch
-//! (PublishBatch) with retries of what failed, and [`spawn`] starts the
-//! micro-batcher task that groups concurrent deliveries into batches.
+//! (PublishBatch), with the router's own retries of what failed (none by
+//! default). Concurrent deliveries are grouped into batches by the shared
+//! micro-batcher ([`crate::aws::batcher`]), for which `Publisher` is the
+//! [`Flush`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use aws_sdk_sns::Client;
-use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
-use tokio::sync::{Semaphore, mpsc, oneshot};
-
 use super::error::{SnsError, entry_failed, from_sdk};
-use super::message::{MAX_BATCH_BYTES, Outgoing};
+use super::message::Outgoing;
+use crate::aws::batcher::{Flush, Waiting};
 use crate::pipeline::RetryPolicy;
 use crate::util::splitmix64;
+use aws_sdk_sns::Client;
+use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-
-/// A message waiting in the batcher, and where its answer goes.
-pub(crate) struct Job {
-    pub(crate) out: Outgoing,
-    pub(crate) reply: oneshot::Sender<Result<String, SnsError>>,
-}
-
-/// How the batcher groups messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct BatchConfig {
-    pub(crate) linger: Duration,
-    pub(crate) max_entries: usize,
-    pub(crate) max_concurrent: usize,
-    pub(crate) queue: usize,
-}
 
 /// Sends messages to one topic, retrying what failed.
 #[derive(Clone)]
@@ -152,55 +138,95 @@ impl Publisher {
         }
     }
 
-    /// Publishes `jobs` (at most 10, within the batch size limit) with
+    /// Publishes `batch` (at most 10, within the batch size limit) with
     /// PublishBatch, resending only the entries that failed with a
-    /// retryable error, and answers every job.
-    pub(crate) async fn publish_batch(&self, jobs: Vec<Job>) {
-        // Entry ids are the position in the first call ("m0".."m9") and are
-        // kept on retries, so a resent entry has the same id.
-        let mut pending: Vec<(String, Job)> = jobs
-            .into_iter()
-            .enumerate()
-            .map(|(i, job)| (format!("m{i}"), job))
-            .collect();
+    /// retryable error while the router's attempts last, and returns one
+    /// result per message, in order. A message whose caller no longer
+    /// waits (`waiting`) is not resent.
+    pub(crate) async fn publish_batch(
+        &self,
+        batch: Vec<Outgoing>,
+        waiting: &Waiting<'_>,
+    ) -> Vec<Result<String, SnsError>> {
+        let mut results: Vec<Option<Result<String, SnsError>>> =
+            batch.iter().map(|_| None).collect();
+        // Entry ids are the position in the batch ("m0".."m9") and are kept
+        // on retries, so a resent entry has the same id.
+        let mut pending: Vec<(usize, &Outgoing)> = batch.iter().enumerate().collect();
         let max_attempts = self.retry.max_attempts.max(1);
         let mut attempt = 1;
         while !pending.is_empty() {
-            let failed = self.publish_batch_once(&mut pending).await;
-            // `pending` now holds the jobs that may pass on another attempt,
-            // `failed` the error each got this time.
+            let failed = self.publish_batch_once(&mut pending, &mut results).await;
+            // `pending` now holds the messages that may pass on another
+            // attempt, `failed` the error each got this time.
             if pending.is_empty() {
                 break;
             }
             if attempt >= max_attempts {
-                for ((_, job), err) in pending.drain(..).zip(failed) {
-                    self.answer(job, Err(exhausted(attempt, err)));
+                for ((i, _), err) in pending.drain(..).zip(failed) {
+                    self.answer(&mut results, i, Err(exhausted(attempt, err)));
                 }
                 break;
             }
             tokio::time::sleep(self.pause(attempt)).await;
+            // A caller that gave up (the pipeline's call timeout) is not
+            // resent for: its deadline bounds the router's retries.
+            let mut failed = failed.into_iter();
+            pending.retain(|(i, _)| {
+                let err = failed.next();
+                if waiting(*i) {
+                    return true;
+                }
+                if let Some(err) = err {
+                    self.count_outcome(&Err(exhausted(attempt, err)));
+                }
+                false
+            });
+            if pending.is_empty() {
+                break;
+            }
             self.count_retries(pending.len());
             attempt += 1;
         }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(invalid_request(
+                        &self.topic,
+                        "a message of the batch got no answer",
+                    ))
+                })
+            })
+            .collect()
     }
 
-    fn answer(&self, job: Job, result: Result<String, SnsError>) {
+    fn answer(
+        &self,
+        results: &mut [Option<Result<String, SnsError>>],
+        i: usize,
+        result: Result<String, SnsError>,
+    ) {
         self.count_outcome(&result);
-        // A caller that gave up (its future was dropped) no longer listens.
-        let _ = job.reply.send(result);
+        if let Some(slot) = results.get_mut(i) {
+            *slot = Some(result);
+        }
     }
 
-    /// One PublishBatch call. Answers the jobs that are done (accepted, or
-    /// refused for good), leaves the retryable ones in `pending`, and
+    /// One PublishBatch call. Answers the messages that are done (accepted,
+    /// or refused for good), leaves the retryable ones in `pending`, and
     /// returns their errors in the same order.
-    async fn publish_batch_once(&self, pending: &mut Vec<(String, Job)>) -> Vec<SnsError> {
+    async fn publish_batch_once(
+        &self,
+        pending: &mut Vec<(usize, &Outgoing)>,
+        results: &mut [Option<Result<String, SnsError>>],
+    ) -> Vec<SnsError> {
         let mut entries = Vec::with_capacity(pending.len());
         let mut unbuildable = Vec::new();
-        for (i, (id, job)) in pending.iter().enumerate() {
-            let out = &job.out;
+        for (n, (i, out)) in pending.iter().enumerate() {
             let built = attribute_map(out).and_then(|attributes| {
                 PublishBatchRequestEntry::builder()
-                    .id(id)
+                    .id(format!("m{i}"))
                     .message(&out.message)
                     .set_subject(out.subject.clone())
                     .set_message_attributes(attributes)
@@ -211,13 +237,12 @@ impl Publisher {
             });
             match built {
                 Ok(entry) => entries.push(entry),
-                Err(e) => unbuildable.push((i, e)),
+                Err(e) => unbuildable.push((n, e)),
             }
         }
-        for (i, e) in unbuildable.into_iter().rev() {
-            let (_, job) = pending.remove(i);
-            let err = invalid_request(&self.topic, e);
-            self.answer(job, Err(err));
+        for (n, e) in unbuildable.into_iter().rev() {
+            let (i, _) = pending.remove(n);
+            self.answer(results, i, Err(invalid_request(&self.topic, e)));
         }
         if pending.is_empty() {
             return Vec::new();
@@ -237,29 +262,30 @@ impl Publisher {
                 if err.is_retryable() {
                     return vec![err; pending.len()];
                 }
-                for (_, job) in pending.drain(..) {
-                    self.answer(job, Err(err.clone()));
+                for (i, _) in pending.drain(..) {
+                    self.answer(results, i, Err(err.clone()));
                 }
                 return Vec::new();
             }
         };
         let mut retry = Vec::new();
         let mut errors = Vec::new();
-        for (id, job) in pending.drain(..) {
+        for (i, out) in pending.drain(..) {
+            let id = format!("m{i}");
             let ok = answer
                 .successful()
                 .iter()
                 .find(|s| s.id() == Some(id.as_str()));
             let refused = answer.failed().iter().find(|f| f.id() == id);
             match (ok.and_then(|s| s.message_id()), refused) {
-                (Some(message_id), _) => self.answer(job, Ok(message_id.to_owned())),
+                (Some(message_id), _) => self.answer(results, i, Ok(message_id.to_owned())),
                 (None, Some(f)) => {
                     let err = entry_failed(&self.topic, f.code(), f.message(), f.sender_fault());
                     if err.is_retryable() {
-                        retry.push((id, job));
+                        retry.push((i, out));
                         errors.push(err);
                     } else {
-                        self.answer(job, Err(err));
+                        self.answer(results, i, Err(err));
                     }
                 }
                 (None, None) => {
@@ -268,7 +294,7 @@ impl Publisher {
                     } else {
                         format!("neither Successful nor Failed for entry {id}")
                     };
-                    retry.push((id, job));
+                    retry.push((i, out));
                     errors.push(SnsError::MalformedResponse {
                         topic: self.topic.to_string(),
                         detail,
@@ -281,6 +307,19 @@ impl Publisher {
     }
 }
 
+impl Flush for Publisher {
+    type Item = Outgoing;
+    type Output = Result<String, SnsError>;
+
+    async fn flush(&self, batch: Vec<Outgoing>, waiting: &Waiting<'_>) -> Vec<Self::Output> {
+        self.publish_batch(batch, waiting).await
+    }
+
+    fn size(&self, out: &Outgoing) -> usize {
+        out.size()
+    }
+}
+
 fn exhausted(attempts: u32, last: SnsError) -> SnsError {
     if attempts <= 1 {
         // With a single attempt allowed, the failure itself says the most.
@@ -289,57 +328,5 @@ fn exhausted(attempts: u32, last: SnsError) -> SnsError {
     SnsError::RetriesExhausted {
         attempts,
         last: Box::new(last),
-    }
-}
-
-/// Starts a batcher task for `publisher`'s topic on the current Tokio
-/// runtime and returns its queue. The task ends when every sender is
-/// dropped and the queue is drained.
-pub(crate) fn spawn(publisher: Publisher, config: BatchConfig) -> mpsc::Sender<Job> {
-    let (tx, rx) = mpsc::channel(config.queue.max(1));
-    tokio::spawn(run(publisher, config, rx));
-    tx
-}
-
-async fn run(publisher: Publisher, config: BatchConfig, mut rx: mpsc::Receiver<Job>) {
-    let permits = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
-    let max_entries = config
-        .max_entries
-        .clamp(1, super::message::MAX_BATCH_ENTRIES);
-    let mut carry: Option<Job> = None;
-    loop {
-        let first = match carry.take() {
-            Some(job) => job,
-            None => match rx.recv().await {
-                Some(job) => job,
-                None => break,
-            },
-        };
-        let mut bytes = first.out.size();
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + config.linger;
-        while batch.len() < max_entries {
-            let next = tokio::select! {
-                biased;
-                job = rx.recv() => job,
-                () = tokio::time::sleep_until(deadline) => None,
-            };
-            let Some(job) = next else { break };
-            let size = job.out.size();
-            if bytes + size > MAX_BATCH_BYTES {
-                carry = Some(job);
-                break;
-            }
-            bytes += size;
-            batch.push(job);
-        }
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-            break;
-        };
-        let publisher = publisher.clone();
-        tokio::spawn(async move {
-            publisher.publish_batch(batch).await;
-            drop(permit);
-        });
     }
 }
