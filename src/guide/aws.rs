@@ -15,14 +15,26 @@
 //! | label | `mturk::MturkLabeler` (sandbox by default) | `mturk` |
 //!
 //! The backends share one constructor shape, the AWS SDK's:
-//! `Backend::builder(&sdk_config)…build()`, plus `from_client(client)` to
-//! hand in a client you configured yourself (an emulator, a test). Their
-//! SDK errors are classified in one place (throttling and 5xx retryable;
-//! missing resources, refused permissions and bad input permanent; expired
-//! credentials named as such), and retries are the pipeline's: a backend
-//! does not stack its own retries under the pipeline's. Where a backend
-//! must resend part of a batch (PutRecords, PublishBatch entries that
-//! failed), the pipeline's retry budget bounds it.
+//! `Backend::builder(&sdk_config, …)…build()`, or
+//! `Backend::builder_from_client(client, …)` to hand in a client you
+//! configured yourself (an emulator, a test). Both turn the SDK client's own
+//! retries off. Their SDK errors are classified once, in
+//! [`streamsift::aws`](crate::aws) (throttling, 5xx and expired credentials
+//! retryable; missing resources, refused permissions and bad input
+//! permanent), and retries are the pipeline's [`RetryPolicy`](crate::RetryPolicy):
+//! one backend attempt and one HTTP request per pipeline attempt, so with
+//! the default 5 attempts a record costs at most 5 calls to SNS, SageMaker
+//! or Amazon ML. Where a backend resends part of a batch (PublishBatch
+//! entries that failed), the record's deadline bounds it.
+//!
+//! Configuration is checked before the first record where the API allows:
+//! `SnsRouterBuilder::build` calls GetTopicAttributes on every topic, the
+//! Amazon ML builder calls GetMLModel, the DynamoDB store's build calls
+//! DescribeTable, and the Kinesis source's first read describes the stream.
+//! A missing resource fails at once, naming it; a service that does not
+//! answer fails after `startup_timeout` (30 s by default). SageMaker's
+//! runtime API has no call that checks an endpoint without invoking it, so
+//! a wrong endpoint name shows on the first record.
 //!
 //! # Kinesis
 //!
@@ -63,14 +75,15 @@
 //! ## Against moto (no AWS account)
 //!
 //! You need moto (`./scripts/test.sh` installs it into `.venv`) and the aws
-//! CLI: AWS CLI v2 from AWS's installer, or v1 from PyPI
-//! (`.venv/bin/pip install awscli` puts it in `.venv/bin`). The CLI reads
+//! CLI: AWS CLI v2 from AWS's installer, or v1 from PyPI in a venv of its
+//! own (`python3 -m venv .awscli && .awscli/bin/pip install awscli`; not in
+//! `.venv`, since awscli pins a botocore that may not be moto's). The CLI reads
 //! its region from `AWS_DEFAULT_REGION`; the Rust SDK reads `AWS_REGION`
 //! (and falls back to the other). Set both:
 //!
 //! ```sh
 //! .venv/bin/moto_server -H 127.0.0.1 -p 5000 &
-//! export PATH="$PWD/.venv/bin:$PATH"
+//! export PATH="$PWD/.awscli/bin:$PATH"
 //! export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
 //! export AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
 //! endpoint=http://127.0.0.1:5000
