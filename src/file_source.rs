@@ -23,7 +23,7 @@
 //!         let route = d.route.clone();
 //!         async move { Ok(streamsift::Receipt::new(route)) }
 //!     })
-//!     .dead_letter(JsonLinesDeadLetter::new("dead-letters.jsonl"))
+//!     .dead_letter(JsonLinesDeadLetter::create("dead-letters.jsonl")?)
 //!     .run()
 //!     .await?;
 //! // Run it again: it reads only the lines added since.

@@ -166,8 +166,7 @@ async fn credentials_never_appear_in_debug_logs_dead_letters_or_reports() {
         .build()
         .await
         .expect("no check, no I/O");
-    let sagemaker: SageMakerClassifier<Tweet> =
-        SageMakerClassifier::builder(&config, "ep").build();
+    let sagemaker: SageMakerClassifier<Tweet> = SageMakerClassifier::builder(&config, "ep").build();
     let aml: AmazonMlClassifierBuilder<Tweet> =
         AmazonMlClassifier::<Tweet>::builder(&config, "ml-model");
     let router: SnsRouter<Tweet> = SnsRouter::builder(&config)

@@ -138,7 +138,7 @@
 //!             let route = d.route.clone();
 //!             async move { Ok::<_, RouteError>(Receipt::new(route)) }
 //!         })
-//!         .dead_letter(JsonLinesDeadLetter::new("state/dead-letter.jsonl"))
+//!         .dead_letter(JsonLinesDeadLetter::builder("state/dead-letter.jsonl").create_dirs(true).open()?)
 //!         .max_in_flight(64);
 //!     let shutdown = pipeline.shutdown();
 //!     tokio::spawn(async move {
@@ -146,7 +146,7 @@
 //!         shutdown.cancel(); // stop reading, finish what is in flight, commit
 //!     });
 //!     let report = pipeline.run().await?;
-//!     println!("{:?}", report.stats);
+//!     println!("{report}");
 //!     Ok(())
 //! }
 //! ```

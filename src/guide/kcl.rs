@@ -33,7 +33,7 @@
 //!             let route = d.route.clone();
 //!             async move { Ok::<_, RouteError>(Receipt::new(route)) }
 //!         })
-//!         .dead_letter(JsonLinesDeadLetter::new("/var/lib/support-tweets/dead-letter.jsonl"))
+//!         .dead_letter(JsonLinesDeadLetter::create("/var/lib/support-tweets/dead-letter.jsonl")?)
 //!         .into_batch_processor()?;
 //!     let summary = KclProcessor::new(processor).run_stdio().await?;
 //!     eprintln!("{summary:?}");

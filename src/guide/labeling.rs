@@ -207,7 +207,7 @@
 //!     .policy(Policy::binary(0.3, "support").with_review_band(0.15, 0.45))
 //!     .route(RecordingRouter::new())
 //!     .review(learner)
-//!     .dead_letter(JsonLinesDeadLetter::new("state/dead-letter.jsonl"))
+//!     .dead_letter(JsonLinesDeadLetter::builder("state/dead-letter.jsonl").create_dirs(true).open()?)
 //!     .active_stats(swap.stats().clone())
 //!     .run()
 //!     .await?;

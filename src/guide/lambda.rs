@@ -33,7 +33,7 @@
 //!         })
 //!         // /tmp is the only writable place, and it does not outlive the
 //!         // environment: in production, a sink that stores elsewhere (S3, SQS).
-//!         .dead_letter(JsonLinesDeadLetter::new("/tmp/dead-letter.jsonl"))
+//!         .dead_letter(JsonLinesDeadLetter::create("/tmp/dead-letter.jsonl")?)
 //!         .max_in_flight(64)
 //!         .into_batch_processor()?;
 //!     let handler = KinesisHandler::new(processor).emf_namespace("streamsift");

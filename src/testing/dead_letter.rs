@@ -76,7 +76,7 @@ fn dead_letter(n: u64, payload: &[u8], stage: Stage) -> DeadLetter {
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let dir = tempfile::tempdir().unwrap();
 /// let path = dir.path().join("dead.jsonl");
-/// let sink = JsonLinesDeadLetter::new(&path);
+/// let sink = JsonLinesDeadLetter::create(&path).expect("open the dead-letter file");
 /// dead_letter::conformance(&sink, || {
 ///     let path = path.clone();
 ///     async move { JsonLinesDeadLetter::read_entries(&path).unwrap_or_default() }
