@@ -210,6 +210,7 @@ async fn run_pipeline(w: &Workload, source: MemorySource) -> Counts {
         .classify(w.triage.clone())
         .policy(w.policy.clone())
         .route(NoopRouter)
+        .review_via_router() // NoopRouter takes every route, "review" included
         .dead_letter(MemoryDeadLetter::new())
         .max_in_flight(w.max_in_flight)
         .max_record_bytes(app::MAX_RECORD_BYTES)

@@ -46,7 +46,7 @@ macro_rules! component_error {
                 source: Option<BoxError>,
             },
             /// A transient failure: a 5xx, a reset connection. Retryable.
-            #[error("{what} unavailable (will retry): {message}", what = $what)]
+            #[error("{what} unavailable (retryable): {message}", what = $what)]
             Unavailable {
                 /// What went wrong.
                 message: String,
@@ -181,7 +181,7 @@ mod tests {
         let err = SourceError::unavailable("GetRecords failed").with_source(io);
         assert_eq!(
             err.to_string(),
-            "source unavailable (will retry): GetRecords failed"
+            "source unavailable (retryable): GetRecords failed"
         );
         let src = std::error::Error::source(&err).expect("source kept");
         assert_eq!(src.to_string(), "reset by peer");

@@ -50,7 +50,7 @@ mod startup;
 pub use error::{AwsErrorKind, AwsFailure};
 pub use startup::DEFAULT_STARTUP_TIMEOUT;
 #[cfg_attr(
-    not(any(feature = "sns", feature = "machine-learning")),
+    not(any(feature = "sns", feature = "machine-learning", feature = "dynamodb")),
     allow(unused_imports)
 )]
 pub(crate) use startup::{StartupError, call_at_startup};

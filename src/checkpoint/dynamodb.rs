@@ -109,7 +109,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
-use crate::aws::{AwsErrorKind, AwsFailure};
+use crate::aws::{AwsErrorKind, AwsFailure, StartupError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType, TableStatus,
@@ -287,14 +287,8 @@ impl DynamoDbCheckpointStoreBuilder {
     /// [`startup_timeout`](Self::startup_timeout).
     pub async fn build(self) -> Result<DynamoDbCheckpointStore, CheckpointError> {
         if self.check_table || self.create_table {
-            let deadline = tokio::time::Instant::now() + self.startup_timeout;
             self.store
-                .ensure_table(
-                    self.create_table,
-                    deadline,
-                    &self.endpoint,
-                    self.startup_timeout,
-                )
+                .ensure_table(self.create_table, &self.endpoint, self.startup_timeout)
                 .await?;
         }
         Ok(self.store)
@@ -403,66 +397,51 @@ impl DynamoDbCheckpointStore {
         }
     }
 
-    /// DescribeTable until it answers (retryable failures until
-    /// `deadline`); then checks the schema, creates a missing table if
+    /// DescribeTable until it answers (retryable failures retried within
+    /// `timeout`, as every backend's start-up check is); then checks the schema, creates a missing table if
     /// `create`, and waits until the table is ACTIVE (at most 5 minutes).
     async fn ensure_table(
         &self,
         create: bool,
-        deadline: tokio::time::Instant,
         endpoint: &str,
         timeout: Duration,
     ) -> Result<(), CheckpointError> {
-        let mut attempts = 0u32;
-        loop {
-            attempts += 1;
-            match self
-                .client
-                .describe_table()
-                .table_name(&*self.table)
-                .send()
-                .await
+        let described = crate::aws::call_at_startup(timeout, || {
+            self.client.describe_table().table_name(&*self.table).send()
+        })
+        .await;
+        match described {
+            Ok(out) => {
+                if let Some(table) = out.table() {
+                    self.check_schema(table.key_schema(), table.attribute_definitions())?;
+                }
+            }
+            Err(StartupError::Refused { failure, error })
+                if failure.kind == AwsErrorKind::NotFound =>
             {
-                Ok(out) => {
-                    if let Some(table) = out.table() {
-                        self.check_schema(table.key_schema(), table.attribute_definitions())?;
-                    }
-                    break;
+                if !create {
+                    return Err(CheckpointError::permanent(format!(
+                        "the checkpoint table {:?} does not exist at {endpoint}: create it \
+                         (hash key leaseKey of type S), or call \
+                         create_table_if_missing(true) on the builder, or check the table \
+                         name, the region and --endpoint-url",
+                        self.table
+                    ))
+                    .with_source(error));
                 }
-                Err(e) if is_code(&e, "ResourceNotFoundException") => {
-                    if !create {
-                        return Err(CheckpointError::permanent(format!(
-                            "the checkpoint table {:?} does not exist at {endpoint}: create it \
-                             (hash key leaseKey of type S), or call \
-                             create_table_if_missing(true) on the builder, or check the table \
-                             name, the region and --endpoint-url",
-                            self.table
-                        ))
-                        .with_source(e));
-                    }
-                    self.create_table().await?;
-                    break;
-                }
-                Err(e) => {
-                    let err = self.sdk_error("DescribeTable", e);
-                    if !err.is_retryable() {
-                        return Err(err);
-                    }
-                    let wait = Duration::from_millis(100)
-                        .saturating_mul(1 << attempts.min(4))
-                        .min(Duration::from_secs(2));
-                    if tokio::time::Instant::now() + wait >= deadline {
-                        return Err(CheckpointError::permanent(format!(
-                            "could not reach DynamoDB at {endpoint} within {timeout:?}: check \
-                             --endpoint-url / the region / network (table {:?}; {attempts} \
-                             attempts, the last: {err})",
-                            self.table
-                        ))
-                        .with_source(err));
-                    }
-                    tracing::debug!(table = %self.table, attempt = attempts, ?wait, error = %err, "DescribeTable failed; will retry");
-                    tokio::time::sleep(wait).await;
-                }
+                self.create_table().await?;
+            }
+            Err(StartupError::Refused { error, .. }) => {
+                return Err(self.sdk_error("DescribeTable", error));
+            }
+            Err(StartupError::TimedOut { last }) => {
+                let last = last.map_or_else(|| "no answer".to_owned(), |f| f.to_string());
+                return Err(CheckpointError::permanent(format!(
+                    "could not reach DynamoDB at {endpoint} within {timeout:?}: check \
+                     --endpoint-url / the region / network (table {:?}; the last failure: \
+                     {last})",
+                    self.table
+                )));
             }
         }
         let active_by = Instant::now() + TABLE_ACTIVE_TIMEOUT;

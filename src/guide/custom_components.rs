@@ -229,4 +229,35 @@
 //! `CheckpointStore` and `DeadLetterSink`, so one call in your test proves a
 //! custom component; `streamsift::fakes` (same feature) holds the in-memory
 //! sources, recording routers, keyword classifiers and fault injectors
-//! (`Faulty`) to test your pipeline with.
+//! (`Faulty`) to test your pipeline with. In `Cargo.toml`:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! streamsift = { path = "../streamsift", features = ["test-util"] } # or the version/git you use
+//! ```
+//!
+//! and in a test:
+//!
+//! ```
+//! # #[cfg(feature = "test-util")]
+//! # async fn proof() {
+//! use streamsift::testing::router::{Case, conformance};
+//! use streamsift::{Delivery, Receipt, RouteError, Router};
+//!
+//! struct Pager;
+//! impl Router<String> for Pager {
+//!     async fn route(&self, d: &Delivery<'_, String>) -> Result<Receipt, RouteError> {
+//!         Ok(Receipt::new(d.route.clone()))
+//!     }
+//! }
+//!
+//! conformance(&Pager, &[Case::new("the site is down".to_string(), "oncall")]).await;
+//! # }
+//! ```
+//!
+//! Each suite's rules are listed in its module's docs; a broken rule panics
+//! naming it. The suites make one attempt per case: cases a component
+//! cannot serve, for good or for now, go to the error-class checks
+//! (`router::expect_errors`). The `custom_router` example (a webhook) and
+//! the `custom_source` example (a generator with its own positions) are
+//! complete programs under 60 lines each.

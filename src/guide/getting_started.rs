@@ -173,7 +173,10 @@
 //! `streamsift_tracked_shards`; and the histogram
 //! `streamsift_end_to_end_latency_seconds`. Install any `metrics` recorder
 //! (Prometheus, StatsD) to export them. Logs carry record ids, stages and
-//! error kinds, never payload text.
+//! error kinds, never payload text. The crate only emits them: to see its
+//! warnings (a retry streak, a dead letter) install a subscriber in your
+//! binary, as the examples do with
+//! `tracing_subscriber::fmt().with_env_filter(EnvFilter::from_default_env())`.
 //!
 //! Next: [`custom_components`](super::custom_components) to plug in your
 //! own parts, or [`reliability`](super::reliability) for what the pipeline

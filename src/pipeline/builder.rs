@@ -330,6 +330,11 @@ impl<S, D, C, R, T, L, K> Pipeline<S, D, C, R, T, L, K> {
     /// Sets the classifier: a type implementing
     /// [`Classifier<T>`](crate::Classifier), or a closure
     /// `|item: &T| async move { .. }` returning `Result<Prediction, ClassifyError>`.
+    ///
+    /// The future a closure returns may not borrow `item`: copy out what it
+    /// needs first (`let text = item.text.clone(); async move { .. text .. }`),
+    /// or implement [`Classifier`](crate::Classifier) on a type, whose
+    /// `async fn classify(&self, item: &T)` may borrow freely.
     pub fn classify<C2>(self, classifier: C2) -> Pipeline<S, D, C2, R, T, L, K> {
         self.map_types(|(d, _, r, l, k)| (d, classifier, r, l, k))
     }

@@ -340,11 +340,15 @@ pub(crate) mod secs {
 }
 
 /// Why a run failed. Each carries the report of what was done before.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` prints the same message as `Display`, for people, so that a
+/// `main` returning `Result<(), Box<dyn Error>>` shows what to do rather than
+/// a dump of the report; match on the variants for the details.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum PipelineError {
     /// Reading from the source failed permanently.
-    #[error("source failed permanently, pipeline stopped: {source}")]
+    #[error("pipeline stopped: {source}")]
     Source {
         /// The source's error.
         #[source]
@@ -357,7 +361,7 @@ pub enum PipelineError {
     /// [`Pipeline::commit_timeout`](crate::Pipeline::commit_timeout). Nothing
     /// was committed after it; what was done but not committed is
     /// delivered again after a restart.
-    #[error("checkpoint commit failed, pipeline stopped: {source}")]
+    #[error("pipeline stopped, checkpoint commit failed: {source}")]
     Commit {
         /// The source's error.
         #[source]
@@ -383,6 +387,12 @@ pub enum PipelineError {
     /// The pipeline was configured wrongly; nothing was read.
     #[error("invalid pipeline configuration: {0}")]
     Config(#[from] ConfigError),
+}
+
+impl fmt::Debug for PipelineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 /// What is wrong with a pipeline's configuration. [`Pipeline::run`](crate::Pipeline::run)
@@ -639,6 +649,20 @@ mod tests {
   retries 3 (1 throttled), source retries 0, panics 0, commits 2 (0 failed)
   shard s0: 6 read, 3 routed, 0 skipped, 2 discarded, 1 review, 0 dead-lettered, 0 unfinished
   shard s1: 6 read, 3 routed, 0 skipped, 2 discarded, 1 review, 0 dead-lettered, 0 unfinished"
+        );
+    }
+
+    #[test]
+    fn a_pipeline_error_debugs_as_its_message_not_a_dump_of_the_report() {
+        let err = PipelineError::Source {
+            source: SourceError::permanent("the stream was deleted: recreate it"),
+            report: Box::new(report(2)),
+        };
+        let debug = format!("{err:?}");
+        assert_eq!(debug, err.to_string());
+        assert_eq!(
+            debug,
+            "pipeline stopped: source failed permanently: the stream was deleted: recreate it"
         );
     }
 

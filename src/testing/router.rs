@@ -20,9 +20,13 @@
 //!    cannot succeed fails with the class the caller expects: `Permanent`
 //!    for what retrying cannot fix (a missing topic, a refused permission,
 //!    an item too big), `Retryable` for what may pass later (throttling, a
-//!    5xx, a timeout). The pipeline retries the first and dead-letters the
-//!    second at once: a wrong class either wastes the retry budget or loses
-//!    a delivery that would have passed.
+//!    5xx, a timeout). The pipeline retries `Retryable` failures and
+//!    dead-letters `Permanent` ones at once: a wrong class either wastes the
+//!    retry budget or loses a delivery that would have passed.
+//!
+//! The suite makes one attempt per case and does not retry: give
+//! [`conformance`] cases your router can deliver, and put the cases that
+//! fail (for good, or for now) in [`expect_errors`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
