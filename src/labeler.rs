@@ -10,9 +10,10 @@ use crate::error::LabelError;
 /// One item to be labeled.
 #[derive(Debug)]
 pub struct LabelTask<'a, T> {
-    /// A stable id for the item (the record id); the labeler must treat a
-    /// second submission of the same id as the same task.
-    pub id: &'a str,
+    /// A stable id for the item (the record id, when the item came from the
+    /// pipeline), the same `item_id` its [`LabelResult`] carries; the labeler
+    /// must treat a second submission of the same id as the same task.
+    pub item_id: &'a str,
     /// The item.
     pub item: &'a T,
     /// The model's prediction, when the item came from the pipeline's review

@@ -18,6 +18,11 @@ use crate::record::{Batch, Checkpoint};
 /// A read future may be dropped before it completes (at shutdown). Records
 /// it had taken are then not processed, and since they were never committed
 /// they come again on the next run.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Source",
+    label = "not a streamsift::Source",
+    note = "`Pipeline::new(..)` takes a source of records: `FileSource::open(path, store)`, a `KinesisSource`, or your own type implementing `streamsift::Source` (see the `custom_source` example)"
+)]
 pub trait Source: Send + Sync {
     /// The next batch of records. `Ok(None)` means the stream has ended (a
     /// bounded source is exhausted); an endless stream waits for records.

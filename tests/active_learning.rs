@@ -56,12 +56,12 @@ impl Labeler<Msg> for RecordingLabeler {
         self.batches
             .lock()
             .unwrap()
-            .push(tasks.iter().map(|t| t.id.to_string()).collect());
+            .push(tasks.iter().map(|t| t.item_id.to_string()).collect());
         let mut ready = self.ready.lock().unwrap();
         Ok(tasks
             .iter()
             .map(|t| {
-                let task = TaskId(format!("rec-{}", t.id));
+                let task = TaskId(format!("rec-{}", t.item_id));
                 let label = if t.item.text.contains("down") {
                     "problem"
                 } else {
@@ -69,7 +69,7 @@ impl Labeler<Msg> for RecordingLabeler {
                 };
                 ready.push(LabelResult {
                     task: task.clone(),
-                    item_id: t.id.to_string(),
+                    item_id: t.item_id.to_string(),
                     label: label.into(),
                     agreement: 1.0,
                     votes: vec![Vote {
@@ -99,7 +99,7 @@ async fn submit_scored<L: Labeler<Msg>>(learner: &L, items: &[(&str, Msg, f64)])
         let p = Prediction::binary("problem", "none", *score);
         learner
             .submit(&[LabelTask {
-                id,
+                item_id: id,
                 item: m,
                 prediction: Some(&p),
             }])

@@ -54,7 +54,7 @@ async fn dawid_skene_beats_majority_vote_with_thirty_percent_spammers() {
         .iter()
         .zip(&ids)
         .map(|(n, id)| LabelTask {
-            id,
+            item_id: id,
             item: n,
             prediction: None,
         })
@@ -130,7 +130,7 @@ async fn items_missing_answers_are_reported_incomplete() {
         .iter()
         .zip(ids)
         .map(|(n, id)| LabelTask {
-            id,
+            item_id: id,
             item: n,
             prediction: None,
         })

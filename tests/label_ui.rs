@@ -121,7 +121,7 @@ async fn submit(labeler: &LocalWebLabeler<String>, items: &[(&str, &str)]) -> Ve
         .iter()
         .zip(&texts)
         .map(|((id, _), text)| LabelTask {
-            id,
+            item_id: id,
             item: text,
             prediction: None,
         })
@@ -532,7 +532,7 @@ async fn bounded_memory_label_store_releases_collected_items() {
         let tasks: Vec<LabelTask<'_, String>> = ids
             .iter()
             .map(|id| LabelTask {
-                id,
+                item_id: id,
                 item: &text,
                 prediction: None,
             })
@@ -593,7 +593,7 @@ async fn bounded_memory_label_store_releases_collected_items() {
 
     // A collected item submitted again keeps its task and is not redone.
     let first = [LabelTask {
-        id: "tweet-0",
+        item_id: "tweet-0",
         item: &text,
         prediction: None,
     }];

@@ -178,13 +178,14 @@ impl Labeler<String> for Toy {
             let existing = s
                 .tasks
                 .iter()
-                .find(|(id, _, _)| id == t.id)
+                .find(|(id, _, _)| id == t.item_id)
                 .map(|x| x.1.clone());
             let id = match existing {
                 Some(id) if self.bug != Bug::NewTaskOnResubmit => id,
                 _ => {
                     let id = TaskId(format!("task-{}", s.tasks.len()));
-                    s.tasks.push((t.id.to_string(), id.clone(), truth(t.item)));
+                    s.tasks
+                        .push((t.item_id.to_string(), id.clone(), truth(t.item)));
                     id
                 }
             };

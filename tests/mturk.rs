@@ -28,7 +28,7 @@ fn builder(server: &MturkServer) -> MturkLabelerBuilder<String> {
 
 fn task<'a>(id: &'a str, item: &'a String) -> LabelTask<'a, String> {
     LabelTask {
-        id,
+        item_id: id,
         item,
         prediction: None,
     }

@@ -745,8 +745,11 @@ struct IdLabeler(Arc<Mutex<Vec<String>>>);
 impl Labeler<Bytes> for IdLabeler {
     async fn submit(&self, tasks: &[LabelTask<'_, Bytes>]) -> Result<Vec<TaskId>, LabelError> {
         let mut ids = self.0.lock().unwrap();
-        ids.extend(tasks.iter().map(|t| t.id.to_string()));
-        Ok(tasks.iter().map(|t| TaskId(t.id.to_string())).collect())
+        ids.extend(tasks.iter().map(|t| t.item_id.to_string()));
+        Ok(tasks
+            .iter()
+            .map(|t| TaskId(t.item_id.to_string()))
+            .collect())
     }
 
     async fn collect(&self) -> Result<Vec<LabelResult>, LabelError> {

@@ -408,7 +408,7 @@ pub async fn label<L: Labeler<Example>>(
             .iter()
             .filter_map(|e| {
                 Some(LabelTask {
-                    id: e.id.as_deref()?,
+                    item_id: e.id.as_deref()?,
                     item: e,
                     prediction: None,
                 })

@@ -160,7 +160,7 @@ struct Inner<T, L> {
 ///     .unwrap();
 /// let text = "api down".to_string();
 /// let p = Prediction::binary("problem", "none", 0.5);
-/// learner.submit(&[LabelTask { id: "1", item: &text, prediction: Some(&p) }]).await.unwrap();
+/// learner.submit(&[LabelTask { item_id: "1", item: &text, prediction: Some(&p) }]).await.unwrap();
 /// assert_eq!(learner.tick().await.unwrap().submitted, 1);
 /// tokio::time::advance(Duration::from_secs(60)).await;
 /// assert_eq!(learner.tick().await.unwrap().labels, 1);
@@ -664,7 +664,7 @@ fn queued_task(item_id: &str) -> TaskId {
 
 fn label_task<T>(t: &QueuedTask<T>) -> LabelTask<'_, T> {
     LabelTask {
-        id: &t.id,
+        item_id: &t.id,
         item: &t.item,
         prediction: t.prediction.as_ref(),
     }
@@ -691,14 +691,14 @@ where
         let queued: Vec<QueuedTask<T>> = tasks
             .iter()
             .map(|t| QueuedTask {
-                id: t.id.to_string(),
+                id: t.item_id.to_string(),
                 item: t.item.clone(),
                 prediction: t.prediction.cloned(),
                 margin: uncertainty.margin(t.prediction),
                 seq: 0,
             })
             .collect();
-        let ids = tasks.iter().map(|t| queued_task(t.id)).collect();
+        let ids = tasks.iter().map(|t| queued_task(t.item_id)).collect();
         let outcome = self
             .with_queue(move |q| q.push(queued))
             .await

@@ -141,7 +141,7 @@ type TruthFn<T> = Box<dyn Fn(&T) -> Label + Send + Sync>;
 /// .seed(42);
 ///
 /// let text = "the site is down".to_string();
-/// crowd.submit(&[LabelTask { id: "r1", item: &text, prediction: None }]).await.unwrap();
+/// crowd.submit(&[LabelTask { item_id: "r1", item: &text, prediction: None }]).await.unwrap();
 /// assert!(crowd.collect().await.unwrap().is_empty(), "people take time");
 /// tokio::time::advance(Duration::from_secs(3600)).await;
 /// let results = crowd.collect().await.unwrap();
@@ -357,21 +357,21 @@ impl<T: Sync> Labeler<T> for SimulatedCrowd<T> {
         let mut state = self.lock();
         let mut ids = Vec::with_capacity(tasks.len());
         for task in tasks {
-            if let Some(existing) = state.tasks.get(task.id) {
+            if let Some(existing) = state.tasks.get(task.item_id) {
                 ids.push(existing.clone());
                 continue;
             }
             let seq = state.tasks.len() as u64;
             let id = TaskId(format!("sim-task-{}", seq + 1));
-            let result = self.label(id.clone(), task.id, task.item);
-            let jitter = self
-                .jitter
-                .mul_f64(unit_f64(self.seed, hash_str(task.id), SALT_JITTER));
+            let result = self.label(id.clone(), task.item_id, task.item);
+            let jitter =
+                self.jitter
+                    .mul_f64(unit_f64(self.seed, hash_str(task.item_id), SALT_JITTER));
             state.assignments += result.votes.len() as u64;
             state
                 .pending
                 .insert((now + self.delay + jitter, seq), result);
-            state.tasks.insert(task.id.to_owned(), id.clone());
+            state.tasks.insert(task.item_id.to_owned(), id.clone());
             ids.push(id);
         }
         Ok(ids)
@@ -412,7 +412,7 @@ mod tests {
             .iter()
             .zip(&ids)
             .map(|(n, id)| LabelTask {
-                id,
+                item_id: id,
                 item: n,
                 prediction: None,
             })
@@ -487,7 +487,7 @@ mod tests {
         let c = crowd(workers());
         for n in &backward {
             c.submit(&[LabelTask {
-                id: &format!("item-{n}"),
+                item_id: &format!("item-{n}"),
                 item: n,
                 prediction: None,
             }])
@@ -526,7 +526,7 @@ mod tests {
         .completion_delay(Duration::from_secs(600));
         let items = [1u32, 2];
         c.submit(&[LabelTask {
-            id: "x1",
+            item_id: "x1",
             item: &items[0],
             prediction: None,
         }])
@@ -534,7 +534,7 @@ mod tests {
         .unwrap();
         tokio::time::advance(Duration::from_secs(100)).await;
         c.submit(&[LabelTask {
-            id: "x2",
+            item_id: "x2",
             item: &items[1],
             prediction: None,
         }])
@@ -571,17 +571,17 @@ mod tests {
         let first = c
             .submit(&[
                 LabelTask {
-                    id: "r1",
+                    item_id: "r1",
                     item: &n,
                     prediction: None,
                 },
                 LabelTask {
-                    id: "r2",
+                    item_id: "r2",
                     item: &n,
                     prediction: None,
                 },
                 LabelTask {
-                    id: "r1",
+                    item_id: "r1",
                     item: &n,
                     prediction: None,
                 },
@@ -592,7 +592,7 @@ mod tests {
         assert_ne!(first[0], first[1]);
         let again = c
             .submit(&[LabelTask {
-                id: "r2",
+                item_id: "r2",
                 item: &n,
                 prediction: None,
             }])
@@ -607,7 +607,7 @@ mod tests {
         // Capped at the single worker.
         assert_eq!(results[0].votes.len(), 1);
         c.submit(&[LabelTask {
-            id: "r1",
+            item_id: "r1",
             item: &n,
             prediction: None,
         }])
@@ -637,7 +637,7 @@ mod tests {
             .iter()
             .zip(&ids)
             .map(|(n, id)| LabelTask {
-                id,
+                item_id: id,
                 item: n,
                 prediction: None,
             })
@@ -657,7 +657,7 @@ mod tests {
         let c = SimulatedCrowd::new(LABELS, truth);
         let err = c
             .submit(&[LabelTask {
-                id: "a",
+                item_id: "a",
                 item: &1,
                 prediction: None,
             }])

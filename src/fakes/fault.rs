@@ -523,7 +523,11 @@ where
     async fn submit(&self, tasks: &[LabelTask<'_, T>]) -> Result<Vec<TaskId>, LabelError> {
         let keys: Vec<String> = tasks
             .iter()
-            .map(|t| self.key.item_key(t.item).unwrap_or_else(|| t.id.to_owned()))
+            .map(|t| {
+                self.key
+                    .item_key(t.item)
+                    .unwrap_or_else(|| t.item_id.to_owned())
+            })
             .collect();
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         self.run(&keys, || self.inner.submit(tasks)).await
@@ -888,7 +892,7 @@ mod tests {
                 &self,
                 tasks: &[LabelTask<'_, String>],
             ) -> Result<Vec<TaskId>, LabelError> {
-                Ok(tasks.iter().map(|t| TaskId(t.id.to_owned())).collect())
+                Ok(tasks.iter().map(|t| TaskId(t.item_id.to_owned())).collect())
             }
             async fn collect(&self) -> Result<Vec<LabelResult>, LabelError> {
                 Ok(Vec::new())
@@ -900,7 +904,7 @@ mod tests {
         );
         let item = String::from("x");
         let task = |id| LabelTask {
-            id,
+            item_id: id,
             item: &item,
             prediction: None,
         };

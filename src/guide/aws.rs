@@ -19,7 +19,7 @@
 //! `Backend::builder_from_client(client, …)` to hand in a client you
 //! configured yourself (an emulator, a test). Both turn the SDK client's own
 //! retries off. Their SDK errors are classified once, in
-//! [`streamsift::aws`](crate::aws) (throttling, 5xx and expired credentials
+//! `streamsift::aws` (throttling, 5xx and expired credentials
 //! retryable; missing resources, refused permissions and bad input
 //! permanent), and retries are the pipeline's [`RetryPolicy`](crate::RetryPolicy):
 //! one backend attempt and one HTTP request per pipeline attempt, so with

@@ -56,7 +56,8 @@
 //!
 //! The stages, in order:
 //!
-//! - **Source.** Here [`MemorySource`](crate::fakes::MemorySource), which
+//! - **Source.** Here `MemorySource` (from `streamsift::fakes`, feature
+//!   `test-util`), which
 //!   holds the records in memory. For real input, a file (JSON lines or
 //!   plain text, resuming from a checkpoint store) is `FileSource`, and
 //!   Kinesis is `kinesis::KinesisSource` (feature `kinesis`). Writing your

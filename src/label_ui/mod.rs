@@ -44,7 +44,7 @@
 //!     .await?; // prints the URL with its token
 //! let tweet = "the site is down".to_string();
 //! labeler
-//!     .submit(&[LabelTask { id: "t1", item: &tweet, prediction: None }])
+//!     .submit(&[LabelTask { item_id: "t1", item: &tweet, prediction: None }])
 //!     .await?;
 //! // ... later, once someone has answered:
 //! for result in labeler.collect().await? {
@@ -402,7 +402,7 @@ impl<T: Sync> Labeler<T> for LocalWebLabeler<T> {
     async fn submit(&self, tasks: &[LabelTask<'_, T>]) -> Result<Vec<TaskId>, LabelError> {
         let items = tasks
             .iter()
-            .map(|t| (t.id.to_owned(), (self.text)(t.item)))
+            .map(|t| (t.item_id.to_owned(), (self.text)(t.item)))
             .collect();
         Ok(self.shared.lock().submit(items)?)
     }

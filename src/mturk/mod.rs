@@ -786,7 +786,9 @@ impl<T: Sync> Labeler<T> for MturkLabeler<T> {
         let mut state = self.state.lock().await;
         let mut fresh: Vec<&LabelTask<'_, T>> = Vec::new();
         for task in tasks {
-            if !state.by_item.contains_key(task.id) && !fresh.iter().any(|t| t.id == task.id) {
+            if !state.by_item.contains_key(task.item_id)
+                && !fresh.iter().any(|t| t.item_id == task.item_id)
+            {
                 fresh.push(task);
             }
         }
@@ -812,13 +814,13 @@ impl<T: Sync> Labeler<T> for MturkLabeler<T> {
                     .question
                     .html(&text, self.b.endpoint)
                     .map_err(|e| LabelError::permanent(e.to_string()).with_source(e))?;
-                let hit = self.create_hit(&hit_type, task.id, &question).await?;
+                let hit = self.create_hit(&hit_type, task.item_id, &question).await?;
                 state.budget.commit(per_hit);
                 state
                     .by_item
-                    .insert(task.id.to_owned(), TaskId(hit.clone()));
+                    .insert(task.item_id.to_owned(), TaskId(hit.clone()));
                 state.open.push(OpenHit {
-                    item_id: task.id.to_owned(),
+                    item_id: task.item_id.to_owned(),
                     hit_id: hit,
                     deadline: tokio::time::Instant::now() + s.lifetime + s.assignment_duration,
                 });
@@ -827,11 +829,9 @@ impl<T: Sync> Labeler<T> for MturkLabeler<T> {
         tasks
             .iter()
             .map(|t| {
-                state
-                    .by_item
-                    .get(t.id)
-                    .cloned()
-                    .ok_or_else(|| LabelError::permanent(format!("item {:?} has no HIT", t.id)))
+                state.by_item.get(t.item_id).cloned().ok_or_else(|| {
+                    LabelError::permanent(format!("item {:?} has no HIT", t.item_id))
+                })
             })
             .collect()
     }

@@ -312,7 +312,7 @@ where
                 at.store(AT_REVIEW, Ordering::Relaxed);
                 if let Some(labeler) = &self.labeler {
                     let task = [LabelTask {
-                        id: &record.id,
+                        item_id: &record.id,
                         item: &item,
                         prediction: Some(&prediction),
                     }];

@@ -120,7 +120,7 @@ where
     let mut tasks: Vec<LabelTask<'_, T>> = items[..items.len() - 1]
         .iter()
         .map(|(id, item)| LabelTask {
-            id,
+            item_id: id,
             item,
             prediction: None,
         })
@@ -140,7 +140,7 @@ where
         "resubmit-same-task",
         ids[0] == ids[ids.len() - 1],
         "item {} twice in one submit got two tasks: {} and {}",
-        tasks[0].id,
+        tasks[0].item_id,
         ids[0],
         ids[ids.len() - 1]
     );
@@ -156,13 +156,13 @@ where
     let mut by_item: HashMap<String, TaskId> = tasks
         .iter()
         .zip(&ids)
-        .map(|(t, id)| (t.id.to_owned(), id.clone()))
+        .map(|(t, id)| (t.item_id.to_owned(), id.clone()))
         .collect();
 
     // A later call: the last item (new) and the second (again), in order.
     let later = [
         LabelTask {
-            id: last_id,
+            item_id: last_id,
             item: last_item,
             prediction: None,
         },
@@ -181,7 +181,7 @@ where
         "resubmit-same-task",
         ids2[1] == ids[1],
         "item {} submitted again got task {}, first {}",
-        tasks[1].id,
+        tasks[1].item_id,
         ids2[1],
         ids[1]
     );
@@ -263,7 +263,7 @@ where
         "resubmit-same-task",
         again == [ids[0].clone()],
         "item {} submitted after its result was collected got {again:?}, expected [{}]",
-        tasks[0].id,
+        tasks[0].item_id,
         ids[0]
     );
     harness.answer_all(&labeler, &by_item).await;

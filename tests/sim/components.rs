@@ -161,7 +161,7 @@ pub struct SimLabeler(pub Oracle);
 #[async_trait::async_trait]
 impl Labeler<Item> for SimLabeler {
     async fn submit(&self, tasks: &[LabelTask<'_, Item>]) -> Result<Vec<TaskId>, LabelError> {
-        let ids: Vec<String> = tasks.iter().map(|t| t.id.to_string()).collect();
+        let ids: Vec<String> = tasks.iter().map(|t| t.item_id.to_string()).collect();
         let rec = ids.first().and_then(|id| self.0.rec(id));
         let (guard, fault, pace) = self.0.begin(Comp::Review, rec);
         behave(fault, pace).await;
