@@ -31,7 +31,7 @@ pub enum EvictionPolicy {
 /// One queued item.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueuedTask<T> {
-    /// The record id (the [`LabelTask::id`](crate::LabelTask::id)).
+    /// The record id (the [`LabelTask::item_id`](crate::LabelTask::item_id)).
     pub id: String,
     /// The item.
     pub item: T,

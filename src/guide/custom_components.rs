@@ -205,7 +205,7 @@
 //!             .enumerate()
 //!             .map(|(i, t)| {
 //!                 // The same item id keeps its ticket: submit is idempotent.
-//!                 tickets.entry(t.id.to_string()).or_insert_with(|| TaskId(format!("T{}", n + i))).clone()
+//!                 tickets.entry(t.item_id.to_string()).or_insert_with(|| TaskId(format!("T{}", n + i))).clone()
 //!             })
 //!             .collect())
 //!     }
