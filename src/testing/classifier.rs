@@ -25,6 +25,7 @@ use futures::future::join_all;
 
 use super::ensure;
 use crate::classify::{Classifier, Prediction};
+use crate::error::ClassifyError;
 
 const SUITE: &str = "classifier";
 
@@ -108,25 +109,12 @@ where
         }
     }
     let concurrent = join_all(items.iter().map(|i| classifier.classify(i))).await;
-    for (i, (answer, alone)) in concurrent.into_iter().zip(&sequential).enumerate() {
-        match answer {
-            Ok(p) => ensure!(
-                SUITE,
-                "order-independent",
-                &p == alone,
-                "item {i} classified concurrently got {:?} ({:?}), one by one {:?} ({:?})",
-                p.label.as_str(),
-                p.confidence(),
-                alone.label.as_str(),
-                alone.confidence()
-            ),
-            Err(e) => super::broken(
-                SUITE,
-                "order-independent",
-                format_args!("item {i} failed when classified concurrently: {e}"),
-            ),
-        }
-    }
+    same_as_alone(
+        "order-independent",
+        "classified concurrently",
+        concurrent,
+        &sequential,
+    );
     let refs: Vec<&T> = items.iter().collect();
     let batch = classifier.classify_batch(&refs).await;
     ensure!(
@@ -137,13 +125,30 @@ where
         items.len(),
         batch.len()
     );
-    for (i, (answer, alone)) in batch.into_iter().zip(&sequential).enumerate() {
+    same_as_alone(
+        "batch-matches-single",
+        "in classify_batch",
+        batch,
+        &sequential,
+    );
+    sequential
+}
+
+/// Checks rule `rule`: each of `answers` (got `how`) equals the prediction
+/// the same item got alone.
+fn same_as_alone(
+    rule: &'static str,
+    how: &str,
+    answers: Vec<Result<Prediction, ClassifyError>>,
+    alone: &[Prediction],
+) {
+    for (i, (answer, alone)) in answers.into_iter().zip(alone).enumerate() {
         match answer {
             Ok(p) => ensure!(
                 SUITE,
-                "batch-matches-single",
+                rule,
                 &p == alone,
-                "item {i}: classify_batch said {:?} ({:?}), classify said {:?} ({:?})",
+                "item {i} {how} got {:?} ({:?}), alone {:?} ({:?})",
                 p.label.as_str(),
                 p.confidence(),
                 alone.label.as_str(),
@@ -151,10 +156,9 @@ where
             ),
             Err(e) => super::broken(
                 SUITE,
-                "batch-matches-single",
-                format_args!("item {i} failed in classify_batch but not in classify: {e}"),
+                rule,
+                format_args!("item {i} failed {how} but not alone: {e}"),
             ),
         }
     }
-    sequential
 }
