@@ -326,6 +326,15 @@ async fn a_sink_that_acknowledges_before_storing_is_caught() {
     .await;
 }
 
+/// What a list-backed broken sink holds, read back as entries.
+fn entries_of(list: &Mutex<Vec<DeadLetter>>) -> Vec<DeadLetterEntry> {
+    list.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(DeadLetterEntry::from_dead_letter)
+        .collect()
+}
+
 /// Stores the payload as lossy text: bytes that are not UTF-8 change.
 #[derive(Default)]
 struct Lossy(Mutex<Vec<DeadLetter>>);
@@ -345,13 +354,7 @@ impl DeadLetterSink for Lossy {
 async fn a_sink_that_mangles_binary_payloads_is_caught() {
     let sink = Lossy::default();
     dead_letter::conformance(&sink, || {
-        let entries = sink
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(DeadLetterEntry::from_dead_letter)
-            .collect();
+        let entries = entries_of(&sink.0);
         async move { entries }
     })
     .await;
@@ -378,13 +381,7 @@ impl DeadLetterSink for Racy {
 async fn a_sink_that_loses_concurrent_stores_is_caught() {
     let sink = Racy::default();
     dead_letter::conformance(&sink, || {
-        let entries = sink
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(DeadLetterEntry::from_dead_letter)
-            .collect();
+        let entries = entries_of(&sink.0);
         async move { entries }
     })
     .await;
