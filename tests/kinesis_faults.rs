@@ -43,6 +43,15 @@ async fn put(client: &Client, stream: &str, tag: &str, n: usize) {
                 .expect("entry")
         })
         .collect();
+    put_entries(client, stream, entries).await;
+}
+
+/// PutRecords of `entries`, every one accepted.
+async fn put_entries(
+    client: &Client,
+    stream: &str,
+    entries: Vec<aws_sdk_kinesis::types::PutRecordsRequestEntry>,
+) -> aws_sdk_kinesis::operation::put_records::PutRecordsOutput {
     let resp = client
         .put_records()
         .stream_name(stream)
@@ -51,6 +60,7 @@ async fn put(client: &Client, stream: &str, tag: &str, n: usize) {
         .await
         .expect("PutRecords");
     assert_eq!(resp.failed_record_count(), Some(0));
+    resp
 }
 
 async fn split_only_shard(client: &Client, stream: &str) {
@@ -780,14 +790,7 @@ async fn put_phase(
         .iter()
         .map(|e| String::from_utf8(e.data().as_ref().to_vec()).expect("utf-8"))
         .collect();
-    let resp = client
-        .put_records()
-        .stream_name(stream)
-        .set_records(Some(entries))
-        .send()
-        .await
-        .expect("PutRecords");
-    assert_eq!(resp.failed_record_count(), Some(0));
+    let resp = put_entries(client, stream, entries).await;
     resp.records()
         .iter()
         .zip(payloads)
