@@ -83,6 +83,7 @@ pub mod machine_learning;
 pub mod mturk;
 pub mod pipeline;
 pub mod policy;
+pub mod rate;
 pub mod record;
 pub mod router;
 #[cfg(feature = "sagemaker")]

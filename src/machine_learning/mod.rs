@@ -130,12 +130,11 @@ impl fmt::Display for ModelKind {
 
 mod client;
 mod error;
-mod rate;
 mod request;
 mod response;
 
+pub use crate::rate::RateLimiter;
 pub use client::{AmazonMlClassifier, AmazonMlClassifierBuilder};
 pub use error::ConnectError;
-pub use rate::RateLimiter;
 pub use request::{flatten_json, json_record, observation_size};
 pub use response::map_prediction;

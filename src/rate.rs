@@ -1,4 +1,22 @@
-//! [`RateLimiter`]: client-side pacing of `Predict` calls.
+//! [`RateLimiter`]: client-side pacing of calls to one destination.
+//!
+//! A token bucket shared by clones. The Amazon ML classifier uses it to keep
+//! under its endpoint's peak rate, and any backend or custom component can
+//! use it the same way: build one per destination and `acquire().await`
+//! before each call.
+//!
+//! ```
+//! use std::num::NonZeroU32;
+//! use streamsift::rate::RateLimiter;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // Slack's incoming webhooks take about one message per second.
+//! let slack = RateLimiter::with_burst(NonZeroU32::new(1).unwrap(), NonZeroU32::MIN);
+//! slack.acquire().await; // the first call goes at once
+//! assert_eq!(slack.per_second(), 1);
+//! # }
+//! ```
 
 use std::fmt;
 use std::num::NonZeroU32;
