@@ -64,7 +64,10 @@ async fn peek_all(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::type
 fn dead(payload: Vec<u8>) -> DeadLetter {
     let mut record = Record::new(
         ShardId::new("shardId-000000000007"),
-        Sequence::with_sub_sequence("49590338271490256608559692538361571095921575989136588898", 3),
+        Sequence::with_sub_sequence(
+            "49590338271490256608559692538361571095921575989136588898",
+            3,
+        ),
         "user-42",
         payload,
     );
@@ -118,7 +121,12 @@ async fn every_field_round_trips_with_stage_and_kind_as_attributes() {
     let messages = peek_all(&sqs, &url).await;
     assert_eq!(messages.len(), 1);
     let attrs = messages[0].message_attributes().expect("attributes");
-    let attr = |name: &str| attrs.get(name).and_then(|v| v.string_value()).map(str::to_owned);
+    let attr = |name: &str| {
+        attrs
+            .get(name)
+            .and_then(|v| v.string_value())
+            .map(str::to_owned)
+    };
     assert_eq!(attr("stage").as_deref(), Some("route"));
     assert_eq!(attr("kind").as_deref(), Some("unavailable"));
     assert_eq!(attr("payload_storage").as_deref(), Some("inline"));
@@ -178,10 +186,7 @@ async fn without_s3_an_oversized_payload_is_cut_and_the_message_says_so() {
     let body = SqsDeadLetterBody::parse(m.body().unwrap()).unwrap();
     let cut = body.payload_truncated.expect("truncation note");
     assert_eq!(cut.original_bytes, 10_000);
-    assert!(
-        cut.kept_bytes > 2_000 && cut.kept_bytes < 3_100,
-        "{cut:?}"
-    );
+    assert!(cut.kept_bytes > 2_000 && cut.kept_bytes < 3_100, "{cut:?}");
     let got = sink
         .read_body("m", m.body().unwrap())
         .await
@@ -233,7 +238,8 @@ async fn an_oversized_payload_goes_to_s3_and_reads_back_whole() {
     assert_eq!(pointer.bucket, "dead-letters");
     assert_eq!(pointer.size, payload.len() as u64);
     assert!(
-        pointer.key.starts_with("streamsift/dead-letters/") && pointer.key.ends_with(&pointer.sha256),
+        pointer.key.starts_with("streamsift/dead-letters/")
+            && pointer.key.ends_with(&pointer.sha256),
         "{pointer:?}"
     );
     assert_eq!(pointer.sha256.len(), 64);
@@ -267,15 +273,24 @@ async fn an_oversized_payload_goes_to_s3_and_reads_back_whole() {
         .send()
         .await
         .unwrap();
-    let err = sink.read_body("m-1", big.body().unwrap()).await.unwrap_err();
+    let err = sink
+        .read_body("m-1", big.body().unwrap())
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, SqsDeadLetterError::Unreadable { detail, .. } if detail.contains("SHA-256")),
         "{err}"
     );
     // A reader without S3 says what it needs.
     let plain = SqsDeadLetter::builder(&config, &url).build().await.unwrap();
-    let err = plain.read_body("m-1", big.body().unwrap()).await.unwrap_err();
-    assert!(err.to_string().contains("SqsDeadLetterBuilder::s3"), "{err}");
+    let err = plain
+        .read_body("m-1", big.body().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("SqsDeadLetterBuilder::s3"),
+        "{err}"
+    );
 }
 
 #[cfg(feature = "s3")]
@@ -330,7 +345,16 @@ async fn a_queue_that_does_not_exist_fails_at_start_up_naming_it() {
         .build()
         .await
         .unwrap_err();
-    assert!(matches!(err, SqsDeadLetterError::InvalidSetting { setting: "queue_url", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            SqsDeadLetterError::InvalidSetting {
+                setting: "queue_url",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -342,9 +366,15 @@ async fn moto_down_is_a_retryable_error_and_nothing_is_lost() {
     let sink = SqsDeadLetter::builder(&config, &url).build().await.unwrap();
     drop(moto);
     let err = sink.store(&dead(b"{}".to_vec())).await.unwrap_err();
-    assert!(err.is_retryable(), "the pipeline retries, then stops: {err}");
+    assert!(
+        err.is_retryable(),
+        "the pipeline retries, then stops: {err}"
+    );
     assert!(err.to_string().contains("SendMessage"), "{err}");
-    assert!(!err.to_string().contains("{}"), "no payload in the error: {err}");
+    assert!(
+        !err.to_string().contains("{}"),
+        "no payload in the error: {err}"
+    );
 
     // At start-up, a closed port is retried until the start-up timeout.
     let closed = format!("http://127.0.0.1:{}", free_port());
@@ -355,7 +385,13 @@ async fn moto_down_is_a_retryable_error_and_nothing_is_lost() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, SqsDeadLetterError::StartupTimeout { what: "SQS queue", .. }),
+        matches!(
+            err,
+            SqsDeadLetterError::StartupTimeout {
+                what: "SQS queue",
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(err.is_retryable());
