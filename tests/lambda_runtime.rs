@@ -13,7 +13,6 @@
 
 #[path = "../examples/support_tweets/app.rs"]
 mod app;
-#[allow(dead_code)]
 mod common;
 #[path = "../examples/serving/mod.rs"]
 mod serving;

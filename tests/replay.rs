@@ -7,7 +7,6 @@
 
 #![allow(clippy::duplicate_mod)]
 
-#[allow(dead_code)]
 mod common;
 #[allow(dead_code)]
 #[path = "../examples/replay_dead_letters.rs"]
