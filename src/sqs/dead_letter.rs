@@ -1144,6 +1144,44 @@ mod tests {
         assert_eq!(fifo_id(""), "_");
     }
 
+    /// The module docs say a payload of more than about 190 KiB does not
+    /// fit the default limit: 190 KiB does, 192 KiB does not.
+    #[tokio::test]
+    async fn about_190_kib_fit_the_default_limit() {
+        let conf = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .build();
+        let sink = SqsDeadLetter {
+            client: Client::from_conf(conf),
+            queue_url: "http://127.0.0.1:1/123456789012/q".into(),
+            fifo: false,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            #[cfg(feature = "s3")]
+            s3: None,
+        };
+        let dead = |kib: usize| DeadLetter {
+            record: crate::record::Record::new(
+                crate::record::ShardId::new("shardId-000000000001"),
+                crate::record::Sequence::from_offset(1),
+                "pk",
+                vec![b'x'; kib * 1024],
+            ),
+            stage: crate::dead_letter::Stage::Decode,
+            class: crate::error::ErrorClass::Permanent,
+            kind: "too_large".into(),
+            reason: "payload too large".into(),
+            attempts: 1,
+            route: None,
+            at: std::time::SystemTime::UNIX_EPOCH,
+        };
+        let fits = sink.outgoing(&dead(190)).await.unwrap();
+        assert_eq!(fits.storage, PayloadStorage::Inline);
+        let cut = sink.outgoing(&dead(192)).await.unwrap();
+        assert_eq!(cut.storage, PayloadStorage::Truncated);
+        assert!(message_size(&cut.body, &cut.attrs) <= DEFAULT_MAX_MESSAGE_BYTES);
+    }
+
     #[test]
     fn bodies_from_elsewhere_are_refused_without_quoting_them() {
         let err = SqsDeadLetterBody::parse("{\"secret tweet text\": 1}").unwrap_err();
