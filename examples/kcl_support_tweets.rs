@@ -3,9 +3,10 @@
 //! per shard lease and talks to it on stdin/stdout. See the guide
 //! `streamsift::guide::kcl` for the `.properties` file.
 //!
-//! Environment: `MODEL_DIR` and `SNS_TOPIC_ARN` as for
-//! `lambda_support_tweets`; `DEAD_LETTER_PATH` (required: there is no
-//! default) for the JSON-lines dead-letter file. Logs go to
+//! Environment: `MODEL_DIR`, `SNS_TOPIC_ARN` and `DEAD_LETTER_QUEUE_URL`
+//! (feature `sqs`) as for `lambda_support_tweets`; without a queue,
+//! `DEAD_LETTER_PATH` (required then: there is no default) for the
+//! JSON-lines dead-letter file. Logs go to
 //! stderr (stdout is the protocol), level from `RUST_LOG` (default `info`).
 
 #[path = "support_tweets/app.rs"]

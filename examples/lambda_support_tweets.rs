@@ -16,13 +16,18 @@
 //!   (default `streamsift`).
 //! - `SAFETY_MARGIN_MS`: stop starting records this long before the
 //!   deadline (default 2000).
+//! - `DEAD_LETTER_QUEUE_URL` (build with feature `sqs`): send every dead
+//!   letter (the record's bytes, stage, kind, reason) to this SQS queue
+//!   ([`streamsift::sqs::SqsDeadLetter`]); with feature `s3` and
+//!   `DEAD_LETTER_BUCKET`, payloads too large for a message go to that
+//!   bucket. Replay them with `examples/replay_dead_letters.rs`.
 //!
-//! Permanently bad records (not JSON, too large, corrupt KPL aggregates) go
-//! to the dead-letter route: an `ERROR` log line naming the record (id,
-//! shard, sequence number), the stage, kind and reason, kept by CloudWatch
-//! Logs. The payload is never logged (tweet text stays out of the logs); the
-//! record stays readable in the stream, by its sequence number, for the
-//! stream's retention period.
+//! Without a queue, permanently bad records (not JSON, too large, corrupt
+//! KPL aggregates) are written as an `ERROR` log line naming the record
+//! (id, shard, sequence number), the stage, kind and reason (its quoted
+//! parts left out), kept by CloudWatch Logs. The payload is never logged
+//! (tweet text stays out of the logs); the record stays readable in the
+//! stream, by its sequence number, for the stream's retention period.
 
 #[path = "support_tweets/app.rs"]
 mod app;

@@ -152,6 +152,36 @@ impl DeadLetterEntry {
             (None, None) => Ok(Vec::new()),
         }
     }
+
+    /// The record again, to replay it: same id, shard, sequence, partition
+    /// key and payload bytes (its arrival time is now).
+    ///
+    /// ```
+    /// use streamsift::{DeadLetterEntry, JsonLinesDeadLetter};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("dl.jsonl");
+    /// # std::fs::write(&path, concat!(r#"{"record_id":"s1:9","shard":"s1","sequence":"9","#,
+    /// #     r#""partition_key":"pk","stage":"route","class":"retryable","kind":"unavailable","#,
+    /// #     r#""reason":"503","attempts":5,"at_ms":0,"payload":"{}"}"#, "\n")).unwrap();
+    /// for entry in JsonLinesDeadLetter::read_entries(&path).unwrap() {
+    ///     let record = entry.to_record().unwrap();
+    ///     assert_eq!((record.id.as_str(), &record.payload[..]), ("s1:9", &b"{}"[..]));
+    /// }
+    /// ```
+    pub fn to_record(&self) -> Result<Record, base64::DecodeError> {
+        let sequence = match self.sub_sequence {
+            Some(sub) => crate::record::Sequence::with_sub_sequence(self.sequence.clone(), sub),
+            None => crate::record::Sequence::new(self.sequence.clone()),
+        };
+        let mut record = Record::new(
+            crate::record::ShardId::new(&self.shard),
+            sequence,
+            self.partition_key.clone(),
+            self.payload_bytes()?,
+        );
+        record.id = self.record_id.clone();
+        Ok(record)
+    }
 }
 
 /// Stores dead letters. The pipeline retries a failing sink and, if it stays

@@ -3,7 +3,7 @@
 
 use super::super::app::model::{self, Triage};
 use super::super::app::{MAX_RECORD_BYTES, Tweet};
-use super::{load_models, notifier};
+use super::{DeadLetters, load_models, notifier, sqs_dead_letters};
 use streamsift::JsonLinesDeadLetter;
 use streamsift::kcl::KclProcessor;
 
@@ -34,14 +34,22 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         load_ms = started.elapsed().as_millis() as u64,
         "model loaded"
     );
-    // No default: under the daemon the working directory is the daemon's,
+    // An SQS queue when DEAD_LETTER_QUEUE_URL is set; otherwise a file, with
+    // no default: under the daemon the working directory is the daemon's,
     // and a file appearing there would be a surprise.
-    let dead_letter_path = std::env::var_os("DEAD_LETTER_PATH")
-        .filter(|p| !p.is_empty())
-        .ok_or(
-            "DEAD_LETTER_PATH is not set; set it in the daemon's environment to the JSON-lines \
-             file where records that cannot be processed are kept (its directory must exist)",
-        )?;
+    let dead_letters = match sqs_dead_letters().await? {
+        Some(queue) => queue,
+        None => {
+            let path = std::env::var_os("DEAD_LETTER_PATH")
+                .filter(|p| !p.is_empty())
+                .ok_or(
+                    "neither DEAD_LETTER_QUEUE_URL nor DEAD_LETTER_PATH is set; set one in the \
+                     daemon's environment: an SQS queue URL, or the JSON-lines file (its \
+                     directory must exist) where records that cannot be processed are kept",
+                )?;
+            DeadLetters::File(JsonLinesDeadLetter::create(path)?)
+        }
+    };
     let processor = streamsift::batch::builder()
         .json::<Tweet>()
         .classify(Triage::new(&models))
@@ -49,7 +57,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .route(notifier().await?)
         // The router takes every route, "review" included.
         .review_via_router()
-        .dead_letter(JsonLinesDeadLetter::create(dead_letter_path)?)
+        .dead_letter(dead_letters)
         .max_in_flight(64)
         .max_record_bytes(MAX_RECORD_BYTES)
         .into_batch_processor()?;

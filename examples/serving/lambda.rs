@@ -5,38 +5,8 @@ use std::time::{Duration, Instant};
 use super::super::app::MAX_RECORD_BYTES;
 use super::super::app::Tweet;
 use super::super::app::model::{self, Triage};
-use super::{load_models, notifier};
+use super::{DeadLetters, LogDeadLetter, load_models, notifier, sqs_dead_letters};
 use streamsift::lambda::KinesisHandler;
-use streamsift::{DeadLetter, DeadLetterEntry, DeadLetterError, DeadLetterSink};
-
-/// The dead-letter route: one `ERROR` log line per dead letter, naming the
-/// record (id, shard, sequence number), the stage, the kind and the reason,
-/// never the payload: tweet text stays out of the logs. The record itself
-/// stays in the stream (for its retention period) under that sequence
-/// number; issue 15 gives Lambda a sink that keeps payloads (an on-failure
-/// destination).
-#[derive(Debug)]
-struct LogDeadLetter;
-
-#[async_trait::async_trait]
-impl DeadLetterSink for LogDeadLetter {
-    async fn store(&self, dead_letter: &DeadLetter) -> Result<(), DeadLetterError> {
-        let entry = DeadLetterEntry::from_dead_letter(dead_letter);
-        tracing::error!(
-            record_id = %entry.record_id,
-            shard = %entry.shard,
-            sequence = %entry.sequence,
-            stage = entry.stage.as_str(),
-            kind = %entry.kind,
-            class = %entry.class,
-            attempts = entry.attempts,
-            route = entry.route.as_deref().unwrap_or("-"),
-            reason = %entry.reason,
-            "dead-lettered record"
-        );
-        Ok(())
-    }
-}
 
 /// The Lambda function: loads the models once, then serves events until
 /// the execution environment ends.
@@ -53,6 +23,11 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         "model loaded"
     );
+    // There is no disk on Lambda: an SQS queue when one is configured,
+    // otherwise log lines without payloads.
+    let dead_letters = sqs_dead_letters()
+        .await?
+        .unwrap_or(DeadLetters::Log(LogDeadLetter));
     let processor = streamsift::batch::builder()
         .json::<Tweet>()
         .classify(Triage::new(&models))
@@ -60,7 +35,7 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route(notifier().await?)
         // The router takes every route, "review" included.
         .review_via_router()
-        .dead_letter(LogDeadLetter)
+        .dead_letter(dead_letters)
         .max_in_flight(64)
         .max_record_bytes(MAX_RECORD_BYTES)
         .into_batch_processor()?;

@@ -50,7 +50,12 @@ mod startup;
 pub use error::{AwsErrorKind, AwsFailure};
 pub use startup::DEFAULT_STARTUP_TIMEOUT;
 #[cfg_attr(
-    not(any(feature = "sns", feature = "machine-learning", feature = "dynamodb")),
+    not(any(
+        feature = "sns",
+        feature = "machine-learning",
+        feature = "dynamodb",
+        feature = "sqs"
+    )),
     allow(unused_imports)
 )]
 pub(crate) use startup::{StartupError, call_at_startup};

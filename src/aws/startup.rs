@@ -21,7 +21,12 @@ const MAX_PAUSE: Duration = Duration::from_secs(2);
 /// Why a start-up call gave no answer to use.
 #[derive(Debug)]
 #[cfg_attr(
-    not(any(feature = "sns", feature = "machine-learning", feature = "dynamodb")),
+    not(any(
+        feature = "sns",
+        feature = "machine-learning",
+        feature = "dynamodb",
+        feature = "sqs"
+    )),
     allow(dead_code)
 )]
 pub(crate) enum StartupError<E> {
@@ -43,7 +48,12 @@ pub(crate) enum StartupError<E> {
 /// Makes `call` until it succeeds or fails permanently, pausing between
 /// retryable failures (200 ms, doubling up to 2 s), all within `timeout`.
 #[cfg_attr(
-    not(any(feature = "sns", feature = "machine-learning", feature = "dynamodb")),
+    not(any(
+        feature = "sns",
+        feature = "machine-learning",
+        feature = "dynamodb",
+        feature = "sqs"
+    )),
     allow(dead_code)
 )]
 pub(crate) async fn call_at_startup<O, E, F, Fut>(

@@ -112,6 +112,31 @@
 //!
 //! Set the function's timeout well above what one batch needs.
 //!
+//! # Where dead letters go
+//!
+//! A Lambda function has no durable disk (`/tmp` dies with the execution
+//! environment), so a JSON-lines file is no place for dead letters there.
+//! With feature `sqs`, `sqs::SqsDeadLetter` sends each one to an SQS queue
+//! as one message: the record's id, shard, sequence, the stage, kind,
+//! reason and attempts, and the original bytes in base64, with `stage` and
+//! `kind` as message attributes. The pipeline counts the record done only
+//! once SendMessage succeeded; a failing queue is retried and then fails
+//! the record (Lambda redelivers it), never dropped. A payload too large
+//! for a message (256 KiB, base64 included) goes to S3 with feature `s3`
+//! (`SqsDeadLetterBuilder::s3`), with a pointer in the message; without
+//! it the payload is cut and the message says so. Build checks the queue
+//! (and bucket): a missing one fails the cold start, naming it.
+//!
+//! `examples/lambda_support_tweets.rs` uses the queue named by
+//! `DEAD_LETTER_QUEUE_URL` (and the bucket `DEAD_LETTER_BUCKET`). Without
+//! it, each dead letter is an `ERROR` log line naming the record (id,
+//! shard, sequence number), the stage, kind and reason with its quoted
+//! parts left out: never the payload. Once the bug is fixed,
+//! `examples/replay_dead_letters.rs --from-sqs URL` feeds the kept records
+//! through the stages again and deletes each message only once its record
+//! is done. Add to the role: `sqs:SendMessage` and `sqs:GetQueueAttributes`
+//! on the queue (and `s3:PutObject`, `s3:ListBucket` on the bucket).
+//!
 //! # The function's role
 //!
 //! ```json

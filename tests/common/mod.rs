@@ -25,7 +25,8 @@ pub mod lambda_runtime_api;
     feature = "dynamodb",
     feature = "sns",
     feature = "sagemaker",
-    feature = "machine-learning"
+    feature = "machine-learning",
+    feature = "sqs"
 ))]
 pub mod moto;
 #[cfg(feature = "sns")]
