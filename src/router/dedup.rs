@@ -190,8 +190,7 @@ pub fn normalize_text(text: &str) -> String {
     let folded: String = text.nfkc().collect::<String>().to_lowercase();
     let mut out = String::with_capacity(folded.len());
     for word in folded.split_whitespace() {
-        if word.starts_with("http://") || word.starts_with("https://") || word.starts_with("www.")
-        {
+        if word.starts_with("http://") || word.starts_with("https://") || word.starts_with("www.") {
             continue;
         }
         if !out.is_empty() {
@@ -214,7 +213,11 @@ pub fn normalize_text(text: &str) -> String {
 /// assert_ne!(repost_key("@ana", "checkout is broken"), repost_key("@bo", "checkout is broken"));
 /// ```
 pub fn repost_key(author: &str, text: &str) -> DedupKey {
-    DedupKey::of(&[b"repost", author.as_bytes(), normalize_text(text).as_bytes()])
+    DedupKey::of(&[
+        b"repost",
+        author.as_bytes(),
+        normalize_text(text).as_bytes(),
+    ])
 }
 
 /// Chooses the [`DedupKey`] of a delivery. Any

@@ -20,7 +20,6 @@ pub mod digest;
 pub use dedup::{Dedup, DedupKey, DedupStore, FileDedupStore, MemoryDedupStore};
 pub use digest::{Digest, DigestBatch, DigestEntry};
 
-
 /// One classified item on its way to a route.
 #[derive(Debug)]
 pub struct Delivery<'a, T> {
