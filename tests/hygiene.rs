@@ -492,6 +492,8 @@ async fn digest_sends_three_then_one_digest_naming_37_more() {
 async fn digest_failure_is_retried_and_records_wait_for_acceptance() {
     let receiver = Receiver::new(1);
     let (report, checked) = digest_run(&receiver, 40).await;
+    let violations = checked.violations.lock().unwrap().clone();
+    assert!(violations.is_empty(), "{violations:?}");
     let messages = receiver.messages.lock().unwrap().clone();
     assert_eq!(messages.len(), 5, "{messages:?}");
     assert_eq!(messages[3], "FAILED");
@@ -503,8 +505,6 @@ async fn digest_failure_is_retried_and_records_wait_for_acceptance() {
     assert_eq!(report.stats.routed, 40);
     assert_eq!(report.stats.dead_lettered, 0);
     assert!(report.stats.retries >= 37, "{:?}", report.stats);
-    let violations = checked.violations.lock().unwrap().clone();
-    assert!(violations.is_empty(), "{violations:?}");
     let commits = checked.commits.lock().unwrap().clone();
     assert!(
         commits.iter().any(|&c| c < 39),
