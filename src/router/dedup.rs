@@ -721,12 +721,12 @@ impl FileShared {
                 if written.is_ok() {
                     log.lines += batch.len() as u64;
                     let live = lock(&self.keys).seen.len() as u64;
-                    if log.lines > 2 * live + COMPACT_SLACK {
-                        if let Err(e) = self.compact(&mut log) {
-                            // The appended keys are durable; compact later.
-                            log.rewrite = true;
-                            tracing::warn!(store = "file", kind = ?e.kind(), "dedup store: compaction failed");
-                        }
+                    if log.lines > 2 * live + COMPACT_SLACK
+                        && let Err(e) = self.compact(&mut log)
+                    {
+                        // The appended keys are durable; compact later.
+                        log.rewrite = true;
+                        tracing::warn!(store = "file", kind = ?e.kind(), "dedup store: compaction failed");
                     }
                 }
                 written

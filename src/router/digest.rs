@@ -299,10 +299,10 @@ where
         {
             // No more records join this batch.
             let mut shared = lock(&self.shared);
-            if let Some(state) = shared.routes.get_mut(route) {
-                if state.open.as_ref().is_some_and(|b| Arc::ptr_eq(b, batch)) {
-                    state.open = None;
-                }
+            if let Some(state) = shared.routes.get_mut(route)
+                && state.open.as_ref().is_some_and(|b| Arc::ptr_eq(b, batch))
+            {
+                state.open = None;
             }
         }
         let (entries, ids, total) = {
@@ -432,10 +432,11 @@ where
                 if result.is_err() {
                     // A failed direct send gives its slot back.
                     let mut shared = lock(&self.shared);
-                    if let Some(state) = shared.routes.get_mut(delivery.route) {
-                        if state.window == window && state.direct > 0 {
-                            state.direct -= 1;
-                        }
+                    if let Some(state) = shared.routes.get_mut(delivery.route)
+                        && state.window == window
+                        && state.direct > 0
+                    {
+                        state.direct -= 1;
                     }
                 }
                 result
