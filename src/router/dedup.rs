@@ -174,7 +174,8 @@ impl fmt::Debug for DedupKey {
     }
 }
 
-/// Text normalised for comparing reposts: Unicode NFKC, lower-cased,
+/// Text normalised for comparing reposts: Unicode NFKC, lower-cased
+/// (Unicode lowercase, close to case folding),
 /// URLs (words starting with `http://`, `https://` or `www.`) removed, and
 /// runs of whitespace collapsed to one space, trimmed.
 ///
@@ -397,7 +398,6 @@ impl Window {
 /// assert!(store.contains(&key));
 /// # }
 /// ```
-#[derive(Debug)]
 pub struct MemoryDedupStore {
     clock: Clock,
     window: Duration,
@@ -412,6 +412,15 @@ impl MemoryDedupStore {
             window,
             keys: Mutex::new(Window::new(window)),
         }
+    }
+}
+
+impl fmt::Debug for MemoryDedupStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryDedupStore")
+            .field("window", &self.window)
+            .field("keys", &self.len())
+            .finish()
     }
 }
 
@@ -475,7 +484,8 @@ struct FileShared {
 /// (atomically: temporary file, fsync, rename, fsync of the directory) so
 /// that memory and file stay bounded by the window. Concurrent inserts
 /// share one write and one fsync (group commit), done on tokio's blocking
-/// pool. See the [module docs](self) for the format and the guarantee.
+/// pool (so inserts need a tokio runtime, as the pipeline has). See the
+/// [module docs](self) for the format and the guarantee.
 ///
 /// ```
 /// use std::time::Duration;
