@@ -600,3 +600,43 @@ async fn digest_limits_per_route_and_window() {
     assert_eq!(by_route["a"], 4, "{by_route:?}");
     assert_eq!(by_route["b"], 3, "{by_route:?}");
 }
+
+/// Folded records hold `max_in_flight` slots until their digest is sent:
+/// a burst of 40 at `max_in_flight` 8 is not lost, it spreads over several
+/// windows, each digest folding at most 8 records.
+#[tokio::test(start_paused = true)]
+async fn digest_burst_larger_than_max_in_flight_spreads_over_windows() {
+    let receiver = Receiver::new(0);
+    let router =
+        Digest::new(receiver.clone(), 3, Duration::from_secs(10), digest_text).max_entries(100);
+    let started = tokio::time::Instant::now();
+    let report = Pipeline::new(MemorySource::from_payloads(1, payloads(40)))
+        .decode(Utf8)
+        .classify(yes)
+        .policy(Policy::binary(0.0, "all"))
+        .route(router)
+        .dead_letter(MemoryDeadLetter::new())
+        .max_in_flight(8)
+        .call_timeout(Duration::from_secs(30))
+        .record_timeout(Duration::from_secs(600))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.stats.routed, 40);
+    assert_eq!(report.stats.dead_lettered, 0);
+    assert_eq!(receiver.done.lock().unwrap().len(), 40);
+    let messages = receiver.messages.lock().unwrap().clone();
+    let digests: Vec<usize> = messages
+        .iter()
+        .filter(|m| m.starts_with("and "))
+        .map(|m| m.lines().count() - 1)
+        .collect();
+    assert!(digests.len() >= 2, "{messages:?}");
+    assert!(digests.iter().all(|&n| n <= 8), "{digests:?}");
+    let windows = digests.len() as u32;
+    assert!(
+        started.elapsed() >= Duration::from_secs(10) * windows,
+        "one digest per window: {:?} for {windows}",
+        started.elapsed()
+    );
+}
