@@ -444,20 +444,15 @@ impl DedupStore for MemoryDedupStore {
     }
 }
 
-/// How far the writer got: inserts numbered up to `done` are durable,
-/// those up to `failed` (and not later covered by `done`) failed with
-/// `error`.
-#[derive(Clone, Debug, Default)]
-struct Progress {
-    done: u64,
-    failed: u64,
-    error: Option<(io::ErrorKind, &'static str)>,
-}
+/// How one write (one batch of inserts) ended: `None` while pending.
+type Written = Option<Result<(), (io::ErrorKind, &'static str)>>;
 
 #[derive(Debug)]
 struct Queue {
     pending: Vec<(DedupKey, u64)>,
-    next_seq: u64,
+    /// Signals the inserts in `pending` (only them: a batch's waiters are
+    /// woken once, by their own write).
+    signal: watch::Sender<Written>,
     writing: bool,
 }
 
@@ -476,7 +471,6 @@ struct FileShared {
     keys: Mutex<Window>,
     queue: Mutex<Queue>,
     log: Mutex<LogFile>,
-    progress: watch::Sender<Progress>,
 }
 
 /// A durable [`DedupStore`]: an append-only file, fsynced before an insert
@@ -638,7 +632,7 @@ impl FileDedupStore {
                 keys: Mutex::new(keys),
                 queue: Mutex::new(Queue {
                     pending: Vec::new(),
-                    next_seq: 0,
+                    signal: watch::channel(None).0,
                     writing: false,
                 }),
                 log: Mutex::new(LogFile {
@@ -646,7 +640,6 @@ impl FileDedupStore {
                     lines,
                     rewrite: false,
                 }),
-                progress: watch::channel(Progress::default()).0,
             }),
         };
         let live = store.len() as u64;
@@ -707,13 +700,16 @@ impl FileShared {
     /// until the queue is empty. Runs on the blocking pool.
     fn write_queued(&self) {
         loop {
-            let (batch, upto) = {
+            let (batch, signal) = {
                 let mut queue = lock(&self.queue);
                 if queue.pending.is_empty() {
                     queue.writing = false;
                     return;
                 }
-                (std::mem::take(&mut queue.pending), queue.next_seq)
+                (
+                    std::mem::take(&mut queue.pending),
+                    std::mem::replace(&mut queue.signal, watch::channel(None).0),
+                )
             };
             let mut log = lock(&self.log);
             let result = if log.rewrite {
@@ -741,17 +737,11 @@ impl FileShared {
                 }
                 written
             };
-            match result {
-                Ok(()) => self.progress.send_modify(|p| p.done = upto),
-                Err((e, action)) => {
-                    log.rewrite = true;
-                    let kind = e.kind();
-                    self.progress.send_modify(|p| {
-                        p.failed = upto;
-                        p.error = Some((kind, action));
-                    });
-                }
+            if result.is_err() {
+                log.rewrite = true;
             }
+            drop(log);
+            signal.send_replace(Some(result.map_err(|(e, action)| (e.kind(), action))));
         }
     }
 }
@@ -769,35 +759,27 @@ impl DedupStore for FileDedupStore {
             // write fails; the owner of the key is still waiting, so no one
             // else acts on it before the fsync.
             lock(&shared.keys).insert(key, now, now);
-            let (seq, start) = {
+            let (mut written, start) = {
                 let mut queue = lock(&shared.queue);
                 queue.pending.push((key, now));
-                queue.next_seq += 1;
                 let start = !queue.writing;
                 queue.writing = true;
-                (queue.next_seq, start)
+                (queue.signal.subscribe(), start)
             };
-            let mut progress = shared.progress.subscribe();
             if start {
                 let writer = Arc::clone(&shared);
                 // Detached: the write finishes even if this future is dropped.
                 drop(tokio::task::spawn_blocking(move || writer.write_queued()));
             }
-            let outcome = progress
-                .wait_for(|p| p.done >= seq || p.failed >= seq)
-                .await
-                .map(|p| p.clone());
+            let outcome = written.wait_for(Option::is_some).await.map(|w| *w);
             match outcome {
-                Ok(p) if p.done >= seq => Ok(()),
-                Ok(p) => {
-                    let (kind, action) = p.error.unwrap_or((io::ErrorKind::Other, "append"));
-                    Err(DedupStoreError::Io {
-                        path: shared.path.clone(),
-                        action,
-                        source: io::Error::from(kind),
-                    })
-                }
-                Err(_) => Err(DedupStoreError::Io {
+                Ok(Some(Ok(()))) => Ok(()),
+                Ok(Some(Err((kind, action)))) => Err(DedupStoreError::Io {
+                    path: shared.path.clone(),
+                    action,
+                    source: io::Error::from(kind),
+                }),
+                _ => Err(DedupStoreError::Io {
                     path: shared.path.clone(),
                     action: "append",
                     source: io::Error::other("the writer stopped"),
