@@ -88,7 +88,10 @@ async fn dedup_suppresses_redelivery_across_a_restart() {
     // What the file holds: a header and one hashed key per line, no text.
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(text.lines().count(), 11);
-    assert!(!text.contains("problem") && !text.contains("s0"), "{text}");
+    assert!(
+        !text.contains("problem") && !text.contains("shard-0"),
+        "{text}"
+    );
 
     // The control: a store that forgets on restart notifies them again.
     let forgetful = run(
@@ -639,4 +642,43 @@ async fn digest_burst_larger_than_max_in_flight_spreads_over_windows() {
         "one digest per window: {:?} for {windows}",
         started.elapsed()
     );
+}
+
+/// A failed direct send gives its slot back: its retry is sent directly,
+/// not folded into the digest.
+#[tokio::test(start_paused = true)]
+async fn digest_failed_direct_send_frees_its_slot() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let (c, s) = (calls.clone(), sent.clone());
+    let flaky = move |d: &Delivery<'_, String>| {
+        let first = c.fetch_add(1, Ordering::SeqCst) == 0;
+        let (s, item, route) = (s.clone(), d.item.clone(), d.route.clone());
+        async move {
+            if first {
+                return Err(RouteError::unavailable("503"));
+            }
+            s.lock().unwrap().push(item);
+            Ok(Receipt::new(route))
+        }
+    };
+    let router = Digest::new(flaky, 1, Duration::from_secs(10), digest_text);
+    let (a, b) = (
+        Case::new("a".to_string(), "oncall"),
+        Case::new("b".to_string(), "oncall"),
+    );
+    fn delivery(c: &Case<String>) -> Delivery<'_, String> {
+        Delivery {
+            item: &c.item,
+            record: &c.record,
+            prediction: &c.prediction,
+            route: &c.route,
+        }
+    }
+    assert!(router.route(&delivery(&a)).await.is_err());
+    router.route(&delivery(&a)).await.unwrap();
+    router.route(&delivery(&b)).await.unwrap();
+    let sent = sent.lock().unwrap().clone();
+    assert_eq!(sent[0], "a", "the retry went directly: {sent:?}");
+    assert!(sent[1].starts_with("and 1 more"), "{sent:?}");
 }
