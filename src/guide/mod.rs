@@ -17,6 +17,8 @@
 //!
 //! - [`local_classifier`]: training and serving a model in-process, with a
 //!   threshold chosen by cost.
+//! - [`hygiene`]: notify once ([`Dedup`](crate::router::Dedup), durable
+//!   across restarts) and not too often ([`Digest`](crate::router::Digest)).
 //! - [`labeling`]: labels from people (a web page, Mechanical Turk, a
 //!   simulated crowd), aggregation, and active learning.
 #![cfg_attr(
@@ -56,6 +58,7 @@
 pub mod aws;
 pub mod custom_components;
 pub mod getting_started;
+pub mod hygiene;
 #[cfg(feature = "kcl")]
 #[cfg_attr(docsrs, doc(cfg(feature = "kcl")))]
 pub mod kcl;

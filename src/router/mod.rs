@@ -1,5 +1,7 @@
-//! Routing: the [`Router`] trait, its erased form [`BoxRouter`], and the
-//! combinators in [`combinators`].
+//! Routing: the [`Router`] trait, its erased form [`BoxRouter`], the
+//! combinators in [`combinators`], and notification hygiene: [`Dedup`]
+//! (never the same key twice within a window, durably) and [`Digest`] (at
+//! most N per route per window, the rest folded into one message).
 
 use std::fmt;
 use std::future::Future;
@@ -12,6 +14,11 @@ use crate::error::RouteError;
 use crate::record::Record;
 
 pub mod combinators;
+pub mod dedup;
+pub mod digest;
+
+pub use dedup::{Dedup, DedupKey, DedupStore, FileDedupStore, MemoryDedupStore};
+pub use digest::{Digest, DigestBatch, DigestEntry};
 
 /// One classified item on its way to a route.
 #[derive(Debug)]
