@@ -356,7 +356,7 @@ async fn http_errors_map_to_the_crate_classes() {
             error(
                 401,
                 "invalid_api_key",
-                "Incorrect API key provided: sk-te***",
+                &format!("Incorrect API key provided: {KEY}"),
             ),
             ErrorClass::Permanent,
             "unauthorized",
@@ -392,7 +392,10 @@ async fn http_errors_map_to_the_crate_classes() {
         let e = llm.classify(&"x".to_string()).await.unwrap_err();
         assert_eq!(e.class(), class, "{kind}: {e}");
         assert_eq!(llm_error(&e).kind(), kind, "{e}");
-        assert!(!e.to_string().contains(KEY));
+        assert!(
+            !e.to_string().contains(KEY) && !format!("{e:?}").contains(KEY),
+            "{e:?}"
+        );
         assert_eq!(server.count(), 1, "{kind}: no repair of an HTTP error");
     }
     // The 401 says what to check first, naming where the key came from.
