@@ -723,3 +723,43 @@ async fn the_classifier_passes_the_conformance_suite() {
     assert!((predictions[0].score("actionable").unwrap() - 0.8).abs() < 1e-9);
     assert!((predictions[1].score("actionable").unwrap() - 0.2).abs() < 1e-9);
 }
+
+/// A router that serves only "support": a review item sent to it is refused
+/// (permanent), so the record is dead-lettered, never notified nor dropped.
+#[tokio::test]
+async fn a_scoreless_prediction_with_nowhere_to_review_is_dead_lettered_not_dropped() {
+    let server = Scripted::start(|_, _| ok("actionable")).await;
+    let llm = builder(&server).top_logprobs(None).build().unwrap();
+    let support_only = |d: &streamsift::Delivery<'_, String>| {
+        let route = d.route.clone();
+        async move {
+            if route == "support" {
+                Ok(streamsift::Receipt::new(route))
+            } else {
+                Err(streamsift::RouteError::permanent(format!(
+                    "no route {route}"
+                )))
+            }
+        }
+    };
+    let dead = MemoryDeadLetter::new();
+    let report = Pipeline::new(MemorySource::from_payloads(1, vec!["refund please"]))
+        .decode(streamsift::decode::Utf8)
+        .classify(llm)
+        .policy(Policy::binary(0.09, "support"))
+        .route(support_only)
+        .dead_letter(dead.clone())
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(
+        report.stats.routed + report.stats.discarded,
+        0,
+        "{:?}",
+        report.stats
+    );
+    assert_eq!(report.stats.dead_lettered, 1, "{:?}", report.stats);
+    let d = &dead.entries()[0];
+    assert_eq!(d.stage, streamsift::Stage::Review, "{d:?}");
+    assert!(!d.reason.contains("refund"), "{}", d.reason);
+}

@@ -139,8 +139,10 @@
 //! them, Bedrock) gives predictions with **no score**. A binary
 //! [`Policy`](crate::Policy) then sends each one to review, never notifying
 //! nor discarding it on a guess; a multi-class rule with a minimum
-//! confidence treats it as uncertain. Set up review (a labeler, or
-//! `review_via_router`), or such records are dead-lettered.
+//! confidence treats it as uncertain. Review items go to the labeler, or
+//! else to the router on the route `"review"`; a router that does not serve
+//! that route refuses it and the record is dead-lettered (tested in
+//! `tests/llm.rs`). Nothing is dropped.
 //!
 //! [`LlmClassifier`]: crate::llm::LlmClassifier
 //! [`LlmClassifier::fingerprint`]: crate::llm::LlmClassifier::fingerprint

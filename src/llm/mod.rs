@@ -56,8 +56,9 @@
 //! # What the Policy does with a scoreless prediction
 //!
 //! - [`Policy::Binary`](crate::Policy::Binary): sends it to **review** (it
-//!   never notifies nor discards without a score); if no labeler takes
-//!   review items, the record is dead-lettered.
+//!   never notifies nor discards without a score): to the labeler, or else
+//!   to the router on the route `"review"`; a router that refuses that route
+//!   dead-letters the record.
 //! - [`Policy::Multiclass`](crate::Policy::Multiclass): a rule with
 //!   `min_confidence > 0` treats it as uncertain (review by default); a
 //!   rule with `min_confidence` 0 acts on the label as it is.
