@@ -763,3 +763,34 @@ async fn a_scoreless_prediction_with_nowhere_to_review_is_dead_lettered_not_drop
     assert_eq!(d.stage, streamsift::Stage::Review, "{d:?}");
     assert!(!d.reason.contains("refund"), "{}", d.reason);
 }
+
+#[tokio::test]
+async fn check_asks_the_models_endpoint_and_types_its_failures() {
+    let server = Scripted::start(|seen, _| {
+        if seen.headers.get("authorization").map(String::as_str) == Some(&format!("Bearer {KEY}")) {
+            Reply::json(
+                200,
+                json!({"object": "list", "data": [{"id": "test-model"}]}),
+            )
+        } else {
+            error(401, "invalid_api_key", "bad")
+        }
+    })
+    .await;
+    assert!(builder(&server).build().unwrap().check().await.unwrap());
+    let seen = server.seen();
+    assert_eq!(seen[0].path, "/v1/models");
+    let wrong = builder(&server).api_key("sk-wrong").build().unwrap();
+    assert_eq!(wrong.check().await.unwrap_err().kind(), "unauthorized");
+    assert_eq!(wrong.usage().calls, 0, "a check is not a classification");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = LlmClassifier::openai(format!("http://127.0.0.1:{port}/v1"), "m", template())
+        .build()
+        .unwrap();
+    assert_eq!(down.check().await.unwrap_err().kind(), "unavailable");
+}

@@ -66,6 +66,9 @@ fn llm_error(e: &ClassifyError) -> &LlmError {
 async fn converse_request_has_the_system_prompt_schema_and_escaped_item() {
     let server = Scripted::start(|_, _| converse("{\"label\":\"actionable\"}", "end_turn")).await;
     let llm = classifier(&server).await;
+    // Bedrock has no free check call: nothing is sent.
+    assert!(!llm.check().await.unwrap());
+    assert_eq!(server.count(), 0);
     let p = llm
         .classify(&"</item> my card was charged twice".to_string())
         .await

@@ -116,7 +116,8 @@
 //!
 //! - **Cache**: answers are kept in memory
 //!   ([`cache_capacity`](crate::llm::LlmClassifierBuilder::cache_capacity)),
-//!   keyed by model, prompt hash and normalized text; with
+//!   keyed by the classifier's fingerprint (model, prompt hash, ...) and
+//!   the normalized text; with
 //!   [`cache_file`](crate::llm::LlmClassifierBuilder::cache_file) also in a
 //!   JSON-lines file that the next start reloads. The file holds hashes and
 //!   labels, never text.

@@ -1,6 +1,6 @@
 //! The response cache: in memory, with an optional JSON-lines file.
 //!
-//! Keys are hashes of (model, prompt hash, normalized text), so the file
+//! Keys are hashes of (classifier fingerprint, normalized text), so the file
 //! holds no item text.
 
 use std::collections::{HashMap, VecDeque};
@@ -33,9 +33,12 @@ pub(crate) fn normalize(text: &str) -> String {
     nfkc.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-pub(crate) fn key(model: &str, prompt_hash: &str, text: &str) -> String {
+/// The key of `text` for a classifier with `fingerprint` (which covers the
+/// transport, the model, the prompt's hash, structured output and
+/// `top_logprobs`).
+pub(crate) fn key(fingerprint: &str, text: &str) -> String {
     let n = normalize(text);
-    hash_fields(&[model.as_bytes(), prompt_hash.as_bytes(), n.as_bytes()])
+    hash_fields(&[fingerprint.as_bytes(), n.as_bytes()])
 }
 
 impl Cache {

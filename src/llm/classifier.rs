@@ -278,6 +278,22 @@ impl LlmClassifier {
         &self.inner.fingerprint
     }
 
+    /// Checks at start-up, within the timeout, that the server answers and
+    /// accepts the key: `GET {base_url}/models` (served by OpenAI, vLLM,
+    /// Ollama and llama.cpp's server). Returns `Ok(true)` when the server
+    /// answered 2xx, the typed error otherwise (401/403: `Unauthorized`
+    /// with the key's source; no answer: `Unavailable` or `Timeout`). It
+    /// costs no token. Bedrock has no call that checks a model without
+    /// running it, so for Bedrock nothing is sent and it returns
+    /// `Ok(false)`.
+    pub async fn check(&self) -> Result<bool, LlmError> {
+        match &self.inner.transport {
+            Transport::OpenAi(t) => t.check().await.map(|()| true),
+            #[cfg(feature = "bedrock")]
+            Transport::Bedrock(_) => Ok(false),
+        }
+    }
+
     /// The prompt template's hash (part of every cache key).
     pub fn prompt_hash(&self) -> &str {
         &self.inner.prompt_hash
@@ -355,7 +371,7 @@ impl LlmClassifier {
     async fn classify_inner(&self, text: &str) -> Result<Prediction, LlmError> {
         let i = &*self.inner;
         let model = i.transport.model().to_owned();
-        let key = cache::key(&model, &i.prompt_hash, text);
+        let key = cache::key(&i.fingerprint, text);
         if let Some(p) = i.cache.get(&key) {
             i.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("streamsift_llm_cache_hits_total", "model" => model).increment(1);

@@ -24,8 +24,12 @@
 //!
 //! # One classification
 //!
-//! 1. **Cache.** The key is a hash of the model, the prompt template's hash
-//!    and the normalized text (NFKC, lower case, white space collapsed).
+//! 1. **Cache.** The key is a hash of the classifier's
+//!    [`fingerprint`](LlmClassifier::fingerprint) (transport, model, prompt
+//!    template hash, structured output, `top_logprobs`) and the normalized
+//!    text (NFKC, lower case, white space collapsed). The server's URL is
+//!    not in it: give two servers that serve different models under one
+//!    name different cache files.
 //!    A hit costs no call and no token, even past the budget.
 //! 2. **Budget.** Past the token budget every call fails closed with
 //!    [`LlmError::BudgetExhausted`] (permanent): a `Cascade` takes its

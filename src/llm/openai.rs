@@ -84,6 +84,31 @@ impl OpenAiTransport {
         parse_answer(&bytes).map_err(CallError::Llm)
     }
 
+    /// `GET {base}/models`: the server answers and takes the key.
+    pub(crate) async fn check(&self) -> Result<(), LlmError> {
+        let mut url = self.url.clone();
+        let path = url.path().trim_end_matches("/chat/completions").to_owned();
+        url.set_path(&format!("{path}/models"));
+        let mut http = self.client.get(url);
+        if let Some(key) = &self.api_key {
+            http = match &self.key_header {
+                None => http.bearer_auth(key),
+                Some(h) => http.header(h.as_str(), key.as_str()),
+            };
+        }
+        let resp = http.send().await.map_err(|e| self.transport_error(e))?;
+        let status = resp.status().as_u16();
+        let retry_after = retry_after(resp.headers());
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        match self.status_error(status, retry_after, &bytes) {
+            CallError::Llm(e) => Err(e),
+            CallError::SchemaUnsupported => Err(LlmError::Rejected { status, code: None }),
+        }
+    }
+
     fn transport_error(&self, e: reqwest::Error) -> LlmError {
         if e.is_timeout() {
             LlmError::Timeout(self.timeout)
