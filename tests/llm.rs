@@ -794,3 +794,22 @@ async fn check_asks_the_models_endpoint_and_types_its_failures() {
         .unwrap();
     assert_eq!(down.check().await.unwrap_err().kind(), "unavailable");
 }
+
+#[tokio::test]
+async fn a_base_url_query_is_kept_on_the_wire_and_redacted_in_debug() {
+    let server = Scripted::start(|_, _| ok("noise")).await;
+    let llm = LlmClassifier::openai(
+        format!("{}/openai/deployments/d?api-version=2024-10-21", server.url),
+        "m",
+        template(),
+    )
+    .build()
+    .unwrap();
+    llm.classify(&"x".to_string()).await.unwrap();
+    assert_eq!(
+        server.seen()[0].path,
+        "/openai/deployments/d/chat/completions?api-version=2024-10-21"
+    );
+    let debug = format!("{llm:?}");
+    assert!(!debug.contains("2024-10-21"), "{debug}");
+}

@@ -34,9 +34,9 @@
 //!     .build()?;
 //! // llama.cpp's llama-server.
 //! let llama_cpp = LlmClassifier::openai("http://localhost:8080/v1", "local", template.clone()).build()?;
-//! // Azure OpenAI: the deployment's URL and the `api-key` header.
+//! // Azure OpenAI: the deployment's URL (its query is kept) and the `api-key` header.
 //! let azure = LlmClassifier::openai(
-//!     "https://my-resource.openai.azure.com/openai/deployments/my-deployment",
+//!     "https://my-resource.openai.azure.com/openai/deployments/my-deployment?api-version=2024-10-21",
 //!     "gpt-4o-mini",
 //!     template,
 //! )

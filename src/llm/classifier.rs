@@ -698,9 +698,12 @@ impl LlmClassifierBuilder {
         };
         let transport = match self.transport {
             BuilderTransport::OpenAi { base_url, model } => {
-                let base = base_url.trim_end_matches('/');
-                let url = reqwest::Url::parse(&format!("{base}/chat/completions"))
+                // The path gets `/chat/completions`; a query (Azure's
+                // `api-version`) is kept.
+                let mut url = reqwest::Url::parse(base_url.trim())
                     .map_err(|e| LlmConfigError::BadUrl(format!("{e}")))?;
+                let path = url.path().trim_end_matches('/').to_owned();
+                url.set_path(&format!("{path}/chat/completions"));
                 if !matches!(url.scheme(), "http" | "https") {
                     return Err(LlmConfigError::BadUrl(format!("scheme {:?}", url.scheme())));
                 }

@@ -26,7 +26,7 @@ pub(crate) struct OpenAiTransport {
 impl fmt::Debug for OpenAiTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenAi")
-            .field("url", &self.url.as_str())
+            .field("url", &redacted_url(&self.url))
             .field("model", &self.model)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("key_source", &self.key_source)
@@ -157,6 +157,15 @@ impl OpenAiTransport {
             s => CallError::Llm(LlmError::Rejected { status: s, code }),
         }
     }
+}
+
+/// The URL without its query, which may carry a key on some proxies.
+fn redacted_url(url: &reqwest::Url) -> String {
+    let mut u = url.clone();
+    if u.query().is_some() {
+        u.set_query(Some("<redacted>"));
+    }
+    u.to_string()
 }
 
 /// `Retry-After` (seconds) or `retry-after-ms`, capped at
