@@ -28,7 +28,7 @@
 //! // vLLM (`vllm serve Qwen/Qwen2.5-7B-Instruct`): structured output and logprobs.
 //! let vllm = LlmClassifier::openai("http://localhost:8000/v1", "Qwen/Qwen2.5-7B-Instruct", template.clone())
 //!     .build()?;
-//! // Ollama: no logprobs through its OpenAI API, so no scores.
+//! // Ollama: if your version returns no logprobs, ask for none (predictions then carry no score).
 //! let ollama = LlmClassifier::openai("http://localhost:11434/v1", "llama3.1", template.clone())
 //!     .top_logprobs(None)
 //!     .build()?;
@@ -136,8 +136,8 @@
 //! # Without logprobs
 //!
 //! Confidence comes from token logprobs (`logprobs: true`,
-//! `top_logprobs`). A server that returns none (Ollama, llama.cpp without
-//! them, Bedrock) gives predictions with **no score**. A binary
+//! `top_logprobs`). A server that returns none (some Ollama or llama.cpp
+//! versions, Bedrock, or `top_logprobs(None)`) gives predictions with **no score**. A binary
 //! [`Policy`](crate::Policy) then sends each one to review, never notifying
 //! nor discarding it on a guess; a multi-class rule with a minimum
 //! confidence treats it as uncertain. Review items go to the labeler, or

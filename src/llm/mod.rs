@@ -53,8 +53,8 @@
 //!    outside the set.
 //! 6. **Confidence.** From token logprobs: the chosen label's probability,
 //!    renormalised over the label set where `top_logprobs` allow
-//!    (details on [`LlmClassifier`]'s scores below). Without logprobs
-//!    (Ollama, llama.cpp without them, Bedrock) the prediction has **no
+//!    (see "Scores from logprobs" below). Without logprobs
+//!    (some servers; Bedrock; `top_logprobs(None)`) the prediction has **no
 //!    score**: empty `scores`, `positive_score: None`.
 //!
 //! # What the Policy does with a scoreless prediction
