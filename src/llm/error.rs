@@ -75,7 +75,9 @@ pub enum LlmError {
         why: &'static str,
     },
     /// The answer was not a label, after the repair retry. Permanent.
-    #[error("the LLM gave no valid label after one repair retry: {problem}")]
+    #[error(
+        "review the item by hand, or the prompt if this is frequent: the LLM gave no valid label after one repair retry ({problem})"
+    )]
     InvalidAnswer {
         /// What was wrong.
         problem: AnswerProblem,
