@@ -139,6 +139,13 @@ struct Tweet {
     text: String,
 }
 
+#[cfg(feature = "llm")]
+impl streamsift::local::Document for Tweet {
+    fn text(&self) -> &str {
+        &self.text
+    }
+}
+
 #[tokio::test]
 async fn credentials_never_appear_in_debug_logs_dead_letters_or_reports() {
     let logs = Captured::default();
@@ -272,4 +279,103 @@ async fn credentials_never_appear_in_debug_logs_dead_letters_or_reports() {
     // And the check catches a real leak: the raw requests fail it.
     let raw = requests.join("\n");
     assert!(std::panic::catch_unwind(|| assert_clean("raw requests", &raw)).is_err());
+}
+
+/// The LLM classifier's API key, and (with `bedrock`) the AWS secrets
+/// behind its Bedrock transport, stay out of `Debug`, logs, dead letters
+/// and the report while every call is refused (403) and dead-lettered.
+#[cfg(feature = "llm")]
+#[tokio::test]
+async fn the_llm_api_key_never_appears_in_debug_logs_dead_letters_or_reports() {
+    use streamsift::llm::{LlmClassifier, PromptTemplate};
+
+    const API_KEY: &str = "sk-proj-DO-NOT-LEAK-llm-key-5555";
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info,streamsift=trace"))
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (endpoint, requests) = refusing_server();
+    let template = PromptTemplate::new("secrets-v1")
+        .label("actionable", "needs help")
+        .label("noise", "anything else");
+    let builder =
+        LlmClassifier::openai(format!("{endpoint}/v1"), "m", template.clone()).api_key(API_KEY);
+    let builder_debug = format!("{builder:?} {builder:#?}");
+    let llm = builder.build().unwrap();
+    let mut debug = vec![
+        ("LlmClassifierBuilder", builder_debug),
+        ("LlmClassifier", format!("{llm:?} {llm:#?}")),
+    ];
+    #[cfg(feature = "bedrock")]
+    let bedrock = {
+        let config = sdk_config(&endpoint).await;
+        let b = LlmClassifier::bedrock(&config, "model-id", template.clone());
+        debug.push(("LlmClassifierBuilder (bedrock)", format!("{b:?} {b:#?}")));
+        let c = b.build().unwrap();
+        debug.push(("LlmClassifier (bedrock)", format!("{c:?} {c:#?}")));
+        c
+    };
+    for (what, text) in &debug {
+        assert_clean(what, text);
+        assert!(!text.contains(API_KEY), "{what}: {text}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let dead_path = dir.path().join("dead.jsonl");
+    let source = MemorySource::from_payloads(
+        1,
+        vec![
+            r#"{"id":1,"text":"site down"}"#,
+            r#"{"id":2,"text":"still down"}"#,
+        ],
+    );
+    let report = Pipeline::new(source)
+        .json::<Tweet>()
+        .classify(llm.clone())
+        .policy(Policy::binary(0.5, "oncall"))
+        .route(streamsift::fakes::RecordingRouter::new())
+        .dead_letter(JsonLinesDeadLetter::create(&dead_path).unwrap())
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.stats.dead_lettered, 2, "{report:?}");
+    #[cfg(feature = "bedrock")]
+    {
+        let e = streamsift::Classifier::classify(
+            &bedrock,
+            &Tweet {
+                id: 3,
+                text: "x".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_clean("bedrock error", &format!("{e} {e:?}"));
+    }
+
+    let dead = std::fs::read_to_string(&dead_path).unwrap();
+    assert!(dead.contains("check the API key"), "{dead}");
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    for (what, text) in [
+        ("dead-letter file", dead),
+        ("run report (Debug)", format!("{report:?}")),
+        ("run report (JSON)", serde_json::to_string(&report).unwrap()),
+        ("logs", logs),
+    ] {
+        assert_clean(what, &text);
+        assert!(!text.contains(API_KEY), "{what}: {text}");
+    }
+    // The key was live: it went out in the Authorization header.
+    let requests = requests.lock().unwrap().clone();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains(&format!("Bearer {API_KEY}"))),
+        "{requests:?}"
+    );
 }
