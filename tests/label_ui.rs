@@ -124,6 +124,7 @@ async fn submit(labeler: &LocalWebLabeler<String>, items: &[(&str, &str)]) -> Ve
             item_id: id,
             item: text,
             prediction: None,
+            suggestion: None,
         })
         .collect();
     labeler
@@ -535,6 +536,7 @@ async fn bounded_memory_label_store_releases_collected_items() {
                 item_id: id,
                 item: &text,
                 prediction: None,
+                suggestion: None,
             })
             .collect();
         labeler.submit(&tasks).await.unwrap();
@@ -596,6 +598,7 @@ async fn bounded_memory_label_store_releases_collected_items() {
         item_id: "tweet-0",
         item: &text,
         prediction: None,
+        suggestion: None,
     }];
     let again = labeler.submit(&first).await.unwrap();
     assert_eq!(again[0].0, "web:tweet-0");

@@ -411,6 +411,7 @@ pub async fn label<L: Labeler<Example>>(
                     item_id: e.id.as_deref()?,
                     item: e,
                     prediction: None,
+                    suggestion: None,
                 })
             })
             .collect();

@@ -71,7 +71,7 @@
 //!     .await?;
 //! // stderr: streamsift: label in your browser at http://127.0.0.1:8377/#token=…
 //! let tweet = "@acme the app is down again".to_string();
-//! labeler.submit(&[LabelTask { item_id: "t1", item: &tweet, prediction: None }]).await?;
+//! labeler.submit(&[LabelTask::new("t1", &tweet)]).await?;
 //! for result in labeler.collect().await? {
 //!     println!("{} -> {} ({} votes)", result.item_id, result.label, result.votes.len());
 //! }

@@ -44,7 +44,7 @@
 //!     .await?; // prints the URL with its token
 //! let tweet = "the site is down".to_string();
 //! labeler
-//!     .submit(&[LabelTask { item_id: "t1", item: &tweet, prediction: None }])
+//!     .submit(&[LabelTask::new("t1", &tweet)])
 //!     .await?;
 //! // ... later, once someone has answered:
 //! for result in labeler.collect().await? {
