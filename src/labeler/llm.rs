@@ -1,61 +1,4 @@
 //! [`LlmLabeler`]: classifiers as labeling workers.
-//!
-//! Each worker is a (worker id, [`Classifier`]) pair: a large language model
-//! under one prompt, the same model under another prompt, another model, or
-//! any classifier at all. Every submitted task is put to every worker; each
-//! answer becomes a [`Vote`] under the worker's id, so that
-//! [`Aggregator::dawid_skene`](crate::aggregate::Aggregator::dawid_skene)
-//! estimates each LLM worker's reliability next to the human workers whose
-//! votes come from other labelers.
-//!
-//! # What a worker sees
-//!
-//! A worker is a `Classifier<T>`: it is given the item and nothing else. The
-//! task's [`prediction`](LabelTask::prediction) and
-//! [`suggestion`](LabelTask::suggestion) never reach it, so the model's
-//! opinion cannot bias the LLM's vote (the [`Labeler`] contract's rule for
-//! people). This is by type, not by configuration.
-//!
-//! # Failures
-//!
-//! A worker's call that fails with a retryable error (throttled,
-//! unavailable, timed out) is tried again after a backoff that doubles, up
-//! to [`retry`](LlmLabelerBuilder::retry)'s number of attempts. A permanent
-//! error, a label outside the label set, a panic, or retries used up leave
-//! that worker's vote out of the task: never a made-up vote. A task with at
-//! least one vote is answered (majority of its votes, ties to the label
-//! listed first). A task with none is [`unanswered`](LlmLabeler::unanswered)
-//! (with each worker's failure kind), and `submit` fails: retryable if any
-//! of its workers' failures was, else permanent. Submitting it again tries
-//! again under the same task id; tasks already answered are not labeled
-//! again. Failures are logged with the item id, the
-//! worker id and the error kind, never with the item's text or the backend's
-//! message.
-//!
-//! ```
-//! use streamsift::fakes::FnClassifier;
-//! use streamsift::{LabelTask, Labeler, LlmLabeler, Prediction};
-//!
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! let keyword = FnClassifier::new(|t: &String| {
-//!     Ok(Prediction::label(if t.contains("down") { "problem" } else { "none" }))
-//! });
-//! let lazy = FnClassifier::new(|_: &String| Ok(Prediction::label("none")));
-//! let labeler = LlmLabeler::builder(["problem", "none"])
-//!     .worker("llm:keyword-prompt", keyword)
-//!     .worker("llm:lazy-prompt", lazy)
-//!     .concurrency(4)
-//!     .build()
-//!     .unwrap();
-//! let text = "the api is down".to_string();
-//! labeler.submit(&[LabelTask::new("t1", &text)]).await.unwrap();
-//! let results = labeler.collect().await.unwrap();
-//! assert_eq!(results[0].votes.len(), 2);
-//! // One vote each: a tie, which goes to the label listed first.
-//! assert_eq!(results[0].label, "problem");
-//! assert_eq!(results[0].agreement, 0.5);
-//! # });
-//! ```
 
 use std::collections::HashMap;
 use std::fmt;
@@ -269,7 +212,64 @@ impl<T: Sync + 'static> LlmLabelerBuilder<T> {
 }
 
 /// A [`Labeler`] whose workers are classifiers (LLMs under different
-/// prompts or models); see the [module documentation](self).
+/// prompts or models).
+///
+/// Each worker is a (worker id, [`Classifier`]) pair: a large language model
+/// under one prompt, the same model under another prompt, another model, or
+/// any classifier at all. Every submitted task is put to every worker; each
+/// answer becomes a [`Vote`] under the worker's id, so that
+/// [`Aggregator::dawid_skene`](crate::aggregate::Aggregator::dawid_skene)
+/// estimates each LLM worker's reliability next to the human workers whose
+/// votes come from other labelers.
+///
+/// # What a worker sees
+///
+/// A worker is a `Classifier<T>`: it is given the item and nothing else. The
+/// task's [`prediction`](LabelTask::prediction) and
+/// [`suggestion`](LabelTask::suggestion) never reach it, so the model's
+/// opinion cannot bias the LLM's vote (the [`Labeler`] contract's rule for
+/// people). This is by type, not by configuration.
+///
+/// # Failures
+///
+/// A worker's call that fails with a retryable error (throttled,
+/// unavailable, timed out) is tried again after a backoff that doubles, up
+/// to [`retry`](LlmLabelerBuilder::retry)'s number of attempts. A permanent
+/// error, a label outside the label set, a panic, or retries used up leave
+/// that worker's vote out of the task: never a made-up vote. A task with at
+/// least one vote is answered (majority of its votes, ties to the label
+/// listed first). A task with none is [`unanswered`](LlmLabeler::unanswered)
+/// (with each worker's failure kind), and `submit` fails: retryable if any
+/// of its workers' failures was, else permanent. Submitting it again tries
+/// again under the same task id; tasks already answered are not labeled
+/// again. Failures are logged with the item id, the
+/// worker id and the error kind, never with the item's text or the backend's
+/// message.
+///
+/// ```
+/// use streamsift::fakes::FnClassifier;
+/// use streamsift::{LabelTask, Labeler, LlmLabeler, Prediction};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let keyword = FnClassifier::new(|t: &String| {
+///     Ok(Prediction::label(if t.contains("down") { "problem" } else { "none" }))
+/// });
+/// let lazy = FnClassifier::new(|_: &String| Ok(Prediction::label("none")));
+/// let labeler = LlmLabeler::builder(["problem", "none"])
+///     .worker("llm:keyword-prompt", keyword)
+///     .worker("llm:lazy-prompt", lazy)
+///     .concurrency(4)
+///     .build()
+///     .unwrap();
+/// let text = "the api is down".to_string();
+/// labeler.submit(&[LabelTask::new("t1", &text)]).await.unwrap();
+/// let results = labeler.collect().await.unwrap();
+/// assert_eq!(results[0].votes.len(), 2);
+/// // One vote each: a tie, which goes to the label listed first.
+/// assert_eq!(results[0].label, "problem");
+/// assert_eq!(results[0].agreement, 0.5);
+/// # });
+/// ```
 ///
 /// Labeling happens inside [`submit`](Labeler::submit), which returns once
 /// every worker has answered or failed; [`collect`](Labeler::collect) then

@@ -30,7 +30,7 @@ pub struct LabelTask<'a, T> {
     /// The model's prediction, when the item came from the pipeline's review
     /// band. Labelers should not show it to workers (it biases them), unless
     /// they are explicitly configured to (the labeling page's
-    /// [`suggest_predictions`](crate::label_ui::LocalWebLabelerBuilder::suggest_predictions)).
+    /// `suggest_predictions`, feature `label-ui`).
     pub prediction: Option<&'a Prediction>,
     /// A suggestion the caller *wants* shown to the person (from the model
     /// or an LLM), for labeling as review: they accept it with one key or
