@@ -979,6 +979,53 @@ mod tests {
     }
 
     #[test]
+    fn suggestions_and_their_acceptance_survive_a_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.jsonl");
+        let suggest = |label: &str| {
+            Some(Suggestion {
+                label: label.to_owned(),
+                confidence: Some(0.8),
+            })
+        };
+        let mut s = open(&path, 1);
+        s.submit(vec![
+            ("a".into(), "ta".into(), suggest("problem")),
+            ("b".into(), "tb".into(), suggest("none")),
+            ("c".into(), "tc".into(), suggest("angry")), // not a category
+            ("d".into(), "td".into(), None),
+        ])
+        .unwrap();
+        assert_eq!(s.peek().unwrap().suggestion, suggest("problem"));
+        assert_eq!(s.next_for("ann", Some("c")).unwrap().suggestion, None);
+        s.answer("ann", "a", "problem").unwrap().unwrap(); // accepted
+        s.answer("ann", "b", "problem").unwrap().unwrap(); // overridden
+        s.answer("ann", "d", "none").unwrap().unwrap(); // nothing suggested
+        s.answer("bob", "c", "none").unwrap().unwrap();
+        let counts = ReviewCounts {
+            suggested: 2,
+            accepted: 1,
+        };
+        assert_eq!(s.review_counts(), counts);
+        drop(s);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("\"accepted\":true").count(), 1);
+        assert_eq!(text.matches("\"accepted\":false").count(), 1);
+        let mut s = open(&path, 1);
+        assert_eq!(s.review_counts(), counts, "rebuilt from the file");
+        // Undoing the override takes it out of the counts.
+        assert_eq!(s.undo("ann").unwrap().unwrap(), "d");
+        assert_eq!(s.undo("ann").unwrap().unwrap(), "b");
+        assert_eq!(
+            s.review_counts(),
+            ReviewCounts {
+                suggested: 1,
+                accepted: 1
+            }
+        );
+    }
+
+    #[test]
     fn refusals_are_not_written() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("labels.jsonl");
