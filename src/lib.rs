@@ -115,7 +115,7 @@ pub use error::{
     SourceError,
 };
 pub use file_source::FileSource;
-pub use labeler::{LabelResult, LabelTask, Labeler, TaskId, Vote};
+pub use labeler::{LabelResult, LabelTask, Labeler, LlmLabeler, TaskId, Vote};
 pub use pipeline::{
     ConfigError, Pipeline, PipelineError, REVIEW_ROUTE, RetryPolicy, RunReport, ShardStats,
     Shutdown, Stats, StopReason,

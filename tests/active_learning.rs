@@ -102,6 +102,7 @@ async fn submit_scored<L: Labeler<Msg>>(learner: &L, items: &[(&str, Msg, f64)])
                 item_id: id,
                 item: m,
                 prediction: Some(&p),
+                suggestion: None,
             }])
             .await
             .unwrap();
@@ -908,4 +909,93 @@ async fn poison_never_stops_the_active_learning_loop() {
         !logs.contains(MARKER),
         "customer text reached the logs:\n{logs}"
     );
+}
+
+/// Active learning with LLM workers as the inner labeler (a scripted
+/// classifier stands in for the LLM): while the LLM is down the tick fails
+/// and the items stay queued; once it answers, they are labeled and stored.
+#[tokio::test(start_paused = true)]
+async fn an_llm_labeler_can_be_the_inner_labeler() {
+    use streamsift::LlmLabeler;
+    use streamsift::fakes::FnClassifier;
+
+    let dir = tempfile::tempdir().unwrap();
+    let down = Arc::new(AtomicBool::new(true));
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let llm = {
+        let (down, calls) = (down.clone(), calls.clone());
+        FnClassifier::new(move |m: &Msg| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            if down.load(Ordering::SeqCst) {
+                return Err(ClassifyError::unavailable("503"));
+            }
+            Ok(Prediction::label(if m.text.contains("down") {
+                "problem"
+            } else {
+                "none"
+            }))
+        })
+    };
+    let labeler = LlmLabeler::builder(["problem", "none"])
+        .worker("llm:prompt-v1", llm)
+        .retry(2, Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let learner = ActiveLearner::builder(labeler, to_example)
+        .queue_file(dir.path().join("q.jsonl"))
+        .dataset(DatasetStore::new(dir.path().join("labels.jsonl")))
+        .config(ActiveConfig {
+            batch_size: 10,
+            ..ActiveConfig::default()
+        })
+        .open()
+        .unwrap();
+    let msgs = [
+        msg(1, "api down"),
+        msg(2, "thanks"),
+        msg(3, "site down again"),
+    ];
+    let ids = ["m1", "m2", "m3"];
+    let p = Prediction::binary("problem", "none", 0.5);
+    let tasks: Vec<LabelTask<'_, Msg>> = ids
+        .iter()
+        .zip(&msgs)
+        .map(|(id, m)| LabelTask::new(id, m).with_prediction(&p))
+        .collect();
+    learner.submit(&tasks).await.unwrap();
+
+    let err = learner.tick().await.unwrap_err();
+    assert_eq!(err.kind(), "labeler", "{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), 6, "3 items x 2 attempts");
+    assert_eq!(
+        learner.pending(),
+        3,
+        "nothing is lost while the LLM is down"
+    );
+    assert!(learner.store().labeled().unwrap().is_empty());
+
+    down.store(false, Ordering::SeqCst);
+    let mut labels = 0;
+    for _ in 0..2 {
+        let report = learner.tick().await.unwrap();
+        labels += report.labels;
+    }
+    assert_eq!(labels, 3);
+    assert_eq!(learner.pending(), 0);
+    let stored: BTreeMap<String, String> = learner
+        .store()
+        .labeled()
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.example.text, l.example.label.unwrap()))
+        .collect();
+    assert_eq!(
+        stored,
+        BTreeMap::from([
+            ("api down".to_string(), "problem".to_string()),
+            ("site down again".to_string(), "problem".to_string()),
+            ("thanks".to_string(), "none".to_string()),
+        ])
+    );
+    assert_eq!(learner.labeler().stats()[0].votes, 3);
 }

@@ -57,6 +57,7 @@ async fn dawid_skene_beats_majority_vote_with_thirty_percent_spammers() {
             item_id: id,
             item: n,
             prediction: None,
+            suggestion: None,
         })
         .collect();
     crowd.submit(&tasks).await.expect("submit");
@@ -133,6 +134,7 @@ async fn items_missing_answers_are_reported_incomplete() {
             item_id: id,
             item: n,
             prediction: None,
+            suggestion: None,
         })
         .collect();
     crowd.submit(&tasks).await.expect("submit");

@@ -301,3 +301,198 @@ async fn mturk_hits_feed_the_flow() {
     assert_eq!(outcome.label_accuracy, Some(1.0));
     assert!(dir.path().join("report.html").exists());
 }
+
+/// `--llm-sim`: two simulated LLM workers pre-label the sample (no people),
+/// the model trains on their Dawid-Skene labels, and the report holds what
+/// was measured against gold.
+#[tokio::test]
+async fn llm_sim_pre_labels_and_trains_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = app::Options::parse(["--llm-sim".to_string()]).unwrap();
+    options.out = dir.path().to_path_buf();
+    options.sample = 400;
+    assert!(options.llm_sim && !options.review);
+    let prepared = app::prepare(&options).unwrap();
+    let gold = read_labels_path(&options.gold, "id_str", "label").unwrap();
+    let llm = app::simulated_llm_labeler(&prepared.examples, &gold, options.seed).unwrap();
+    let o = app::run_llm(&options, &llm, None::<&SimulatedCrowd<Example>>)
+        .await
+        .unwrap();
+    eprintln!("{o:#?}");
+
+    assert_eq!(o.tasks, prepared.examples.len());
+    assert_eq!((o.llm_labeled, o.llm_unanswered), (o.tasks, 0));
+    assert_eq!(o.csv_rows, o.tasks);
+    // Each worker votes on every task, about as accurately as simulated.
+    for ((id, votes, acc), want) in o.workers.iter().zip(app::SIM_ACCURACY) {
+        assert_eq!(*votes, o.tasks, "{id}");
+        let acc = acc.unwrap();
+        assert!((acc - want).abs() < 0.06, "{id}: {acc} vs {want}");
+    }
+    // They disagree on some tweets; without review, nobody looked at them.
+    assert!(
+        o.disagreements > 0 && o.disagreements < o.tasks / 2,
+        "{o:?}"
+    );
+    assert_eq!((o.reviewed, o.accepted), (0, 0));
+    assert_eq!(o.label_accuracy, o.llm_label_accuracy);
+    // Dawid-Skene over the two is at least as good as the worse worker.
+    let llm_acc = o.llm_label_accuracy.unwrap();
+    assert!(llm_acc >= o.workers[1].2.unwrap(), "{llm_acc}");
+    // The CSV's labels are those measured.
+    let data = LoadOptions::new("text")
+        .id("id")
+        .label("label")
+        .load_path(dir.path().join("training.csv"))
+        .unwrap();
+    let right = data
+        .examples
+        .iter()
+        .filter(|e| gold.get(e.id.as_deref().unwrap()) == e.label.as_ref())
+        .count();
+    let known = data
+        .examples
+        .iter()
+        .filter(|e| gold.contains_key(e.id.as_deref().unwrap()))
+        .count();
+    assert_eq!(Some(right as f64 / known as f64), o.label_accuracy);
+    // The model learned something real, measured on gold.
+    assert!(o.trained.auc > 0.75, "{:?}", o.trained);
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(html.contains("LLM workers disagreed on"));
+    assert!(LocalModel::load(dir.path().join("model.json")).is_ok());
+}
+
+#[test]
+fn llm_arguments_are_checked() {
+    let o = app::Options::parse(["--llm-sim", "--review"].map(String::from)).unwrap();
+    assert!(o.review && o.llm_sim);
+    assert_eq!(
+        o.max_wait,
+        Duration::from_secs(8 * 60 * 60),
+        "people review"
+    );
+    let err = app::Options::parse(["--llm-sim", "--web"].map(String::from)).unwrap_err();
+    assert!(err.to_string().contains("cannot be used with"), "{err}");
+    let err =
+        app::Options::parse(["--llm", "http://x", "--llm-sim"].map(String::from)).unwrap_err();
+    assert!(err.to_string().contains("cannot be used with"), "{err}");
+    let o = app::Options::parse(
+        ["--llm", "http://127.0.0.1:9/v1", "--llm-model", "m"].map(String::from),
+    )
+    .unwrap();
+    assert_eq!(o.llm.as_deref(), Some("http://127.0.0.1:9/v1"));
+    assert_eq!(
+        (o.llm_model.as_str(), o.llm_key_env.as_str()),
+        ("m", "OPENAI_API_KEY")
+    );
+}
+
+/// `--llm-sim --review`: people review the LLM workers' disagreements on the
+/// labeling page (a person answering through its HTTP API with the gold
+/// label), each shown with the LLM's label as its suggestion; their answers
+/// replace the LLM's, and the final labels beat the LLM's.
+#[cfg(feature = "label-ui")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_sim_review_of_disagreements_on_the_page() {
+    use std::sync::Arc;
+    use streamsift::label_ui::LocalWebLabelerBuilder;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn post(
+        addr: std::net::SocketAddr,
+        token: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let body = body.to_string();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+             Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).await.unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = app::Options::parse(["--llm-sim", "--review"].map(String::from)).unwrap();
+    options.out = dir.path().to_path_buf();
+    options.sample = 400;
+    options.poll = Duration::from_millis(20);
+    options.max_wait = Duration::from_secs(120);
+    let prepared = app::prepare(&options).unwrap();
+    let gold = read_labels_path(&options.gold, "id_str", "label").unwrap();
+    let llm = app::simulated_llm_labeler(&prepared.examples, &gold, options.seed).unwrap();
+    let page = Arc::new(
+        LocalWebLabelerBuilder::new(dir.path().join("review.jsonl"), app::CATEGORIES)
+            .start(|e: &Example| e.text.clone())
+            .await
+            .unwrap(),
+    );
+    let (addr, token) = (page.local_addr(), page.token().expose().to_string());
+    let person_gold = gold.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let person = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut answered, mut suggested) = (0usize, 0usize);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (status, state) = post(
+                    addr,
+                    &token,
+                    "/api/state",
+                    serde_json::json!({"worker": "ann"}),
+                )
+                .await;
+                assert_eq!(status, 200, "{state}");
+                let Some(id) = state["item"]["id"].as_str().map(str::to_owned) else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                suggested += usize::from(state["item"]["suggestion"]["label"].is_string());
+                let label = person_gold
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_else(|| "none".into());
+                let body = serde_json::json!({"worker": "ann", "item": id, "label": label});
+                let (status, reply) = post(addr, &token, "/api/answer", body).await;
+                assert_eq!(status, 200, "{reply}");
+                answered += 1;
+            }
+            (answered, suggested)
+        })
+    };
+    let o = app::run_llm(&options, &llm, Some(&page)).await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (answered, suggested) = person.await.unwrap();
+    eprintln!("{o:#?}");
+
+    assert!(o.disagreements > 0);
+    assert_eq!(o.reviewed, o.disagreements, "every disagreement reviewed");
+    assert_eq!(answered, o.disagreements, "and only those");
+    assert_eq!(suggested, answered, "each shown with the LLM's suggestion");
+    let review = page.review_progress();
+    assert_eq!(
+        (review.suggested, review.accepted),
+        (o.reviewed, o.accepted)
+    );
+    assert!(
+        o.accepted < o.reviewed,
+        "people overrode some suggestions: {o:?}"
+    );
+    let (llm_acc, final_acc) = (o.llm_label_accuracy.unwrap(), o.label_accuracy.unwrap());
+    assert!(
+        final_acc > llm_acc,
+        "review helps: {llm_acc} -> {final_acc}"
+    );
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use streamsift::label_ui::{
     CONTENT_SECURITY_POLICY, LabelUiError, LocalWebLabeler, LocalWebLabelerBuilder, Progress,
-    StoreFootprint,
+    ReviewProgress, StoreFootprint,
 };
 use streamsift::testing::labeler::{LabelerHarness, conformance as labeler_conformance};
 use streamsift::{LabelTask, Labeler, TaskId};
@@ -124,6 +124,7 @@ async fn submit(labeler: &LocalWebLabeler<String>, items: &[(&str, &str)]) -> Ve
             item_id: id,
             item: text,
             prediction: None,
+            suggestion: None,
         })
         .collect();
     labeler
@@ -412,6 +413,66 @@ async fn undo_and_skip_are_saved_as_they_happen() {
     );
 }
 
+/// The model's prediction is not shown to people unless the page is
+/// configured to suggest it; a task's own suggestion is; a suggestion
+/// outside the categories is not; peeking (no name) holds nothing.
+#[tokio::test]
+async fn suggestions_come_from_the_task_or_from_predictions_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = streamsift::Prediction::binary("question", "none", 0.7);
+    let odd = streamsift::Prediction::label("angry");
+    let text = "how?".to_string();
+    for suggest in [false, true] {
+        let labeler =
+            LocalWebLabelerBuilder::new(dir.path().join(format!("{suggest}.jsonl")), LABELS)
+                .suggest_predictions(suggest)
+                .start(|text: &String| text.clone())
+                .await
+                .unwrap();
+        labeler
+            .submit(&[
+                LabelTask::new("p", &text).with_prediction(&model),
+                LabelTask::new("s", &text)
+                    .with_prediction(&model)
+                    .with_suggestion(&odd),
+            ])
+            .await
+            .unwrap();
+        let peek = api(&labeler, "/api/peek", json!({})).await;
+        assert_eq!(peek.status, 200, "{}", peek.body);
+        let view = peek.json();
+        assert_eq!(view["item"]["id"], "p");
+        if suggest {
+            assert_eq!(
+                view["item"]["suggestion"],
+                json!({"label": "question", "confidence": 0.7})
+            );
+        } else {
+            assert!(view["item"].get("suggestion").is_none(), "{view}");
+        }
+        // Peeking held nothing: ann gets p, then s, which has no
+        // suggestion (its own is outside the categories).
+        assert_eq!(next(&labeler, "ann").await.as_deref(), Some("p"));
+        assert_eq!(answer(&labeler, "ann", "p", "none").await.status, 200);
+        let view = api(&labeler, "/api/state", json!({ "worker": "ann" }))
+            .await
+            .json();
+        assert_eq!(view["item"]["id"], "s");
+        assert!(view["item"].get("suggestion").is_none(), "{view}");
+        let expected = if suggest { (1, 0) } else { (0, 0) };
+        let r = labeler.review_progress();
+        assert_eq!((r.suggested, r.accepted), expected);
+        // Undoing an answer takes it out of the counts.
+        api(&labeler, "/api/undo", json!({ "worker": "ann" })).await;
+        assert_eq!(labeler.review_progress(), ReviewProgress::default());
+        // The peek API takes no fields and needs the token.
+        let extra = api(&labeler, "/api/peek", json!({ "worker": "x" })).await;
+        assert!((400..500).contains(&extra.status));
+        let no_token = http(&labeler, "POST", "/api/peek", None, Some(&json!({}))).await;
+        assert_eq!(no_token.status, 401);
+    }
+}
+
 #[tokio::test]
 async fn bad_requests_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -535,6 +596,7 @@ async fn bounded_memory_label_store_releases_collected_items() {
                 item_id: id,
                 item: &text,
                 prediction: None,
+                suggestion: None,
             })
             .collect();
         labeler.submit(&tasks).await.unwrap();
@@ -596,6 +658,7 @@ async fn bounded_memory_label_store_releases_collected_items() {
         item_id: "tweet-0",
         item: &text,
         prediction: None,
+        suggestion: None,
     }];
     let again = labeler.submit(&first).await.unwrap();
     assert_eq!(again[0].0, "web:tweet-0");
@@ -831,6 +894,258 @@ mod browser {
         panic!("waited 10 s for item {want:?}; the page shows {last}");
     }
 
+    /// Runs `script` in the page until it returns `want`, for up to 10 s;
+    /// returns what it last returned.
+    async fn wait_for(client: &Client, script: &str, want: &Value) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..200 {
+            last = client.execute(script, vec![]).await.unwrap();
+            if &last == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        last
+    }
+
+    /// Defect (main at e9cdab1): the page showed nothing of the item until
+    /// a name was typed. The item shows at once; the name is asked for to
+    /// answer, and answering works once it is typed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_item_shows_before_a_name_is_typed() {
+        let dir = tempfile::tempdir().unwrap();
+        let labeler = start(&dir.path().join("labels.jsonl"), 1).await;
+        submit(&labeler, &[("t1", HOSTILE_IMG), ("t2", "the app crashes")]).await;
+        let (_driver, client) = match browser(&dir.path().join("profile")).await {
+            Ok(b) => b,
+            Err(why) => return skip(&why),
+        };
+        client.goto(&labeler.url_with_token()).await.unwrap();
+        let text = wait_for(
+            &client,
+            "return document.getElementById('item').textContent;",
+            &json!(HOSTILE_IMG),
+        )
+        .await;
+        assert_eq!(
+            text,
+            json!(HOSTILE_IMG),
+            "the item shows before a name is typed"
+        );
+        let buttons = client
+            .execute(
+                "return document.querySelectorAll('#buttons button').length;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(buttons, json!(3), "and its answer buttons");
+        let status = client.find(Locator::Id("status")).await.unwrap();
+        let prompt = status.text().await.unwrap();
+        assert!(prompt.contains("Type your name"), "{prompt:?}");
+        // Clicking an answer without a name records nothing and asks again.
+        client
+            .execute("document.querySelector('#buttons button').click();", vec![])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(actions(labeler.dataset()).is_empty());
+        let focused = client
+            .execute("return document.activeElement.id;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(focused, "worker", "the name box gets the focus");
+        let name = client.find(Locator::Id("worker")).await.unwrap();
+        name.send_keys("dan\u{E007}").await.unwrap();
+        shown(&client, Some("t1")).await;
+        assert_eq!(status.text().await.unwrap(), "", "the prompt goes away");
+        press(&client, '3').await;
+        shown(&client, Some("t2")).await;
+        assert_eq!(
+            actions(labeler.dataset()),
+            [act("answer", "t1", "dan", "none")]
+        );
+        assert_eq!(
+            wait_for(&client, "return typeof window.pwned;", &json!("undefined")).await,
+            "undefined"
+        );
+        client.close().await.unwrap();
+    }
+
+    /// Defect (main at e9cdab1): the page said "Type your name (top right)"
+    /// while the box was at the left. Whatever side the hint names, the
+    /// box is there: at the top, on that half of the window.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_name_hint_matches_where_the_box_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let labeler = start(&dir.path().join("labels.jsonl"), 1).await;
+        submit(&labeler, &[("t1", "hello")]).await;
+        let (_driver, client) = match browser(&dir.path().join("profile")).await {
+            Ok(b) => b,
+            Err(why) => return skip(&why),
+        };
+        client.goto(&labeler.url_with_token()).await.unwrap();
+        let hint = wait_for(
+            &client,
+            "const s = document.getElementById('status').textContent; \
+             return s.includes('name') ? 'hint' : s;",
+            &json!("hint"),
+        )
+        .await;
+        assert_eq!(hint, "hint", "a hint to type the name");
+        // A wide window, a laptop's half screen, a phone: the header may
+        // wrap, and the hint must stay true.
+        for width in [1280u32, 720, 420] {
+            client.set_window_size(width, 900).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let layout = client
+                .execute(
+                    "const r = document.getElementById('worker').getBoundingClientRect(); \
+                     const item = document.getElementById('item').getBoundingClientRect(); \
+                     return [document.getElementById('status').textContent, \
+                             r.left + r.width / 2, document.documentElement.clientWidth, \
+                             r.bottom <= item.top];",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            let text = layout[0].as_str().unwrap().to_lowercase();
+            let (center, width) = (layout[1].as_f64().unwrap(), layout[2].as_f64().unwrap());
+            let says_left = text.contains("left");
+            let says_right = text.contains("right");
+            assert!(says_left != says_right, "the hint names one side: {text:?}");
+            let is_left = center < width / 2.0;
+            assert_eq!(
+                says_left, is_left,
+                "the hint says {text:?}; the box is centred at x = {center} of {width}"
+            );
+            if text.contains("top") {
+                assert_eq!(
+                    layout[3], true,
+                    "the hint says top; the box is below the item"
+                );
+            }
+        }
+        client.close().await.unwrap();
+    }
+
+    /// Labeling as review: the suggestion shows with its confidence, one
+    /// key (Enter or `a`) accepts it, a number key picks another label, and
+    /// the dataset records whether each answer accepted the suggestion.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_suggestion_is_accepted_with_one_key_or_overridden_with_a_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let labeler = start(&dir.path().join("labels.jsonl"), 1).await;
+        let sure = streamsift::Prediction::from_scores(vec![
+            ("problem_report".into(), 0.87),
+            ("none".into(), 0.13),
+        ])
+        .unwrap();
+        let question = streamsift::Prediction::label("question");
+        let none = streamsift::Prediction::label("none");
+        let texts = [
+            HOSTILE_SCRIPT.to_string(),
+            "how do I log in?".to_string(),
+            "the login page is down".to_string(),
+            "thanks".to_string(),
+        ];
+        labeler
+            .submit(&[
+                LabelTask::new("t1", &texts[0]).with_suggestion(&sure),
+                LabelTask::new("t2", &texts[1]).with_suggestion(&question),
+                LabelTask::new("t3", &texts[2]).with_suggestion(&none),
+                LabelTask::new("t4", &texts[3]),
+            ])
+            .await
+            .unwrap();
+        let (_driver, client) = match browser(&dir.path().join("profile")).await {
+            Ok(b) => b,
+            Err(why) => return skip(&why),
+        };
+        client.goto(&labeler.url_with_token()).await.unwrap();
+        let name = client.find(Locator::Id("worker")).await.unwrap();
+        name.send_keys("eve\u{E007}").await.unwrap();
+        shown(&client, Some("t1")).await;
+        let suggestion = client
+            .execute(
+                "const s = document.getElementById('suggestion'); \
+                 const b = document.querySelector('#buttons button.suggested'); \
+                 return [s.hidden, document.getElementById('suggested-label').textContent, \
+                         document.getElementById('suggested-confidence').textContent, \
+                         b ? b.dataset.label : null];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            suggestion,
+            json!([false, "problem_report", "(87% sure)", "problem_report"])
+        );
+        let enter = '\u{E007}';
+        press(&client, enter).await; // accept problem_report
+        shown(&client, Some("t2")).await;
+        press(&client, 'a').await; // accept question
+        shown(&client, Some("t3")).await;
+        let confidence = client
+            .execute(
+                "return document.getElementById('suggested-confidence').textContent;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(confidence, "", "no confidence given, none shown");
+        press(&client, '1').await; // not the suggested none: problem_report
+        shown(&client, Some("t4")).await;
+        let hidden = client
+            .execute(
+                "return document.getElementById('suggestion').hidden;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(hidden, true, "no suggestion, nothing shown");
+        press(&client, 'a').await; // nothing to accept
+        press(&client, '3').await; // none
+        shown(&client, None).await;
+        assert_eq!(
+            client
+                .execute("return typeof window.pwned;", vec![])
+                .await
+                .unwrap(),
+            "undefined"
+        );
+        client.close().await.unwrap();
+
+        let answers: Vec<(String, String, Value)> = events(labeler.dataset())
+            .into_iter()
+            .filter(|e| e["kind"] == "answer")
+            .map(|e| {
+                (
+                    e["item"].as_str().unwrap().to_owned(),
+                    e["label"].as_str().unwrap().to_owned(),
+                    e["accepted"].clone(),
+                )
+            })
+            .collect();
+        let row = |i: &str, l: &str, a: Value| (i.to_owned(), l.to_owned(), a);
+        assert_eq!(
+            answers,
+            [
+                row("t1", "problem_report", json!(true)),
+                row("t2", "question", json!(true)),
+                row("t3", "problem_report", json!(false)),
+                row("t4", "none", Value::Null),
+            ]
+        );
+        assert_eq!(
+            labeler.review_progress(),
+            ReviewProgress {
+                suggested: 3,
+                accepted: 2
+            }
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_person_labels_by_keyboard_in_headless_chromium() {
         let dir = tempfile::tempdir().unwrap();
@@ -851,7 +1166,7 @@ mod browser {
         };
         let started = std::time::Instant::now();
         client.goto(&labeler.url_with_token()).await.unwrap();
-        // A first visit asks for the person's name before showing anything.
+        // A first visit shows the item and asks for the person's name.
         let mut ready = Value::Null;
         for _ in 0..200 {
             ready = client

@@ -31,6 +31,7 @@ fn task<'a>(id: &'a str, item: &'a String) -> LabelTask<'a, String> {
         item_id: id,
         item,
         prediction: None,
+        suggestion: None,
     }
 }
 

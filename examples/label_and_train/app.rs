@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 use streamsift::aggregate::{Aggregation, Aggregator, DawidSkene, answers_from_results};
+use streamsift::fakes::SimulatedLlm;
 use streamsift::fakes::{SimulatedCrowd, Worker};
 use streamsift::local::{
     BinaryEvalOptions, Costs, DedupOptions, DedupReport, Example, LoadOptions, Mode, ReportInput,
     TrainConfig, evaluate_binary, fit_binary_by_cost, read_labels_path, stratified_split,
     threshold_at, worst_misclassified,
 };
-use streamsift::{LabelResult, LabelTask, Labeler};
+use streamsift::{LabelResult, LabelTask, Labeler, LlmLabeler, Prediction};
 
 /// The categories workers choose from (the bundled data's labels; `none`
 /// is "none of the above").
@@ -95,6 +96,27 @@ pub struct Cli {
     /// [default: 28800; offline: 60].
     #[arg(long, value_name = "SECS")]
     pub max_wait: Option<u64>,
+    /// Pre-label with an LLM instead of a crowd: the base URL of an
+    /// OpenAI-compatible server (needs --features llm), e.g.
+    /// http://localhost:8000/v1. Two workers ask it under two prompts.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["web", "mturk", "llm_sim"])]
+    pub llm: Option<String>,
+    /// With --llm: the model name.
+    #[arg(long, value_name = "NAME", default_value = "gpt-4o-mini")]
+    pub llm_model: String,
+    /// With --llm: the environment variable holding the API key (never
+    /// printed or logged; unset means no key, as local servers want).
+    #[arg(long, value_name = "VAR", default_value = "OPENAI_API_KEY")]
+    pub llm_key_env: String,
+    /// Pre-label offline with two simulated LLM workers (SimulatedLlm over
+    /// the gold labels: accuracy 0.9 and 0.75).
+    #[arg(long, conflicts_with_all = ["web", "mturk"])]
+    pub llm_sim: bool,
+    /// With --llm or --llm-sim: people review on the local labeling page
+    /// (needs --features label-ui) the tweets the two LLM workers disagree
+    /// on, with the LLM's label as the suggestion.
+    #[arg(long)]
+    pub review: bool,
 }
 
 /// `--max-spend`: dollars such as `5.00` or `$5` to cents.
@@ -146,6 +168,16 @@ pub struct Options {
     pub poll: Duration,
     /// How long to wait for labels before giving up on the rest.
     pub max_wait: Duration,
+    /// Pre-label with an LLM at this URL.
+    pub llm: Option<String>,
+    /// The LLM's model name.
+    pub llm_model: String,
+    /// The environment variable holding the LLM's API key.
+    pub llm_key_env: String,
+    /// Pre-label with simulated LLM workers.
+    pub llm_sim: bool,
+    /// People review the LLM workers' disagreements on the labeling page.
+    pub review: bool,
 }
 
 impl Default for Options {
@@ -165,6 +197,11 @@ impl Default for Options {
             min_votes: 2,
             poll: Duration::from_millis(200),
             max_wait: Duration::from_secs(60),
+            llm: None,
+            llm_model: "gpt-4o-mini".to_string(),
+            llm_key_env: "OPENAI_API_KEY".to_string(),
+            llm_sim: false,
+            review: false,
         }
     }
 }
@@ -247,6 +284,11 @@ impl Options {
             mturk: cli.mturk,
             max_spend_cents: cli.max_spend,
             max_wait: cli.max_wait.map_or(defaults.max_wait, Duration::from_secs),
+            llm: cli.llm,
+            llm_model: cli.llm_model,
+            llm_key_env: cli.llm_key_env,
+            llm_sim: cli.llm_sim,
+            review: cli.review,
             ..defaults
         };
         let max_wait_set = cli.max_wait.is_some();
@@ -256,6 +298,13 @@ impl Options {
             if !max_wait_set {
                 o.max_wait = Duration::from_secs(8 * 60 * 60);
             }
+        }
+        if o.review && !max_wait_set {
+            // People review the disagreements: wait a working day.
+            o.max_wait = Duration::from_secs(8 * 60 * 60);
+        }
+        if o.review {
+            o.poll = Duration::from_secs(1);
         }
         if o.web {
             // People: poll each second, wait a working day, and label an
@@ -411,6 +460,7 @@ pub async fn label<L: Labeler<Example>>(
                     item_id: e.id.as_deref()?,
                     item: e,
                     prediction: None,
+                    suggestion: None,
                 })
             })
             .collect();
@@ -744,5 +794,220 @@ pub async fn run<L: Labeler<Example>>(options: &Options, labeler: &L) -> Result<
         csv_rows,
         trained,
         files: vec![csv, agg_path, model_path, report_path],
+    })
+}
+
+// ---------------------------------------------------------------------------
+// --llm / --llm-sim: LLM workers pre-label, people review the disagreements.
+
+/// The two simulated LLM workers' accuracies (`--llm-sim`).
+pub const SIM_ACCURACY: [f64; 2] = [0.9, 0.75];
+
+/// The offline LLM labeler: two [`SimulatedLlm`] workers over the gold
+/// labels (a tweet without one is truly `none`), with accuracies
+/// [`SIM_ACCURACY`], standing in for one model under two prompts.
+pub fn simulated_llm_labeler(
+    examples: &[Example],
+    gold: &HashMap<String, String>,
+    seed: u64,
+) -> Result<LlmLabeler<Example>, AppError> {
+    let pairs: Vec<(String, String)> = examples
+        .iter()
+        .filter_map(|e| {
+            let label = gold.get(e.id.as_deref()?).map_or(NONE, String::as_str);
+            Some((e.text.clone(), label.to_string()))
+        })
+        .collect();
+    let worker = |accuracy: f64, seed: u64| {
+        SimulatedLlm::new(CATEGORIES)
+            .gold(pairs.clone())
+            .accuracy(accuracy)
+            .seed(seed)
+    };
+    LlmLabeler::builder(CATEGORIES)
+        .worker("llm-sim:prompt-a", worker(SIM_ACCURACY[0], seed))
+        .worker("llm-sim:prompt-b", worker(SIM_ACCURACY[1], seed ^ 0x5eed))
+        .concurrency(8)
+        .build()
+        .map_err(AppError::Label)
+}
+
+/// What the LLM flow did.
+#[derive(Clone, Debug, Serialize)]
+pub struct LlmOutcome {
+    /// Tweets read.
+    pub loaded: usize,
+    /// Labeling tasks (sampled, without retweets and duplicates).
+    pub tasks: usize,
+    /// Tasks at least one LLM worker answered.
+    pub llm_labeled: usize,
+    /// Tasks no LLM worker answered (left out of training, named in logs).
+    pub llm_unanswered: usize,
+    /// Each LLM worker: (id, votes, share of votes equal to gold).
+    pub workers: Vec<(String, usize, Option<f64>)>,
+    /// Tasks the LLM workers disagreed on.
+    pub disagreements: usize,
+    /// Of them, reviewed by people (0 without `--review`).
+    pub reviewed: usize,
+    /// Reviewed answers that accepted the LLM's suggestion.
+    pub accepted: usize,
+    /// LLM labels (Dawid-Skene over the LLM votes) equal to gold.
+    pub llm_label_accuracy: Option<f64>,
+    /// Final labels (after review) equal to gold.
+    pub label_accuracy: Option<f64>,
+    /// Rows of the training CSV.
+    pub csv_rows: usize,
+    /// The model, measured on gold.
+    pub trained: Trained,
+    /// The output files.
+    pub files: Vec<PathBuf>,
+}
+
+/// Pre-labels the sample with `llm` (its workers' votes aggregated by
+/// Dawid-Skene, at least one vote an item), optionally has people review
+/// the items the workers disagree on through `review` (each with the LLM's
+/// label and confidence as the suggestion; their answer replaces the
+/// LLM's), then trains and reports as [`run`] does.
+pub async fn run_llm<R: Labeler<Example>>(
+    options: &Options,
+    llm: &LlmLabeler<Example>,
+    review: Option<&R>,
+) -> Result<LlmOutcome, AppError> {
+    let prepared = prepare(options)?;
+    let gold = read_labels_path(&options.gold, "id_str", "label")?;
+    std::fs::create_dir_all(&options.out).map_err(|e| AppError::Write {
+        path: options.out.clone(),
+        message: e.to_string(),
+    })?;
+    const BATCH: usize = 100;
+    for chunk in prepared.examples.chunks(BATCH) {
+        let tasks: Vec<LabelTask<'_, Example>> = chunk
+            .iter()
+            .filter_map(|e| Some(LabelTask::new(e.id.as_deref()?, e)))
+            .collect();
+        // A task no worker answered fails the call after the others are
+        // labeled; it is counted below and left out, not retried forever.
+        if let Err(e) = llm.submit(&tasks).await {
+            tracing::warn!(error_kind = e.kind(), "some tweets got no LLM vote");
+        }
+    }
+    let results = llm.collect().await.map_err(AppError::Label)?;
+    let mut aggregation = aggregate(&results, Method::DawidSkene, 1);
+    let llm_label_accuracy = accuracy(&aggregation, &gold);
+
+    let mut workers: Vec<(String, usize, Option<f64>)> = Vec::new();
+    for w in llm.worker_ids() {
+        let (mut n, mut right, mut known) = (0usize, 0usize, 0usize);
+        for r in &results {
+            for v in r.votes.iter().filter(|v| v.worker == w) {
+                n += 1;
+                if let Some(g) = gold.get(&r.item_id) {
+                    known += 1;
+                    right += usize::from(v.label.as_str() == g);
+                }
+            }
+        }
+        workers.push((
+            w.to_string(),
+            n,
+            (known > 0).then(|| right as f64 / known as f64),
+        ));
+    }
+
+    // Disagreements: the workers' votes on the item are not all the same.
+    let split: Vec<&LabelResult> = results
+        .iter()
+        .filter(|r| r.votes.iter().any(|v| v.label != r.votes[0].label))
+        .collect();
+    let (mut reviewed, mut accepted) = (0usize, 0usize);
+    if let Some(people) = review {
+        let by_id: HashMap<&str, &Example> = prepared
+            .examples
+            .iter()
+            .filter_map(|e| Some((e.id.as_deref()?, e)))
+            .collect();
+        let suggestions: Vec<(&str, &Example, Prediction)> = split
+            .iter()
+            .filter_map(|r| {
+                let item = aggregation.item(&r.item_id)?;
+                let p = Prediction::from_scores(item.distribution.clone())?;
+                Some((r.item_id.as_str(), *by_id.get(r.item_id.as_str())?, p))
+            })
+            .collect();
+        let tasks: Vec<LabelTask<'_, Example>> = suggestions
+            .iter()
+            .map(|(id, e, p)| LabelTask::new(id, *e).with_suggestion(p))
+            .collect();
+        let suggested: HashMap<&str, &str> = suggestions
+            .iter()
+            .map(|(id, _, p)| (*id, p.label.as_str()))
+            .collect();
+        if !tasks.is_empty() {
+            people.submit(&tasks).await.map_err(AppError::Label)?;
+        }
+        let deadline = tokio::time::Instant::now() + options.max_wait;
+        let mut answers: BTreeMap<String, LabelResult> = BTreeMap::new();
+        while answers.len() < tasks.len() {
+            for r in people.collect().await.map_err(AppError::Label)? {
+                answers.insert(r.item_id.clone(), r);
+            }
+            if answers.len() >= tasks.len() || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(options.poll).await;
+        }
+        for (id, answer) in &answers {
+            let Some(item) = aggregation.items.iter_mut().find(|i| &i.item_id == id) else {
+                continue;
+            };
+            reviewed += 1;
+            accepted += usize::from(suggested.get(id.as_str()) == Some(&answer.label.as_str()));
+            item.label = answer.label.clone();
+            item.confidence = answer.agreement;
+            item.agreement = answer.agreement;
+        }
+    }
+    let label_accuracy = accuracy(&aggregation, &gold);
+
+    let csv = options.out.join("training.csv");
+    let csv_rows = write_training_csv(&csv, &prepared.examples, &aggregation)?;
+    let pct = |x: Option<f64>| x.map_or("n/a".to_string(), |x| format!("{:.1}%", 100.0 * x));
+    let notes = vec![
+        (
+            "labeling tasks".to_string(),
+            prepared.examples.len().to_string(),
+        ),
+        ("LLM workers".to_string(), llm.worker_ids().join(", ")),
+        (
+            "LLM workers disagreed on".to_string(),
+            split.len().to_string(),
+        ),
+        ("reviewed by people".to_string(), reviewed.to_string()),
+        (
+            "LLM labels equal to gold".to_string(),
+            pct(llm_label_accuracy),
+        ),
+        (
+            "final labels equal to gold".to_string(),
+            pct(label_accuracy),
+        ),
+    ];
+    let model_path = options.out.join("model.json");
+    let report_path = options.out.join("report.html");
+    let trained = train_and_report(&csv, &gold, &model_path, &report_path, options.seed, notes)?;
+    Ok(LlmOutcome {
+        loaded: prepared.loaded,
+        tasks: prepared.examples.len(),
+        llm_labeled: results.len(),
+        llm_unanswered: llm.unanswered().len(),
+        workers,
+        disagreements: split.len(),
+        reviewed,
+        accepted,
+        llm_label_accuracy,
+        label_accuracy,
+        csv_rows,
+        trained,
+        files: vec![csv, model_path, report_path],
     })
 }

@@ -12,6 +12,14 @@
 //! Offline, a `SimulatedCrowd` labels, its truth taken from
 //! `examples/data/labels.csv`; the model is measured against those gold
 //! labels on a held-out 30%.
+//!
+//! With `--llm-sim` (offline) or `--llm URL` (an OpenAI-compatible server,
+//! `--features llm`), LLM workers pre-label the sample instead
+//! ([`LlmLabeler`](streamsift::LlmLabeler), two workers, Dawid-Skene over
+//! their votes); with `--review` (`--features label-ui`) people review the
+//! tweets the two workers disagree on, on the local labeling page, each with
+//! the LLM's label as the suggestion (Enter accepts it). The model is then
+//! trained and measured against gold as above.
 
 mod app;
 #[path = "../common/mod.rs"]
@@ -27,6 +35,9 @@ use streamsift::local::read_labels_path;
 async fn main() -> ExitCode {
     common::init_tracing();
     let options = app::Options::from_cli(app::Cli::parse());
+    if options.llm_sim || options.llm.is_some() {
+        return llm(&options).await;
+    }
     if options.web {
         return web(&options).await;
     }
@@ -126,6 +137,203 @@ async fn mturk(_: &app::Options) -> ExitCode {
          error: --mturk needs the Mechanical Turk labeler, built with feature mturk"
     );
     ExitCode::from(2)
+}
+
+/// The LLM workers: two simulated ones (`--llm-sim`), or one server's model
+/// under two prompts (`--llm URL`).
+async fn llm(options: &app::Options) -> ExitCode {
+    let labeler = match llm_labeler(options) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    println!(
+        "label_and_train: LLM workers {} pre-label the sample{}",
+        labeler.worker_ids().join(", "),
+        if options.review {
+            "; people review their disagreements on the labeling page"
+        } else {
+            ""
+        }
+    );
+    let started = std::time::Instant::now();
+    let result = if options.review {
+        review(options, &labeler).await
+    } else {
+        app::run_llm(
+            options,
+            &labeler,
+            None::<&streamsift::fakes::SimulatedCrowd<_>>,
+        )
+        .await
+    };
+    match result {
+        Ok(o) => {
+            print_llm_outcome(&o);
+            println!("done in {:.1} s", started.elapsed().as_secs_f64());
+            ExitCode::SUCCESS
+        }
+        Err(e) => common::fail(
+            &e,
+            Some(
+                "check the LLM server (--llm, --llm-model, the key's variable) and the input files",
+            ),
+        ),
+    }
+}
+
+fn llm_labeler(
+    options: &app::Options,
+) -> Result<streamsift::LlmLabeler<streamsift::local::Example>, ExitCode> {
+    if options.llm_sim {
+        let prepared =
+            app::prepare(options).map_err(|e| common::fail(&e, Some("check the --tweets path")))?;
+        let gold = read_labels_path(&options.gold, "id_str", "label")
+            .map_err(|e| common::fail(&e, Some("check the --gold path")))?;
+        return app::simulated_llm_labeler(&prepared.examples, &gold, options.seed)
+            .map_err(|e| common::fail(&e, None));
+    }
+    server_labeler(options)
+}
+
+#[cfg(feature = "llm")]
+fn server_labeler(
+    options: &app::Options,
+) -> Result<streamsift::LlmLabeler<streamsift::local::Example>, ExitCode> {
+    use streamsift::llm::{LlmClassifier, PromptTemplate};
+    let url = options.llm.clone().unwrap_or_default();
+    let describe = |t: PromptTemplate| {
+        t.label(
+            "support_request",
+            "the customer asks support to do something for them",
+        )
+        .label(
+            "technical_question",
+            "the customer asks how something works",
+        )
+        .label(
+            "problem_report",
+            "the customer reports something broken or failing",
+        )
+        .label(
+            "feature_request",
+            "the customer asks for something the product lacks",
+        )
+        .label(
+            "none",
+            "none of the above: praise, jokes, news, spam, chatter",
+        )
+        .cost("problem_report", 10.0, 1.0)
+    };
+    let brief = describe(PromptTemplate::new("label-and-train-brief-v1")).instructions(
+        "Classify the customer's tweet into exactly one category. Answer with the category only.",
+    );
+    let careful = describe(PromptTemplate::new("label-and-train-careful-v1")).instructions(
+        "You triage tweets to a support team. Read the tweet, decide whether the customer \
+         needs the team and how, and pick exactly one category.",
+    );
+    let mut labeler = streamsift::LlmLabeler::builder(app::CATEGORIES).concurrency(4);
+    for (name, template) in [("brief", brief), ("careful", careful)] {
+        let mut builder = LlmClassifier::openai(url.clone(), options.llm_model.clone(), template);
+        // The key is read from the environment by name; never printed.
+        if std::env::var_os(&options.llm_key_env).is_some() {
+            builder = builder.api_key_env(options.llm_key_env.clone());
+        }
+        let classifier = builder.build().map_err(|e| {
+            common::fail(
+                &e,
+                Some("check --llm (a base URL such as http://localhost:8000/v1)"),
+            )
+        })?;
+        labeler = labeler.worker(format!("llm:{}:{name}", options.llm_model), classifier);
+    }
+    labeler.build().map_err(|e| common::fail(&e, None))
+}
+
+#[cfg(not(feature = "llm"))]
+fn server_labeler(
+    _: &app::Options,
+) -> Result<streamsift::LlmLabeler<streamsift::local::Example>, ExitCode> {
+    eprintln!(
+        "hint: run `cargo run --features llm --example label_and_train -- --llm URL --llm-model NAME` \
+         (or --llm-sim offline)\n\
+         error: --llm needs the LLM classifier, built with feature llm"
+    );
+    Err(ExitCode::from(2))
+}
+
+#[cfg(feature = "label-ui")]
+async fn review(
+    options: &app::Options,
+    labeler: &streamsift::LlmLabeler<streamsift::local::Example>,
+) -> Result<app::LlmOutcome, app::AppError> {
+    use streamsift::label_ui::LocalWebLabelerBuilder;
+    use streamsift::local::Example;
+
+    std::fs::create_dir_all(&options.out).map_err(|e| app::AppError::Write {
+        path: options.out.clone(),
+        message: e.to_string(),
+    })?;
+    let dataset = options.out.join("review-labels.jsonl");
+    let page = LocalWebLabelerBuilder::new(&dataset, app::CATEGORIES)
+        .title("label_and_train: review the LLM's label (Enter accepts, a number picks another)")
+        .start(|e: &Example| e.text.clone())
+        .await
+        .map_err(|e| app::AppError::Label(e.into()))?;
+    println!(
+        "label_and_train: review page at {} (open the URL with the token printed above); \
+         answers are saved to {}",
+        page.url(),
+        dataset.display()
+    );
+    let result = app::run_llm(options, labeler, Some(&page)).await;
+    page.shutdown().await;
+    result
+}
+
+#[cfg(not(feature = "label-ui"))]
+async fn review(
+    _: &app::Options,
+    _: &streamsift::LlmLabeler<streamsift::local::Example>,
+) -> Result<app::LlmOutcome, app::AppError> {
+    Err(app::AppError::Usage(
+        "hint: run with --features label-ui\nerror: --review needs the labeling page (LocalWebLabeler)"
+            .to_string(),
+    ))
+}
+
+fn print_llm_outcome(o: &app::LlmOutcome) {
+    let pct = |x: Option<f64>| x.map_or("n/a".to_string(), |x| format!("{:.1}%", 100.0 * x));
+    println!(
+        "LLM pre-labeling: {} tasks, {} labeled, {} with no LLM vote",
+        o.tasks, o.llm_labeled, o.llm_unanswered
+    );
+    for (w, votes, acc) in &o.workers {
+        println!("  worker {w}: {votes} votes, {} equal to gold", pct(*acc));
+    }
+    println!(
+        "disagreements: {}; reviewed by people: {} ({} accepted the LLM's suggestion)",
+        o.disagreements, o.reviewed, o.accepted
+    );
+    println!(
+        "labels equal to gold: LLM {}, final {}",
+        pct(o.llm_label_accuracy),
+        pct(o.label_accuracy)
+    );
+    let t = &o.trained;
+    println!(
+        "model: trained on {} LLM-labeled tweets; hold-out vs gold ({} tweets, {} actionable): \
+         AUC {:.3}, threshold {:.3}, precision {}, recall {}",
+        t.train,
+        t.holdout,
+        t.holdout_actionable,
+        t.auc,
+        t.threshold,
+        pct(t.precision),
+        pct(t.recall)
+    );
+    for f in &o.files {
+        println!("wrote {}", f.display());
+    }
 }
 
 /// Prints the outcome (or the error) of a run that began at `started`.

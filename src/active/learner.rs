@@ -160,7 +160,7 @@ struct Inner<T, L> {
 ///     .unwrap();
 /// let text = "api down".to_string();
 /// let p = Prediction::binary("problem", "none", 0.5);
-/// learner.submit(&[LabelTask { item_id: "1", item: &text, prediction: Some(&p) }]).await.unwrap();
+/// learner.submit(&[LabelTask::new("1", &text).with_prediction(&p)]).await.unwrap();
 /// assert_eq!(learner.tick().await.unwrap().submitted, 1);
 /// tokio::time::advance(Duration::from_secs(60)).await;
 /// assert_eq!(learner.tick().await.unwrap().labels, 1);
@@ -667,6 +667,7 @@ fn label_task<T>(t: &QueuedTask<T>) -> LabelTask<'_, T> {
         item_id: &t.id,
         item: &t.item,
         prediction: t.prediction.as_ref(),
+        suggestion: None,
     }
 }
 

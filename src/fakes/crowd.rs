@@ -141,7 +141,7 @@ type TruthFn<T> = Box<dyn Fn(&T) -> Label + Send + Sync>;
 /// .seed(42);
 ///
 /// let text = "the site is down".to_string();
-/// crowd.submit(&[LabelTask { item_id: "r1", item: &text, prediction: None }]).await.unwrap();
+/// crowd.submit(&[LabelTask::new("r1", &text)]).await.unwrap();
 /// assert!(crowd.collect().await.unwrap().is_empty(), "people take time");
 /// tokio::time::advance(Duration::from_secs(3600)).await;
 /// let results = crowd.collect().await.unwrap();
@@ -415,6 +415,7 @@ mod tests {
                 item_id: id,
                 item: n,
                 prediction: None,
+                suggestion: None,
             })
             .collect();
         crowd.submit(&tasks).await.unwrap();
@@ -490,6 +491,7 @@ mod tests {
                 item_id: &format!("item-{n}"),
                 item: n,
                 prediction: None,
+                suggestion: None,
             }])
             .await
             .unwrap();
@@ -529,6 +531,7 @@ mod tests {
             item_id: "x1",
             item: &items[0],
             prediction: None,
+            suggestion: None,
         }])
         .await
         .unwrap();
@@ -537,6 +540,7 @@ mod tests {
             item_id: "x2",
             item: &items[1],
             prediction: None,
+            suggestion: None,
         }])
         .await
         .unwrap();
@@ -574,16 +578,19 @@ mod tests {
                     item_id: "r1",
                     item: &n,
                     prediction: None,
+                    suggestion: None,
                 },
                 LabelTask {
                     item_id: "r2",
                     item: &n,
                     prediction: None,
+                    suggestion: None,
                 },
                 LabelTask {
                     item_id: "r1",
                     item: &n,
                     prediction: None,
+                    suggestion: None,
                 },
             ])
             .await
@@ -595,6 +602,7 @@ mod tests {
                 item_id: "r2",
                 item: &n,
                 prediction: None,
+                suggestion: None,
             }])
             .await
             .unwrap();
@@ -610,6 +618,7 @@ mod tests {
             item_id: "r1",
             item: &n,
             prediction: None,
+            suggestion: None,
         }])
         .await
         .unwrap();
@@ -640,6 +649,7 @@ mod tests {
                 item_id: id,
                 item: n,
                 prediction: None,
+                suggestion: None,
             })
             .collect();
         c.submit(&tasks).await.unwrap();
@@ -660,6 +670,7 @@ mod tests {
                 item_id: "a",
                 item: &1,
                 prediction: None,
+                suggestion: None,
             }])
             .await
             .unwrap_err();

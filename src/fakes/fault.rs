@@ -907,6 +907,7 @@ mod tests {
             item_id: id,
             item: &item,
             prediction: None,
+            suggestion: None,
         };
         assert_eq!(
             labeler.submit(&[task("a")]).await.unwrap(),

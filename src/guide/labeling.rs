@@ -10,6 +10,7 @@
 //! |---|---|---|
 //! | `label_ui::LocalWebLabeler` | a labeling page on `127.0.0.1`, for you and your colleagues | `label-ui` |
 //! | `mturk::MturkLabeler` | Amazon Mechanical Turk HITs (sandbox unless asked) | `mturk` |
+//! | [`LlmLabeler`](crate::LlmLabeler) | LLM workers: a model under one or more prompts, or several models (any `Classifier`) | — |
 //! | `fakes::SimulatedCrowd` | simulated workers, honest and spammers, for tests and offline runs | (`test-util`) |
 //! | [`active::ActiveLearner`](crate::active::ActiveLearner) | a durable queue in front of any of them, most uncertain first | — |
 //!
@@ -51,6 +52,91 @@
 //! assert_eq!(out.incomplete[0].item_id, "t2");
 //! ```
 //!
+//! # LLM workers: `LlmLabeler`
+//!
+//! [`LlmLabeler`](crate::LlmLabeler) makes classifiers act as labeling
+//! workers: each is a (worker id, [`Classifier`](crate::Classifier)) pair,
+//! typically an `llm::LlmClassifier` (feature `llm`) under a given prompt
+//! template or model. Every task goes to every worker and each answer is a
+//! [`Vote`](crate::Vote) under the worker's id, so Dawid–Skene estimates
+//! an LLM worker's reliability exactly as it does a person's, from the same
+//! answers: put the LLM labeler's results next to people's results and
+//! aggregate them together.
+//!
+//! ```
+//! use streamsift::aggregate::{answers_from_results, Aggregator, DawidSkene};
+//! use streamsift::fakes::FnClassifier;
+//! use streamsift::{LabelTask, Labeler, LlmLabeler, Prediction};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! // Stand-ins for one model under two prompts, and a second model.
+//! let reads = |t: &String| {
+//!     Ok(Prediction::label(if t.contains("down") { "problem_report" } else { "none" }))
+//! };
+//! let hasty = FnClassifier::new(|_: &String| Ok(Prediction::label("none")));
+//! let llm = LlmLabeler::builder(["problem_report", "none"])
+//!     .worker("llm:careful-v1", FnClassifier::new(reads))
+//!     .worker("llm:hasty-v1", hasty)
+//!     .worker("other-llm:careful-v1", FnClassifier::new(reads))
+//!     .concurrency(4) // calls in flight, over all workers and tasks
+//!     .build()
+//!     .unwrap();
+//! let tweets: Vec<(String, String)> = (0..20)
+//!     .map(|i| (format!("t{i}"), if i % 2 == 0 { "site down".into() } else { "thanks".into() }))
+//!     .collect();
+//! let tasks: Vec<LabelTask<'_, String>> =
+//!     tweets.iter().map(|(id, text)| LabelTask::new(id, text)).collect();
+//! llm.submit(&tasks).await.unwrap();
+//! let results = llm.collect().await.unwrap();
+//! // (people's results from another labeler would be added here)
+//! let out = Aggregator::new(["problem_report", "none"])
+//!     .min_votes(1)
+//!     .dawid_skene(&answers_from_results(&results), &DawidSkene::default());
+//! let careful = out.worker("llm:careful-v1").unwrap().accuracy;
+//! let hasty = out.worker("llm:hasty-v1").unwrap().accuracy;
+//! assert!(careful > hasty);
+//! # });
+//! ```
+//!
+//! - **No bias.** A worker gets the item only: never the task's prediction
+//!   nor its suggestion.
+//! - **Failures.** Retryable errors are retried with a doubling backoff
+//!   (`retry(attempts, backoff)`); a permanent error, a label outside the
+//!   set, a panic or spent retries leave that worker's vote out, never a
+//!   made-up vote. A task with no vote at all fails `submit` (retryable or
+//!   permanent as its failures were) and is listed by `unanswered()`;
+//!   submitting it again retries it under the same task id.
+//! - **Active learning.** It is a `Labeler`, so it can be the inner labeler
+//!   of an [`ActiveLearner`](crate::active::ActiveLearner): the review band
+//!   is labeled by the LLM; while the LLM is down, items stay queued.
+//!
+//! # Labeling as review: suggestions
+//!
+//! A task can carry a [`suggestion`](crate::LabelTask::suggestion): a
+//! label, and a confidence if known, from the model or an LLM. The labeling
+//! page shows it above the buttons; `Enter` (or `a`) accepts it with one
+//! key, a number key picks another label, so labeling becomes review, as in
+//! Prodigy's accept/reject flow. Each answer records in the page's dataset
+//! whether it accepted the suggestion, and
+//! `LocalWebLabeler::review_progress` counts them. The task's
+//! `prediction` is shown only when the page is built with
+//! `suggest_predictions(true)` (the `Labeler` contract keeps the model's
+//! prediction from people otherwise: it biases them).
+//!
+//! ```
+//! use streamsift::{LabelTask, Prediction};
+//!
+//! let tweet = "the app crashes on start".to_string();
+//! let llm_says = Prediction::from_scores(vec![
+//!     ("problem_report".into(), 0.86),
+//!     ("none".into(), 0.14),
+//! ])
+//! .unwrap();
+//! let task = LabelTask::new("t1", &tweet).with_suggestion(&llm_says);
+//! // The page shows: Suggested: problem_report (86% sure). Enter accepts.
+//! assert_eq!(task.suggestion.unwrap().confidence(), Some(0.86));
+//! ```
+//!
 //! # Labeling in the browser (feature `label-ui`)
 //!
 //! `LocalWebLabeler` serves a labeling page on `127.0.0.1`. Submit items as
@@ -71,7 +157,7 @@
 //!     .await?;
 //! // stderr: streamsift: label in your browser at http://127.0.0.1:8377/#token=…
 //! let tweet = "@acme the app is down again".to_string();
-//! labeler.submit(&[LabelTask { item_id: "t1", item: &tweet, prediction: None }]).await?;
+//! labeler.submit(&[LabelTask::new("t1", &tweet)]).await?;
 //! for result in labeler.collect().await? {
 //!     println!("{} -> {} ({} votes)", result.item_id, result.label, result.votes.len());
 //! }
@@ -82,7 +168,11 @@
 //!   URL with it, once, on standard error. It sits in the URL fragment,
 //!   which browsers do not send to servers; the page sends it with every
 //!   API call. `Debug` output and logs never show it.
-//! - **Keys.** `1`–`9` answer, `u` undoes, `s` skips.
+//! - **Keys.** `1`–`9` answer, `Enter` or `a` accepts the suggestion, `u`
+//!   undoes, `s` skips.
+//! - **The name.** The item shows as soon as the page opens; a person types
+//!   their name in the box at the top left only to answer (the page asks
+//!   for it then).
 //! - **Several people.** Each item gets `answers_per_item` answers from
 //!   different people; nobody sees an item twice; an item shown to someone
 //!   is held for them for a while so two people do not race for its last
@@ -132,6 +222,9 @@
 //! cargo run --example label_and_train -- --majority   # majority vote instead of Dawid–Skene
 //! cargo run --features label-ui --example label_and_train -- --web --sample 100
 //! cargo run --features mturk --example label_and_train -- --mturk --sample 40 --max-spend 10
+//! cargo run --example label_and_train -- --llm-sim    # offline: two simulated LLM workers label
+//! cargo run --features llm,label-ui --example label_and_train -- \
+//!     --llm http://localhost:8000/v1 --llm-model qwen2.5-7b-instruct --review
 //! ```
 //!
 //! It samples the unlabeled stream, removes retweets and duplicates (each
@@ -141,6 +234,20 @@
 //! `target/label_and_train/` it writes `training.csv` (readable with
 //! `LoadOptions::new("text").id("id").label("label")`), `aggregation.json`
 //! (per-worker accuracy and spammer flags), `model.json` and `report.html`.
+//!
+//! **With an LLM.** `--llm URL` (an OpenAI-compatible server; the API key
+//! is read from the variable `--llm-key-env` names, `OPENAI_API_KEY` unless
+//! set, and never printed) or `--llm-sim` (two `SimulatedLlm` workers over
+//! the gold labels, offline) pre-labels the sample with two LLM workers
+//! (the model under two prompts) and aggregates their votes with
+//! Dawid–Skene. With `--review`, the tweets the two workers disagree on go
+//! to the labeling page, each with the LLM's label and confidence as the
+//! suggestion; people accept it with `Enter` or pick another, and their
+//! answer replaces the LLM's. It prints each worker's votes and agreement
+//! with gold, the disagreements, how many suggestions people accepted, the
+//! labels' agreement with gold before and after review, and the model's
+//! hold-out figures; `tests/label_and_train.rs` runs it offline and checks
+//! that review raises the labels' agreement with gold.
 //!
 //! # Active learning
 //!

@@ -5,7 +5,16 @@
 //!   Keys `1`–`9` answer with the matching category, `u` undoes the
 //!   person's latest answer or skip, `s` skips. It shows progress: items
 //!   done / total, the person's own count and their labels per minute
-//!   (over the last ten minutes).
+//!   (over the last ten minutes). The item shows at once; the person's
+//!   name (the box at the top left) is needed only to answer.
+//! - **Suggestions** (labeling as review): an item submitted with a
+//!   [`suggestion`](LabelTask::suggestion) (or with a prediction, when
+//!   [`suggest_predictions`](LocalWebLabelerBuilder::suggest_predictions)
+//!   is set) shows it, label and confidence, above the buttons. `Enter` or
+//!   `a` accepts it with one key; a number key picks another label. Each
+//!   answer on a suggested item records in the dataset whether it accepted
+//!   the suggestion (`"accepted":true|false`), and
+//!   [`review_progress`](LocalWebLabeler::review_progress) counts them.
 //! - **Storage**: every answer, skip and undo is appended to the dataset
 //!   file (JSON lines) and fsynced before the page is told it was saved.
 //!   Starting again on the same file replays it: nothing is lost and each
@@ -44,7 +53,7 @@
 //!     .await?; // prints the URL with its token
 //! let tweet = "the site is down".to_string();
 //! labeler
-//!     .submit(&[LabelTask { item_id: "t1", item: &tweet, prediction: None }])
+//!     .submit(&[LabelTask::new("t1", &tweet)])
 //!     .await?;
 //! // ... later, once someone has answered:
 //! for result in labeler.collect().await? {
@@ -74,7 +83,7 @@ pub use server::CONTENT_SECURITY_POLICY;
 pub use token::AccessToken;
 
 use server::Shared;
-use store::Store;
+use store::{Store, Suggestion};
 
 /// Why the labeling page could not start, read its dataset, or save.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +137,16 @@ impl From<LabelUiError> for LabelError {
     }
 }
 
+/// How people answered items that came with a suggestion (answers standing,
+/// undone ones not counted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReviewProgress {
+    /// Answers on items with a suggestion.
+    pub suggested: usize,
+    /// Those that accepted it (answered the suggested label).
+    pub accepted: usize,
+}
+
 /// Progress of the whole labeling job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
@@ -164,6 +183,7 @@ pub struct LocalWebLabelerBuilder {
     addr: SocketAddr,
     title: String,
     lease: Duration,
+    suggest_predictions: bool,
 }
 
 impl LocalWebLabelerBuilder {
@@ -182,7 +202,19 @@ impl LocalWebLabelerBuilder {
             addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             title: "streamsift labeling".to_owned(),
             lease: Duration::from_secs(5 * 60),
+            suggest_predictions: false,
         }
+    }
+
+    /// Shows the task's [`prediction`](LabelTask::prediction) as the
+    /// suggestion when the task has no
+    /// [`suggestion`](LabelTask::suggestion) of its own (off unless set:
+    /// the [`Labeler`] contract keeps the model's prediction from people,
+    /// as it biases them; turn it on to make labeling a review of the
+    /// model). A suggested label outside the categories is not shown.
+    pub fn suggest_predictions(mut self, on: bool) -> Self {
+        self.suggest_predictions = on;
+        self
     }
 
     /// How many different people answer each item (1 unless set: one
@@ -287,6 +319,7 @@ impl LocalWebLabelerBuilder {
         let labeler = LocalWebLabeler {
             shared,
             text: Box::new(text),
+            suggest_predictions: self.suggest_predictions,
             addr,
             dataset: self.dataset,
             answers_per_item: self.answers_per_item,
@@ -313,6 +346,7 @@ type TextFn<T> = Box<dyn Fn(&T) -> String + Send + Sync>;
 pub struct LocalWebLabeler<T> {
     shared: Arc<Shared>,
     text: TextFn<T>,
+    suggest_predictions: bool,
     addr: SocketAddr,
     dataset: PathBuf,
     answers_per_item: usize,
@@ -353,6 +387,15 @@ impl<T> LocalWebLabeler<T> {
         Progress {
             done: counts.done,
             total: counts.total,
+        }
+    }
+
+    /// Answers on suggested items, and how many accepted the suggestion.
+    pub fn review_progress(&self) -> ReviewProgress {
+        let r = self.shared.lock().review_counts();
+        ReviewProgress {
+            suggested: r.suggested,
+            accepted: r.accepted,
         }
     }
 
@@ -402,7 +445,19 @@ impl<T: Sync> Labeler<T> for LocalWebLabeler<T> {
     async fn submit(&self, tasks: &[LabelTask<'_, T>]) -> Result<Vec<TaskId>, LabelError> {
         let items = tasks
             .iter()
-            .map(|t| (t.item_id.to_owned(), (self.text)(t.item)))
+            .map(|t| {
+                let shown = t
+                    .suggestion
+                    .or(t.prediction.filter(|_| self.suggest_predictions));
+                let suggestion = shown.map(|p| Suggestion {
+                    label: p.label.as_str().to_owned(),
+                    confidence: p
+                        .confidence()
+                        .filter(|c| c.is_finite())
+                        .map(|c| c.clamp(0.0, 1.0)),
+                });
+                (t.item_id.to_owned(), (self.text)(t.item), suggestion)
+            })
             .collect();
         Ok(self.shared.lock().submit(items)?)
     }

@@ -51,6 +51,7 @@ impl Shared {
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let api = Router::new()
         .route("/state", post(state))
+        .route("/peek", post(peek))
         .route("/answer", post(answer))
         .route("/skip", post(skip))
         .route("/undo", post(undo))
@@ -241,6 +242,23 @@ struct AnswerRequest {
 struct SkipRequest {
     worker: String,
     item: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeekRequest {}
+
+/// The categories and the item a person would get first, held for no one:
+/// what the page shows before the person has typed their name.
+async fn peek(State(shared): State<Arc<Shared>>, Json(_): Json<PeekRequest>) -> Response {
+    let store = shared.lock();
+    let body = View {
+        labels: store.labels().iter().map(|l| l.as_str()).collect(),
+        item: store.peek(),
+        progress: store.counts(None),
+        can_undo: false,
+    };
+    json(StatusCode::OK, &body)
 }
 
 async fn state(State(shared): State<Arc<Shared>>, Json(req): Json<WhoRequest>) -> Response {

@@ -4,8 +4,11 @@
 //! the event changes the state in memory, so what the page acknowledged is
 //! on disk. Events:
 //!
-//! - `{"kind":"item","id":..,"text":..}`: an item submitted for labeling;
-//! - `{"kind":"answer","item":..,"worker":..,"label":..,"at":ms}`;
+//! - `{"kind":"item","id":..,"text":..}`: an item submitted for labeling,
+//!   with `"suggestion":{"label":..,"confidence":..}` when it came with one;
+//! - `{"kind":"answer","item":..,"worker":..,"label":..,"at":ms}`, with
+//!   `"accepted":true|false` when the item had a suggestion (whether the
+//!   answer is the suggested label);
 //! - `{"kind":"skip","item":..,"worker":..,"at":ms}`;
 //! - `{"kind":"undo","item":..,"worker":..,"at":ms}`: retracts that
 //!   worker's latest answer or skip, which was on `item`;
@@ -48,12 +51,16 @@ pub(crate) enum Event {
     Item {
         id: String,
         text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        suggestion: Option<Suggestion>,
     },
     Answer {
         item: String,
         worker: String,
         label: String,
         at: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        accepted: Option<bool>,
     },
     Skip {
         item: String,
@@ -71,6 +78,15 @@ pub(crate) enum Event {
     },
 }
 
+/// A suggested label shown with an item, and how sure its source is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Suggestion {
+    pub(crate) label: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) confidence: Option<f64>,
+}
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -83,6 +99,9 @@ pub(crate) fn now_ms() -> u64 {
 struct ItemState {
     id: String,
     text: String,
+    suggestion: Option<Suggestion>,
+    /// Workers whose standing answer is the suggested label.
+    accepted_by: HashSet<String>,
     /// (worker, label, at ms), in arrival order.
     answers: Vec<(String, Label, u64)>,
     skipped_by: HashSet<String>,
@@ -195,6 +214,8 @@ pub(crate) enum Refusal {
 pub(crate) struct ShownItem {
     pub(crate) id: String,
     pub(crate) text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) suggestion: Option<Suggestion>,
 }
 
 /// Progress counters for the page and for [`super::Progress`].
@@ -246,6 +267,16 @@ pub(crate) struct Store {
     history: HashMap<String, Vec<(u64, ActionKind)>>,
     /// Each worker's progress.
     tallies: HashMap<String, Tally>,
+    /// Standing answers on items with a suggestion, and those of them that
+    /// accepted it.
+    review: ReviewCounts,
+}
+
+/// Answers on suggested items, and how many took the suggestion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ReviewCounts {
+    pub(crate) suggested: usize,
+    pub(crate) accepted: usize,
 }
 
 /// How far back the labels-per-minute rate looks.
@@ -279,6 +310,7 @@ impl Store {
             collected: CollectedIds::new(),
             history: HashMap::new(),
             tallies: HashMap::new(),
+            review: ReviewCounts::default(),
         };
         let reader = BufReader::new(File::open(path).map_err(io)?);
         for (n, line) in reader.split(b'\n').enumerate() {
@@ -351,7 +383,11 @@ impl Store {
     fn apply(&mut self, event: &Event, mode: Mode) -> Result<(), Refusal> {
         self.check(event, mode)?;
         match event {
-            Event::Item { id, text } => {
+            Event::Item {
+                id,
+                text,
+                suggestion,
+            } => {
                 let ordinal = self.next_ordinal;
                 self.next_ordinal += 1;
                 self.index.insert(id.clone(), ordinal);
@@ -360,6 +396,8 @@ impl Store {
                     ItemState {
                         id: id.clone(),
                         text: text.clone(),
+                        suggestion: suggestion.clone(),
+                        accepted_by: HashSet::new(),
                         answers: Vec::new(),
                         skipped_by: HashSet::new(),
                         leases: HashMap::new(),
@@ -371,6 +409,7 @@ impl Store {
                 worker,
                 label,
                 at,
+                ..
             } => {
                 let Located::Live(o) = self.locate(item)? else {
                     return Err(Refusal::Conflict(format!(
@@ -381,6 +420,10 @@ impl Store {
                     return Err(Refusal::UnknownLabel(label.clone()));
                 };
                 let state = self.live_mut(o)?;
+                let accepted = state.suggestion.as_ref().map(|s| s.label == label.as_str());
+                if accepted == Some(true) {
+                    state.accepted_by.insert(worker.clone());
+                }
                 state.answers.push((worker.clone(), label, *at));
                 state.skipped_by.remove(worker);
                 state.leases.remove(worker);
@@ -388,6 +431,10 @@ impl Store {
                     .entry(worker.clone())
                     .or_default()
                     .push((o, ActionKind::Answer));
+                if let Some(accepted) = accepted {
+                    self.review.suggested += 1;
+                    self.review.accepted += usize::from(accepted);
+                }
                 let tally = self.tallies.entry(worker.clone()).or_default();
                 tally.answers += 1;
                 let since = now_ms().saturating_sub(RATE_WINDOW_MS);
@@ -431,6 +478,14 @@ impl Store {
                             .map(|(_, _, at)| *at)
                             .collect();
                         state.answers.retain(|(w, _, _)| w != worker);
+                        let suggested = state.suggestion.is_some() && !undone.is_empty();
+                        let accepted = state.accepted_by.remove(worker);
+                        if suggested {
+                            self.review.suggested = self.review.suggested.saturating_sub(1);
+                        }
+                        if accepted {
+                            self.review.accepted = self.review.accepted.saturating_sub(1);
+                        }
                         if let Some(tally) = self.tallies.get_mut(worker) {
                             tally.answers = tally.answers.saturating_sub(undone.len());
                             for at in undone {
@@ -604,19 +659,23 @@ impl Store {
     /// not labeled again).
     pub(crate) fn submit(
         &mut self,
-        items: Vec<(String, String)>,
+        items: Vec<(String, String, Option<Suggestion>)>,
     ) -> Result<Vec<TaskId>, LabelUiError> {
         let mut seen = HashSet::new();
         let new: Vec<Event> = items
             .iter()
-            .filter(|(id, _)| {
+            .filter(|(id, _, _)| {
                 !self.index.contains_key(id)
                     && !self.collected.contains(id)
                     && seen.insert(id.as_str())
             })
-            .map(|(id, text)| Event::Item {
+            .map(|(id, text, suggestion)| Event::Item {
                 id: id.clone(),
                 text: text.clone(),
+                // Only a label of the set can be accepted.
+                suggestion: suggestion
+                    .clone()
+                    .filter(|s| self.labels.iter().any(|l| *l == s.label.as_str())),
             })
             .collect();
         if !new.is_empty() {
@@ -626,7 +685,7 @@ impl Store {
                 let _ = self.apply(event, Mode::Live);
             }
         }
-        Ok(items.iter().map(|(id, _)| task_id(id)).collect())
+        Ok(items.iter().map(|(id, _, _)| task_id(id)).collect())
     }
 
     /// Records an answer.
@@ -636,11 +695,18 @@ impl Store {
         item: &str,
         label: &str,
     ) -> Result<Result<(), Refusal>, LabelUiError> {
+        let accepted = self
+            .index
+            .get(item)
+            .and_then(|o| self.items.get(o))
+            .and_then(|i| i.suggestion.as_ref())
+            .map(|s| s.label == label);
         self.record(Event::Answer {
             item: item.to_owned(),
             worker: worker.to_owned(),
             label: label.to_owned(),
             at: now_ms(),
+            accepted,
         })
     }
 
@@ -714,7 +780,34 @@ impl Store {
         Some(ShownItem {
             id: item.id.clone(),
             text: item.text.clone(),
+            suggestion: item.suggestion.clone(),
         })
+    }
+
+    /// The item a person would be shown first, without holding it for
+    /// anyone: for the page before the person has typed their name.
+    pub(crate) fn peek(&self) -> Option<ShownItem> {
+        let now = Instant::now();
+        let k = self.answers_per_item;
+        let open = |item: &&ItemState| {
+            let held = item.leases.values().filter(|until| **until > now).count();
+            item.answers.len() + held < k
+        };
+        let item = self
+            .items
+            .values()
+            .find(open)
+            .or_else(|| self.items.values().find(|i| i.answers.len() < k))?;
+        Some(ShownItem {
+            id: item.id.clone(),
+            text: item.text.clone(),
+            suggestion: item.suggestion.clone(),
+        })
+    }
+
+    /// Answers on suggested items, and how many accepted the suggestion.
+    pub(crate) fn review_counts(&self) -> ReviewCounts {
+        self.review
     }
 
     /// Drops the worker's leases; returns how many there were.
@@ -844,9 +937,9 @@ mod tests {
         Store::open(path, labels(), k, Duration::from_secs(300)).unwrap()
     }
 
-    fn items(ids: &[&str]) -> Vec<(String, String)> {
+    fn items(ids: &[&str]) -> Vec<(String, String, Option<Suggestion>)> {
         ids.iter()
-            .map(|id| (id.to_string(), format!("text of {id}")))
+            .map(|id| (id.to_string(), format!("text of {id}"), None))
             .collect()
     }
 
@@ -883,6 +976,53 @@ mod tests {
         assert_eq!(s.undo("ann").unwrap().unwrap(), "b");
         // The answer on a was collected: it can no longer be undone.
         assert!(matches!(s.undo("ann").unwrap(), Err(Refusal::Conflict(_))));
+    }
+
+    #[test]
+    fn suggestions_and_their_acceptance_survive_a_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.jsonl");
+        let suggest = |label: &str| {
+            Some(Suggestion {
+                label: label.to_owned(),
+                confidence: Some(0.8),
+            })
+        };
+        let mut s = open(&path, 1);
+        s.submit(vec![
+            ("a".into(), "ta".into(), suggest("problem")),
+            ("b".into(), "tb".into(), suggest("none")),
+            ("c".into(), "tc".into(), suggest("angry")), // not a category
+            ("d".into(), "td".into(), None),
+        ])
+        .unwrap();
+        assert_eq!(s.peek().unwrap().suggestion, suggest("problem"));
+        assert_eq!(s.next_for("ann", Some("c")).unwrap().suggestion, None);
+        s.answer("ann", "a", "problem").unwrap().unwrap(); // accepted
+        s.answer("ann", "b", "problem").unwrap().unwrap(); // overridden
+        s.answer("ann", "d", "none").unwrap().unwrap(); // nothing suggested
+        s.answer("bob", "c", "none").unwrap().unwrap();
+        let counts = ReviewCounts {
+            suggested: 2,
+            accepted: 1,
+        };
+        assert_eq!(s.review_counts(), counts);
+        drop(s);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("\"accepted\":true").count(), 1);
+        assert_eq!(text.matches("\"accepted\":false").count(), 1);
+        let mut s = open(&path, 1);
+        assert_eq!(s.review_counts(), counts, "rebuilt from the file");
+        // Undoing the override takes it out of the counts.
+        assert_eq!(s.undo("ann").unwrap().unwrap(), "d");
+        assert_eq!(s.undo("ann").unwrap().unwrap(), "b");
+        assert_eq!(
+            s.review_counts(),
+            ReviewCounts {
+                suggested: 1,
+                accepted: 1
+            }
+        );
     }
 
     #[test]

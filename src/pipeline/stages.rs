@@ -315,6 +315,7 @@ where
                         item_id: &record.id,
                         item: &item,
                         prediction: Some(&prediction),
+                        suggestion: None,
                     }];
                     let (submitted, attempts) = with_retries(
                         &config.retry,

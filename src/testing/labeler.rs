@@ -123,6 +123,7 @@ where
             item_id: id,
             item,
             prediction: None,
+            suggestion: None,
         })
         .collect();
     tasks.push(tasks[0]);
@@ -165,6 +166,7 @@ where
             item_id: last_id,
             item: last_item,
             prediction: None,
+            suggestion: None,
         },
         tasks[1],
     ];

@@ -19,6 +19,9 @@
   // Who is labeling: a name typed once, kept in this browser.
   let worker = localStorage.getItem(WORKER_KEY) || '';
 
+  // Where the name box is: keep in step with index.html and app.css.
+  const NAME_HINT = 'Type your name in the box at the top left and press Enter to answer.';
+
   let labels = [];
   let current = null; // the item shown, or null
   let queue = Promise.resolve(); // actions run one after another, in key order
@@ -40,6 +43,11 @@
       throw new Error(why);
     }
     return data;
+  }
+
+  function askName() {
+    setStatus(NAME_HINT);
+    $('worker').focus();
   }
 
   function renderButtons() {
@@ -75,27 +83,43 @@
       item.classList.add('empty');
       delete item.dataset.id;
     }
+    const suggested = current && current.suggestion ? current.suggestion : null;
+    $('suggestion').hidden = !suggested;
+    $('suggested-label').textContent = suggested ? suggested.label : '';
+    $('suggested-confidence').textContent =
+      suggested && typeof suggested.confidence === 'number'
+        ? '(' + Math.round(suggested.confidence * 100) + '% sure)' : '';
+    for (const button of $('buttons').children) {
+      button.classList.toggle('suggested', !!suggested && button.dataset.label === suggested.label);
+    }
     const p = view.progress;
     $('progress').textContent = p.done + ' / ' + p.total + ' done \u00b7 ' + p.mine +
       ' by you \u00b7 ' + p.per_minute.toFixed(1) + ' labels/min';
     $('undo').disabled = !view.can_undo;
-    document.body.dataset.ready = 'yes';
+    // 'name': the item is shown and the person's name is still needed.
+    document.body.dataset.ready = worker ? 'yes' : 'name';
   }
 
+  // Without a name, the page shows the item (held for no one) and asks
+  // for the name only when the person wants to answer.
   async function refresh() {
-    if (!worker) return;
-    render(await call('state', { worker }));
+    render(worker ? await call('state', { worker }) : await call('peek', {}));
   }
   async function answer(label) {
+    if (!worker) { askName(); return; }
     if (!current) return;
     render(await call('answer', { worker, item: current.id, label }));
   }
+  async function accept() {
+    if (current && current.suggestion) await answer(current.suggestion.label);
+  }
   async function skip() {
+    if (!worker) { askName(); return; }
     if (!current) return;
     render(await call('skip', { worker, item: current.id }));
   }
   async function undo() {
-    if (!worker) return;
+    if (!worker) { askName(); return; }
     render(await call('undo', { worker }));
   }
 
@@ -103,7 +127,7 @@
     queue = queue.then(async () => {
       try {
         await action();
-        setStatus('');
+        setStatus(worker ? '' : NAME_HINT);
       } catch (e) {
         setStatus(e.message);
         try { await refresh(); } catch (ignored) { /* keep the first message */ }
@@ -115,7 +139,9 @@
   document.addEventListener('keydown', (event) => {
     if (event.target instanceof HTMLInputElement || event.ctrlKey || event.metaKey || event.altKey) return;
     const key = event.key;
-    if (key >= '1' && key <= '9') {
+    if (key === 'Enter' || key === 'a' || key === 'A') {
+      if (current && current.suggestion) { event.preventDefault(); enqueue(accept); }
+    } else if (key >= '1' && key <= '9') {
       const label = labels[Number(key) - 1];
       if (label !== undefined) { event.preventDefault(); enqueue(() => answer(label)); }
     } else if (key === 'u' || key === 'U') {
@@ -148,12 +174,7 @@
       setStatus('This page needs the link with the token printed when the labeler started.');
       return;
     }
-    if (!worker) {
-      setStatus('Type your name (top right) and press Enter to start.');
-      document.body.dataset.ready = 'name';
-      input.focus();
-      return;
-    }
+    if (!worker) askName();
     enqueue(refresh);
   });
 })();

@@ -1,4 +1,15 @@
-//! Labeling: sending items to people and getting their labels back.
+//! Labeling: sending items to people (or to LLM workers) and getting their
+//! labels back.
+//!
+//! - [`Labeler`] is the contract: submit tasks, collect finished results.
+//! - [`LlmLabeler`] makes classifiers (a large language model under one or
+//!   more prompts or models, or any [`Classifier`](crate::Classifier)) act
+//!   as labeling workers, whose votes [`aggregate`](crate::aggregate) weighs
+//!   next to people's.
+
+mod llm;
+
+pub use llm::{LlmLabeler, LlmLabelerBuilder, LlmWorkerStats, Unanswered, WorkerFailure};
 
 use std::fmt;
 
@@ -17,8 +28,48 @@ pub struct LabelTask<'a, T> {
     /// The item.
     pub item: &'a T,
     /// The model's prediction, when the item came from the pipeline's review
-    /// band. Labelers should not show it to workers (it biases them).
+    /// band. Labelers should not show it to workers (it biases them), unless
+    /// they are explicitly configured to (the labeling page's
+    /// `suggest_predictions`, feature `label-ui`).
     pub prediction: Option<&'a Prediction>,
+    /// A suggestion the caller *wants* shown to the person (from the model
+    /// or an LLM), for labeling as review: they accept it with one key or
+    /// pick another label. Labelers that cannot show one ignore it;
+    /// [`LlmLabeler`] never passes it (nor the prediction) to its workers.
+    pub suggestion: Option<&'a Prediction>,
+}
+
+impl<'a, T> LabelTask<'a, T> {
+    /// A task with neither prediction nor suggestion.
+    ///
+    /// ```
+    /// use streamsift::{LabelTask, Prediction};
+    /// let text = "the app crashes".to_string();
+    /// let llm = Prediction::from_scores(vec![("problem".into(), 0.8), ("none".into(), 0.2)]).unwrap();
+    /// let task = LabelTask::new("t1", &text).with_suggestion(&llm);
+    /// assert_eq!(task.suggestion.unwrap().label, "problem");
+    /// assert!(task.prediction.is_none());
+    /// ```
+    pub fn new(item_id: &'a str, item: &'a T) -> Self {
+        LabelTask {
+            item_id,
+            item,
+            prediction: None,
+            suggestion: None,
+        }
+    }
+
+    /// Sets the model's prediction (not shown to workers by default).
+    pub fn with_prediction(mut self, prediction: &'a Prediction) -> Self {
+        self.prediction = Some(prediction);
+        self
+    }
+
+    /// Sets the suggestion to show the person.
+    pub fn with_suggestion(mut self, suggestion: &'a Prediction) -> Self {
+        self.suggestion = Some(suggestion);
+        self
+    }
 }
 
 impl<T> Clone for LabelTask<'_, T> {
