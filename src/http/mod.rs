@@ -510,16 +510,17 @@ impl<T> HttpRouterBuilder<T> {
                     problem: format!("has scheme {:?}, not http(s) with a host", url.scheme()),
                 });
             }
+            // What to redact from a receiver's answer: the path and its
+            // long segments (Slack's token is 24 characters; short ones such
+            // as "services" or "hook" are no secret), the query, the key.
             let mut secrets = Vec::new();
             let path = url.path().trim_matches('/');
-            if !path.is_empty() {
-                secrets.push(path.to_owned());
-                secrets.extend(
-                    path.split('/')
-                        .filter(|s| s.len() >= 8)
-                        .map(str::to_owned),
-                );
-            }
+            secrets.extend(
+                std::iter::once(path)
+                    .chain(path.split('/'))
+                    .filter(|s| s.len() >= 12)
+                    .map(str::to_owned),
+            );
             if let Some(q) = url.query() {
                 secrets.push(q.to_owned());
             }
@@ -593,7 +594,12 @@ impl<T> fmt::Debug for HttpRouter<T> {
         let routes: BTreeMap<&str, String> = self
             .routes
             .iter()
-            .map(|(label, r)| (label.as_str(), format!("{} {}", r.vendor.name(), redacted(&r.url))))
+            .map(|(label, r)| {
+                (
+                    label.as_str(),
+                    format!("{} {}", r.vendor.name(), redacted(&r.url)),
+                )
+            })
             .collect();
         f.debug_struct("HttpRouter")
             .field("routes", &routes)
@@ -686,7 +692,10 @@ impl<T> HttpRouter<T> {
             rate.acquire().await;
         }
         if let Some(signer) = &self.signer {
-            request = request.header(sign::SIGNATURE_HEADER, signer.sign(SystemTime::now(), &body));
+            request = request.header(
+                sign::SIGNATURE_HEADER,
+                signer.sign(SystemTime::now(), &body),
+            );
         }
         let answer = request
             .body(body)

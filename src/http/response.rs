@@ -213,7 +213,11 @@ mod tests {
         assert!(s.contains("<redacted>"), "{s}");
         assert!(!s.chars().any(char::is_control), "{s:?}");
         assert!(!s.contains('\u{202e}'));
-        assert!(s.chars().count() <= SNIPPET_CHARS + 1, "{}", s.chars().count());
+        assert!(
+            s.chars().count() <= SNIPPET_CHARS + 1,
+            "{}",
+            s.chars().count()
+        );
         assert!(s.ends_with('…'));
         assert_eq!(snippet(b"  invalid_payload\n", &[]), "invalid_payload");
     }

@@ -59,10 +59,7 @@ impl Signer {
     /// assert!(verify(b"s3cret", &header, br#"{"text":"hi"}"#, at, Duration::from_secs(300)).is_ok());
     /// ```
     pub fn sign(&self, at: SystemTime, body: &[u8]) -> String {
-        let t = at
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let t = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let mac = mac_for(&self.secret, t, body);
         let bytes = mac.finalize().into_bytes();
         format!("t={t},v1={}", to_hex(&bytes))

@@ -253,7 +253,9 @@ where
         // A backend's Retry-After is a floor: retrying sooner only earns
         // another 429. The component caps the hint it passes on.
         let backoff = policy.backoff(attempt, unit);
-        let wait = error.retry_after().map_or(backoff, |hint| backoff.max(hint));
+        let wait = error
+            .retry_after()
+            .map_or(backoff, |hint| backoff.max(hint));
         tokio::time::sleep(wait).await;
         attempt += 1;
         let result = match tokio::time::timeout(call_timeout, call()).await {
@@ -309,26 +311,19 @@ mod tests {
         let mut tries = Tries::default();
         let t0 = Instant::now();
         let mut calls = Vec::new();
-        let (result, attempts) = with_retries(
-            &p,
-            Duration::from_secs(30),
-            1,
-            2,
-            &mut tries,
-            || {
+        let (result, attempts) =
+            with_retries(&p, Duration::from_secs(30), 1, 2, &mut tries, || {
                 calls.push(t0.elapsed());
                 let first = calls.len() == 1;
                 async move {
                     if first {
-                        Err(RouteError::throttled("429")
-                            .with_retry_after(Duration::from_secs(20)))
+                        Err(RouteError::throttled("429").with_retry_after(Duration::from_secs(20)))
                     } else {
                         Ok(())
                     }
                 }
-            },
-        )
-        .await;
+            })
+            .await;
         assert!(result.is_ok());
         assert_eq!(attempts, 2);
         assert_eq!(tries.throttled, 1);
