@@ -13,7 +13,7 @@
 //! ```
 //! use std::time::Duration;
 //! use streamsift::http::{Endpoint, Fields, HttpRouter};
-//! use streamsift::{Delivery, Pipeline, Policy, Prediction, fakes::MemorySource};
+//! use streamsift::{ClassifyError, Pipeline, Policy, Prediction, fakes::MemorySource};
 //!
 //! #[derive(serde::Deserialize)]
 //! struct Tweet { text: String, user: String, url: String }
@@ -28,7 +28,7 @@
 //!     .build()?;
 //! let pipeline = Pipeline::new(MemorySource::from_payloads(1, Vec::<String>::new()))
 //!     .json::<Tweet>()
-//!     .classify(|_: &Tweet| async { Ok(Prediction::binary("problem", "noise", 0.9)) })
+//!     .classify(|_: &Tweet| async { Ok::<_, ClassifyError>(Prediction::binary("problem", "noise", 0.9)) })
 //!     .policy(Policy::binary(0.5, "support"))
 //!     .route(router);
 //! # let _ = pipeline;

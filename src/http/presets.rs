@@ -13,7 +13,7 @@
 //! | [`slack`] | Slack incoming webhook, Block Kit (`text` + `blocks`) | `tests/fixtures/vendors/slack_incoming_webhook.json` |
 //! | [`teams`] | Teams workflow webhook: `{"type":"message","attachments":[Adaptive Card]}` | `tests/fixtures/vendors/teams_workflow_webhook.json` |
 //! | [`pagerduty`] | PagerDuty Events API v2 `trigger` | `tests/fixtures/vendors/pagerduty_events_v2.json` |
-//! | [`json`] | the generic webhook: one flat object | - |
+//! | [`json()`](fn@json) | the generic webhook: one flat object | - |
 
 use serde_json::{Value, json};
 
