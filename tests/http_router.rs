@@ -722,6 +722,15 @@ fn presets_follow_the_vendors_documented_formats() {
             <= 1024
     );
 
+    // The generic body the router posts (serialized without a Value) is
+    // byte for byte presets::json's.
+    let router = json_router("http://127.0.0.1:9/hook", "support");
+    let posted = router.render(&d).expect("rendered");
+    assert_eq!(
+        posted,
+        serde_json::to_vec(&presets::json(&d, &f)).expect("json")
+    );
+
     // A link that is not http(s) is never posted.
     let mut evil = c.clone();
     evil.item.url = "javascript:alert(1)".to_owned();

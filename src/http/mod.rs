@@ -99,10 +99,7 @@ pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    sign::to_hex(&Sha256::digest(bytes))
 }
 
 /// The idempotency key for a record on a route: the first 32 hex
@@ -703,20 +700,24 @@ impl<T> HttpRouter<T> {
             .await
             .map_err(|e| self.transport_error(route, e))?;
         let status = answer.status();
-        let headers = answer.headers().clone();
-        let body = read_bounded(answer).await;
         if status.is_success() {
             let mut receipt = Receipt::new(d.route.clone());
-            if let Some(id) = body
-                .as_deref()
-                .ok()
-                .and_then(|b| response::message_id(route.vendor, &headers, b))
-            {
+            let id = match route.vendor {
+                // Slack gives no id; Teams' is a header: no body to read.
+                Vendor::Slack => None,
+                Vendor::Teams => response::message_id(route.vendor, answer.headers(), &[]),
+                Vendor::Json | Vendor::PagerDuty => {
+                    let body = read_bounded(answer).await.unwrap_or_default();
+                    response::message_id(route.vendor, &reqwest::header::HeaderMap::new(), &body)
+                }
+            };
+            if let Some(id) = id {
                 receipt = receipt.with_message_id(id);
             }
             return Ok(receipt);
         }
-        let hint = response::retry_after(&headers, SystemTime::now(), self.max_retry_after);
+        let hint = response::retry_after(answer.headers(), SystemTime::now(), self.max_retry_after);
+        let body = read_bounded(answer).await;
         let secrets: Vec<&str> = route.secrets.iter().map(String::as_str).collect();
         let body = body.unwrap_or_default();
         Err(response::error_for(
@@ -766,6 +767,10 @@ async fn read_bounded(mut answer: reqwest::Response) -> Result<Vec<u8>, reqwest:
 
 fn render<T>(route: &Route<T>, d: &Delivery<'_, T>, f: &Fields) -> Result<Vec<u8>, RouteError> {
     let value = match &route.body {
+        Body::Preset if route.vendor == Vendor::Json => {
+            return serde_json::to_vec(&presets::Plain::new(d, f))
+                .map_err(|e| RouteError::permanent("the body is not valid JSON").with_source(e));
+        }
         Body::Preset => match route.vendor {
             Vendor::Json => presets::json(d, f),
             Vendor::Slack => presets::slack(d, f),

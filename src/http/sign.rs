@@ -84,7 +84,7 @@ fn mac_for(secret: &[u8], t: u64, body: &[u8]) -> HmacSha256 {
     mac
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
