@@ -576,6 +576,30 @@ async fn per_destination_concurrency_and_rate_limits_hold() {
     assert!(span >= Duration::from_millis(390), "{span:?}");
 }
 
+#[tokio::test]
+async fn slack_routes_on_one_webhook_share_its_one_message_a_second() {
+    let server = serve(|_, _| Answer::status(200).body("ok"), None).await;
+    let url = format!("{}/services/T0/B0/SAMEHOOK", server.base);
+    let router = HttpRouter::builder()
+        .fields(tweet_fields)
+        .route("support", Endpoint::slack(&url))
+        .route("billing", Endpoint::slack(&url))
+        .build()
+        .expect("router");
+    let cases = [
+        case("a", "support"),
+        case("b", "billing"),
+        case("c", "support"),
+    ];
+    let ds: Vec<_> = cases.iter().map(delivery).collect();
+    let all = futures::future::join_all(ds.iter().map(|d| router.route(d))).await;
+    assert!(all.iter().all(Result::is_ok));
+    let at: Vec<_> = server.seen().iter().map(|s| s.at).collect();
+    let span = *at.iter().max().expect("3") - *at.iter().min().expect("3");
+    // One limiter for the webhook: 0 s, 1 s, 2 s (two limiters: 0, 0, 1 s).
+    assert!(span >= Duration::from_millis(1900), "{span:?}");
+}
+
 // ---- presets, against the vendors' documented formats -------------------
 
 fn fixture(name: &str) -> Value {

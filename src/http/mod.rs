@@ -215,6 +215,9 @@ pub struct Endpoint<T> {
     body: Body<T>,
     headers: Vec<(String, String)>,
     rate: Option<RateLimiter>,
+    /// The preset's own limit (Slack's), shared by every route that posts
+    /// to the same URL.
+    per_url_rate: bool,
     concurrency: Option<usize>,
 }
 
@@ -227,6 +230,7 @@ impl<T> Endpoint<T> {
             body: Body::Preset,
             headers: Vec::new(),
             rate: None,
+            per_url_rate: false,
             concurrency: None,
         }
     }
@@ -238,12 +242,13 @@ impl<T> Endpoint<T> {
 
     /// A Slack incoming webhook (body: [`presets::slack`]), limited to 1
     /// message per second with no burst, Slack's documented limit per
-    /// webhook. Slack's error bodies (`invalid_payload`,
+    /// webhook (routes that post to the same webhook URL share it). Slack's error bodies (`invalid_payload`,
     /// `channel_is_archived`, `no_service`, ...) become permanent errors
     /// with a hint; 429 and 5xx are retried.
     pub fn slack(url: impl Into<String>) -> Self {
         let mut e = Self::new(url, Vendor::Slack);
         e.rate = Some(RateLimiter::with_burst(NonZeroU32::MIN, NonZeroU32::MIN));
+        e.per_url_rate = true;
         e
     }
 
@@ -316,12 +321,14 @@ impl<T> Endpoint<T> {
     /// endpoints to share it).
     pub fn rate_limit(mut self, limiter: RateLimiter) -> Self {
         self.rate = Some(limiter);
+        self.per_url_rate = false;
         self
     }
 
     /// Removes the rate limit (Slack's preset has one).
     pub fn no_rate_limit(mut self) -> Self {
         self.rate = None;
+        self.per_url_rate = false;
         self
     }
 
@@ -495,6 +502,7 @@ impl<T> HttpRouterBuilder<T> {
         }
         let client = client.build().map_err(HttpConfigError::Client)?;
         let mut routes = BTreeMap::new();
+        let mut per_url: BTreeMap<String, RateLimiter> = BTreeMap::new();
         for (label, e) in self.routes {
             let route = label.as_str().to_owned();
             let url = Url::parse(&e.url).map_err(|err| HttpConfigError::Url {
@@ -543,6 +551,15 @@ impl<T> HttpRouterBuilder<T> {
                 };
                 headers.push((header, template));
             }
+            let rate = match (e.per_url_rate, e.rate) {
+                (true, Some(own)) => Some(
+                    per_url
+                        .entry(url.as_str().to_owned())
+                        .or_insert(own)
+                        .clone(),
+                ),
+                (_, rate) => rate,
+            };
             let who = format!(
                 "{} for route {:?} ({})",
                 e.vendor.name(),
@@ -559,7 +576,7 @@ impl<T> HttpRouterBuilder<T> {
                     routing_key: e.routing_key,
                     body: e.body,
                     headers,
-                    rate: e.rate,
+                    rate,
                     permits: e.concurrency.map(|n| Arc::new(Semaphore::new(n))),
                 }),
             );
