@@ -1,59 +1,39 @@
-//! A custom Router: POST each alert to a webhook and map the HTTP status: 2xx delivered; 408,
-//! 429 (throttled) and 5xx retried with backoff; others permanent, so the alert is dead-lettered.
-//! `cargo run --example custom_router -- --url http://127.0.0.1:8080/hook`
-#[path = "common/mod.rs"]
-mod common;
-use clap::Parser as _;
-use serde_json::Value;
-use streamsift::{Delivery, MemoryDeadLetter, Pipeline, Policy, Prediction};
-use streamsift::{Receipt, RouteError, Router, fakes::MemorySource};
-
-struct Webhook(reqwest::Client, String);
+//! A custom Router in under 40 lines: POST alerts to a webhook (`-- --url URL`), paced by the
+//! public RateLimiter; 2xx is delivered, 429/408/5xx retried, any other status dead-lettered.
+use streamsift::{fakes::MemorySource, rate::RateLimiter, *};
+use {serde_json::Value, std::process::ExitCode};
+struct Webhook(reqwest::Client, String, RateLimiter);
 impl Router<Value> for Webhook {
     async fn route(&self, d: &Delivery<'_, Value>) -> Result<Receipt, RouteError> {
-        let sent = self.0.post(&self.1).json(d.item).send().await;
-        let status = sent.map_err(|e| RouteError::unavailable("unreachable").with_source(e))?;
-        let status = status.status();
-        let said = format!("webhook answered {status}");
-        match status.as_u16() {
+        self.2.acquire().await; // paced: at most 50 requests a second to this webhook
+        let a = self.0.post(&self.1).json(d.item).send().await;
+        let a = a.map_err(|e| RouteError::unavailable("no answer").with_source(e.without_url()))?;
+        let said = format!("webhook answered {}", a.status());
+        match a.status().as_u16() {
             200..=299 => Ok(Receipt::new(d.route.clone())),
-            429 => Err(RouteError::throttled(said)),
-            408 | 500..=599 => Err(RouteError::unavailable(said)),
-            _ => Err(RouteError::permanent(said)),
+            429 => Err(RouteError::throttled(said)), // retried, counted as throttled
+            408 | 500..=599 => Err(RouteError::unavailable(said)), // retried with backoff
+            _ => Err(RouteError::permanent(said)),   // dead-lettered at once
         }
     }
 }
-/// POST four alerts to a webhook; print what was delivered and dead-lettered.
-#[derive(clap::Parser)]
-struct Cli {
-    /// The webhook's URL.
-    #[arg(long)]
-    url: String,
-}
-
 #[tokio::main]
-pub async fn main() -> std::process::ExitCode {
-    common::init_tracing();
-    let url = Cli::parse().url;
-    let alerts = (1..=4).map(|id| format!(r#"{{"alert":{id},"text":"disk {id} is full"}}"#));
-    let dead_letters = MemoryDeadLetter::new();
-    let run = Pipeline::new(MemorySource::from_payloads(1, alerts))
-        .json::<Value>()
-        .classify(|_: &Value| std::future::ready(Ok(Prediction::binary("alert", "-", 1.0))))
-        .policy(Policy::binary(0.5, "oncall"))
-        .route(Webhook(reqwest::Client::new(), url))
-        .dead_letter(dead_letters.clone())
-        .run();
-    let s = match run.await {
-        Ok(report) => report.stats,
-        Err(e) => return common::fail(&e, Some("check --url")),
-    };
-    println!(
-        "delivered {}, retried {} ({} throttled)",
-        s.routed, s.retries, s.throttled
-    );
-    for dl in dead_letters.entries() {
+pub async fn main() -> ExitCode {
+    let url = std::env::args().skip_while(|a| a != "--url").nth(1);
+    let url = url.unwrap_or_else(|| "http://127.0.0.1:8080/hook".into());
+    let pace = RateLimiter::new(50.try_into().unwrap());
+    let hook = Webhook(Default::default(), url, pace);
+    let dead = MemoryDeadLetter::new();
+    let alerts = (1..=4).map(|id| format!(r#"{{"alert":{id}}}"#));
+    let run = Pipeline::new(MemorySource::from_payloads(1, alerts)).json::<Value>();
+    let run = run.classify(|_: &Value| async { Ok(Prediction::binary("alert", "-", 1.0)) });
+    let run = run.policy(Policy::binary(0.5, "oncall")).route(hook);
+    let report = run.dead_letter(dead.clone()).run().await;
+    let s = report.expect("a valid pipeline").stats;
+    let (routed, retried, throttled) = (s.routed, s.retries, s.throttled);
+    println!("delivered {routed}, retried {retried} ({throttled} throttled)");
+    for dl in dead.entries() {
         println!("dead letter {}: {}", dl.record.id, dl.reason);
     }
-    std::process::ExitCode::SUCCESS
+    ExitCode::SUCCESS
 }

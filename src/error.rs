@@ -30,6 +30,22 @@ impl fmt::Display for ErrorClass {
     }
 }
 
+/// A server's hint of how long to wait before trying again (an HTTP
+/// `Retry-After`), carried in an error's source chain so every error type
+/// can hold one without a new variant. Set it with `with_retry_after` (for
+/// example [`RouteError::with_retry_after`]) and read it with
+/// `retry_after`; the pipeline's retry loop waits at least this long before
+/// the next attempt.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend asked to retry after {after:?}")]
+pub struct RetryAfter {
+    /// How long the backend asked us to wait.
+    pub after: Duration,
+    /// The error's own source, kept.
+    #[source]
+    source: Option<BoxError>,
+}
+
 macro_rules! component_error {
     ($(#[$meta:meta])* $name:ident, $what:literal) => {
         $(#[$meta])*
@@ -94,6 +110,36 @@ macro_rules! component_error {
                     $name::Timeout(_) => {}
                 }
                 self
+            }
+
+            /// Adds the backend's hint of how long to wait before the next
+            /// attempt (a [`RetryAfter`] wrapping the current source). Call
+            /// it after [`with_source`](Self::with_source), which replaces
+            /// the source. No effect on `Timeout`.
+            pub fn with_retry_after(mut self, after: Duration) -> Self {
+                match &mut self {
+                    $name::Throttled { source, .. }
+                    | $name::Unavailable { source, .. }
+                    | $name::Permanent { source, .. } => {
+                        let inner = source.take();
+                        *source = Some(Box::new(RetryAfter { after, source: inner }));
+                    }
+                    $name::Timeout(_) => {}
+                }
+                self
+            }
+
+            /// The backend's hint of how long to wait before the next
+            /// attempt, if it gave one (see [`with_retry_after`](Self::with_retry_after)).
+            pub fn retry_after(&self) -> Option<Duration> {
+                let mut next = std::error::Error::source(self);
+                while let Some(err) = next {
+                    if let Some(hint) = err.downcast_ref::<RetryAfter>() {
+                        return Some(hint.after);
+                    }
+                    next = err.source();
+                }
+                None
             }
 
             /// Whether retrying may help.
@@ -185,5 +231,18 @@ mod tests {
         );
         let src = std::error::Error::source(&err).expect("source kept");
         assert_eq!(src.to_string(), "reset by peer");
+    }
+
+    #[test]
+    fn a_retry_after_hint_travels_with_the_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let err = RouteError::throttled("429")
+            .with_source(io)
+            .with_retry_after(Duration::from_secs(7));
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+        assert!(err.is_throttling());
+        let hint = std::error::Error::source(&err).expect("hint");
+        assert_eq!(hint.source().expect("io kept").to_string(), "reset by peer");
+        assert_eq!(RouteError::throttled("429").retry_after(), None);
     }
 }

@@ -60,6 +60,9 @@ pub mod error;
 pub mod fakes;
 pub mod file_source;
 pub mod guide;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 mod jsonl;
 #[cfg(feature = "kcl")]
 #[cfg_attr(docsrs, doc(cfg(feature = "kcl")))]

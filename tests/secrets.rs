@@ -379,3 +379,178 @@ async fn the_llm_api_key_never_appears_in_debug_logs_dead_letters_or_reports() {
         "{requests:?}"
     );
 }
+
+// ---- HttpRouter (feature http): webhook URLs, routing keys, header values
+// and the signing secret are credentials too.
+
+#[cfg(feature = "http")]
+const WEBHOOK_SECRET: &str = "XOXWEBHOOKsecretPATH0123456789";
+#[cfg(feature = "http")]
+const ROUTING_KEY: &str = "R0UTINGKEYsecret0123456789abcdef";
+#[cfg(feature = "http")]
+const AUTH_TOKEN: &str = "Bearer AUTHsecretTOKEN-0123456789";
+#[cfg(feature = "http")]
+const HMAC_SECRET: &str = "HMACsecret-whsec-0123456789";
+#[cfg(feature = "http")]
+const QUERY_SECRET: &str = "QUERYsecretSIG0123456789";
+
+#[cfg(feature = "http")]
+fn assert_http_clean(what: &str, text: &str) {
+    for needle in [
+        WEBHOOK_SECRET,
+        &WEBHOOK_SECRET[..16],
+        ROUTING_KEY,
+        &ROUTING_KEY[..16],
+        "AUTHsecretTOKEN",
+        HMAC_SECRET,
+        "HMACsecret",
+        QUERY_SECRET,
+        "QUERYsecret",
+    ] {
+        assert!(
+            !text.contains(needle),
+            "{what} contains the secret {needle:?}:\n{text}"
+        );
+    }
+}
+
+/// Answers 400 with a body that quotes the request's secrets back (its
+/// request line, its Authorization header, the routing key of its body):
+/// the worst case for an error snippet.
+#[cfg(feature = "http")]
+fn echoing_server() -> String {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream);
+            let (mut first, mut auth, mut length) = (String::new(), String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                } else if lower.starts_with("authorization:") {
+                    auth = line.trim().to_string();
+                } else if first.is_empty() {
+                    first = line.trim().to_string();
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let key = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["routing_key"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let answer = format!("{key} {first} {auth}");
+            let response = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            let mut stream = reader.into_inner();
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    endpoint
+}
+
+#[cfg(feature = "http")]
+#[tokio::test]
+async fn webhook_secrets_never_appear_in_debug_logs_dead_letters_or_reports() {
+    use streamsift::http::{Endpoint, HttpRouter};
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info,streamsift=trace"))
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let echo = echoing_server();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let slack = |base: &str| format!("{base}/services/T0/B0/{WEBHOOK_SECRET}?sig={QUERY_SECRET}");
+    let builder = HttpRouter::<Tweet>::builder()
+        .route(
+            "support",
+            Endpoint::slack(slack(&echo))
+                .no_rate_limit()
+                .header("Authorization", AUTH_TOKEN),
+        )
+        .route(
+            "outage",
+            Endpoint::pagerduty(ROUTING_KEY).url(format!("{echo}/v2/enqueue")),
+        )
+        .route("closed", Endpoint::teams(slack(&closed)))
+        // The policy may send unsure items to review: give them a route.
+        .route("review", Endpoint::json(slack(&echo)))
+        .signing_secret(HMAC_SECRET);
+    assert_http_clean("HttpRouterBuilder", &format!("{builder:?} {builder:#?}"));
+    let router = builder.build().unwrap();
+    assert_http_clean("HttpRouter", &format!("{router:?} {router:#?}"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let dead_path = dir.path().join("dead.jsonl");
+    let source = MemorySource::from_payloads(
+        1,
+        vec![
+            r#"{"id":1,"text":"support"}"#,
+            r#"{"id":2,"text":"outage"}"#,
+            r#"{"id":3,"text":"closed"}"#,
+        ],
+    );
+    let report = Pipeline::new(source)
+        .json::<Tweet>()
+        .classify(|t: &Tweet| {
+            let label = t.text.clone();
+            async move {
+                Ok::<_, ClassifyError>(
+                    Prediction::from_scores(vec![(label.into(), 0.9), ("noise".into(), 0.1)])
+                        .unwrap(),
+                )
+            }
+        })
+        .policy(Policy::by_label(
+            &["support", "outage", "closed"],
+            &["noise"],
+            0.5,
+        ))
+        .route(router)
+        .dead_letter(JsonLinesDeadLetter::create(&dead_path).unwrap())
+        .retry(RetryPolicy {
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+            multiplier: 2.0,
+        })
+        .call_timeout(Duration::from_secs(5))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.stats.dead_lettered, 3, "{report:?}");
+    let dead = std::fs::read_to_string(&dead_path).unwrap();
+    // The receiver's answer did quote the secrets: they were redacted.
+    assert!(dead.contains("<redacted>"), "{dead}");
+    assert!(dead.contains("HTTP 400"), "{dead}");
+    assert!(dead.contains("could not connect"), "{dead}");
+    assert_http_clean("dead-letter file", &dead);
+    assert_http_clean("run report (Debug)", &format!("{report:?}"));
+    assert_http_clean(
+        "run report (JSON)",
+        &serde_json::to_string(&report).unwrap(),
+    );
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert_http_clean("logs", &logs);
+    assert!(logs.contains("dead-lettering record"), "{logs}");
+    // And the check catches a real leak: the raw URL fails it.
+    let raw = slack(&echo);
+    assert!(std::panic::catch_unwind(|| assert_http_clean("raw URL", &raw)).is_err());
+}

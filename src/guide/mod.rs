@@ -55,6 +55,14 @@
     not(feature = "kcl"),
     doc = "- `kcl` (feature `kcl`; build the docs with it): the same stages as a record processor under the KCL's MultiLangDaemon."
 )]
+#![cfg_attr(
+    feature = "http",
+    doc = "- [`notify`]: webhooks, Slack, Teams and PagerDuty with `HttpRouter` (feature `http`)."
+)]
+#![cfg_attr(
+    not(feature = "http"),
+    doc = "- `notify` (feature `http`; build the docs with it): webhooks, Slack, Teams and PagerDuty with `HttpRouter`."
+)]
 //! - [`scaling_out`]: one process, Lambda or the KCL, and the arithmetic
 //!   for a large stream.
 //! - [`performance`]: what a record costs, and where the figures are
@@ -81,6 +89,9 @@ pub mod lambda;
 #[cfg_attr(docsrs, doc(cfg(feature = "llm")))]
 pub mod llm;
 pub mod local_classifier;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod notify;
 pub mod performance;
 pub mod reliability;
 pub mod scaling_out;

@@ -103,6 +103,8 @@ pub(crate) trait CallError: fmt::Display {
     fn is_throttling(&self) -> bool;
     fn timeout(after: Duration) -> Self;
     fn kind(&self) -> &'static str;
+    /// The backend's hint of how long to wait (HTTP `Retry-After`).
+    fn retry_after(&self) -> Option<Duration>;
 }
 
 macro_rules! call_error {
@@ -119,6 +121,9 @@ macro_rules! call_error {
             }
             fn kind(&self) -> &'static str {
                 <$t>::kind(self)
+            }
+            fn retry_after(&self) -> Option<Duration> {
+                <$t>::retry_after(self)
             }
         }
     };
@@ -245,7 +250,13 @@ where
         // The kind only: a backend's message may quote the item.
         tracing::debug!(attempt, kind = error.kind(), "retrying");
         let unit = unit_f64(seed, key, u64::from(attempt));
-        tokio::time::sleep(policy.backoff(attempt, unit)).await;
+        // A backend's Retry-After is a floor: retrying sooner only earns
+        // another 429. The component caps the hint it passes on.
+        let backoff = policy.backoff(attempt, unit);
+        let wait = error
+            .retry_after()
+            .map_or(backoff, |hint| backoff.max(hint));
+        tokio::time::sleep(wait).await;
         attempt += 1;
         let result = match tokio::time::timeout(call_timeout, call()).await {
             Ok(r) => r,
@@ -290,6 +301,37 @@ mod tests {
         assert_eq!(b.failing_for(), Duration::from_secs(3));
         b.reset();
         assert_eq!(b.failing_for(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_hint_is_a_floor_for_the_backoff() {
+        // The default backoff before the first retry is at most 100 ms; the
+        // backend asked for 20 s: the retry must wait for it.
+        let p = RetryPolicy::default();
+        let mut tries = Tries::default();
+        let t0 = Instant::now();
+        let mut calls = Vec::new();
+        let (result, attempts) =
+            with_retries(&p, Duration::from_secs(30), 1, 2, &mut tries, || {
+                calls.push(t0.elapsed());
+                let first = calls.len() == 1;
+                async move {
+                    if first {
+                        Err(RouteError::throttled("429").with_retry_after(Duration::from_secs(20)))
+                    } else {
+                        Ok(())
+                    }
+                }
+            })
+            .await;
+        assert!(result.is_ok());
+        assert_eq!(attempts, 2);
+        assert_eq!(tries.throttled, 1);
+        assert!(
+            calls[1] >= Duration::from_secs(20),
+            "retried {:?} after a Retry-After of 20 s",
+            calls[1]
+        );
     }
 
     #[tokio::test(start_paused = true)]
