@@ -61,6 +61,9 @@ pub mod fakes;
 pub mod file_source;
 pub mod guide;
 mod jsonl;
+#[cfg(feature = "kafka")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
+pub mod kafka;
 #[cfg(feature = "kcl")]
 #[cfg_attr(docsrs, doc(cfg(feature = "kcl")))]
 pub mod kcl;
