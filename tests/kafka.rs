@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -13,7 +14,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use streamsift::kafka::KafkaSource;
+use streamsift::kafka::{ClosedHandle, KafkaSource};
 use streamsift::{Batch, Checkpoint, Position, Source, SourceError};
 
 use common::tansu::{Tansu, start_or_skip};
@@ -118,8 +119,27 @@ async fn conformance() {
     };
     create_topic(&broker, "conf").await;
     produce(&broker, "conf", 0, 30);
+    // Each source of the suite joins once the one before it has left the
+    // group: tansu 0.6.0 can wedge a group for good when a member leaves
+    // while another is joining (see the kafka note in the report); Kafka
+    // itself rebalances either way.
+    let previous: Arc<Mutex<Option<ClosedHandle>>> = Arc::default();
     streamsift::testing::source::conformance(
-        || async { source(&broker, "conf", "g-conf").await.expect("build") },
+        || {
+            let previous = previous.clone();
+            let broker = &broker;
+            async move {
+                let left = previous.lock().unwrap().take();
+                if let Some(left) = left {
+                    tokio::time::timeout(Duration::from_secs(30), left.wait())
+                        .await
+                        .expect("the previous source left the group");
+                }
+                let s = source(broker, "conf", "g-conf").await.expect("build");
+                *previous.lock().unwrap() = Some(s.closed_handle());
+                s
+            }
+        },
         30,
     )
     .await;

@@ -192,19 +192,25 @@ impl KafkaSourceBuilder {
                 ))
                 .with_source(e)
             })?;
-        let consumer = Arc::new(consumer);
+        let left = Arc::new(Left::default());
+        let consumer = Arc::new(Member {
+            consumer,
+            _left: LeftSignal(left.clone()),
+        });
 
         // Fail fast: the brokers answer and each topic exists.
         let check = consumer.clone();
         let topics = self.topics.clone();
         let brokers = self.brokers.clone();
         let timeout = self.startup_timeout;
-        tokio::task::spawn_blocking(move || check_topics(&check, &brokers, &topics, timeout))
-            .await
-            .map_err(|e| SourceError::unavailable("start-up check panicked").with_source(e))??;
+        tokio::task::spawn_blocking(move || {
+            check_topics(&check.consumer, &brokers, &topics, timeout)
+        })
+        .await
+        .map_err(|e| SourceError::unavailable("start-up check panicked").with_source(e))??;
 
         let names: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&names).map_err(|e| {
+        consumer.consumer.subscribe(&names).map_err(|e| {
             SourceError::permanent(format!("subscribe to {:?} failed", self.topics)).with_source(e)
         })?;
         let thread = {
@@ -215,7 +221,15 @@ impl KafkaSourceBuilder {
             let topic = self.topics[0].clone();
             std::thread::Builder::new()
                 .name("streamsift-kafka".into())
-                .spawn(move || poll_loop(&consumer, &shared, batch_size, max_buffered, &topic))
+                .spawn(move || {
+                    poll_loop(
+                        &consumer.consumer,
+                        &shared,
+                        batch_size,
+                        max_buffered,
+                        &topic,
+                    )
+                })
                 .map_err(|e| {
                     SourceError::unavailable("could not start the Kafka consumer thread")
                         .with_source(e)
@@ -224,6 +238,7 @@ impl KafkaSourceBuilder {
         tracing::info!(group = %self.group, topics = ?self.topics, "kafka source started");
         Ok(KafkaSource {
             consumer,
+            left,
             shared,
             stop_at_tip: self.stop_at_tip,
             thread: Some(thread),
@@ -351,6 +366,57 @@ impl Shared {
 
 struct GroupContext {
     shared: Arc<Shared>,
+}
+
+/// The consumer, and the signal that it has left the group: fields drop in
+/// order, so the signal fires once the consumer is closed.
+struct Member {
+    consumer: BaseConsumer<GroupContext>,
+    _left: LeftSignal,
+}
+
+#[derive(Default)]
+struct Left {
+    done: std::sync::atomic::AtomicBool,
+    notify: Notify,
+}
+
+struct LeftSignal(Arc<Left>);
+
+impl Drop for LeftSignal {
+    fn drop(&mut self) {
+        self.0.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.0.notify.notify_waiters();
+    }
+}
+
+/// Resolves once a [`KafkaSource`] (dropped or [closed](KafkaSource::close))
+/// has closed its consumer and so left the group. From
+/// [`KafkaSource::closed_handle`].
+#[derive(Clone)]
+pub struct ClosedHandle(Arc<Left>);
+
+impl fmt::Debug for ClosedHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ClosedHandle")
+            .field(&self.0.done.load(std::sync::atomic::Ordering::SeqCst))
+            .finish()
+    }
+}
+
+impl ClosedHandle {
+    /// Waits until the consumer is closed.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.0.done.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl ClientContext for GroupContext {
@@ -617,7 +683,8 @@ fn flush(shared: &Shared, pending: &mut Option<Batch>) {
 /// Dropping it stops its consumer thread, which then leaves the group
 /// (records read but not committed come again to whoever reads next).
 pub struct KafkaSource {
-    consumer: Arc<BaseConsumer<GroupContext>>,
+    consumer: Arc<Member>,
+    left: Arc<Left>,
     shared: Arc<Shared>,
     stop_at_tip: bool,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -658,6 +725,12 @@ impl KafkaSource {
         let mut v: Vec<_> = self.shared.lock().current.keys().cloned().collect();
         v.sort();
         v
+    }
+
+    /// A handle that resolves once this source, dropped or closed, has
+    /// closed its consumer (left the group).
+    pub fn closed_handle(&self) -> ClosedHandle {
+        ClosedHandle(self.left.clone())
     }
 
     /// Leaves the group now and waits (off the async threads) until the
@@ -758,7 +831,7 @@ impl Source for KafkaSource {
             return Ok(());
         }
         let consumer = self.consumer.clone();
-        tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync))
+        tokio::task::spawn_blocking(move || consumer.consumer.commit(&offsets, CommitMode::Sync))
             .await
             .map_err(|e| SourceError::unavailable("the Kafka commit panicked").with_source(e))?
             .map_err(|e| source_error("the Kafka offset commit failed", e))

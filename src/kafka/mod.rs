@@ -60,4 +60,4 @@
 
 mod consumer;
 
-pub use consumer::{KafkaSource, KafkaSourceBuilder, StartFrom};
+pub use consumer::{ClosedHandle, KafkaSource, KafkaSourceBuilder, StartFrom};
