@@ -277,3 +277,41 @@ async fn rebalance_revoke_drains_then_commits() {
         BTreeMap::from([(0, 20), (1, 20), (2, 20)])
     );
 }
+
+/// A small buffer pauses the partitions and resumes them: every record still
+/// comes, once, in partition order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_pressure_pauses_without_losing_records() {
+    let Some(broker) = start_or_skip("kafka::back_pressure") else {
+        return;
+    };
+    create_topic(&broker, "bp").await;
+    produce(&broker, "bp", 0, 90);
+    let s = KafkaSource::builder(&broker.brokers, "g-bp")
+        .topic("bp")
+        .stop_at_tip(true)
+        .batch_size(2)
+        .max_buffered(4)
+        .build()
+        .await
+        .expect("build");
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    let mut ids = HashSet::new();
+    while let Some(batch) = tokio::time::timeout(Duration::from_secs(60), s.next_batch())
+        .await
+        .expect("reaches the tip")
+        .expect("read")
+    {
+        for r in &batch.records {
+            let offset: u64 = r.sequence.number.parse().expect("an offset");
+            let partition = r.id.split(':').next().expect("id").to_string();
+            if let Some(prev) = last.insert(partition, offset) {
+                assert_eq!(offset, prev + 1, "{}: a gap or a step back", r.id);
+            }
+            assert!(ids.insert(r.id.clone()), "{} twice", r.id);
+        }
+        s.commit(vec![checkpoint(&batch)]).await.expect("commit");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(ids.len(), 90);
+}

@@ -571,14 +571,15 @@ fn poll_loop(
             let full = st.buffered >= max_buffered;
             let low = st.buffered <= max_buffered / 2;
             drop(st);
-            if full && !paused {
-                if let Ok(list) = consumer.assignment() {
-                    paused = consumer.pause(&list).is_ok();
-                }
-            } else if paused && low {
-                if let Ok(list) = consumer.assignment() {
-                    paused = consumer.resume(&list).is_err();
-                }
+            // Paused again on every turn while full: partitions assigned by
+            // a rebalance in between start unpaused.
+            if full && let Ok(list) = consumer.assignment() {
+                paused = consumer.pause(&list).is_ok() || paused;
+            } else if paused
+                && low
+                && let Ok(list) = consumer.assignment()
+            {
+                paused = consumer.resume(&list).is_err();
             }
         }
         let wait = if pending.is_some() {
