@@ -1,7 +1,7 @@
 //! Kafka (feature `kafka`): [`KafkaSource`], one member of a Kafka consumer
 //! group, over `rdkafka` (librdkafka built from its bundled source).
 //!
-//! # How Kafka maps onto [`Source`]
+//! # How Kafka maps onto [`Source`](crate::Source)
 //!
 //! - **Partition = shard.** Each assignment of a partition to this member is
 //!   its own shard, named `{topic}/{partition}@{n}` (`n` counts the times
@@ -39,7 +39,7 @@
 //! The build fails fast (within [`startup_timeout`](KafkaSourceBuilder::startup_timeout))
 //! when the brokers do not answer or a topic does not exist. While running,
 //! a missing topic or a refused authorization ends the stream with a
-//! permanent [`SourceError`]; broker disconnects are retried by librdkafka
+//! permanent [`SourceError`](crate::SourceError); broker disconnects are retried by librdkafka
 //! and logged. A commit refused because a rebalance is in progress is
 //! retryable: the pipeline tries again, and by then the revoke has committed
 //! what was done.
