@@ -14,8 +14,12 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
+use streamsift::fakes::RecordingRouter;
 use streamsift::kafka::{ClosedHandle, KafkaSource};
-use streamsift::{Batch, Checkpoint, Position, Source, SourceError};
+use streamsift::{
+    Batch, Checkpoint, ClassifyError, MemoryDeadLetter, Pipeline, Policy, Position, Prediction,
+    Source, SourceError, Utf8,
+};
 
 use common::tansu::{Tansu, start_or_skip};
 
@@ -314,4 +318,78 @@ async fn back_pressure_pauses_without_losing_records() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(ids.len(), 90);
+}
+
+fn yes(_: &bytes::Bytes) -> std::future::Ready<Result<Prediction, ClassifyError>> {
+    std::future::ready(Ok(Prediction::binary("yes", "no", 1.0)))
+}
+
+/// The real Pipeline over a KafkaSource: every record is routed or, for an
+/// invalid-UTF-8 payload, dead-lettered; the pipeline's per-shard commits
+/// land in Kafka as each partition's end offset; a restart reads only the
+/// records written since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_commits_reach_kafka_and_a_restart_resumes_after_them() {
+    let Some(broker) = start_or_skip("kafka::pipeline") else {
+        return;
+    };
+    create_topic(&broker, "pipe").await;
+    produce(&broker, "pipe", 0, 30);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.brokers)
+        .create()
+        .expect("producer");
+    producer
+        .send(
+            BaseRecord::<(), [u8]>::to("pipe")
+                .payload(&[0xff, 0xfe][..])
+                .partition(1),
+        )
+        .expect("enqueue");
+    producer.flush(Duration::from_secs(20)).expect("flushed");
+
+    let run = |router: RecordingRouter<String>, dead: MemoryDeadLetter| {
+        let brokers = broker.brokers.clone();
+        async move {
+            let s = KafkaSource::builder(&brokers, "g-pipe")
+                .topic("pipe")
+                .stop_at_tip(true)
+                .build()
+                .await
+                .expect("build");
+            let left = s.closed_handle();
+            let report = Pipeline::new(s)
+                .decode(Utf8)
+                .classify(|t: &String| yes(&bytes::Bytes::from(t.clone())))
+                .policy(Policy::binary(0.5, "all"))
+                .route(router)
+                .dead_letter(dead)
+                .run()
+                .await
+                .expect("run");
+            tokio::time::timeout(Duration::from_secs(30), left.wait())
+                .await
+                .expect("the source left the group");
+            report
+        }
+    };
+    let (router, dead) = (RecordingRouter::new(), MemoryDeadLetter::new());
+    let report = run(router.clone(), dead.clone()).await;
+    assert_eq!(report.stats.records_in, 31);
+    assert_eq!(router.len(), 30);
+    assert_eq!(dead.len(), 1, "the invalid UTF-8 payload is dead-lettered");
+    assert_eq!(
+        committed(&broker, "pipe", "g-pipe"),
+        BTreeMap::from([(0, 10), (1, 11), (2, 10)])
+    );
+
+    produce(&broker, "pipe", 30, 6);
+    let router = RecordingRouter::new();
+    let report = run(router.clone(), MemoryDeadLetter::new()).await;
+    assert_eq!(report.stats.records_in, 6, "only the records written since");
+    assert_eq!(router.len(), 6);
+    assert_eq!(
+        committed(&broker, "pipe", "g-pipe"),
+        BTreeMap::from([(0, 12), (1, 13), (2, 12)])
+    );
 }
