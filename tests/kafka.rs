@@ -229,12 +229,21 @@ async fn rebalance_revoke_drains_then_commits() {
             (b, first)
         })
     };
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // A learns of the rebalance at its next heartbeat (every 3 s by default).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !a.assignment().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A's partitions were not revoked within 30 s of B joining"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A's revoke now waits for A's records: B cannot be assigned meanwhile.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         !joining.is_finished(),
         "B got records while A's revoke was still draining"
     );
-    assert!(a.assignment().is_empty(), "A's partitions were not revoked");
 
     // The pipeline finishes A's records: the revoke commits them and goes on.
     a.commit(in_flight.iter().map(checkpoint).collect())
