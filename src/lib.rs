@@ -64,6 +64,9 @@ pub mod guide;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 mod jsonl;
+#[cfg(feature = "kafka")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
+pub mod kafka;
 #[cfg(feature = "kcl")]
 #[cfg_attr(docsrs, doc(cfg(feature = "kcl")))]
 pub mod kcl;

@@ -31,3 +31,5 @@ pub mod lambda_runtime_api;
 pub mod moto;
 #[cfg(feature = "sns")]
 pub mod sns_sqs;
+#[cfg(feature = "kafka")]
+pub mod tansu;
