@@ -13,15 +13,20 @@
 //! - [`Faulty`] with a [`FaultPlan`]: wraps any component to fail or slow
 //!   down on schedule or by chance, deterministically under a seed.
 //! - [`SimulatedCrowd`]: a labeler whose workers have set accuracies.
+//! - [`SimulatedLlm`]: a classifier standing in for a large language model,
+//!   answering from gold labels through a seeded confusion matrix, with a
+//!   latency and a cost per call.
 
 mod classifier;
 mod crowd;
 mod fault;
+mod llm;
 mod router;
 mod source;
 
 pub use classifier::{AsText, FnClassifier, KeywordClassifier};
 pub use crowd::{SimulatedCrowd, Worker};
 pub use fault::{DefaultKey, FaultKind, FaultPlan, Faulty, ItemKey};
+pub use llm::{SimulatedLlm, UnknownItems};
 pub use router::{Delivered, RecordingRouter};
 pub use source::{MemorySender, MemorySource, MemoryStream};
