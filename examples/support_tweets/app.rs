@@ -26,6 +26,10 @@ use streamsift::{
 #[path = "model.rs"]
 pub mod model;
 
+/// `--cascade`: the local model, then a simulated LLM for its uncertain band.
+#[path = "cascade.rs"]
+pub mod cascade;
+
 /// The AWS stages (Kinesis, Amazon ML or SageMaker, SNS): `--features aws`.
 #[cfg(feature = "aws")]
 #[path = "aws.rs"]
@@ -202,6 +206,11 @@ pub struct Cli {
     /// $TMPDIR/streamsift-support-tweets/dead-letter.jsonl.
     #[arg(long, value_name = "PATH")]
     pub dead_letter: Option<PathBuf>,
+    /// Classify with a cascade: the local model decides what it is sure of,
+    /// a simulated LLM (offline, seeded) the tweets in its uncertain band;
+    /// prints the cost curve (local only, LLM only, band widths) first.
+    #[arg(long)]
+    pub cascade: bool,
     /// The AWS stages.
     #[cfg(feature = "aws")]
     #[command(flatten)]
