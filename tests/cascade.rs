@@ -22,7 +22,10 @@ impl Labeler<String> for Reviewers {
         for t in tasks {
             seen.push((t.item.clone(), t.prediction.and_then(|p| p.decided_by)));
         }
-        Ok(tasks.iter().map(|t| TaskId(t.item_id.to_string())).collect())
+        Ok(tasks
+            .iter()
+            .map(|t| TaskId(t.item_id.to_string()))
+            .collect())
     }
 
     async fn collect(&self) -> Result<Vec<LabelResult>, LabelError> {
@@ -55,13 +58,13 @@ async fn stage_two_uncertainty_and_failures_reach_the_labeler() {
     let reviewers = Reviewers::default();
     let router = RecordingRouter::<String>::new();
     let items = [
-        "s1=0.95",          // stage 1 notifies
-        "s1=0.05",          // stage 1 discards
-        "s1=0.5 s2=0.97",   // stage 2 notifies
-        "s1=0.5 s2=0.02",   // stage 2 discards
-        "s1=0.6 s2=0.45",   // stage 2 unsure: review
-        "s1=0.3 s2=fail",   // stage 2 fails: fallback, review
-        "s1=0.99 s2=fail",  // outside the band: stage 2 never asked
+        "s1=0.95",         // stage 1 notifies
+        "s1=0.05",         // stage 1 discards
+        "s1=0.5 s2=0.97",  // stage 2 notifies
+        "s1=0.5 s2=0.02",  // stage 2 discards
+        "s1=0.6 s2=0.45",  // stage 2 unsure: review
+        "s1=0.3 s2=fail",  // stage 2 fails: fallback, review
+        "s1=0.99 s2=fail", // outside the band: stage 2 never asked
     ];
     let report = Pipeline::new(MemorySource::from_payloads(1, items))
         .decode(Utf8)

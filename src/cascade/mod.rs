@@ -3,7 +3,7 @@
 //! review band sends what the expensive one is unsure of to people.
 //!
 //! - [`Cascade`]: the [`Classifier`]. Stage 1 (a
-//!   [`LocalModel`](crate::local::LocalModel), any classifier) answers every
+//!   [`LocalClassifier`](crate::local::LocalClassifier), any classifier) answers every
 //!   item; when its positive score falls in the [`UncertainBand`], or when it
 //!   gives no positive score, stage 2 (an LLM, a SageMaker endpoint, any
 //!   classifier) answers instead. The prediction says which stage decided

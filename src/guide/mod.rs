@@ -17,6 +17,8 @@
 //!
 //! - [`local_classifier`]: training and serving a model in-process, with a
 //!   threshold chosen by cost.
+//! - [`cascade`]: the local model first, an LLM for what it is unsure of,
+//!   people for the rest; choosing the band by cost.
 //! - [`labeling`]: labels from people (a web page, Mechanical Turk, a
 //!   simulated crowd), aggregation, and active learning.
 #![cfg_attr(
@@ -54,6 +56,7 @@
 //! builds the same pages.
 
 pub mod aws;
+pub mod cascade;
 pub mod custom_components;
 pub mod getting_started;
 #[cfg(feature = "kcl")]
