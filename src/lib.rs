@@ -75,6 +75,9 @@ pub mod labeler;
 #[cfg(feature = "lambda")]
 #[cfg_attr(docsrs, doc(cfg(feature = "lambda")))]
 pub mod lambda;
+#[cfg(feature = "llm")]
+#[cfg_attr(docsrs, doc(cfg(feature = "llm")))]
+pub mod llm;
 pub mod local;
 #[cfg(feature = "machine-learning")]
 #[cfg_attr(docsrs, doc(cfg(feature = "machine-learning")))]

@@ -19,6 +19,14 @@
 //!   threshold chosen by cost.
 //! - [`cascade`]: the local model first, an LLM for what it is unsure of,
 //!   people for the rest; choosing the band by cost.
+#![cfg_attr(
+    feature = "llm",
+    doc = "- [`llm`]: a large language model as a classifier: OpenAI-compatible servers and Bedrock, the prompt as data, cost controls (feature `llm`)."
+)]
+#![cfg_attr(
+    not(feature = "llm"),
+    doc = "- `llm` (feature `llm`; build the docs with it): a large language model as a classifier."
+)]
 //! - [`labeling`]: labels from people (a web page, Mechanical Turk, a
 //!   simulated crowd), aggregation, and active learning.
 #![cfg_attr(
@@ -69,6 +77,9 @@ pub mod labeling;
 #[cfg(feature = "lambda")]
 #[cfg_attr(docsrs, doc(cfg(feature = "lambda")))]
 pub mod lambda;
+#[cfg(feature = "llm")]
+#[cfg_attr(docsrs, doc(cfg(feature = "llm")))]
+pub mod llm;
 pub mod local_classifier;
 pub mod performance;
 pub mod reliability;
