@@ -11,10 +11,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use streamsift::cascade::{BandCost, Cascade, Sample, UncertainBand, calibrate};
+use streamsift::cascade::{BandCost, Cascade, CascadeStats, Sample, UncertainBand, calibrate};
 use streamsift::fakes::{FaultKind, FaultPlan, Faulty, MemorySource, SimulatedLlm};
 use streamsift::local::Example;
-use streamsift::{Policy, Shutdown};
+use streamsift::{Classifier, Policy, Shutdown};
 
 use super::{NOISE, TEAMS, model};
 
@@ -207,15 +207,18 @@ pub fn render(curve: &Curve) -> String {
 }
 
 /// Runs the pipeline over the bundled stream with the cascade as its
-/// classifier: [`model::Triage`] first, the simulated LLM for the band.
-pub async fn run(
+/// classifier: [`model::Triage`] first, `llm` for the band.
+pub async fn run<S2>(
     settings: &super::Settings,
     data: &model::LabeledData,
     models: &model::Models,
     band: UncertainBand,
-    llm: Arc<SimulatedLlm>,
+    llm: S2,
     shutdown: Shutdown,
-) -> Result<(super::Summary, streamsift::cascade::CascadeStats), Box<dyn std::error::Error>> {
+) -> Result<(super::Summary, CascadeStats), Box<dyn std::error::Error>>
+where
+    S2: Classifier<super::Tweet>,
+{
     let lines = super::lines(super::TWEETS);
     let source = MemorySource::from_payloads(settings.shards, lines.iter().cloned()).batch_size(50);
     let inboxes = super::Inboxes::default();
@@ -238,4 +241,47 @@ pub async fn run(
     };
     let summary = super::run_stages(settings, data, stages, shutdown).await?;
     Ok((summary, cascade.stats()))
+}
+
+/// A real OpenAI-compatible server as stage 2 (`--llm-url`, `--llm-model`):
+/// the five labels with a line each, two few-shot examples per label from
+/// the training tweets (seed 0), the API key from environment variable
+/// `key_env` when it is set (never printed).
+#[cfg(feature = "llm")]
+pub fn real_llm(
+    url: &str,
+    model_name: &str,
+    key_env: &str,
+    data: &model::LabeledData,
+) -> Result<streamsift::llm::LlmClassifier, streamsift::llm::LlmConfigError> {
+    use streamsift::llm::{LlmClassifier, PromptTemplate};
+    let template = PromptTemplate::new("support-tweets-triage-v1")
+        .instructions(
+            "You triage tweets addressed to @nimbuscloud, a cloud hosting company. \
+             Pick the one label that says which support team must act, or none. \
+             Missing a tweet that needs a team costs ten times a needless alert.",
+        )
+        .label(
+            "problem_report",
+            "something is broken or down: an outage, errors, lost data",
+        )
+        .label(
+            "support_request",
+            "the customer's account, billing or access needs a person",
+        )
+        .label(
+            "technical_question",
+            "how to do something with the product: APIs, configuration, code",
+        )
+        .label(
+            "feature_request",
+            "asks for a new feature or a change to the product",
+        )
+        .label(NOISE, "needs no one: praise, jokes, news, spam, chatter")
+        .few_shot(&data.train, 2, 0);
+    let mut builder = LlmClassifier::openai(url, model_name, template);
+    if std::env::var_os(key_env).is_some_and(|v| !v.is_empty()) {
+        builder = builder.api_key_env(key_env);
+    }
+    builder.build()
 }

@@ -214,6 +214,11 @@ async fn run(cli: app::Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
 
     if cli.cascade && !on_aws {
+        #[cfg(feature = "llm")]
+        if let (Some(url), Some(name)) = (&cli.llm_url, &cli.llm_model) {
+            let llm = app::cascade::real_llm(url, name, &cli.llm_api_key_env, &data)?;
+            return run_cascade_real(&settings, &data, &models, llm, shutdown).await;
+        }
         return run_cascade(&settings, &data, &models, shutdown).await;
     }
 
@@ -259,6 +264,37 @@ async fn run_cascade(
         llm.calls(),
         llm.tokens(),
         llm.cost()
+    );
+    Ok(code)
+}
+
+/// `--cascade --llm-url URL --llm-model NAME`: a real server as stage 2,
+/// with the band calibrated on the simulated LLM (measure your model's
+/// answers on the hold-out to calibrate it for real).
+#[cfg(feature = "llm")]
+async fn run_cascade_real(
+    settings: &app::Settings,
+    data: &app::model::LabeledData,
+    models: &app::model::Models,
+    llm: streamsift::llm::LlmClassifier,
+    shutdown: Shutdown,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    use app::cascade as c;
+    let sim = c::simulated_llm();
+    let band = c::cost_curve(data, models, &sim)?.band;
+    println!(
+        "\nstage 2: a real OpenAI-compatible server; band [{:.3}, {:.3}] (calibrated with the simulated LLM)\n",
+        band.low, band.high
+    );
+    let llm = std::sync::Arc::new(llm);
+    let (summary, stats) = c::run(settings, data, models, band, llm.clone(), shutdown).await?;
+    let code = print_summary(settings, &summary, &BTreeMap::new())?;
+    println!(
+        "\ncascade: {} decided by the local model, {} by the LLM, {} fell back to review; LLM usage {:?}",
+        stats.first,
+        stats.second,
+        stats.fallback,
+        llm.usage()
     );
     Ok(code)
 }
