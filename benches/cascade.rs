@@ -45,7 +45,11 @@ fn bundled() -> Vec<Example> {
         .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
         .filter_map(|v| {
             let label = *gold.get(v["id_str"].as_str()?)?;
-            let label = if label == "none" { "none" } else { "actionable" };
+            let label = if label == "none" {
+                "none"
+            } else {
+                "actionable"
+            };
             Some(Example::new(v["text"].as_str()?).labeled(label))
         })
         .collect()
@@ -62,7 +66,11 @@ fn setup() -> Setup {
     let model = LocalModel::train(&all, &TrainConfig::binary("actionable")).expect("trains");
     let tweets: Vec<Example> = all
         .into_iter()
-        .filter(|t| model.positive_probability(t).is_some_and(|p| !BAND.contains(p)))
+        .filter(|t| {
+            model
+                .positive_probability(t)
+                .is_some_and(|p| !BAND.contains(p))
+        })
         .collect();
     let llm = SimulatedLlm::new(["actionable", "none"])
         .gold(

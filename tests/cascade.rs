@@ -11,9 +11,12 @@ use streamsift::{
     Pipeline, Policy, Prediction, TaskId, Utf8,
 };
 
-/// A labeler that keeps the ids and what decided each item it was given.
+/// Each item a labeler was given, with what decided it.
+type Seen = Arc<Mutex<Vec<(String, Option<CascadeStage>)>>>;
+
+/// A labeler that keeps the items and what decided each.
 #[derive(Clone, Default)]
-struct Reviewers(Arc<Mutex<Vec<(String, Option<CascadeStage>)>>>);
+struct Reviewers(Seen);
 
 #[async_trait::async_trait]
 impl Labeler<String> for Reviewers {

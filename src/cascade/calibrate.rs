@@ -185,14 +185,13 @@ pub fn calibrate(
     };
     let mut scored: Vec<(f64, f64, f64)> = Vec::new();
     for s in samples {
-        match s.score() {
-            Some(score) => scored.push((
+        // Unscored samples cost the same under every band.
+        if let Some(score) = s.score() {
+            scored.push((
                 score,
                 error_cost(s.positive, score >= threshold),
                 error_cost(s.positive, s.second_positive) + price,
-            )),
-            // Unscored samples cost the same under every band.
-            None => {}
+            ));
         }
     }
     scored.sort_by(|a, b| a.0.total_cmp(&b.0));

@@ -9,6 +9,8 @@ use crate::local::Costs;
 use crate::policy::{Action, Policy};
 
 /// Stage 1: the item is its own score ("0.42"); "none" gives no score.
+/// (`&String`: a `Classifier<String>` closure takes `&String`.)
+#[allow(clippy::ptr_arg)]
 fn scorer(item: &String) -> Ready<Result<Prediction, ClassifyError>> {
     ready(Ok(match item.parse::<f64>() {
         Ok(s) => Prediction::binary("yes", "no", s),
