@@ -260,14 +260,25 @@ impl<S1, S2> Cascade<S1, S2> {
     }
 
     fn decided(&self, mut p: Prediction, stage: CascadeStage) -> Prediction {
-        let counter = match stage {
-            CascadeStage::First => &self.counters.first,
-            CascadeStage::Second => &self.counters.second,
-            _ => &self.counters.fallback,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("streamsift_cascade_decisions_total", "stage" => stage.as_str())
-            .increment(1);
+        // Literal labels: the macro builds a static key (no allocation on
+        // the hot path, where stage 1 decides).
+        match stage {
+            CascadeStage::First => {
+                self.counters.first.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("streamsift_cascade_decisions_total", "stage" => "first")
+                    .increment(1);
+            }
+            CascadeStage::Second => {
+                self.counters.second.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("streamsift_cascade_decisions_total", "stage" => "second")
+                    .increment(1);
+            }
+            _ => {
+                self.counters.fallback.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("streamsift_cascade_decisions_total", "stage" => "fallback")
+                    .increment(1);
+            }
+        }
         p.decided_by = Some(stage);
         p
     }

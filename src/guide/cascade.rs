@@ -80,7 +80,7 @@
 //! # The cost curve of the support tweets
 //!
 //! `cargo run --example support_tweets -- --cascade` prints it, offline,
-//! with [`SimulatedLlm`](crate::fakes::SimulatedLlm) as stage 2 (90%
+//! with `fakes::SimulatedLlm` (feature `test-util`) as stage 2 (90%
 //! accurate over the five labels, an assumed price of 0.02 false alarms a
 //! call; a missed request costs 10). On the 298 held-out tweets (the test
 //! `tests/support_tweets_cascade.rs` checks that this table is the run's):
