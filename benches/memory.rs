@@ -70,6 +70,7 @@ impl Classifier<Bytes> for NoopClassifier {
             label: Label::from_static(label),
             scores: Vec::new(),
             positive_score: Some(score),
+            decided_by: None,
         })
     }
 }

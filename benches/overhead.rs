@@ -110,6 +110,7 @@ fn prediction_for(item: &Bytes) -> Prediction {
         label: Label::from_static(label),
         scores: Vec::new(),
         positive_score: Some(score),
+        decided_by: None,
     }
 }
 

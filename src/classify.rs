@@ -134,6 +134,49 @@ pub struct Prediction {
     /// class, which a threshold policy compares against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub positive_score: Option<f64>,
+    /// Which stage of a [`Cascade`](crate::cascade::Cascade) decided; `None`
+    /// for a prediction that did not come through a cascade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<CascadeStage>,
+}
+
+/// Which stage of a [`Cascade`](crate::cascade::Cascade) gave a
+/// [`Prediction`] (its [`decided_by`](Prediction::decided_by)).
+///
+/// ```
+/// use streamsift::CascadeStage;
+/// assert_eq!(serde_json::to_string(&CascadeStage::Second).unwrap(), "\"second\"");
+/// assert_eq!(CascadeStage::Fallback.as_str(), "fallback");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CascadeStage {
+    /// Stage 1 (the cheap model) was sure enough: its score was outside the
+    /// uncertain band.
+    First,
+    /// Stage 2 (the expensive model) decided an item stage 1 was unsure of.
+    Second,
+    /// Stage 2 was asked and failed permanently (a spent budget, a refusal);
+    /// the prediction is the cascade's documented fallback.
+    Fallback,
+}
+
+impl CascadeStage {
+    /// The stage's name, as serialized and as metrics label it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CascadeStage::First => "first",
+            CascadeStage::Second => "second",
+            CascadeStage::Fallback => "fallback",
+        }
+    }
+}
+
+impl fmt::Display for CascadeStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Prediction {
@@ -143,6 +186,7 @@ impl Prediction {
             label: label.into(),
             scores: Vec::new(),
             positive_score: None,
+            decided_by: None,
         }
     }
 
@@ -168,6 +212,7 @@ impl Prediction {
             label,
             scores: vec![(positive, score), (negative, 1.0 - score)],
             positive_score: Some(score),
+            decided_by: None,
         }
     }
 
@@ -193,6 +238,7 @@ impl Prediction {
             label,
             scores,
             positive_score: None,
+            decided_by: None,
         })
     }
 

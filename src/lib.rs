@@ -50,6 +50,7 @@ pub mod aggregate;
 #[cfg(feature = "aws-core")]
 pub mod aws;
 pub mod batch;
+pub mod cascade;
 pub mod checkpoint;
 pub mod classify;
 pub mod dead_letter;
@@ -110,7 +111,9 @@ pub mod sqs;
 pub mod testing;
 mod util;
 
-pub use classify::{BoxClassifier, BoxFuture, Classifier, DynClassifier, Label, Prediction};
+pub use classify::{
+    BoxClassifier, BoxFuture, CascadeStage, Classifier, DynClassifier, Label, Prediction,
+};
 pub use dead_letter::{
     DeadLetter, DeadLetterEntry, DeadLetterSink, JsonLinesDeadLetter, JsonLinesDeadLetterBuilder,
     MemoryDeadLetter, Stage,

@@ -255,6 +255,7 @@ mod tests {
             label: l.into(),
             scores: vec![(l.into(), c)],
             positive_score: None,
+            decided_by: None,
         };
         assert_eq!(p.decide(&pred("bug", 0.9)), Action::Notify("bug".into()));
         assert_eq!(p.decide(&pred("none", 0.9)), Action::Discard);

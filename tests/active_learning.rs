@@ -437,6 +437,7 @@ impl Classifier<Msg> for VersionedModel {
             label: format!("v{}", self.version).into(),
             scores: Vec::new(),
             positive_score: Some(score),
+            decided_by: None,
         })
     }
 }

@@ -26,6 +26,10 @@ use streamsift::{
 #[path = "model.rs"]
 pub mod model;
 
+/// `--cascade`: the local model, then a simulated LLM for its uncertain band.
+#[path = "cascade.rs"]
+pub mod cascade;
+
 /// The AWS stages (Kinesis, Amazon ML or SageMaker, SNS): `--features aws`.
 #[cfg(feature = "aws")]
 #[path = "aws.rs"]
@@ -202,6 +206,26 @@ pub struct Cli {
     /// $TMPDIR/streamsift-support-tweets/dead-letter.jsonl.
     #[arg(long, value_name = "PATH")]
     pub dead_letter: Option<PathBuf>,
+    /// Classify with a cascade: the local model decides what it is sure of,
+    /// a simulated LLM (offline, seeded) the tweets in its uncertain band;
+    /// prints the cost curve (local only, LLM only, band widths) first.
+    #[arg(long)]
+    pub cascade: bool,
+    /// With --cascade: stage 2 is a real OpenAI-compatible server at this
+    /// base URL (e.g. http://localhost:8000/v1) instead of the simulated LLM.
+    #[cfg(feature = "llm")]
+    #[arg(long, value_name = "URL", requires_all = ["cascade", "llm_model"])]
+    pub llm_url: Option<String>,
+    /// The model name the server serves (with --llm-url).
+    #[cfg(feature = "llm")]
+    #[arg(long, value_name = "NAME", requires = "llm_url")]
+    pub llm_model: Option<String>,
+    /// The environment variable holding the API key (with --llm-url); when
+    /// it is unset or empty, no key is sent (a local server). The key is
+    /// never printed or logged.
+    #[cfg(feature = "llm")]
+    #[arg(long, value_name = "VAR", default_value = "OPENAI_API_KEY")]
+    pub llm_api_key_env: String,
     /// The AWS stages.
     #[cfg(feature = "aws")]
     #[command(flatten)]

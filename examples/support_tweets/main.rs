@@ -213,6 +213,15 @@ async fn run(cli: app::Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         return print_summary(&settings, &summary, &deployment.topics);
     }
 
+    if cli.cascade && !on_aws {
+        #[cfg(feature = "llm")]
+        if let (Some(url), Some(name)) = (&cli.llm_url, &cli.llm_model) {
+            let llm = app::cascade::real_llm(url, name, &cli.llm_api_key_env, &data)?;
+            return run_cascade_real(&settings, &data, &models, llm, shutdown).await;
+        }
+        return run_cascade(&settings, &data, &models, shutdown).await;
+    }
+
     println!(
         "stream: {} shards, {} in flight; notifier throttles {:.0}% of sends (simulated), retried with backoff\n",
         settings.shards,
@@ -221,6 +230,73 @@ async fn run(cli: app::Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     );
     let summary = app::run_with(&settings, &data, &models, shutdown).await?;
     print_summary(&settings, &summary, &BTreeMap::new())
+}
+
+/// `--cascade`: the cost curve on the hold-out, then the run with the
+/// cascade as the classifier.
+async fn run_cascade(
+    settings: &app::Settings,
+    data: &app::model::LabeledData,
+    models: &app::model::Models,
+    shutdown: Shutdown,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    use app::cascade as c;
+    let llm = std::sync::Arc::new(c::simulated_llm());
+    let curve = c::cost_curve(data, models, &llm)?;
+    println!("\n{}", c::render(&curve));
+    println!(
+        "stream: {} shards, {} in flight; stage 2 is the simulated LLM ({} ms a call, {} tokens, {} a call)\n",
+        settings.shards,
+        settings.max_in_flight,
+        c::LLM_LATENCY.as_millis(),
+        c::LLM_TOKENS_PER_CALL,
+        c::LLM_COST_PER_CALL
+    );
+    let (summary, stats) =
+        c::run(settings, data, models, curve.band, llm.clone(), shutdown).await?;
+    let code = print_summary(settings, &summary, &BTreeMap::new())?;
+    println!(
+        "\ncascade: {} decided by the local model, {} by the LLM, {} fell back to review; \
+         LLM calls {}, tokens {}, cost {:.2}",
+        stats.first,
+        stats.second,
+        stats.fallback,
+        llm.calls(),
+        llm.tokens(),
+        llm.cost()
+    );
+    Ok(code)
+}
+
+/// `--cascade --llm-url URL --llm-model NAME`: a real server as stage 2,
+/// with the band calibrated on the simulated LLM (measure your model's
+/// answers on the hold-out to calibrate it for real).
+#[cfg(feature = "llm")]
+async fn run_cascade_real(
+    settings: &app::Settings,
+    data: &app::model::LabeledData,
+    models: &app::model::Models,
+    llm: streamsift::llm::LlmClassifier,
+    shutdown: Shutdown,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    use app::cascade as c;
+    let sim = c::simulated_llm();
+    let band = c::cost_curve(data, models, &sim)?.band;
+    println!(
+        "\nstage 2: a real OpenAI-compatible server; band [{:.3}, {:.3}] (calibrated with the simulated LLM)\n",
+        band.low, band.high
+    );
+    let llm = std::sync::Arc::new(llm);
+    let (summary, stats) = c::run(settings, data, models, band, llm.clone(), shutdown).await?;
+    let code = print_summary(settings, &summary, &BTreeMap::new())?;
+    println!(
+        "\ncascade: {} decided by the local model, {} by the LLM, {} fell back to review; LLM usage {:?}",
+        stats.first,
+        stats.second,
+        stats.fallback,
+        llm.usage()
+    );
+    Ok(code)
 }
 
 /// Prints the notifications per route and the summary; `topics` names the

@@ -423,6 +423,7 @@ impl Triage {
                 label: Label::from_static(NOISE),
                 scores: vec![(Label::from_static(NOISE), 1.0 - p)],
                 positive_score: Some(p),
+                decided_by: None,
             },
         }
     }

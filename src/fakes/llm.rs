@@ -369,6 +369,7 @@ impl SimulatedLlm {
             label,
             scores,
             positive_score,
+            decided_by: None,
         }
     }
 

@@ -19,6 +19,8 @@
 //!   threshold chosen by cost.
 //! - [`hygiene`]: notify once ([`Dedup`](crate::router::Dedup), durable
 //!   across restarts) and not too often ([`Digest`](crate::router::Digest)).
+//! - [`cascade`]: the local model first, an LLM for what it is unsure of,
+//!   people for the rest; choosing the band by cost.
 #![cfg_attr(
     feature = "llm",
     doc = "- [`llm`]: a large language model as a classifier: OpenAI-compatible servers and Bedrock, the prompt as data, cost controls (feature `llm`)."
@@ -72,6 +74,7 @@
 //! builds the same pages.
 
 pub mod aws;
+pub mod cascade;
 pub mod custom_components;
 pub mod getting_started;
 pub mod hygiene;

@@ -477,6 +477,7 @@ impl LlmClassifier {
             label: Label::from(label.to_owned()),
             scores,
             positive_score,
+            decided_by: None,
         }
     }
 

@@ -117,6 +117,7 @@ pub fn map_prediction(
                     label: Label::from(l.to_string()),
                     scores: all,
                     positive_score: None,
+                    decided_by: None,
                 }),
                 None => Prediction::from_scores(all).ok_or_else(|| {
                     ClassifyError::permanent("Amazon ML returned an empty MULTICLASS prediction")

@@ -175,6 +175,7 @@ impl JsonResponse {
                 label,
                 scores,
                 positive_score: None,
+                decided_by: None,
             },
             None => Prediction::from_scores(scores).ok_or_else(|| {
                 "expected an object with \"label\" or \"scores\", found neither".to_string()
