@@ -93,6 +93,9 @@ pub mod sagemaker;
 #[cfg_attr(docsrs, doc(cfg(feature = "sns")))]
 pub mod sns;
 pub mod source;
+#[cfg(feature = "sqs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqs")))]
+pub mod sqs;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
