@@ -119,7 +119,7 @@ struct Inner {
 /// ```no_run
 /// use streamsift::sqs::SqsSource;
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let config = aws_config::load_from_env().await;
+/// let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
 /// let source = SqsSource::builder(&config, "https://sqs.eu-west-1.amazonaws.com/123456789012/tweets")
 ///     .receivers(4)
 ///     .max_receive_count(5)
