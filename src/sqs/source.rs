@@ -486,9 +486,12 @@ impl Inner {
                 visible_until: now,
                 given_up: false,
             });
-        // A redelivery of a message still held: its newest receipt handle
-        // is the one that deletes it.
+        // A redelivery of a message still held (its visibility ran out):
+        // its newest receipt handle is the one that deletes it, and its
+        // extensions count afresh.
         entry.receipt = receipt.to_owned();
+        entry.received = now;
+        entry.given_up = false;
         entry.visible_until = now + self.visibility;
         drop(held);
         Some(Record {
