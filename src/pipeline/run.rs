@@ -109,6 +109,7 @@ impl<S, D, C, R, T, L, K> Pipeline<S, D, C, R, T, L, K> {
             ack_buf: Vec::new(),
             ack_linger_at: None,
             ready: VecDeque::new(),
+            parked: 0,
             source: &source,
             stages: &stages,
             config: &stages.config,
@@ -187,6 +188,9 @@ struct Run<'a, S, D, C, R, T> {
     ack_linger_at: Option<Instant>,
     /// Ordered mode: shards with a parked record and none in flight.
     ready: VecDeque<usize>,
+    /// Ordered mode: records parked behind their shard's record in flight
+    /// (read, not yet started), over all shards.
+    parked: usize,
     error: Option<Stop>,
     /// False once a commit failed for good: nothing commits after that.
     commits_allowed: bool,
@@ -240,6 +244,7 @@ where
                 self.tracker.release_held(slot, 1);
             }
             self.ready.clear();
+            self.parked = 0;
             for slot in self.tracker.slots() {
                 let Some(track) = self.tracker.get(slot) else {
                     continue;
@@ -280,6 +285,7 @@ where
             let Some(record) = track.parked.pop_front() else {
                 continue;
             };
+            self.parked -= 1;
             self.start(slot, record, inflight, cx, now, wall);
         }
         while self.running() && self.tracker.unacked < config.max_unacked {
@@ -300,6 +306,7 @@ where
                 let idle = !track.busy && track.parked.is_empty();
                 track.parked.push_back(record);
                 self.tracker.unacked += 1;
+                self.parked += 1;
                 if idle {
                     self.ready.push_back(slot);
                 }
@@ -637,7 +644,11 @@ where
                 self.dispatch(&mut inflight, &mut cx);
             }
             self.mark_ended();
-            if self.running() && self.source_done && self.pending.is_empty() && self.fetch.is_none()
+            if self.running()
+                && self.source_done
+                && self.pending.is_empty()
+                && self.parked == 0
+                && self.fetch.is_none()
             {
                 self.begin_stop(Cause::SourceExhausted, None);
             }

@@ -133,6 +133,8 @@ pub struct State {
     /// Acking mode: records in an ack call answered Ok (the pipeline knows
     /// they are acked; a lost answer leaves it not knowing).
     acks_answered: Vec<bool>,
+    /// Acking mode: (run, record) handed out by the source.
+    handed: BTreeSet<(u32, usize)>,
     ever_dispatched: Vec<bool>,
     dispatch: BTreeMap<(u32, usize), Duration>,
     /// Every run.
@@ -216,6 +218,7 @@ impl Oracle {
             dead: vec![Vec::new(); n],
             acked: vec![false; n],
             acks_answered: vec![false; n],
+            handed: BTreeSet::new(),
             ever_dispatched: vec![false; n],
             dispatch: BTreeMap::new(),
             runs: Vec::new(),
@@ -424,6 +427,13 @@ impl Oracle {
         }
     }
 
+    /// Acking mode: the source handed `recs` out in the current run.
+    pub fn handed_out(&self, recs: &[usize]) {
+        let mut s = self.lock();
+        let run = s.run;
+        s.handed.extend(recs.iter().map(|&r| (run, r)));
+    }
+
     /// An ack call was answered Ok for `recs`.
     pub fn acks_answered(&self, recs: &[usize]) {
         let mut s = self.lock();
@@ -535,6 +545,27 @@ impl Oracle {
             info.healthy
         );
         s.event(line);
+        if s.plan.mode == Mode::Acking && ended_by == "returned SourceExhausted" {
+            // A run that returns because its source ended has drained:
+            // every record the source gave it is done, none left behind.
+            s.checks += 1;
+            let left: Vec<usize> = s
+                .handed
+                .iter()
+                .filter(|&&(r_run, r)| r_run == run && s.done[r].is_none())
+                .map(|&(_, r)| r)
+                .collect();
+            if let Some(&r) = left.first() {
+                let msg = format!(
+                    "no_loss: run {run} returned SourceExhausted with {} records its source gave it \
+                     not done, e.g. {} (calls: {})",
+                    left.len(),
+                    s.plan.records[r].id,
+                    s.history(r)
+                );
+                s.fail("no_loss", "source ended, records left behind".into(), msg);
+            }
+        }
         let info = &mut s.runs[run as usize];
         info.end = Some(now);
         info.ended_by = ended_by;

@@ -276,6 +276,7 @@ impl AckSource {
                 let r = shard.records[c.0[s]];
                 c.0[s] += 1;
                 if !self.oracle.is_acked(r) {
+                    self.oracle.handed_out(&[r]);
                     records.push(record(plan, r));
                 }
             }
