@@ -5,7 +5,7 @@
 //! the same emulator, not what SQS gives.
 //!
 //! ```text
-//! cargo bench --bench sqs --features sqs              # 2,000 messages per variant, 3 rounds
+//! cargo bench --bench sqs --features sqs              # 300 messages per variant, 3 rounds
 //! cargo test --bench sqs --features sqs               # quick check: 100 messages, 1 round
 //! ```
 //!
@@ -20,7 +20,6 @@
 mod moto;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
@@ -72,6 +71,7 @@ async fn bare(sqs: &Client, url: &str, n: usize) -> Duration {
             .queue_url(url)
             .max_number_of_messages(10)
             .wait_time_seconds(1)
+            .visibility_timeout(300)
             .send()
             .await
             .expect("ReceiveMessage");
@@ -104,15 +104,17 @@ async fn through_source(
     n: usize,
     receivers: usize,
 ) -> Duration {
-    let routed = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let shutdown = Shutdown::new();
     let source = SqsSource::builder(config, url)
         .receivers(receivers)
         .wait_time(Duration::from_secs(1))
+        // Long enough that a slow emulator never lets a message reappear.
+        .visibility_timeout(Duration::from_secs(300))
         .build()
         .await
         .expect("SqsSource builds");
-    let count = routed.clone();
+    let ids = seen.clone();
     let stop = shutdown.clone();
     let start = Instant::now();
     let report = Pipeline::new(source)
@@ -123,7 +125,8 @@ async fn through_source(
         .policy(Policy::binary(0.5, "oncall"))
         .route(move |d: &Delivery<'_, serde_json::Value>| {
             let route = d.route.clone();
-            if count.fetch_add(1, Ordering::Relaxed) + 1 == n {
+            let mut ids = ids.lock().expect("not poisoned");
+            if ids.insert(d.record.id.clone()) && ids.len() == n {
                 stop.cancel();
             }
             async move { Ok::<_, RouteError>(Receipt::new(route)) }
@@ -134,14 +137,22 @@ async fn through_source(
         .await
         .expect("the pipeline runs");
     let elapsed = start.elapsed();
-    assert_eq!(report.stats.routed as usize, n, "every message routed once");
+    let routed = report.stats.routed as usize;
+    assert!(routed >= n, "every message routed");
+    if routed > n {
+        // moto's threaded server can hand one message to two concurrent
+        // receives: at-least-once, as SQS allows.
+        println!("  ({} duplicate deliveries from moto)", routed - n);
+    }
     assert!(empty(sqs, url).await, "every message deleted");
     elapsed
 }
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let (n, rounds) = if full { (2_000, 3) } else { (100, 1) };
+    // moto scans its whole queue on every receive, so it slows as the
+    // queue grows: 300 messages keeps the emulator's own cost down.
+    let (n, rounds) = if full { (300, 3) } else { (100, 1) };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
