@@ -135,7 +135,7 @@ pub use record::{
 };
 pub use router::combinators::{ByLabel, DeadLetterRouter, Fallback, FanOut, Filter};
 pub use router::{BoxRouter, Delivery, DynRouter, Receipt, Router};
-pub use source::Source;
+pub use source::{Ack, AckMode, Source};
 
 /// The README's examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]

@@ -182,3 +182,8 @@ fn oracle_catches_a_router_that_claims_success_without_delivering() {
 fn oracle_catches_a_source_that_commits_past_unfinished_records() {
     oracle_catches(Mutation::SourceCommitsPast);
 }
+
+#[test]
+fn oracle_catches_a_queue_that_deletes_records_not_done() {
+    oracle_catches(Mutation::SourceAcksAhead);
+}

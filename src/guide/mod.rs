@@ -39,6 +39,14 @@
     not(feature = "kinesis"),
     doc = "- `kinesis` (feature `kinesis`; build the docs with it): reading from and writing to Amazon Kinesis."
 )]
+#![cfg_attr(
+    feature = "sqs",
+    doc = "- [`sqs`]: reading an Amazon SQS queue, with per-message deletes after done (feature `sqs`)."
+)]
+#![cfg_attr(
+    not(feature = "sqs"),
+    doc = "- `sqs` (feature `sqs`; build the docs with it): reading an Amazon SQS queue, with per-message deletes after done."
+)]
 //! - [`aws`]: running on AWS, with the IAM policy per backend, and trying
 //!   the whole flow locally against moto.
 #![cfg_attr(
@@ -98,3 +106,6 @@ pub mod notify;
 pub mod performance;
 pub mod reliability;
 pub mod scaling_out;
+#[cfg(feature = "sqs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqs")))]
+pub mod sqs;

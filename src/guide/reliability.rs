@@ -59,8 +59,10 @@
 //! shutdowns. The real [`Pipeline`](crate::Pipeline) runs in it on tokio's
 //! paused clock, restarting from its checkpoint store after each crash; so
 //! does the [`BatchProcessor`](crate::batch::BatchProcessor) under a
-//! Lambda-like and a KCL-like driver. An oracle that knows every record
-//! checks the invariants at every commit, run end and seed end.
+//! Lambda-like and a KCL-like driver; and the Pipeline again over a
+//! queue-like source that acks per record (as SQS), with ordered message
+//! groups and faults on acks. An oracle that knows every record checks the
+//! invariants at every commit and ack, run end and seed end.
 //!
 //! ```text
 //! cargo test --all-features --test simulation                          # the CI seeds

@@ -25,6 +25,8 @@ pub(crate) struct Config {
     pub(crate) commit_every: u64,
     pub(crate) commit_interval: Duration,
     pub(crate) commit_timeout: Duration,
+    pub(crate) ack_every: usize,
+    pub(crate) ack_linger: Duration,
     pub(crate) retry: RetryPolicy,
     pub(crate) call_timeout: Duration,
     pub(crate) record_timeout: Duration,
@@ -41,6 +43,8 @@ impl Default for Config {
             commit_every: 1_000,
             commit_interval: Duration::from_secs(5),
             commit_timeout: Duration::from_secs(60),
+            ack_every: 10,
+            ack_linger: Duration::from_millis(100),
             retry: RetryPolicy::default(),
             call_timeout: Duration::from_secs(10),
             record_timeout: Duration::from_secs(60),
@@ -424,6 +428,19 @@ impl<S, D, C, R, T, L, K> Pipeline<S, D, C, R, T, L, K> {
     pub fn commit_every(mut self, records: u64, interval: Duration) -> Self {
         self.settings.config.commit_every = records;
         self.settings.config.commit_interval = interval;
+        self
+    }
+
+    /// For a source that acks per record ([`AckMode::PerRecord`](crate::AckMode::PerRecord),
+    /// such as SQS): send acks once `records` done records wait, or once
+    /// the oldest has waited `linger`, whichever comes first (default 10 and
+    /// 100 ms). One ack call is in flight at a time; records done meanwhile
+    /// go in the next. A stopping run sends what is left once in-flight
+    /// records are done. Failed ack calls are retried and bounded as
+    /// commits are ([`commit_timeout`](Pipeline::commit_timeout)).
+    pub fn ack_every(mut self, records: usize, linger: Duration) -> Self {
+        self.settings.config.ack_every = records.max(1);
+        self.settings.config.ack_linger = linger;
         self
     }
 

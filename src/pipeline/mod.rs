@@ -12,6 +12,19 @@
 //!   done: routed, skipped by a router, discarded, sent for review, or
 //!   durably dead-lettered, even though records finish out of order. This
 //!   holds on every stop path.
+//! - **Acks after done.** A source that acks per record
+//!   ([`AckMode::PerRecord`](crate::AckMode::PerRecord), such as SQS) is
+//!   acked for a record only once it is done, in batches
+//!   ([`Pipeline::ack_every`]); a graceful stop drains, then acks what is
+//!   done. Failed ack calls are retried with backoff for up to
+//!   [`Pipeline::commit_timeout`]; then the run stops
+//!   ([`PipelineError::Ack`]) and the records not acked come again: a
+//!   duplicate, never a loss. A shard's bookkeeping is released once none
+//!   of its records is outstanding, so unboundedly many FIFO message groups
+//!   do not grow memory.
+//! - **Ordered shards.** Under `AckMode::PerRecord { ordered: true }` a
+//!   record starts only once the record before it in its shard is done; a
+//!   record being retried holds up its own shard, and other shards go on.
 //! - **Bounded duplicates.** After a crash the source resumes from the last
 //!   commit, so the records delivered again are at most those dispatched but
 //!   not yet covered by a commit (bounded by [`Pipeline::max_unacked`]).

@@ -36,6 +36,18 @@ pub struct ShardStats {
 }
 
 impl ShardStats {
+    /// Adds `other`'s counts (a shard released and seen again, or folded
+    /// into one entry).
+    pub(crate) fn add(&mut self, other: &ShardStats) {
+        self.records_in += other.records_in;
+        self.routed += other.routed;
+        self.skipped += other.skipped;
+        self.discarded += other.discarded;
+        self.sent_for_review += other.sent_for_review;
+        self.dead_lettered += other.dead_lettered;
+        self.unfinished += other.unfinished;
+    }
+
     /// `records_in == routed + skipped + discarded + sent_for_review + dead_lettered + unfinished`.
     pub fn reconciles(&self) -> bool {
         self.records_in
@@ -369,6 +381,23 @@ pub enum PipelineError {
         /// What was done before.
         report: Box<RunReport>,
     },
+    /// Acknowledging done records to a per-record source
+    /// ([`AckMode::PerRecord`](crate::AckMode::PerRecord), such as SQS)
+    /// failed permanently, or kept failing for longer than
+    /// [`Pipeline::commit_timeout`](crate::Pipeline::commit_timeout). Nothing
+    /// was acked after it; the records not acked are delivered again by the
+    /// source (duplicates, not losses). The pipeline stops rather than
+    /// process on without acks, which would deliver everything twice.
+    #[error(
+        "pipeline stopped, acknowledging done records failed (they will be delivered again): {source}"
+    )]
+    Ack {
+        /// The source's error.
+        #[source]
+        source: SourceError,
+        /// What was done before.
+        report: Box<RunReport>,
+    },
     /// A dead letter could not be stored even after retries. The pipeline
     /// stopped without committing past the record, so it will be delivered
     /// again after a restart; fix the sink (disk full? permissions?) first.
@@ -441,6 +470,7 @@ impl PipelineError {
         match self {
             PipelineError::Source { report, .. }
             | PipelineError::Commit { report, .. }
+            | PipelineError::Ack { report, .. }
             | PipelineError::DeadLetter { report, .. } => Some(report),
             PipelineError::Config(_) => None,
         }

@@ -41,7 +41,7 @@ use crate::decode::Decoder;
 use crate::error::{DeadLetterError, SourceError};
 use crate::record::{Batch, Checkpoint, Record, ShardId};
 use crate::router::Router;
-use crate::source::Source;
+use crate::source::{Ack, Source};
 
 /// A handle that asks a running pipeline to stop: it stops reading, drains
 /// what is in flight, commits, and returns its report.
@@ -101,7 +101,15 @@ impl<S, D, C, R, T, L, K> Pipeline<S, D, C, R, T, L, K> {
         K: DeadLetterSink + 'static,
     {
         let (source, stages, shutdown) = self.into_parts()?;
+        // Read once: the checkpoint path pays one branch per record.
+        let mode = source.acks();
         let run = Run {
+            per_record: mode.is_per_record(),
+            ordered: mode.is_ordered(),
+            ack_buf: Vec::new(),
+            ack_linger_at: None,
+            ready: VecDeque::new(),
+            parked: 0,
             source: &source,
             stages: &stages,
             config: &stages.config,
@@ -128,8 +136,16 @@ impl<S, D, C, R, T, L, K> Pipeline<S, D, C, R, T, L, K> {
     }
 }
 
-/// A checkpoint commit in progress.
+/// What a commit call in progress sends.
+enum Flush {
+    Checkpoints(Vec<Checkpoint>),
+    Acks(Vec<Ack>),
+}
+
+/// A checkpoint commit (or an ack call) in progress.
 type CommitFuture<'a> = BoxFuture<'a, Result<(), SourceError>>;
+/// The records being processed.
+type Inflight<'a> = FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = Done> + Send + 'a>>>;
 /// A source read in progress.
 type FetchFuture<'a> = BoxFuture<'a, Result<Option<Batch>, SourceError>>;
 
@@ -151,6 +167,7 @@ enum Cause {
 enum Stop {
     Source(SourceError),
     Commit(SourceError),
+    Ack(SourceError),
     DeadLetter(String, DeadLetterError),
 }
 
@@ -159,6 +176,21 @@ struct Run<'a, S, D, C, R, T> {
     stages: &'a Stages<D, C, R, T>,
     config: &'a Config,
     state: State,
+    /// The source acks per record ([`crate::AckMode::PerRecord`]) instead
+    /// of taking checkpoints.
+    per_record: bool,
+    /// Per-record and in order within a shard: one record of a shard in
+    /// flight at a time.
+    ordered: bool,
+    /// Done records waiting to be acked (per-record mode).
+    ack_buf: Vec<Ack>,
+    /// When the oldest record in `ack_buf` has waited long enough.
+    ack_linger_at: Option<Instant>,
+    /// Ordered mode: shards with a parked record and none in flight.
+    ready: VecDeque<usize>,
+    /// Ordered mode: records parked behind their shard's record in flight
+    /// (read, not yet started), over all shards.
+    parked: usize,
     error: Option<Stop>,
     /// False once a commit failed for good: nothing commits after that.
     commits_allowed: bool,
@@ -174,7 +206,7 @@ struct Run<'a, S, D, C, R, T> {
     ended_batches: Vec<usize>,
     source_done: bool,
     fetch: Option<FetchFuture<'a>>,
-    commit: Option<(Vec<Checkpoint>, CommitFuture<'a>)>,
+    commit: Option<(Flush, CommitFuture<'a>)>,
     read_backoff: Backoff,
     read_retry_at: Option<Instant>,
     commit_backoff: Backoff,
@@ -193,7 +225,7 @@ where
     /// not dispatched are let go (they are not behind any checkpoint, so
     /// they are read again after a restart), and in-flight records drain.
     fn begin_stop(&mut self, cause: Cause, error: Option<Stop>) {
-        if let Some(Stop::Commit(_)) = &error {
+        if let Some(Stop::Commit(_) | Stop::Ack(_)) = &error {
             self.commits_allowed = false;
             self.commit = None;
         }
@@ -205,6 +237,23 @@ where
         }
         self.fetch = None;
         self.read_retry_at = None;
+        if self.per_record {
+            // Records read but never started are let go (the source
+            // delivers them again); their shards may be released.
+            for (slot, _) in std::mem::take(&mut self.pending) {
+                self.tracker.release_held(slot, 1);
+            }
+            self.ready.clear();
+            self.parked = 0;
+            for slot in self.tracker.slots() {
+                let Some(track) = self.tracker.get(slot) else {
+                    continue;
+                };
+                let parked = std::mem::take(&mut track.parked).len();
+                self.tracker.unacked = self.tracker.unacked.saturating_sub(parked);
+                self.tracker.release_held(slot, parked);
+            }
+        }
         self.pending.clear();
         self.ended_batches.clear();
         // The final commits are due as soon as nothing is in flight.
@@ -218,55 +267,96 @@ where
     /// Dispatches waiting records as far as the limits allow. Each new
     /// record is polled once here: one that finishes at once (fast
     /// components) never becomes a task.
-    fn dispatch(
-        &mut self,
-        inflight: &mut FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = Done> + Send + 'a>>>,
-        cx: &mut Context<'_>,
-    ) {
+    fn dispatch(&mut self, inflight: &mut Inflight<'a>, cx: &mut Context<'_>) {
         let config = self.config;
         let now = Instant::now();
         let wall = SystemTime::now();
-        while self.running()
-            && inflight.len() < config.max_in_flight
-            && self.tracker.unacked < config.max_unacked
-        {
-            let Some((slot, record)) = self.pending.pop_front() else {
+        // Ordered mode: shards whose next parked record may start.
+        while self.running() && inflight.len() < config.max_in_flight {
+            let Some(slot) = self.ready.pop_front() else {
                 break;
             };
             let Some(track) = self.tracker.get(slot) else {
                 continue;
             };
-            let index = track.dispatch();
-            self.tracker.unacked += 1;
-            self.meter.stats.records_in += 1;
-            let key = index ^ ((slot as u64) << 48);
-            let stages = self.stages;
-            // A span per record only when debug tracing is on: the wrapper
-            // is not free even when the span is disabled.
-            let fut = if tracing::enabled!(tracing::Level::DEBUG) {
-                let span = tracing::debug_span!("record", id = %record.id, shard = %record.shard);
-                Either::Left(
-                    stages
-                        .process(record, slot, index, key, now, OnExhausted::DeadLetter)
-                        .instrument(span),
-                )
-            } else {
-                Either::Right(stages.process(
-                    record,
-                    slot,
-                    index,
-                    key,
-                    now,
-                    OnExhausted::DeadLetter,
-                ))
-            };
-            let mut fut: std::pin::Pin<Box<dyn Future<Output = Done> + Send + 'a>> = Box::pin(fut);
-            match fut.as_mut().poll(cx) {
-                Poll::Ready(done) => self.finish(done, wall),
-                Poll::Pending => inflight.push(fut),
+            if track.busy {
+                continue;
             }
+            let Some(record) = track.parked.pop_front() else {
+                continue;
+            };
+            self.parked -= 1;
+            self.start(slot, record, inflight, cx, now, wall);
+        }
+        while self.running() && self.tracker.unacked < config.max_unacked {
+            let full = inflight.len() >= config.max_in_flight;
+            if full && !self.ordered {
+                break;
+            }
+            let Some((slot, record)) = self.pending.pop_front() else {
+                break;
+            };
+            let ordered = self.ordered;
+            let Some(track) = self.tracker.get(slot) else {
+                continue;
+            };
+            if ordered && (track.busy || !track.parked.is_empty() || full) {
+                // It waits for the record before it in its shard (or for
+                // room), without holding up the records of other shards.
+                let idle = !track.busy && track.parked.is_empty();
+                track.parked.push_back(record);
+                self.tracker.unacked += 1;
+                self.parked += 1;
+                if idle {
+                    self.ready.push_back(slot);
+                }
+                continue;
+            }
+            self.tracker.unacked += 1;
+            self.start(slot, record, inflight, cx, now, wall);
         }
         self.meter.stats.peak_in_flight = self.meter.stats.peak_in_flight.max(inflight.len());
+    }
+
+    /// Starts one record (its slot is open and it counts as unacked).
+    fn start(
+        &mut self,
+        slot: usize,
+        record: Record,
+        inflight: &mut Inflight<'a>,
+        cx: &mut Context<'_>,
+        now: Instant,
+        wall: SystemTime,
+    ) {
+        let Some(track) = self.tracker.get(slot) else {
+            return;
+        };
+        let index = if self.per_record {
+            track.busy = self.ordered;
+            track.start_unordered()
+        } else {
+            track.dispatch()
+        };
+        self.meter.stats.records_in += 1;
+        let key = index ^ ((slot as u64) << 48);
+        let stages = self.stages;
+        // A span per record only when debug tracing is on: the wrapper
+        // is not free even when the span is disabled.
+        let fut = if tracing::enabled!(tracing::Level::DEBUG) {
+            let span = tracing::debug_span!("record", id = %record.id, shard = %record.shard);
+            Either::Left(
+                stages
+                    .process(record, slot, index, key, now, OnExhausted::DeadLetter)
+                    .instrument(span),
+            )
+        } else {
+            Either::Right(stages.process(record, slot, index, key, now, OnExhausted::DeadLetter))
+        };
+        let mut fut: std::pin::Pin<Box<dyn Future<Output = Done> + Send + 'a>> = Box::pin(fut);
+        match fut.as_mut().poll(cx) {
+            Poll::Ready(done) => self.finish(done, wall),
+            Poll::Pending => inflight.push(fut),
+        }
     }
 
     /// Counts a finished record and moves its shard's watermark.
@@ -292,6 +382,24 @@ where
                 Cause::Error,
                 Some(Stop::DeadLetter(done.record_id.unwrap_or_default(), err)),
             );
+            return;
+        }
+        if self.per_record {
+            // Done: ack it (batched). `unacked` falls when the ack is answered.
+            if self.ordered {
+                track.busy = false;
+                if !track.parked.is_empty() {
+                    self.ready.push_back(done.slot);
+                }
+            }
+            let shard = track.shard.clone();
+            if self.ack_buf.is_empty() {
+                self.ack_linger_at = Some(Instant::now() + self.config.ack_linger);
+            }
+            self.ack_buf.push(Ack {
+                shard,
+                sequence: done.sequence,
+            });
             return;
         }
         // `unacked` falls when a commit covers the record, not here.
@@ -331,6 +439,10 @@ where
     /// Starts a commit if one is due, allowed, not backing off, and has
     /// something to say.
     fn maybe_commit(&mut self, inflight: usize) {
+        if self.per_record {
+            self.maybe_ack(inflight);
+            return;
+        }
         let config = self.config;
         if self.since_commit >= config.commit_every || self.tracker.unacked >= config.max_unacked {
             // At the unacked limit only a commit makes room.
@@ -364,7 +476,84 @@ where
                 ))),
             }
         };
-        self.commit = Some((checkpoints, Box::pin(fut)));
+        self.commit = Some((Flush::Checkpoints(checkpoints), Box::pin(fut)));
+    }
+
+    /// Per-record mode: sends the done records' acks if due (by count, by
+    /// linger, at the unacked limit, or when stopping).
+    fn maybe_ack(&mut self, inflight: usize) {
+        let config = self.config;
+        if self.ack_buf.len() >= config.ack_every || self.tracker.unacked >= config.max_unacked {
+            self.commit_due = true;
+        }
+        if !self.commit_due
+            || !self.commits_allowed
+            || self.commit.is_some()
+            || self.commit_retry_at.is_some()
+        {
+            return;
+        }
+        self.commit_due = false;
+        self.since_commit = 0;
+        self.meter.flush(inflight, self.tracker.open());
+        if self.ack_buf.is_empty() {
+            return;
+        }
+        let acks = std::mem::take(&mut self.ack_buf);
+        self.ack_linger_at = None;
+        let source = self.source;
+        let timeout = config.call_timeout;
+        let sent = acks.clone();
+        let fut = async move {
+            // Acking twice is harmless (the contract says so), so a lost
+            // answer times out and is retried like a commit.
+            match tokio::time::timeout(timeout, source.ack(sent)).await {
+                Ok(r) => r,
+                Err(_) => Err(SourceError::unavailable(format!(
+                    "acknowledging done records did not answer within {timeout:?}"
+                ))),
+            }
+        };
+        self.commit = Some((Flush::Acks(acks), Box::pin(fut)));
+    }
+
+    fn on_flush(&mut self, flush: Flush, result: Result<(), SourceError>) {
+        match flush {
+            Flush::Checkpoints(checkpoints) => self.on_commit(checkpoints, result),
+            Flush::Acks(acks) => self.on_ack(acks, result),
+        }
+    }
+
+    fn on_ack(&mut self, acks: Vec<Ack>, result: Result<(), SourceError>) {
+        match result {
+            Ok(()) => {
+                self.commit_backoff.reset();
+                for ack in &acks {
+                    self.tracker.unacked = self.tracker.unacked.saturating_sub(1);
+                    if let Some(slot) = self.tracker.find(&ack.shard) {
+                        self.tracker.release_held(slot, 1);
+                    }
+                }
+                self.meter.stats.commits += 1;
+            }
+            Err(e) => {
+                self.meter.stats.commit_failures += 1;
+                let wait = self.commit_backoff.fail(&self.config.retry);
+                let failing_for = self.commit_backoff.failing_for();
+                if e.is_retryable() && failing_for < self.config.commit_timeout {
+                    tracing::warn!(error = %e, ?wait, records = acks.len(), "ack failed; will retry");
+                    // Back in front: they go again with what finished since.
+                    let mut acks = acks;
+                    acks.append(&mut self.ack_buf);
+                    self.ack_buf = acks;
+                    self.commit_retry_at = Some(Instant::now() + wait);
+                    self.commit_due = true;
+                } else {
+                    tracing::error!(error = %e, ?failing_for, records = acks.len(), "ack failed for good; stopping (the records not acked come again)");
+                    self.begin_stop(Cause::Error, Some(Stop::Ack(e)));
+                }
+            }
+        }
     }
 
     fn on_commit(&mut self, checkpoints: Vec<Checkpoint>, result: Result<(), SourceError>) {
@@ -398,7 +587,13 @@ where
             Ok(Some(batch)) => {
                 self.read_backoff.reset();
                 let slot = self.tracker.slot(&batch.shard);
-                if batch.shard_end {
+                if self.per_record {
+                    if let Some(track) = self.tracker.get(slot) {
+                        track.held += batch.records.len();
+                    }
+                    // An empty batch must not leave its shard open.
+                    self.tracker.release_held(slot, 0);
+                } else if batch.shard_end {
                     self.ended_batches.push(slot);
                 }
                 self.pending
@@ -427,26 +622,33 @@ where
         let State::Stopping(_) = self.state else {
             return false;
         };
-        inflight == 0
-            && self.commit.is_none()
-            && (!self.commits_allowed || !self.tracker.has_pending())
+        let pending = if self.per_record {
+            !self.ack_buf.is_empty()
+        } else {
+            self.tracker.has_pending()
+        };
+        inflight == 0 && self.commit.is_none() && (!self.commits_allowed || !pending)
     }
 
     async fn drive(mut self, shutdown: &Shutdown) -> Result<RunReport, PipelineError> {
         let config = self.config;
-        let mut inflight = FuturesUnordered::new();
+        let mut inflight: Inflight<'a> = FuturesUnordered::new();
         let mut ticker = tokio::time::interval(config.commit_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.reset();
         let mut shutdown_rx = shutdown.tx.subscribe();
         loop {
-            if self.running() && !self.pending.is_empty() {
+            if self.running() && !(self.pending.is_empty() && self.ready.is_empty()) {
                 let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
                 let mut cx = Context::from_waker(&waker);
                 self.dispatch(&mut inflight, &mut cx);
             }
             self.mark_ended();
-            if self.running() && self.source_done && self.pending.is_empty() && self.fetch.is_none()
+            if self.running()
+                && self.source_done
+                && self.pending.is_empty()
+                && self.parked == 0
+                && self.fetch.is_none()
             {
                 self.begin_stop(Cause::SourceExhausted, None);
             }
@@ -473,8 +675,12 @@ where
                 // under load those are always ready, and a biased select
                 // would starve the checkpoint.
                 result = async { self.commit.as_mut().expect("guarded").1.as_mut().await }, if self.commit.is_some() => {
-                    let (checkpoints, _) = self.commit.take().expect("guarded");
-                    self.on_commit(checkpoints, result);
+                    let (flush, _) = self.commit.take().expect("guarded");
+                    self.on_flush(flush, result);
+                }
+                _ = sleep_until(self.ack_linger_at), if self.ack_linger_at.is_some() => {
+                    self.ack_linger_at = None;
+                    self.commit_due = true;
                 }
                 _ = sleep_until(self.commit_retry_at), if self.commit_retry_at.is_some() => {
                     self.commit_retry_at = None;
@@ -514,6 +720,7 @@ where
             None => Ok(*report),
             Some(Stop::Source(source)) => Err(PipelineError::Source { source, report }),
             Some(Stop::Commit(source)) => Err(PipelineError::Commit { source, report }),
+            Some(Stop::Ack(source)) => Err(PipelineError::Ack { source, report }),
             Some(Stop::DeadLetter(record_id, source)) => Err(PipelineError::DeadLetter {
                 record_id,
                 source,
@@ -525,7 +732,10 @@ where
     fn report(&mut self, stopped: StopReason) -> RunReport {
         self.meter.sync();
         let mut stats = self.meter.stats.clone();
-        stats.shards = self.tracker.shard_stats().collect();
+        stats.shards = BTreeMap::new();
+        for (shard, counts) in self.tracker.shard_stats() {
+            stats.shards.entry(shard).or_default().add(&counts);
+        }
         debug_assert!(
             stats.reconciles(),
             "run report does not reconcile: {stats:?}"

@@ -6,7 +6,15 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::report::ShardStats;
-use crate::record::{Checkpoint, Position, Sequence, ShardId};
+use crate::record::{Checkpoint, Position, Record, Sequence, ShardId};
+
+/// The most released per-record shards whose counts the report keeps one
+/// by one; the counts of further ones are added into one entry
+/// ([`OTHER_SHARDS`]), so a queue with unboundedly many FIFO message groups
+/// does not grow the report.
+const MAX_RELEASED_SHARD_STATS: usize = 1_000;
+/// The report entry counting released shards past [`MAX_RELEASED_SHARD_STATS`].
+pub(crate) const OTHER_SHARDS: &str = "(other shards)";
 
 /// Per-shard bookkeeping for ordered checkpoints.
 pub(crate) struct ShardTrack {
@@ -29,6 +37,14 @@ pub(crate) struct ShardTrack {
     /// The source said the shard is closed, and its last batch is dispatched.
     pub(crate) ended: bool,
     pub(crate) stats: ShardStats,
+    /// Per-record mode: records of this shard read and not yet acked or
+    /// let go (waiting, parked, in flight, or done awaiting their ack). The
+    /// shard is released when it falls to 0.
+    pub(crate) held: usize,
+    /// Ordered per-record mode: a record of this shard is in flight.
+    pub(crate) busy: bool,
+    /// Ordered per-record mode: records waiting for the one in flight.
+    pub(crate) parked: VecDeque<Record>,
 }
 
 impl ShardTrack {
@@ -43,7 +59,19 @@ impl ShardTrack {
             committed_base: 0,
             ended: false,
             stats: ShardStats::default(),
+            held: 0,
+            busy: false,
+            parked: VecDeque::new(),
         }
+    }
+
+    /// Per-record mode: a record starts; returns its index (a counter, for
+    /// the retry jitter; no watermark slot is kept).
+    pub(crate) fn start_unordered(&mut self) -> u64 {
+        let index = self.base;
+        self.base += 1;
+        self.stats.records_in += 1;
+        index
     }
 
     /// Takes a slot for a record being dispatched; returns its index.
@@ -185,6 +213,59 @@ impl Tracker {
         }
     }
 
+    /// Per-record mode: `n` records of the shard in `slot` are let go
+    /// (acked, or dropped unprocessed at a stop); the shard is released
+    /// once it holds none.
+    pub(crate) fn release_held(&mut self, slot: usize, n: usize) {
+        let Some(track) = self.tracks.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        track.held = track.held.saturating_sub(n);
+        if track.held > 0 || track.busy || !track.parked.is_empty() {
+            return;
+        }
+        if let Some(track) = self.tracks[slot].take() {
+            self.index.remove(&track.shard);
+            self.free.push(slot);
+            let known = self
+                .closed_stats
+                .iter()
+                .position(|(s, _)| *s == track.shard);
+            match known {
+                Some(i) => self.closed_stats[i].1.add(&track.stats),
+                None if self.closed_stats.len() < MAX_RELEASED_SHARD_STATS => {
+                    self.closed_stats.push((track.shard, track.stats));
+                }
+                None => {
+                    let other = ShardId::new(OTHER_SHARDS);
+                    match self.closed_stats.iter_mut().find(|(s, _)| *s == other) {
+                        Some((_, stats)) => stats.add(&track.stats),
+                        None => {
+                            // Fold the last one in too, so the list stays at the cap.
+                            let mut last = self
+                                .closed_stats
+                                .pop()
+                                .map(|(_, stats)| stats)
+                                .unwrap_or_default();
+                            last.add(&track.stats);
+                            self.closed_stats.push((other, last));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The slot of an open shard, without opening it.
+    pub(crate) fn find(&self, shard: &ShardId) -> Option<usize> {
+        self.index.get(shard).copied()
+    }
+
+    /// Slots of every open shard.
+    pub(crate) fn slots(&self) -> Vec<usize> {
+        self.index.values().copied().collect()
+    }
+
     /// Per-shard counts, open and closed.
     pub(crate) fn shard_stats(&self) -> impl Iterator<Item = (ShardId, ShardStats)> + '_ {
         self.closed_stats.iter().cloned().chain(
@@ -243,5 +324,27 @@ mod tests {
         assert_eq!(tracker.tracks.len(), 1, "the one slot is reused");
         assert_eq!(tracker.unacked, 0);
         assert_eq!(tracker.shard_stats().count(), 1000);
+    }
+
+    #[test]
+    fn bounded_memory_per_record_shards_are_released_when_nothing_is_outstanding() {
+        let mut tracker = Tracker::default();
+        let groups = MAX_RELEASED_SHARD_STATS + 500;
+        for n in 0..groups {
+            let shard = ShardId::new(format!("group-{n}"));
+            let slot = tracker.slot(&shard);
+            let track = tracker.get(slot).unwrap();
+            track.held += 2;
+            track.start_unordered();
+            track.start_unordered();
+            tracker.release_held(slot, 1);
+            assert_eq!(tracker.open(), 1, "one record of the group is still held");
+            tracker.release_held(slot, 1);
+        }
+        assert_eq!(tracker.open(), 0);
+        assert_eq!(tracker.tracks.len(), 1, "the one slot is reused");
+        assert_eq!(tracker.closed_stats.len(), MAX_RELEASED_SHARD_STATS);
+        let total: u64 = tracker.shard_stats().map(|(_, s)| s.records_in).sum();
+        assert_eq!(total, 2 * groups as u64, "no count is lost in the fold");
     }
 }

@@ -31,6 +31,13 @@
 //!    60 seconds once everything is read; after everything is committed, a
 //!    fresh source yields no record.
 //!
+//! A source that acks per record ([`AckMode::PerRecord`](crate::AckMode::PerRecord),
+//! a queue) is acked where a checkpointing one is committed: each batch's
+//! records, twice (rule 8); rule 5 then reads "nothing acked comes again",
+//! rule 6 "records read but not acked come again", and rule 3 holds only
+//! for an ordered source (`PerRecord { ordered: true }`: a queue without
+//! order has no positions to keep).
+//!
 //! An endless source (one that waits for new records at the tip) cannot
 //! pass rule 9: give the suite a mode of it that stops at the tip (as
 //! `KinesisSource::builder(..).stop_at_tip(true)`).
@@ -42,7 +49,7 @@ use std::time::Duration;
 
 use super::ensure;
 use crate::record::{Checkpoint, Position, Record, ShardId};
-use crate::source::Source;
+use crate::source::{Ack, Source};
 
 const SUITE: &str = "source";
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -55,6 +62,8 @@ struct Run {
     committed: HashMap<ShardId, Position>,
     /// Records of the last batch, read but not committed.
     held_back: Vec<Record>,
+    /// Per-record sources: the ids acked.
+    acked: HashSet<String>,
 }
 
 /// Reads until the source ends, committing each batch as it is read (twice,
@@ -65,7 +74,10 @@ async fn read<S: Source>(source: &S, run: u32, stop_after: Option<usize>) -> Run
         records: Vec::new(),
         committed: HashMap::new(),
         held_back: Vec::new(),
+        acked: HashSet::new(),
     };
+    let mode = source.acks();
+    let check_order = !mode.is_per_record() || mode.is_ordered();
     let mut last: HashMap<ShardId, Record> = HashMap::new();
     let mut ids: HashSet<String> = HashSet::new();
     let reading = async {
@@ -89,7 +101,7 @@ async fn read<S: Source>(source: &S, run: u32, stop_after: Option<usize>) -> Run
                     r.shard,
                     batch.shard
                 );
-                if let Some(prev) = last.get(&r.shard) {
+                if let Some(prev) = last.get(&r.shard).filter(|_| check_order) {
                     ensure!(
                         SUITE,
                         "shard-order",
@@ -116,6 +128,34 @@ async fn read<S: Source>(source: &S, run: u32, stop_after: Option<usize>) -> Run
             if stop {
                 out.held_back = batch.records;
                 break;
+            }
+            if mode.is_per_record() {
+                let acks: Vec<Ack> = batch
+                    .records
+                    .iter()
+                    .map(|r| Ack {
+                        shard: r.shard.clone(),
+                        sequence: r.sequence.clone(),
+                    })
+                    .collect();
+                if let Err(e) = source.ack(acks.clone()).await {
+                    super::broken(
+                        SUITE,
+                        "calls-succeed",
+                        format_args!("run {run}: ack of {} records failed: {e}", acks.len()),
+                    )
+                }
+                if let Err(e) = source.ack(acks).await {
+                    super::broken(
+                        SUITE,
+                        "commit-idempotent",
+                        format_args!(
+                            "run {run}: acking the same records a second time failed: {e}"
+                        ),
+                    )
+                }
+                out.acked.extend(batch.records.iter().map(|r| r.id.clone()));
+                continue;
             }
             let mut checkpoints = Vec::new();
             if let Some(r) = batch.records.last() {
@@ -212,6 +252,15 @@ where
 
     let by_id: HashMap<&str, &Record> = rest.records.iter().map(|r| (r.id.as_str(), r)).collect();
     for r in &rest.records {
+        ensure!(
+            SUITE,
+            "resume-after-commit",
+            !early.acked.contains(&r.id),
+            "record {} ({} {}) came again after a restart, though it was acked",
+            r.id,
+            r.shard,
+            r.sequence
+        );
         if let Some(p) = early.committed.get(&r.shard) {
             ensure!(
                 SUITE,

@@ -24,6 +24,7 @@ pub mod lambda_runtime_api;
     feature = "kinesis",
     feature = "dynamodb",
     feature = "sns",
+    feature = "sqs",
     feature = "sagemaker",
     feature = "machine-learning",
     feature = "sqs"

@@ -8,9 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt as _;
+use futures::future::Either;
 use streamsift::batch::{self, OnExhausted};
 use streamsift::checkpoint::MemoryCheckpointStore;
-use streamsift::{Checkpoint, Pipeline, Policy, Position, Sequence, Shutdown};
+use streamsift::{
+    Checkpoint, Pipeline, PipelineError, Policy, Position, RunReport, Sequence, Shutdown, Source,
+};
 use tokio::time::Instant;
 
 use super::components::{POISON, SimClassifier, SimDeadLetter, SimLabeler, SimRouter, decoder};
@@ -20,7 +23,7 @@ use super::plan::{
     CALL_TIMEOUT, Mode, Mutation, Plan, RESTART_DELAY, REVIEW_LOW, ROUTE, THRESHOLD,
 };
 use super::rng::unit;
-use super::source::{SimSource, record};
+use super::source::{AckSource, SimSource, record};
 
 /// What one seed did.
 #[derive(Debug)]
@@ -118,7 +121,9 @@ pub fn run_seed(seed: u64, mutation: Mutation, verbose: bool) -> SeedReport {
             let oracle = Oracle::new(plan.clone(), store.clone(), verbose);
             let mut extra = String::new();
             match plan.mode {
-                Mode::Pipeline => pipeline_seed(&oracle, &store, &gauges, &mut extra).await,
+                Mode::Pipeline | Mode::Acking => {
+                    pipeline_seed(&oracle, &store, &gauges, &mut extra).await
+                }
                 Mode::Lambda => batch_seed(&oracle, OnExhausted::Report).await,
                 Mode::Kcl => batch_seed(&oracle, OnExhausted::DeadLetter).await,
             }
@@ -174,7 +179,6 @@ async fn pipeline_seed(
     extra: &mut String,
 ) {
     let plan = oracle.plan();
-    let k = &plan.knobs;
     let mut n = 0u32;
     loop {
         let healthy = n >= plan.faulty_runs;
@@ -182,21 +186,27 @@ async fn pipeline_seed(
         let start = oracle.now();
         let base = Instant::now() - start;
         let shutdown = Shutdown::new();
-        let pipeline = Pipeline::new(SimSource::new(oracle.clone(), store.clone()))
-            .decode::<super::components::Item, _>(decoder(oracle.clone()))
-            .classify(SimClassifier(oracle.clone()))
-            .policy(policy(&plan))
-            .route(SimRouter(oracle.clone()))
-            .dead_letter(SimDeadLetter(oracle.clone()))
-            .max_in_flight(k.max_in_flight)
-            .max_unacked(k.max_unacked)
-            .commit_every(k.commit_every, k.commit_interval)
-            .retry(k.retry.clone())
-            .call_timeout(CALL_TIMEOUT)
-            .record_timeout(k.record_timeout)
-            .seed(plan.seed)
-            .shutdown_handle(shutdown.clone())
-            .review_opt(k.labeler.then(|| SimLabeler(oracle.clone())));
+        let acking = plan.mode == Mode::Acking;
+        let run_fut = if acking {
+            Either::Left(run_pipeline(
+                oracle,
+                AckSource::new(oracle.clone()),
+                shutdown.clone(),
+            ))
+        } else {
+            Either::Right(run_pipeline(
+                oracle,
+                SimSource::new(oracle.clone(), store.clone()),
+                shutdown.clone(),
+            ))
+        };
+        let check_tracked = |tracked: Option<f64>| {
+            if acking {
+                oracle.check_tracked_acking(run, tracked);
+            } else {
+                oracle.check_tracked_shards(run, tracked);
+            }
+        };
         let next = |times: &[Duration]| {
             if healthy {
                 None
@@ -209,7 +219,7 @@ async fn pipeline_seed(
         let cap = start + Duration::from_secs(if healthy { 600 } else { 120 });
         let far = base + cap;
         // Boxed, so that `drop` below really drops it at the crash instant.
-        let mut fut = Box::pin(AssertUnwindSafe(pipeline.run()).catch_unwind());
+        let mut fut = Box::pin(AssertUnwindSafe(run_fut).catch_unwind());
         let mut cancelled = false;
         let ended_by = loop {
             tokio::select! {
@@ -222,13 +232,13 @@ async fn pipeline_seed(
                     }
                     Ok(Ok(report)) => {
                         oracle.check_counts(run, &report.stats, "the RunReport");
-                        oracle.check_tracked_shards(run, gauge(gauges, "streamsift_tracked_shards"));
+                        check_tracked(gauge(gauges, "streamsift_tracked_shards"));
                         format!("returned {:?}", report.stopped)
                     }
                     Ok(Err(e)) => {
                         if let Some(report) = e.report() {
                             oracle.check_counts(run, &report.stats, "the report of a failed run");
-                            oracle.check_tracked_shards(run, gauge(gauges, "streamsift_tracked_shards"));
+                            check_tracked(gauge(gauges, "streamsift_tracked_shards"));
                         }
                         extra.push_str(&format!("run error: {e}\n"));
                         format!("failed: {e}")
@@ -254,6 +264,34 @@ async fn pipeline_seed(
         tokio::time::sleep(RESTART_DELAY).await;
         n += 1;
     }
+}
+
+/// Builds the seed's pipeline over `source` and runs it.
+async fn run_pipeline<S: Source>(
+    oracle: &Oracle,
+    source: S,
+    shutdown: Shutdown,
+) -> Result<RunReport, PipelineError> {
+    let plan = oracle.plan();
+    let k = &plan.knobs;
+    Pipeline::new(source)
+        .decode::<super::components::Item, _>(decoder(oracle.clone()))
+        .classify(SimClassifier(oracle.clone()))
+        .policy(policy(&plan))
+        .route(SimRouter(oracle.clone()))
+        .dead_letter(SimDeadLetter(oracle.clone()))
+        .max_in_flight(k.max_in_flight)
+        .max_unacked(k.max_unacked)
+        .commit_every(k.commit_every, k.commit_interval)
+        .ack_every(k.ack_every.0, k.ack_every.1)
+        .retry(k.retry.clone())
+        .call_timeout(CALL_TIMEOUT)
+        .record_timeout(k.record_timeout)
+        .seed(plan.seed)
+        .shutdown_handle(shutdown)
+        .review_opt(k.labeler.then(|| SimLabeler(oracle.clone())))
+        .run()
+        .await
 }
 
 async fn batch_seed(oracle: &Oracle, on_exhausted: OnExhausted) {

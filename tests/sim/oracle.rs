@@ -128,6 +128,13 @@ pub struct State {
     pub done: Vec<Option<DoneKind>>,
     /// Dead letters stored per record: (stage, kind).
     pub dead: Vec<Vec<(Stage, String)>>,
+    /// Acking mode: records the queue has deleted (acked).
+    pub acked: Vec<bool>,
+    /// Acking mode: records in an ack call answered Ok (the pipeline knows
+    /// they are acked; a lost answer leaves it not knowing).
+    acks_answered: Vec<bool>,
+    /// Acking mode: (run, record) handed out by the source.
+    handed: BTreeSet<(u32, usize)>,
     ever_dispatched: Vec<bool>,
     dispatch: BTreeMap<(u32, usize), Duration>,
     /// Every run.
@@ -209,6 +216,9 @@ impl Oracle {
             attempts: BTreeMap::new(),
             done: vec![None; n],
             dead: vec![Vec::new(); n],
+            acked: vec![false; n],
+            acks_answered: vec![false; n],
+            handed: BTreeSet::new(),
             ever_dispatched: vec![false; n],
             dispatch: BTreeMap::new(),
             runs: Vec::new(),
@@ -389,6 +399,72 @@ impl Oracle {
         }
     }
 
+    /// Whether `rec` is done (routed, discarded, reviewed, dead-lettered).
+    pub fn is_done(&self, rec: usize) -> bool {
+        self.lock().done[rec].is_some()
+    }
+
+    /// Acking mode: whether the queue deleted `rec`.
+    pub fn is_acked(&self, rec: usize) -> bool {
+        self.lock().acked[rec]
+    }
+
+    /// `no_loss` at an ack: the queue deletes `recs`, so each must be done.
+    pub fn apply_acks(&self, recs: &[usize], what: &str) {
+        let mut s = self.lock();
+        let run = s.run;
+        for &r in recs {
+            s.checks += 1;
+            if s.done[r].is_none() {
+                let msg = format!(
+                    "no_loss: {what} in run {run} deletes record {}, which is not done; its calls: {}",
+                    s.plan.records[r].id,
+                    s.history(r)
+                );
+                s.fail("no_loss", "ack of a record not done".into(), msg);
+            }
+            s.acked[r] = true;
+        }
+    }
+
+    /// Acking mode: the source handed `recs` out in the current run.
+    pub fn handed_out(&self, recs: &[usize]) {
+        let mut s = self.lock();
+        let run = s.run;
+        s.handed.extend(recs.iter().map(|&r| (run, r)));
+    }
+
+    /// An ack call was answered Ok for `recs`.
+    pub fn acks_answered(&self, recs: &[usize]) {
+        let mut s = self.lock();
+        for &r in recs {
+            s.acks_answered[r] = true;
+        }
+    }
+
+    /// bounded_memory (acking mode): after a run ends (not a crash), the
+    /// shards it still tracks are at most those with a record it started
+    /// and did not ack: a shard with nothing outstanding is released, so
+    /// tracking does not grow with the number of message groups.
+    pub fn check_tracked_acking(&self, run: u32, tracked: Option<f64>) {
+        let mut s = self.lock();
+        s.checks += 1;
+        let outstanding: BTreeSet<usize> = (0..s.plan.records.len())
+            .filter(|&r| s.dispatch.contains_key(&(run, r)) && !s.acks_answered[r])
+            .map(|r| s.plan.records[r].shard)
+            .collect();
+        if let Some(n) = tracked
+            && n > outstanding.len() as f64
+        {
+            let msg = format!(
+                "bounded_memory: run {run} ended still tracking {n} shards, but only {} have a record \
+                 it started whose ack was not answered Ok",
+                outstanding.len()
+            );
+            s.fail("bounded_memory", "acked shards still tracked".into(), msg);
+        }
+    }
+
     /// A commit the source answered Ok: its `SHARD_END`s are closed shards.
     pub fn acknowledged(&self, checkpoints: &[Checkpoint]) {
         let mut s = self.lock();
@@ -417,12 +493,20 @@ impl Oracle {
             "{} run{run} start {kind} healthy={healthy}",
             t(now)
         ));
-        if s.plan.mode == Mode::Pipeline && run > 0 {
-            // Records the previous run was given and that no commit covers
-            // come again: at most max_unacked of them.
+        if matches!(s.plan.mode, Mode::Pipeline | Mode::Acking) && run > 0 {
+            // Records the previous run was given and that no commit (or
+            // ack) covers come again: at most max_unacked of them.
             let positions = s.store.positions(STREAM);
+            let acking = s.plan.mode == Mode::Acking;
             let again: Vec<usize> = (0..s.plan.records.len())
-                .filter(|&r| s.dispatch.contains_key(&(run - 1, r)) && !s.covered(&positions, r))
+                .filter(|&r| {
+                    s.dispatch.contains_key(&(run - 1, r))
+                        && !(if acking {
+                            s.acked[r]
+                        } else {
+                            s.covered(&positions, r)
+                        })
+                })
                 .collect();
             s.checks += 1;
             let limit = s.plan.knobs.max_unacked;
@@ -461,6 +545,27 @@ impl Oracle {
             info.healthy
         );
         s.event(line);
+        if s.plan.mode == Mode::Acking && ended_by == "returned SourceExhausted" {
+            // A run that returns because its source ended has drained:
+            // every record the source gave it is done, none left behind.
+            s.checks += 1;
+            let left: Vec<usize> = s
+                .handed
+                .iter()
+                .filter(|&&(r_run, r)| r_run == run && s.done[r].is_none())
+                .map(|&(_, r)| r)
+                .collect();
+            if let Some(&r) = left.first() {
+                let msg = format!(
+                    "no_loss: run {run} returned SourceExhausted with {} records its source gave it \
+                     not done, e.g. {} (calls: {})",
+                    left.len(),
+                    s.plan.records[r].id,
+                    s.history(r)
+                );
+                s.fail("no_loss", "source ended, records left behind".into(), msg);
+            }
+        }
         let info = &mut s.runs[run as usize];
         info.end = Some(now);
         info.ended_by = ended_by;
@@ -649,6 +754,7 @@ impl Oracle {
         s.check_spinning();
         s.check_poison();
         s.check_all_done();
+        s.check_ordered();
         s.check_logs(logs);
     }
 }
@@ -951,6 +1057,81 @@ impl State {
             self.fail(
                 "poison",
                 "poison record not dead-lettered as panic".into(),
+                msg,
+            );
+        }
+    }
+
+    /// Acking mode: every record is acked by the end (the last, healthy
+    /// run stops gracefully: it drains and flushes its acks); with ordered
+    /// shards, a record's first call in a run starts only after every call
+    /// of the record before it in its shard (in that run) has ended.
+    fn check_ordered(&mut self) {
+        if self.plan.mode != Mode::Acking {
+            return;
+        }
+        self.checks += 1;
+        let healthy_end = self.runs.last().is_some_and(|r| r.healthy);
+        let not_acked: Vec<usize> = (0..self.plan.records.len())
+            .filter(|&r| !self.acked[r])
+            .collect();
+        if healthy_end
+            && self.failures.is_empty()
+            && let Some(&r) = not_acked.first()
+        {
+            let msg = format!(
+                "no_loss: the last run ended healthy, yet {} records were never acked, e.g. {} (calls: {})",
+                not_acked.len(),
+                self.plan.records[r].id,
+                self.history(r)
+            );
+            self.fail("no_loss", "done records never acked".into(), msg);
+        }
+        if !self.plan.knobs.ordered {
+            return;
+        }
+        // (run, record) -> (first start, last end or None while pending)
+        let mut spans: BTreeMap<(u32, usize), (Duration, Option<Duration>)> = BTreeMap::new();
+        for c in &self.calls {
+            let Some(r) = c.rec else { continue };
+            let e = spans.entry((c.run, r)).or_insert((c.start, Some(c.start)));
+            e.0 = e.0.min(c.start);
+            e.1 = match (e.1, c.end) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+        }
+        let mut failure = None;
+        for run in 0..self.runs.len() as u32 {
+            for shard in &self.plan.shards {
+                let mut prev: Option<(usize, Option<Duration>)> = None;
+                for &r in &shard.records {
+                    let Some(&(start, end)) = spans.get(&(run, r)) else {
+                        continue;
+                    };
+                    self.checks += 1;
+                    if let Some((p, p_end)) = prev
+                        && p_end.is_none_or(|e| start < e)
+                        && failure.is_none()
+                    {
+                        failure = Some(format!(
+                            "ordered: in run {run}, record {} of ordered shard {} started at {} before \
+                             record {} before it ended ({})",
+                            self.plan.records[r].id,
+                            shard.id,
+                            t(start),
+                            self.plan.records[p].id,
+                            p_end.map_or("never".into(), t)
+                        ));
+                    }
+                    prev = Some((r, end));
+                }
+            }
+        }
+        if let Some(msg) = failure {
+            self.fail(
+                "ordered",
+                "record started before the one before it ended".into(),
                 msg,
             );
         }

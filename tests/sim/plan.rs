@@ -80,6 +80,10 @@ pub enum Mode {
     Lambda,
     /// A KCL-like driver: `BatchProcessor` with `OnExhausted::DeadLetter`.
     Kcl,
+    /// `Pipeline::run` over a queue-like source that acks per record
+    /// (`AckMode::PerRecord`, as SQS): what is not acked comes again after
+    /// a crash or a stop; shards are message groups, maybe ordered.
+    Acking,
 }
 
 /// A deliberately broken world, to prove the oracle can fail.
@@ -92,6 +96,9 @@ pub enum Mutation {
     LyingRouter,
     /// The source commits a few records further than the pipeline asked.
     SourceCommitsPast,
+    /// The acking source deletes the next record of the shard along with
+    /// each one it is asked to ack.
+    SourceAcksAhead,
 }
 
 /// What a record's payload is.
@@ -247,6 +254,10 @@ pub struct Knobs {
     pub review_band: bool,
     /// Whether a labeler takes the review band (else the review route).
     pub labeler: bool,
+    /// Acking mode: records of a shard are processed in order, one at a time.
+    pub ordered: bool,
+    /// Acking mode: `Pipeline::ack_every` count and linger.
+    pub ack_every: (usize, Duration),
 }
 
 /// Everything about one seed.
@@ -292,10 +303,12 @@ impl Plan {
         let mode = match rng.range(0, 9) {
             0 | 1 => Mode::Lambda,
             2 | 3 => Mode::Kcl,
+            4 | 5 => Mode::Acking,
             _ => Mode::Pipeline,
         };
         let mode = match mutation {
             Mutation::SourceCommitsPast => Mode::Pipeline,
+            Mutation::SourceAcksAhead => Mode::Acking,
             _ => mode,
         };
         // Shards and lineage.
@@ -411,6 +424,8 @@ impl Plan {
             batch_size: rng.range(1, 8) as usize,
             review_band,
             labeler,
+            ordered: false,
+            ack_every: (10, Duration::from_millis(100)),
         };
         // Faults, per dependency (swarm: each seed turns on a subset).
         let mut faults = BTreeMap::new();
@@ -461,6 +476,15 @@ impl Plan {
         let batch_deadline = rng
             .chance(0.5)
             .then(|| Duration::from_millis(rng.range(1_000, 8_000)));
+        // Drawn last, so the worlds of the other modes stay as they were.
+        let mut knobs = knobs;
+        if mode == Mode::Acking {
+            knobs.ordered = rng.chance(0.5);
+            knobs.ack_every = (
+                rng.range(1, 12) as usize,
+                Duration::from_millis(rng.range(10, 500)),
+            );
+        }
         Plan {
             seed,
             mode,
@@ -473,7 +497,7 @@ impl Plan {
             crashes,
             cancels,
             faulty_runs: match mode {
-                Mode::Pipeline => 8,
+                Mode::Pipeline | Mode::Acking => 8,
                 _ => 40,
             },
             batch_deadline,

@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use streamsift::checkpoint::{CheckpointStore, MemoryCheckpointStore};
-use streamsift::{Batch, Checkpoint, Position, Record, Sequence, Source, SourceError};
+use streamsift::{
+    Ack, AckMode, Batch, Checkpoint, Position, Record, Sequence, Source, SourceError,
+};
 
 use super::oracle::{Oracle, Outcome};
 use super::plan::{Comp, Fault, Mutation, Plan, STREAM};
@@ -238,6 +240,170 @@ impl Source for SimSource {
         });
         if result.is_ok() {
             self.oracle.acknowledged(&checkpoints);
+        }
+        result
+    }
+}
+
+/// A queue-like source for one run (`AckMode::PerRecord`): it hands out
+/// every record the oracle has not seen acked, shard by shard in order, and
+/// deletes (acks) records as the pipeline asks, with faults on acks.
+pub struct AckSource {
+    oracle: Oracle,
+    /// Next position per shard (into `ShardPlan::records`), and the
+    /// round-robin turn.
+    cursor: Mutex<(Vec<usize>, usize)>,
+}
+
+impl AckSource {
+    /// A run's view of the queue: everything not acked comes again.
+    pub fn new(oracle: Oracle) -> AckSource {
+        let n = oracle.plan().shards.len();
+        AckSource {
+            oracle,
+            cursor: Mutex::new((vec![0; n], 0)),
+        }
+    }
+
+    fn take(&self, plan: &Plan) -> Option<Batch> {
+        let mut c = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        let n = plan.shards.len();
+        for k in 0..n {
+            let s = (c.1 + k) % n;
+            let shard = &plan.shards[s];
+            let mut records = Vec::new();
+            while c.0[s] < shard.records.len() && records.len() < plan.knobs.batch_size {
+                let r = shard.records[c.0[s]];
+                c.0[s] += 1;
+                if !self.oracle.is_acked(r) {
+                    self.oracle.handed_out(&[r]);
+                    records.push(record(plan, r));
+                }
+            }
+            if !records.is_empty() {
+                c.1 = (s + 1) % n;
+                return Some(Batch::new(shard.id.clone(), records));
+            }
+        }
+        None
+    }
+}
+
+impl Source for AckSource {
+    async fn next_batch(&self) -> Result<Option<Batch>, SourceError> {
+        let (guard, fault, pace) = self.oracle.begin(Comp::Read, None);
+        if !pace.is_zero() {
+            tokio::time::sleep(pace).await;
+        }
+        match fault {
+            Fault::Retryable(true) => {
+                guard.finish(Outcome::Err("throttled"));
+                return Err(SourceError::throttled("sim: ReceiveMessage throttled"));
+            }
+            Fault::Retryable(false) | Fault::Outage => {
+                guard.finish(Outcome::Err("unavailable"));
+                return Err(SourceError::unavailable("sim: queue unavailable"));
+            }
+            Fault::Permanent => {
+                guard.finish(Outcome::Err("permanent"));
+                return Err(SourceError::permanent("sim: queue deleted"));
+            }
+            Fault::Slow(d) => tokio::time::sleep(d).await,
+            _ => {}
+        }
+        let plan = self.oracle.plan();
+        let batch = self.take(&plan);
+        if let Some(b) = &batch {
+            self.oracle
+                .note(format!("receive {} {} records", b.shard, b.records.len()));
+        }
+        guard.finish(Outcome::Ok);
+        Ok(batch)
+    }
+
+    async fn commit(&self, checkpoints: Vec<Checkpoint>) -> Result<(), SourceError> {
+        self.oracle.fail(
+            "no_loss",
+            "commit to a per-record source",
+            format!(
+                "no_loss: the pipeline committed {checkpoints:?} to a source that acks per record"
+            ),
+        );
+        Ok(())
+    }
+
+    fn acks(&self) -> AckMode {
+        AckMode::PerRecord {
+            ordered: self.oracle.plan().knobs.ordered,
+        }
+    }
+
+    async fn ack(&self, done: Vec<Ack>) -> Result<(), SourceError> {
+        let (guard, fault, pace) = self.oracle.begin(Comp::Commit, None);
+        let plan = self.oracle.plan();
+        let mut recs = Vec::new();
+        for ack in &done {
+            let id = format!("{}:{}", ack.shard, ack.sequence);
+            match self.oracle.rec(&id) {
+                Some(r) => recs.push(r),
+                None => self.oracle.fail(
+                    "no_loss",
+                    "ack of an unknown record",
+                    format!("no_loss: the pipeline acked {id}, which the source never gave"),
+                ),
+            }
+        }
+        if plan.mutation == Mutation::SourceAcksAhead {
+            for r in recs.clone() {
+                let rec = &plan.records[r];
+                let shard = &plan.shards[rec.shard];
+                if let Some(&next) = shard.records.get(rec.index as usize + 1)
+                    && !self.oracle.is_acked(next)
+                    && !self.oracle.is_done(next)
+                {
+                    recs.push(next);
+                    self.oracle.mutated();
+                }
+            }
+        }
+        self.oracle
+            .note(format!("ack {} records fault {fault:?}", recs.len()));
+        if !pace.is_zero() {
+            tokio::time::sleep(pace).await;
+        }
+        let result = match fault {
+            Fault::Retryable(true) => {
+                Err(SourceError::throttled("sim: DeleteMessageBatch throttled"))
+            }
+            Fault::Retryable(false) | Fault::Outage => {
+                Err(SourceError::unavailable("sim: queue unavailable"))
+            }
+            Fault::Permanent => Err(SourceError::permanent("sim: access denied")),
+            Fault::Slow(d) => {
+                tokio::time::sleep(d).await;
+                self.oracle.apply_acks(&recs, "an ack");
+                Ok(())
+            }
+            Fault::Lost => {
+                self.oracle.apply_acks(&recs, "an ack");
+                Err(SourceError::unavailable("sim: ack applied, response lost"))
+            }
+            Fault::LostSlow(d) => {
+                self.oracle.apply_acks(&recs, "an ack");
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+            _ => {
+                self.oracle.apply_acks(&recs, "an ack");
+                Ok(())
+            }
+        };
+        guard.finish(match &result {
+            Ok(()) => Outcome::Ok,
+            Err(e) => Outcome::Err(e.kind()),
+        });
+        if result.is_ok() {
+            self.oracle.acks_answered(&recs);
         }
         result
     }
