@@ -288,6 +288,11 @@ fn records_get_debug_spans() {
         .with(spans.clone())
         .with(tracing_subscriber::filter::LevelFilter::DEBUG);
     tracing::subscriber::with_default(subscriber, || {
+        // Other tests in this binary run pipelines at the same time with no
+        // subscriber; a callsite they register while this dispatcher is being
+        // registered can cache "never" (a race in tracing's interest cache).
+        // Rebuilding the cache here makes this subscriber's interest count.
+        tracing::callsite::rebuild_interest_cache();
         tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
