@@ -14,6 +14,13 @@ use streamsift::{
     Stage,
 };
 
+/// The tests of this file run one at a time: `records_get_debug_spans`
+/// needs its subscriber registered before any other thread first meets the
+/// pipeline's `record` span and `enabled!` callsites. When another test
+/// registers them at the same moment, tracing can cache "never" for them
+/// (seen as an empty span list on a cold first run).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn score_of(item: &Bytes) -> f64 {
     std::str::from_utf8(item).unwrap().parse::<u32>().unwrap() as f64 % 100.0 / 100.0
 }
@@ -23,6 +30,7 @@ fn score_of(item: &Bytes) -> f64 {
 /// faults injected. Keyed permanent faults dead-letter exactly their records.
 #[tokio::test(start_paused = true)]
 async fn retries_through_a_fault_injecting_router() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let inner = RecordingRouter::<Bytes>::new();
     let flaky = Faulty::new(
         inner.clone(),
@@ -79,6 +87,7 @@ async fn retries_through_a_fault_injecting_router() {
 /// dead-lettered at the classify stage with the classifier's message.
 #[tokio::test(start_paused = true)]
 async fn permanent_classifier_faults_are_dead_lettered() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let classifier = Faulty::new(
         |_: &Bytes| async { Ok::<_, ClassifyError>(Prediction::binary("y", "n", 0.0)) },
         FaultPlan::new()
@@ -119,6 +128,7 @@ async fn permanent_classifier_faults_are_dead_lettered() {
 /// with per-item agreement.
 #[tokio::test(start_paused = true)]
 async fn review_band_goes_to_the_labeler() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let crowd = Arc::new(
         SimulatedCrowd::new(["actionable", "noise"], |item: &Bytes| {
             if score_of(item) >= 0.3 {
@@ -193,6 +203,7 @@ async fn review_band_goes_to_the_labeler() {
 /// The run's figures reach the `metrics` recorder.
 #[test]
 fn counters_and_histograms_go_through_the_metrics_facade() {
+    let _one = ONE_AT_A_TIME.blocking_lock();
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let report = metrics::with_local_recorder(&recorder, || {
@@ -260,6 +271,7 @@ fn counters_and_histograms_go_through_the_metrics_facade() {
 /// and shard; retries log inside it.
 #[test]
 fn records_get_debug_spans() {
+    let _one = ONE_AT_A_TIME.blocking_lock();
     use std::sync::Mutex;
     use tracing_subscriber::layer::{Context, SubscriberExt as _};
 
@@ -288,11 +300,6 @@ fn records_get_debug_spans() {
         .with(spans.clone())
         .with(tracing_subscriber::filter::LevelFilter::DEBUG);
     tracing::subscriber::with_default(subscriber, || {
-        // Other tests in this binary run pipelines at the same time with no
-        // subscriber; a callsite they register while this dispatcher is being
-        // registered can cache "never" (a race in tracing's interest cache).
-        // Rebuilding the cache here makes this subscriber's interest count.
-        tracing::callsite::rebuild_interest_cache();
         tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
