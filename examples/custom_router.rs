@@ -19,10 +19,10 @@ impl Router<Value> for Webhook {
 }
 #[tokio::main]
 pub async fn main() -> ExitCode {
-    let url = std::env::args().skip_while(|a| a != "--url").nth(1);
-    let url = url.unwrap_or_else(|| "http://127.0.0.1:8080/hook".into());
+    let url = clap::arg!(--url <URL> "the webhook").default_value("http://127.0.0.1:8080/hook");
+    let mut args = clap::Command::new("custom_router").arg(url).get_matches();
     let pace = RateLimiter::new(50.try_into().unwrap());
-    let hook = Webhook(Default::default(), url, pace);
+    let hook = Webhook(Default::default(), args.remove_one("url").unwrap(), pace);
     let dead = MemoryDeadLetter::new();
     let alerts = (1..=4).map(|id| format!(r#"{{"alert":{id}}}"#));
     let run = Pipeline::new(MemorySource::from_payloads(1, alerts)).json::<Value>();
