@@ -1,7 +1,12 @@
 //! The world's components: each asks the oracle for its fault, logs its
 //! call (start, end or cancellation, result), and then behaves.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use streamsift::router::dedup::DedupStoreError;
+use streamsift::router::{Dedup, DedupKey, DedupStore, MemoryDedupStore};
 
 use streamsift::{
     ClassifyError, DeadLetter, DeadLetterError, DeadLetterSink, DecodeError, Decoder, Delivery,
@@ -221,5 +226,129 @@ impl DeadLetterSink for SimDeadLetter {
                 Ok(())
             }
         }
+    }
+}
+
+/// Hygiene: the seed's shared `MemoryDedupStore`, whose write takes the
+/// plan's fsync time, telling the oracle when a key is written.
+#[derive(Clone)]
+pub struct SimDedupStore {
+    oracle: Oracle,
+    store: Arc<MemoryDedupStore>,
+    delay: Duration,
+    keys: Arc<HashMap<DedupKey, usize>>,
+}
+
+impl SimDedupStore {
+    /// The store of the seed (the oracle holds it across runs).
+    pub fn new(oracle: Oracle) -> Option<SimDedupStore> {
+        let (store, plan) = {
+            let s = oracle.lock();
+            (s.dedup_store.clone()?, s.plan.clone())
+        };
+        let keys = plan
+            .records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (DedupKey::record_id(&r.id), i))
+            .collect();
+        Some(SimDedupStore {
+            oracle,
+            store,
+            delay: plan.dedup?,
+            keys: Arc::new(keys),
+        })
+    }
+}
+
+impl DedupStore for SimDedupStore {
+    fn contains(&self, key: &DedupKey) -> bool {
+        self.store.contains(key)
+    }
+
+    async fn insert(&self, key: DedupKey) -> Result<(), DedupStoreError> {
+        tokio::time::sleep(self.delay).await;
+        let rec = self.keys.get(&key).copied();
+        if self.oracle.plan().mutation == Mutation::DedupForgets {
+            if let Some(r) = rec {
+                self.oracle.dedup_dropped(r);
+            }
+            return Ok(());
+        }
+        self.store.insert(key).await?;
+        if let Some(r) = rec {
+            self.oracle.dedup_recorded(r);
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    fn window(&self) -> Duration {
+        self.store.window()
+    }
+}
+
+/// The router the pipeline gets: `SimRouter`, with the notify route behind
+/// `Dedup` in hygiene worlds; it tells the oracle how each `Dedup` call
+/// ended and which skipped receipts `Dedup` gave itself.
+pub struct HygieneRouter {
+    oracle: Oracle,
+    sim: SimRouter,
+    dedup: Option<Dedup<SimRouter, SimDedupStore>>,
+}
+
+impl HygieneRouter {
+    /// The seed's router.
+    pub fn new(oracle: Oracle) -> HygieneRouter {
+        let sim = SimRouter(oracle.clone());
+        let dedup = SimDedupStore::new(oracle.clone()).map(|store| Dedup::new(sim.clone(), store));
+        HygieneRouter { oracle, sim, dedup }
+    }
+}
+
+/// Tells the oracle a `Dedup` call ended, or was dropped.
+struct DedupCall {
+    oracle: Oracle,
+    rec: usize,
+    finished: bool,
+}
+
+impl Drop for DedupCall {
+    fn drop(&mut self) {
+        self.oracle.dedup_call_end(self.rec, !self.finished);
+    }
+}
+
+impl Router<Item> for HygieneRouter {
+    fn handles_route(&self, _route: &streamsift::Label) -> Option<bool> {
+        Some(true)
+    }
+
+    async fn route(&self, d: &Delivery<'_, Item>) -> Result<Receipt, RouteError> {
+        let rec = self.oracle.rec(&d.record.id);
+        let (Some(dedup), Some(r), false) =
+            (&self.dedup, rec, *d.route == streamsift::REVIEW_ROUTE)
+        else {
+            return self.sim.route(d).await;
+        };
+        let before = self.oracle.route_calls(r);
+        let mut call = DedupCall {
+            oracle: self.oracle.clone(),
+            rec: r,
+            finished: false,
+        };
+        let result = dedup.route(d).await;
+        if let Ok(receipt) = &result {
+            if receipt.skipped && self.oracle.route_calls(r) == before {
+                self.oracle.dedup_skipped(r);
+            }
+            self.oracle.dedup_answered(r, before);
+        }
+        call.finished = true;
+        drop(call);
+        result
     }
 }

@@ -99,6 +99,8 @@ pub enum Mutation {
     /// The acking source deletes the next record of the shard along with
     /// each one it is asked to ack.
     SourceAcksAhead,
+    /// A hygiene world whose dedup store drops every write (and says Ok).
+    DedupForgets,
 }
 
 /// What a record's payload is.
@@ -288,6 +290,10 @@ pub struct Plan {
     pub faulty_runs: u32,
     /// Lambda: the invocation's deadline (`stop_at`), if any.
     pub batch_deadline: Option<Duration>,
+    /// Hygiene: the notify route goes through `Dedup` (by record id) over a
+    /// store that survives crashes, whose write takes this long (an fsync:
+    /// crashes and call timeouts can land between the send and the write).
+    pub dedup: Option<Duration>,
 }
 
 fn window(rng: &mut Rng) -> (Duration, Duration) {
@@ -485,6 +491,14 @@ impl Plan {
                 Duration::from_millis(rng.range(10, 500)),
             );
         }
+        // Drawn last too.
+        let dedup = rng
+            .chance(0.35)
+            .then(|| Duration::from_millis(rng.range(5, 400)));
+        let dedup = match mutation {
+            Mutation::DedupForgets => Some(dedup.unwrap_or(Duration::from_millis(5))),
+            _ => dedup,
+        };
         Plan {
             seed,
             mode,
@@ -501,6 +515,7 @@ impl Plan {
                 _ => 40,
             },
             batch_deadline,
+            dedup,
         }
     }
 
@@ -591,10 +606,11 @@ impl Plan {
             .filter_map(|r| r.poison.map(|c| format!("{}@{}", r.id, c.name())))
             .collect();
         format!(
-            "seed {} mode {:?} mutation {:?}\n  shards: {}\n  knobs: {:?}\n  poison: {:?}\n  crashes: {:?}\n  cancels: {:?}\n  faults: {:?}",
+            "seed {} mode {:?} mutation {:?} dedup {:?}\n  shards: {}\n  knobs: {:?}\n  poison: {:?}\n  crashes: {:?}\n  cancels: {:?}\n  faults: {:?}",
             self.seed,
             self.mode,
             self.mutation,
+            self.dedup,
             shards.join(" "),
             self.knobs,
             poison,
