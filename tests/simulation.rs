@@ -48,7 +48,7 @@ fn simulate_seeds() {
     let mut runs = 0usize;
     let mut modes: BTreeMap<String, usize> = BTreeMap::new();
     let mut failed_seeds = 0usize;
-    let (mut dedup_seeds, mut dedup_gaps) = (0usize, 0u64);
+    let (mut dedup_seeds, mut digest_seeds, mut dedup_gaps) = (0usize, 0usize, 0u64);
     // (invariant, tag) -> (seeds failing, the smallest such seed's report size, seed, message)
     let mut distinct: BTreeMap<(&'static str, String), (usize, usize, u64, String)> =
         BTreeMap::new();
@@ -65,6 +65,7 @@ fn simulate_seeds() {
         }
         checks += report.checks;
         dedup_seeds += usize::from(report.dedup);
+        digest_seeds += usize::from(report.digest);
         dedup_gaps += report.dedup_gaps;
         runs += report.runs;
         *modes.entry(format!("{:?}", report.mode)).or_insert(0) += 1;
@@ -110,7 +111,8 @@ fn simulate_seeds() {
     );
     println!("faults injected: {faults:?}");
     println!(
-        "hygiene: {dedup_seeds} seeds behind Dedup, {dedup_gaps} duplicates in the documented gap"
+        "hygiene: {dedup_seeds} seeds behind Dedup, {digest_seeds} behind Digest, \
+         {dedup_gaps} duplicates in Dedup's documented gap"
     );
     let mut summary = String::new();
     for ((invariant, tag), (count, _, seed, message)) in &distinct {
@@ -164,6 +166,11 @@ fn oracle_catches_as(mutation: Mutation, invariant: &str) {
             continue;
         }
         exercised += 1;
+        if exercised == 1
+            && let Some(f) = report.failures.iter().find(|f| f.invariant == invariant)
+        {
+            println!("{mutation:?}, seed {}: {}", report.seed, f.message);
+        }
         assert!(
             report.failures.iter().any(|f| f.invariant == invariant),
             "seed {} with {mutation:?} applied {} times, yet the oracle reported no {invariant} failure; \
@@ -201,4 +208,14 @@ fn oracle_catches_a_queue_that_deletes_records_not_done() {
 #[test]
 fn oracle_catches_a_dedup_store_that_forgets() {
     oracle_catches_as(Mutation::DedupForgets, "effectively_once");
+}
+
+#[test]
+fn oracle_catches_a_digest_that_answers_before_the_digest_is_accepted() {
+    oracle_catches_as(Mutation::DigestEarly, "digest_done_when_accepted");
+}
+
+#[test]
+fn oracle_catches_a_digest_sent_twice() {
+    oracle_catches_as(Mutation::DigestTwice, "digest_once");
 }

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use streamsift::router::dedup::DedupStoreError;
-use streamsift::router::{Dedup, DedupKey, DedupStore, MemoryDedupStore};
+use streamsift::router::digest::DIGEST_SHARD;
+use streamsift::router::{
+    BoxRouter, Dedup, DedupKey, DedupStore, Digest, DigestBatch, MemoryDedupStore,
+};
 
 use streamsift::{
     ClassifyError, DeadLetter, DeadLetterError, DeadLetterSink, DecodeError, Decoder, Delivery,
@@ -15,7 +18,7 @@ use streamsift::{
 };
 
 use super::oracle::{Oracle, Outcome};
-use super::plan::{Comp, Fault, Mutation};
+use super::plan::{Comp, Fault, Mutation, ROUTE};
 
 /// The decoded item. Its `Debug` leaves the customer's text out.
 #[derive(Clone, serde::Deserialize)]
@@ -142,7 +145,17 @@ impl Router<Item> for SimRouter {
                 Err(RouteError::permanent("sim: no such topic"))
             }
             Fault::Skip if !review => {
+                let idx = guard.idx();
                 guard.finish(Outcome::Skipped);
+                if d.record.shard.as_str() == DIGEST_SHARD {
+                    let recs: Vec<usize> = d
+                        .item
+                        .text
+                        .split(' ')
+                        .filter_map(|id| self.0.rec(id))
+                        .collect();
+                    self.0.digest_accepted(&recs, idx);
+                }
                 let mut receipt = Receipt::new(route);
                 receipt.skipped = true;
                 Ok(receipt)
@@ -152,7 +165,17 @@ impl Router<Item> for SimRouter {
                 if lie {
                     self.0.mutated();
                 }
+                let idx = guard.idx();
                 guard.finish(if lie { Outcome::Lied } else { Outcome::Ok });
+                if !lie && d.record.shard.as_str() == DIGEST_SHARD {
+                    let recs: Vec<usize> = d
+                        .item
+                        .text
+                        .split(' ')
+                        .filter_map(|id| self.0.rec(id))
+                        .collect();
+                    self.0.digest_accepted(&recs, idx);
+                }
                 Ok(Receipt::new(route).with_message_id(format!("msg-{id}")))
             }
         }
@@ -291,24 +314,74 @@ impl DedupStore for SimDedupStore {
     }
 }
 
+/// The `DigestTwice` mutation: sends each digest delivery twice.
+struct Twice(SimRouter);
+
+impl Router<Item> for Twice {
+    fn handles_route(&self, _route: &streamsift::Label) -> Option<bool> {
+        Some(true)
+    }
+
+    async fn route(&self, d: &Delivery<'_, Item>) -> Result<Receipt, RouteError> {
+        let receipt = self.0.route(d).await?;
+        if d.record.shard.as_str() != DIGEST_SHARD
+            || self.0.0.plan().mutation != Mutation::DigestTwice
+        {
+            return Ok(receipt);
+        }
+        self.0.0.mutated();
+        self.0.route(d).await
+    }
+}
+
+/// The digest item: the folded record ids, space-separated (no customer text).
+fn digest_item(batch: &DigestBatch<'_, Item>) -> Item {
+    let ids: Vec<&str> = batch.entries.iter().map(|e| e.record_id.as_str()).collect();
+    Item {
+        id: format!("digest of {}", batch.total()),
+        score: 1.0,
+        text: ids.join(" "),
+    }
+}
+
 /// The router the pipeline gets: `SimRouter`, with the notify route behind
-/// `Dedup` in hygiene worlds; it tells the oracle how each `Dedup` call
-/// ended and which skipped receipts `Dedup` gave itself.
+/// `Dedup(Digest(..))` in hygiene worlds (either or both); it tells the
+/// oracle how each `Dedup` call ended, which skipped receipts `Dedup` gave
+/// itself, and what the stack answered.
 pub struct HygieneRouter {
     oracle: Oracle,
     sim: SimRouter,
-    dedup: Option<Dedup<SimRouter, SimDedupStore>>,
+    notify: Option<BoxRouter<Item>>,
+    dedup: Option<Dedup<BoxRouter<Item>, SimDedupStore>>,
 }
 
 impl HygieneRouter {
     /// The seed's router.
     pub fn new(oracle: Oracle) -> HygieneRouter {
         let sim = SimRouter(oracle.clone());
-        let dedup = SimDedupStore::new(oracle.clone()).map(|store| Dedup::new(sim.clone(), store));
-        HygieneRouter { oracle, sim, dedup }
+        let plan = oracle.plan();
+        let base = match plan.digest {
+            Some((n, window)) => BoxRouter::new(
+                Digest::new(
+                    BoxRouter::new(Twice(sim.clone())),
+                    n,
+                    window,
+                    digest_item as fn(&DigestBatch<'_, Item>) -> Item,
+                )
+                .max_entries(100_000),
+            ),
+            None => BoxRouter::new(sim.clone()),
+        };
+        let dedup = SimDedupStore::new(oracle.clone()).map(|store| Dedup::new(base.clone(), store));
+        let notify = (plan.digest.is_some() || dedup.is_some()).then_some(base);
+        HygieneRouter {
+            oracle,
+            sim,
+            notify,
+            dedup,
+        }
     }
 }
-
 /// Tells the oracle a `Dedup` call ended, or was dropped.
 struct DedupCall {
     oracle: Oracle,
@@ -329,26 +402,56 @@ impl Router<Item> for HygieneRouter {
 
     async fn route(&self, d: &Delivery<'_, Item>) -> Result<Receipt, RouteError> {
         let rec = self.oracle.rec(&d.record.id);
-        let (Some(dedup), Some(r), false) =
-            (&self.dedup, rec, *d.route == streamsift::REVIEW_ROUTE)
+        let (Some(notify), Some(r), false) =
+            (&self.notify, rec, *d.route == streamsift::REVIEW_ROUTE)
         else {
             return self.sim.route(d).await;
         };
-        let before = self.oracle.route_calls(r);
-        let mut call = DedupCall {
-            oracle: self.oracle.clone(),
-            rec: r,
-            finished: false,
-        };
-        let result = dedup.route(d).await;
-        if let Ok(receipt) = &result {
-            if receipt.skipped && self.oracle.route_calls(r) == before {
-                self.oracle.dedup_skipped(r);
+        let result = match &self.dedup {
+            None => self.early(notify.route(d)).await,
+            Some(dedup) => {
+                let before = self.oracle.route_calls(r);
+                let accepts = self.oracle.dedup_accepts(r);
+                let mut call = DedupCall {
+                    oracle: self.oracle.clone(),
+                    rec: r,
+                    finished: false,
+                };
+                let result = self.early(dedup.route(d)).await;
+                if let Ok(receipt) = &result {
+                    if receipt.skipped && self.oracle.route_calls(r) == before {
+                        self.oracle.dedup_skipped(r);
+                    }
+                    self.oracle.dedup_answered(r, accepts);
+                }
+                call.finished = true;
+                drop(call);
+                result
             }
-            self.oracle.dedup_answered(r, before);
+        };
+        if result.is_ok() && self.oracle.plan().digest.is_some() {
+            self.oracle.stack_answered(r);
         }
-        call.finished = true;
-        drop(call);
         result
+    }
+}
+
+impl HygieneRouter {
+    /// The `DigestEarly` mutation: answer Ok if the stack has not answered
+    /// within 50 ms.
+    async fn early(
+        &self,
+        fut: impl Future<Output = Result<Receipt, RouteError>>,
+    ) -> Result<Receipt, RouteError> {
+        if self.oracle.plan().mutation != Mutation::DigestEarly {
+            return fut.await;
+        }
+        tokio::select! {
+            result = fut => result,
+            () = tokio::time::sleep(Duration::from_millis(50)) => {
+                self.oracle.mutated();
+                Ok(Receipt::new(ROUTE))
+            }
+        }
     }
 }

@@ -48,6 +48,8 @@ pub struct SeedReport {
     pub hash: u64,
     /// Hygiene: whether the notify route went through `Dedup`.
     pub dedup: bool,
+    /// Hygiene: whether the notify route went through `Digest`.
+    pub digest: bool,
     /// Hygiene: duplicates sent in the documented gap.
     pub dedup_gaps: u64,
     /// The event log, when verbose.
@@ -150,6 +152,7 @@ pub fn run_seed(seed: u64, mutation: Mutation, verbose: bool) -> SeedReport {
         mutations_applied: s.mutations_applied,
         hash: oracle_hash(&s),
         dedup: plan.dedup.is_some(),
+        digest: plan.digest.is_some(),
         dedup_gaps: s.dedup_gaps,
         trace: s.trace.clone(),
     }

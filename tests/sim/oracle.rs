@@ -141,6 +141,12 @@ pub struct State {
     /// Hygiene: accepted calls whose `Dedup` call was dropped before it
     /// answered: the engine never learnt of them, so its counts leave them out.
     dedup_unanswered: BTreeSet<usize>,
+    /// Hygiene: records the inner router accepted, directly or in a digest.
+    pub ever_accepted: Vec<bool>,
+    /// Hygiene: (run, record) in a digest the inner router accepted.
+    digest_accepted: BTreeSet<(u32, usize)>,
+    /// Hygiene: (run, record) answered with a digest's receipt.
+    digest_routed: BTreeSet<(u32, usize)>,
     t0: Instant,
     /// Shards whose `SHARD_END` commit was answered Ok.
     acked_shard_ends: BTreeSet<String>,
@@ -196,6 +202,11 @@ pub struct CallGuard {
 }
 
 impl CallGuard {
+    /// The call's index in [`State::calls`].
+    pub fn idx(&self) -> usize {
+        self.idx
+    }
+
     /// The call ended with `outcome`.
     pub fn finish(mut self, outcome: Outcome) {
         self.finished = true;
@@ -243,6 +254,9 @@ impl Oracle {
             dedup_skips: BTreeSet::new(),
             dedup_gaps: 0,
             dedup_unanswered: BTreeSet::new(),
+            ever_accepted: vec![false; n],
+            digest_accepted: BTreeSet::new(),
+            digest_routed: BTreeSet::new(),
             t0: Instant::now(),
             acked_shard_ends: BTreeSet::new(),
             plan,
@@ -367,9 +381,11 @@ impl Oracle {
         if let Some(r) = rec
             && comp == Comp::Route
             && matches!(outcome, Outcome::Ok | Outcome::Skipped)
-            && s.plan.dedup.is_some()
         {
-            s.dedup_accept(r, idx, now);
+            s.ever_accepted[r] = true;
+            if s.plan.dedup.is_some() {
+                s.dedup_accept(r, idx, now);
+            }
         }
         if let Some(r) = rec
             && s.done[r].is_none()
@@ -438,17 +454,79 @@ impl Oracle {
     /// Hygiene: `Dedup` answered Ok for `rec`, whose notify calls before
     /// the `Dedup` call numbered `before`: the record is done if the router
     /// accepted it in this call, or accepted it earlier and the key is written.
-    pub fn dedup_answered(&self, rec: usize, before: usize) {
+    pub fn dedup_answered(&self, rec: usize, before: u32) {
         let mut s = self.lock();
-        let accepted_now = s
-            .calls
-            .iter()
-            .filter(|c| c.comp == Comp::Route && c.rec == Some(rec))
-            .skip(before)
-            .any(|c| matches!(c.outcome, Outcome::Ok | Outcome::Skipped));
         let d = s.dedup[rec];
-        if s.done[rec].is_none() && (accepted_now || (d.recorded && d.accepts > 0)) {
+        if s.done[rec].is_none() && (d.accepts > before || (d.recorded && d.accepts > 0)) {
             s.done[rec] = Some(DoneKind::Routed);
+        }
+    }
+
+    /// Hygiene: the inner router accepted a digest (call `idx`) folding `recs`.
+    /// digest_once: in one run a record is in at most one accepted digest
+    /// (without `Dedup`; with it, `effectively_once` judges).
+    pub fn digest_accepted(&self, recs: &[usize], idx: usize) {
+        let now = self.now();
+        let mut s = self.lock();
+        let run = s.run;
+        for &r in recs {
+            s.checks += 1;
+            s.ever_accepted[r] = true;
+            // Behind `Dedup`, effectively_once judges a second accept (a
+            // `Dedup` call dropped in the gap is retried, and folded again).
+            if !s.digest_accepted.insert((run, r)) && s.plan.dedup.is_none() {
+                let msg = format!(
+                    "digest_once: at {} a second digest folding record {} was accepted in run {run}; \
+                     its calls: {}",
+                    t(now),
+                    s.plan.records[r].id,
+                    s.history(r)
+                );
+                s.fail(
+                    "digest_once",
+                    "a record in two accepted digests".into(),
+                    msg,
+                );
+            }
+            if s.plan.dedup.is_some() {
+                s.dedup_accept(r, idx, now);
+            } else if s.done[r].is_none() {
+                s.done[r] = Some(DoneKind::Routed);
+            }
+        }
+        s.event(format!("{} digest accepted {recs:?}", t(now)));
+    }
+
+    /// Hygiene: the router stack answered Ok for `rec` (with a digest's
+    /// receipt if the digest was accepted in this run and the record was
+    /// not sent directly). digest_done_when_accepted: only for a record
+    /// the inner router accepted, directly or in a digest.
+    pub fn stack_answered(&self, rec: usize) {
+        let mut s = self.lock();
+        s.checks += 1;
+        let run = s.run;
+        let direct = s.calls.iter().any(|c| {
+            c.run == run
+                && c.comp == Comp::Route
+                && c.rec == Some(rec)
+                && matches!(c.outcome, Outcome::Ok | Outcome::Skipped)
+        });
+        if !direct && s.digest_accepted.contains(&(run, rec)) {
+            s.digest_routed.insert((run, rec));
+        }
+        if !s.ever_accepted[rec] {
+            let msg = format!(
+                "digest_done_when_accepted: at {} the router answered Ok for record {}, which the inner \
+                 router never accepted, directly or in a digest; its calls: {}",
+                t(Instant::now() - s.t0),
+                s.plan.records[rec].id,
+                s.history(rec)
+            );
+            s.fail(
+                "digest_done_when_accepted",
+                "Ok before the inner router accepted".into(),
+                msg,
+            );
         }
     }
 
@@ -459,6 +537,11 @@ impl Oracle {
         s.dedup_skips.insert((run, rec));
         let id = s.plan.records[rec].id.clone();
         s.event(format!("dedup skipped {id}"));
+    }
+
+    /// Hygiene: accepts of `rec`'s key so far.
+    pub fn dedup_accepts(&self, rec: usize) -> u32 {
+        self.lock().dedup[rec].accepts
     }
 
     /// Calls of the notify route made for `rec` so far.
@@ -749,6 +832,9 @@ impl Oracle {
             if s.dedup_skips.contains(&(run, r)) {
                 sets[2].insert(r);
             }
+            if s.digest_routed.contains(&(run, r)) {
+                sets[1].insert(r);
+            }
             let i = match (c.comp, c.outcome) {
                 (Comp::Decode, _) => 0,
                 (Comp::Route, Outcome::Ok) => 1,
@@ -839,7 +925,9 @@ impl Oracle {
             })
         };
         let honest = match outcome {
-            O::Routed { .. } => saw(Comp::Route, &[Outcome::Ok]),
+            O::Routed { .. } => {
+                saw(Comp::Route, &[Outcome::Ok]) || s.digest_routed.contains(&(run, rec))
+            }
             O::Skipped { .. } => {
                 saw(Comp::Route, &[Outcome::Skipped]) || s.dedup_skips.contains(&(run, rec))
             }
@@ -1192,6 +1280,17 @@ impl State {
         for (r, rec) in self.plan.records.iter().enumerate() {
             let Some(comp) = rec.poison else { continue };
             if !self.ever_dispatched[r] {
+                continue;
+            }
+            // Folded into digests only, it never reached the router call
+            // that panics on it.
+            if comp == Comp::Route
+                && self.plan.digest.is_some()
+                && !self
+                    .calls
+                    .iter()
+                    .any(|c| c.comp == Comp::Route && c.rec == Some(r))
+            {
                 continue;
             }
             self.checks += 1;
