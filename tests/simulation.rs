@@ -48,6 +48,7 @@ fn simulate_seeds() {
     let mut runs = 0usize;
     let mut modes: BTreeMap<String, usize> = BTreeMap::new();
     let mut failed_seeds = 0usize;
+    let (mut dedup_seeds, mut digest_seeds, mut dedup_gaps) = (0usize, 0usize, 0u64);
     // (invariant, tag) -> (seeds failing, the smallest such seed's report size, seed, message)
     let mut distinct: BTreeMap<(&'static str, String), (usize, usize, u64, String)> =
         BTreeMap::new();
@@ -63,6 +64,9 @@ fn simulate_seeds() {
             }
         }
         checks += report.checks;
+        dedup_seeds += usize::from(report.dedup);
+        digest_seeds += usize::from(report.digest);
+        dedup_gaps += report.dedup_gaps;
         runs += report.runs;
         *modes.entry(format!("{:?}", report.mode)).or_insert(0) += 1;
         for (k, v) in &report.faults {
@@ -106,6 +110,10 @@ fn simulate_seeds() {
         started.elapsed().as_secs_f64()
     );
     println!("faults injected: {faults:?}");
+    println!(
+        "hygiene: {dedup_seeds} seeds behind Dedup, {digest_seeds} behind Digest, \
+         {dedup_gaps} duplicates in Dedup's documented gap"
+    );
     let mut summary = String::new();
     for ((invariant, tag), (count, _, seed, message)) in &distinct {
         summary.push_str(&format!(
@@ -147,6 +155,10 @@ fn same_seed_same_trace() {
 }
 
 fn oracle_catches(mutation: Mutation) {
+    oracle_catches_as(mutation, "no_loss");
+}
+
+fn oracle_catches_as(mutation: Mutation, invariant: &str) {
     let mut exercised = 0;
     for seed in 1..=40 {
         let report = run_seed(seed, mutation, false);
@@ -154,9 +166,14 @@ fn oracle_catches(mutation: Mutation) {
             continue;
         }
         exercised += 1;
+        if exercised == 1
+            && let Some(f) = report.failures.iter().find(|f| f.invariant == invariant)
+        {
+            println!("{mutation:?}, seed {}: {}", report.seed, f.message);
+        }
         assert!(
-            report.failures.iter().any(|f| f.invariant == "no_loss"),
-            "seed {} with {mutation:?} applied {} times, yet the oracle reported no no_loss failure; \
+            report.failures.iter().any(|f| f.invariant == invariant),
+            "seed {} with {mutation:?} applied {} times, yet the oracle reported no {invariant} failure; \
              it reported: {:?}",
             report.seed,
             report.mutations_applied,
@@ -186,4 +203,19 @@ fn oracle_catches_a_source_that_commits_past_unfinished_records() {
 #[test]
 fn oracle_catches_a_queue_that_deletes_records_not_done() {
     oracle_catches(Mutation::SourceAcksAhead);
+}
+
+#[test]
+fn oracle_catches_a_dedup_store_that_forgets() {
+    oracle_catches_as(Mutation::DedupForgets, "effectively_once");
+}
+
+#[test]
+fn oracle_catches_a_digest_that_answers_before_the_digest_is_accepted() {
+    oracle_catches_as(Mutation::DigestEarly, "digest_done_when_accepted");
+}
+
+#[test]
+fn oracle_catches_a_digest_sent_twice() {
+    oracle_catches_as(Mutation::DigestTwice, "digest_once");
 }

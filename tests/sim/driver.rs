@@ -16,7 +16,7 @@ use streamsift::{
 };
 use tokio::time::Instant;
 
-use super::components::{POISON, SimClassifier, SimDeadLetter, SimLabeler, SimRouter, decoder};
+use super::components::{HygieneRouter, POISON, SimClassifier, SimDeadLetter, SimLabeler, decoder};
 use super::logs;
 use super::oracle::{Failure, Oracle};
 use super::plan::{
@@ -46,6 +46,12 @@ pub struct SeedReport {
     pub mutations_applied: u64,
     /// The hash of the event log.
     pub hash: u64,
+    /// Hygiene: whether the notify route went through `Dedup`.
+    pub dedup: bool,
+    /// Hygiene: whether the notify route went through `Digest`.
+    pub digest: bool,
+    /// Hygiene: duplicates sent in the documented gap.
+    pub dedup_gaps: u64,
     /// The event log, when verbose.
     pub trace: Vec<String>,
 }
@@ -145,6 +151,9 @@ pub fn run_seed(seed: u64, mutation: Mutation, verbose: bool) -> SeedReport {
         records: plan.records.len(),
         mutations_applied: s.mutations_applied,
         hash: oracle_hash(&s),
+        dedup: plan.dedup.is_some(),
+        digest: plan.digest.is_some(),
+        dedup_gaps: s.dedup_gaps,
         trace: s.trace.clone(),
     }
 }
@@ -278,7 +287,7 @@ async fn run_pipeline<S: Source>(
         .decode::<super::components::Item, _>(decoder(oracle.clone()))
         .classify(SimClassifier(oracle.clone()))
         .policy(policy(&plan))
-        .route(SimRouter(oracle.clone()))
+        .route(HygieneRouter::new(oracle.clone()))
         .dead_letter(SimDeadLetter(oracle.clone()))
         .max_in_flight(k.max_in_flight)
         .max_unacked(k.max_unacked)
@@ -306,7 +315,7 @@ async fn batch_seed(oracle: &Oracle, on_exhausted: OnExhausted) {
         .decode::<super::components::Item, _>(decoder(oracle.clone()))
         .classify(SimClassifier(oracle.clone()))
         .policy(policy(&plan))
-        .route(SimRouter(oracle.clone()))
+        .route(HygieneRouter::new(oracle.clone()))
         .dead_letter(SimDeadLetter(oracle.clone()))
         .max_in_flight(k.max_in_flight)
         .retry(k.retry.clone())

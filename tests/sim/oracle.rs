@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use streamsift::checkpoint::MemoryCheckpointStore;
+use streamsift::router::MemoryDedupStore;
 use streamsift::{Checkpoint, Position, Stage, Stats};
 use tokio::time::Instant;
 
@@ -109,8 +110,43 @@ pub struct Failure {
     pub message: String,
 }
 
+/// Hygiene: what the oracle knows of one record's key under `Dedup`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DedupRec {
+    /// Deliveries of the notify route the inner router accepted.
+    pub accepts: u32,
+    /// The last accept's `Dedup` call has not ended and its key is not written.
+    unresolved: bool,
+    /// The call index of the last accept.
+    last_call: usize,
+    /// The last accept is in the documented gap: its `Dedup` call was
+    /// dropped (a crash or a timeout) before the store write finished.
+    gap: bool,
+    /// The store finished writing the key.
+    pub recorded: bool,
+    /// The mutation dropped a write of this key.
+    dropped: bool,
+}
+
 /// The oracle's state.
 pub struct State {
+    /// Hygiene: the dedup store every run of the seed shares.
+    pub dedup_store: Option<Arc<MemoryDedupStore>>,
+    /// Hygiene: per record.
+    pub dedup: Vec<DedupRec>,
+    /// Hygiene: (run, record) answered skipped by `Dedup` itself.
+    dedup_skips: BTreeSet<(u32, usize)>,
+    /// Hygiene: duplicates sent in the documented gap.
+    pub dedup_gaps: u64,
+    /// Hygiene: accepted calls whose `Dedup` call was dropped before it
+    /// answered: the engine never learnt of them, so its counts leave them out.
+    dedup_unanswered: BTreeSet<usize>,
+    /// Hygiene: records the inner router accepted, directly or in a digest.
+    pub ever_accepted: Vec<bool>,
+    /// Hygiene: (run, record) in a digest the inner router accepted.
+    digest_accepted: BTreeSet<(u32, usize)>,
+    /// Hygiene: (run, record) answered with a digest's receipt.
+    digest_routed: BTreeSet<(u32, usize)>,
     t0: Instant,
     /// Shards whose `SHARD_END` commit was answered Ok.
     acked_shard_ends: BTreeSet<String>,
@@ -166,6 +202,11 @@ pub struct CallGuard {
 }
 
 impl CallGuard {
+    /// The call's index in [`State::calls`].
+    pub fn idx(&self) -> usize {
+        self.idx
+    }
+
     /// The call ended with `outcome`.
     pub fn finish(mut self, outcome: Outcome) {
         self.finished = true;
@@ -206,6 +247,16 @@ impl Oracle {
     pub fn new(plan: Arc<Plan>, store: MemoryCheckpointStore, verbose: bool) -> Oracle {
         let n = plan.records.len();
         Oracle(Arc::new(Mutex::new(State {
+            dedup_store: plan
+                .dedup
+                .map(|_| Arc::new(MemoryDedupStore::new(Duration::from_secs(3600)))),
+            dedup: vec![DedupRec::default(); n],
+            dedup_skips: BTreeSet::new(),
+            dedup_gaps: 0,
+            dedup_unanswered: BTreeSet::new(),
+            ever_accepted: vec![false; n],
+            digest_accepted: BTreeSet::new(),
+            digest_routed: BTreeSet::new(),
             t0: Instant::now(),
             acked_shard_ends: BTreeSet::new(),
             plan,
@@ -328,6 +379,15 @@ impl Oracle {
             (c.comp, c.rec)
         };
         if let Some(r) = rec
+            && comp == Comp::Route
+            && matches!(outcome, Outcome::Ok | Outcome::Skipped)
+        {
+            s.ever_accepted[r] = true;
+            if s.plan.dedup.is_some() {
+                s.dedup_accept(r, idx, now);
+            }
+        }
+        if let Some(r) = rec
             && s.done[r].is_none()
         {
             let review_band = s.plan.knobs.review_band;
@@ -335,7 +395,10 @@ impl Oracle {
                 (Comp::Classify, Outcome::Ok) if s.plan.records[r].discards(review_band) => {
                     Some(DoneKind::Discarded)
                 }
-                (Comp::Route, Outcome::Ok | Outcome::Skipped) => Some(DoneKind::Routed),
+                // Behind `Dedup`, done when `Dedup` answers (`dedup_answered`).
+                (Comp::Route, Outcome::Ok | Outcome::Skipped) if s.plan.dedup.is_none() => {
+                    Some(DoneKind::Routed)
+                }
                 (Comp::Review, Outcome::Ok) => Some(DoneKind::Reviewed),
                 (Comp::Dead, Outcome::Ok) => Some(DoneKind::DeadLettered),
                 _ => None,
@@ -356,6 +419,138 @@ impl Oracle {
     /// Adds a line to the trace (and its hash).
     pub fn note(&self, line: String) {
         self.lock().event(line);
+    }
+
+    /// Hygiene: the dedup store finished writing the key of `rec`.
+    pub fn dedup_recorded(&self, rec: usize) {
+        let mut s = self.lock();
+        s.dedup[rec].recorded = true;
+        s.dedup[rec].unresolved = false;
+        let id = s.plan.records[rec].id.clone();
+        s.event(format!("dedup recorded {id}"));
+    }
+
+    /// Hygiene: the mutation dropped the write of the key of `rec`.
+    pub fn dedup_dropped(&self, rec: usize) {
+        self.lock().dedup[rec].dropped = true;
+    }
+
+    /// Hygiene: a `Dedup` call for `rec` ended (`cancelled`: its future was
+    /// dropped). An accept whose key is not written by then is in the gap
+    /// only if the call was dropped.
+    pub fn dedup_call_end(&self, rec: usize, cancelled: bool) {
+        let mut s = self.lock();
+        let d = &mut s.dedup[rec];
+        if d.unresolved {
+            d.unresolved = false;
+            d.gap = cancelled;
+            let idx = d.last_call;
+            if cancelled {
+                s.dedup_unanswered.insert(idx);
+            }
+        }
+    }
+
+    /// Hygiene: `Dedup` answered Ok for `rec`, whose notify calls before
+    /// the `Dedup` call numbered `before`: the record is done if the router
+    /// accepted it in this call, or accepted it earlier and the key is written.
+    pub fn dedup_answered(&self, rec: usize, before: u32) {
+        let mut s = self.lock();
+        let d = s.dedup[rec];
+        if s.done[rec].is_none() && (d.accepts > before || (d.recorded && d.accepts > 0)) {
+            s.done[rec] = Some(DoneKind::Routed);
+        }
+    }
+
+    /// Hygiene: the inner router accepted a digest (call `idx`) folding `recs`.
+    /// digest_once: in one run a record is in at most one accepted digest
+    /// (without `Dedup`; with it, `effectively_once` judges).
+    pub fn digest_accepted(&self, recs: &[usize], idx: usize) {
+        let now = self.now();
+        let mut s = self.lock();
+        let run = s.run;
+        for &r in recs {
+            s.checks += 1;
+            s.ever_accepted[r] = true;
+            // Behind `Dedup`, effectively_once judges a second accept (a
+            // `Dedup` call dropped in the gap is retried, and folded again).
+            if !s.digest_accepted.insert((run, r)) && s.plan.dedup.is_none() {
+                let msg = format!(
+                    "digest_once: at {} a second digest folding record {} was accepted in run {run}; \
+                     its calls: {}",
+                    t(now),
+                    s.plan.records[r].id,
+                    s.history(r)
+                );
+                s.fail(
+                    "digest_once",
+                    "a record in two accepted digests".into(),
+                    msg,
+                );
+            }
+            if s.plan.dedup.is_some() {
+                s.dedup_accept(r, idx, now);
+            } else if s.done[r].is_none() {
+                s.done[r] = Some(DoneKind::Routed);
+            }
+        }
+        s.event(format!("{} digest accepted {recs:?}", t(now)));
+    }
+
+    /// Hygiene: the router stack answered Ok for `rec` (with a digest's
+    /// receipt if the digest was accepted in this run and the record was
+    /// not sent directly). digest_done_when_accepted: only for a record
+    /// the inner router accepted, directly or in a digest.
+    pub fn stack_answered(&self, rec: usize) {
+        let mut s = self.lock();
+        s.checks += 1;
+        let run = s.run;
+        let direct = s.calls.iter().any(|c| {
+            c.run == run
+                && c.comp == Comp::Route
+                && c.rec == Some(rec)
+                && matches!(c.outcome, Outcome::Ok | Outcome::Skipped)
+        });
+        if !direct && s.digest_accepted.contains(&(run, rec)) {
+            s.digest_routed.insert((run, rec));
+        }
+        if !s.ever_accepted[rec] {
+            let msg = format!(
+                "digest_done_when_accepted: at {} the router answered Ok for record {}, which the inner \
+                 router never accepted, directly or in a digest; its calls: {}",
+                t(Instant::now() - s.t0),
+                s.plan.records[rec].id,
+                s.history(rec)
+            );
+            s.fail(
+                "digest_done_when_accepted",
+                "Ok before the inner router accepted".into(),
+                msg,
+            );
+        }
+    }
+
+    /// Hygiene: `Dedup` answered skipped for `rec` without calling the router.
+    pub fn dedup_skipped(&self, rec: usize) {
+        let mut s = self.lock();
+        let run = s.run;
+        s.dedup_skips.insert((run, rec));
+        let id = s.plan.records[rec].id.clone();
+        s.event(format!("dedup skipped {id}"));
+    }
+
+    /// Hygiene: accepts of `rec`'s key so far.
+    pub fn dedup_accepts(&self, rec: usize) -> u32 {
+        self.lock().dedup[rec].accepts
+    }
+
+    /// Calls of the notify route made for `rec` so far.
+    pub fn route_calls(&self, rec: usize) -> usize {
+        let s = self.lock();
+        s.calls
+            .iter()
+            .filter(|c| c.comp == Comp::Route && c.rec == Some(rec))
+            .count()
     }
 
     /// Counts a mutation that changed what the world did.
@@ -627,8 +822,19 @@ impl Oracle {
         s.checks += 1;
         let review_band = s.plan.knobs.review_band;
         let mut sets: [BTreeSet<usize>; 6] = Default::default();
-        for c in s.calls.iter().filter(|c| c.run == run) {
+        for (_, c) in s
+            .calls
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| c.run == run && !s.dedup_unanswered.contains(i))
+        {
             let Some(r) = c.rec else { continue };
+            if s.dedup_skips.contains(&(run, r)) {
+                sets[2].insert(r);
+            }
+            if s.digest_routed.contains(&(run, r)) {
+                sets[1].insert(r);
+            }
             let i = match (c.comp, c.outcome) {
                 (Comp::Decode, _) => 0,
                 (Comp::Route, Outcome::Ok) => 1,
@@ -719,8 +925,12 @@ impl Oracle {
             })
         };
         let honest = match outcome {
-            O::Routed { .. } => saw(Comp::Route, &[Outcome::Ok]),
-            O::Skipped { .. } => saw(Comp::Route, &[Outcome::Skipped]),
+            O::Routed { .. } => {
+                saw(Comp::Route, &[Outcome::Ok]) || s.digest_routed.contains(&(run, rec))
+            }
+            O::Skipped { .. } => {
+                saw(Comp::Route, &[Outcome::Skipped]) || s.dedup_skips.contains(&(run, rec))
+            }
             O::Reviewed => saw(Comp::Review, &[Outcome::Ok]),
             O::DeadLettered { .. } => saw(Comp::Dead, &[Outcome::Ok]),
             O::Discarded => {
@@ -767,6 +977,45 @@ fn describe(p: &Position) -> String {
 }
 
 impl State {
+    /// effectively_once: the inner router accepts a key a second time only
+    /// if the accept before was in the documented gap (its `Dedup` call was
+    /// dropped between the send and the store write); those are counted.
+    fn dedup_accept(&mut self, r: usize, idx: usize, now: Duration) {
+        self.checks += 1;
+        let d = self.dedup[r];
+        if d.accepts > 0 {
+            if d.dropped {
+                self.mutations_applied += 1;
+            }
+            let id = self.plan.records[r].id.clone();
+            if d.gap && !d.recorded {
+                self.dedup_gaps += 1;
+                self.event(format!("{} dedup gap duplicate {id}", t(now)));
+            } else {
+                let why = if d.recorded {
+                    "its key was written to the store"
+                } else if d.unresolved {
+                    "the Dedup call of the accept before is still running"
+                } else {
+                    "the Dedup call of the accept before returned without writing its key"
+                };
+                let msg = format!(
+                    "effectively_once: at {} the router accepted record {id} again (accept {}), though {why}; \
+                     its calls: {}",
+                    t(now),
+                    d.accepts + 1,
+                    self.history(r)
+                );
+                self.fail("effectively_once", "a key accepted twice".into(), msg);
+            }
+        }
+        let d = &mut self.dedup[r];
+        d.accepts += 1;
+        d.last_call = idx;
+        d.unresolved = true;
+        d.gap = false;
+    }
+
     /// The hash of the event log so far.
     pub fn hash_value(&self) -> u64 {
         self.hash
@@ -928,7 +1177,10 @@ impl State {
             for w in idxs.windows(2) {
                 let (prev, cur) = (&self.calls[w[0]], &self.calls[w[1]]);
                 let overlapping = prev.end.is_none_or(|e| e > cur.start);
-                let after_success = matches!(prev.outcome, Outcome::Ok | Outcome::Skipped);
+                // An accept `Dedup` never answered (dropped in the gap) is,
+                // for the engine, a timed-out attempt: retrying it is right.
+                let after_success = matches!(prev.outcome, Outcome::Ok | Outcome::Skipped)
+                    && !self.dedup_unanswered.contains(&w[0]);
                 if overlapping || after_success {
                     found.push(format!(
                         "bounded_duplicates: {} attempt {} for record {} in run {run} started at {} while \
@@ -1028,6 +1280,17 @@ impl State {
         for (r, rec) in self.plan.records.iter().enumerate() {
             let Some(comp) = rec.poison else { continue };
             if !self.ever_dispatched[r] {
+                continue;
+            }
+            // Folded into digests only, it never reached the router call
+            // that panics on it.
+            if comp == Comp::Route
+                && self.plan.digest.is_some()
+                && !self
+                    .calls
+                    .iter()
+                    .any(|c| c.comp == Comp::Route && c.rec == Some(r))
+            {
                 continue;
             }
             self.checks += 1;

@@ -99,6 +99,13 @@ pub enum Mutation {
     /// The acking source deletes the next record of the shard along with
     /// each one it is asked to ack.
     SourceAcksAhead,
+    /// A hygiene world whose dedup store drops every write (and says Ok).
+    DedupForgets,
+    /// A digest world whose router answers Ok for a delivery the inner
+    /// router has not accepted within 50 ms (a folded record, say).
+    DigestEarly,
+    /// A digest world (without `Dedup`) whose digests are sent twice.
+    DigestTwice,
 }
 
 /// What a record's payload is.
@@ -288,6 +295,13 @@ pub struct Plan {
     pub faulty_runs: u32,
     /// Lambda: the invocation's deadline (`stop_at`), if any.
     pub batch_deadline: Option<Duration>,
+    /// Hygiene: the notify route goes through `Dedup` (by record id) over a
+    /// store that survives crashes, whose write takes this long (an fsync:
+    /// crashes and call timeouts can land between the send and the write).
+    pub dedup: Option<Duration>,
+    /// Hygiene: the notify route goes through `Digest` (inside `Dedup`):
+    /// N per window, the window (shorter than the call timeout).
+    pub digest: Option<(usize, Duration)>,
 }
 
 fn window(rng: &mut Rng) -> (Duration, Duration) {
@@ -485,6 +499,27 @@ impl Plan {
                 Duration::from_millis(rng.range(10, 500)),
             );
         }
+        // Drawn last too.
+        let dedup = rng
+            .chance(0.35)
+            .then(|| Duration::from_millis(rng.range(5, 400)));
+        let dedup = match mutation {
+            Mutation::DedupForgets => Some(dedup.unwrap_or(Duration::from_millis(5))),
+            Mutation::DigestTwice => None,
+            _ => dedup,
+        };
+        let digest = rng.chance(0.35).then(|| {
+            (
+                rng.range(1, 3) as usize,
+                Duration::from_millis(rng.range(100, 400)),
+            )
+        });
+        let digest = match mutation {
+            Mutation::DigestEarly | Mutation::DigestTwice => {
+                Some(digest.unwrap_or((1, Duration::from_millis(200))))
+            }
+            _ => digest,
+        };
         Plan {
             seed,
             mode,
@@ -501,6 +536,8 @@ impl Plan {
                 _ => 40,
             },
             batch_deadline,
+            dedup,
+            digest,
         }
     }
 
@@ -591,10 +628,12 @@ impl Plan {
             .filter_map(|r| r.poison.map(|c| format!("{}@{}", r.id, c.name())))
             .collect();
         format!(
-            "seed {} mode {:?} mutation {:?}\n  shards: {}\n  knobs: {:?}\n  poison: {:?}\n  crashes: {:?}\n  cancels: {:?}\n  faults: {:?}",
+            "seed {} mode {:?} mutation {:?} dedup {:?} digest {:?}\n  shards: {}\n  knobs: {:?}\n  poison: {:?}\n  crashes: {:?}\n  cancels: {:?}\n  faults: {:?}",
             self.seed,
             self.mode,
             self.mutation,
+            self.dedup,
+            self.digest,
             shards.join(" "),
             self.knobs,
             poison,
