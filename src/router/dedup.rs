@@ -46,8 +46,12 @@
 //!   fsynced before [`route`](Router::route) returns. A record redelivered
 //!   after a crash or restart (a new `Dedup` over the same file) is skipped.
 //! - **Where it ends**: a crash *after* the inner router accepted and
-//!   *before* the fsync finished loses that key; the redelivered record is
-//!   then sent once more (one duplicate per key, per crash). No store can
+//!   *before* the fsync finished loses that key, and so does a `route`
+//!   future dropped in that gap (a call or record timeout, likelier behind
+//!   a [`Digest`](crate::router::Digest), whose calls last a window); the
+//!   redelivered record is then sent once more (one duplicate per key, per
+//!   crash or timeout). The seeded simulation counts these duplicates and
+//!   fails on any other. No store can
 //!   close this gap on its own: the send and the write are two systems.
 //!   Receivers that take an idempotency key (PagerDuty's `dedup_key`, an
 //!   `Idempotency-Key` header) close it on their side.
