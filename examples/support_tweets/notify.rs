@@ -628,7 +628,11 @@ pub async fn run(
 
     #[cfg(feature = "sqs")]
     if let (Some(url), Some(config)) = (options.sqs_queue_url(), &config) {
+        // Read until empty: a 2 s long poll ends the run soon after the
+        // last message; four receivers keep the pipeline fed.
         let source = streamsift::sqs::SqsSource::builder(config, url)
+            .wait_time(Duration::from_secs(2))
+            .receivers(4)
             .stop_when_empty(true)
             .build()
             .await
