@@ -103,7 +103,10 @@ impl Run {
             .lines()
             .find(|l| l.starts_with("== ") && l.contains(&tag))
             .unwrap_or_else(|| panic!("no line for {route}\n{}", self.both()));
-        line.split(&tag).nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok())
+        line.split(&tag)
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no count in {line:?}"))
     }
 
@@ -287,16 +290,31 @@ fn slack_and_pagerduty_get_each_notification_once_and_dedup_holds_across_runs() 
         .filter(|(p, _)| p == "/v2/enqueue")
         .map(|(_, v)| v)
         .collect();
-    assert_eq!(seen.len(), slack_posts.len() + pd_posts.len(), "no other path");
+    assert_eq!(
+        seen.len(),
+        slack_posts.len() + pd_posts.len(),
+        "no other path"
+    );
     // Each routed tweet is posted exactly once, and what was posted is
     // what the run reports as notified.
     let support = first.notified("support_request");
     let problems = first.notified("problem_report");
     assert!(support > 0 && problems > 0, "{}", first.both());
-    assert_eq!(slack_posts.len(), support, "one Slack post per notification");
-    assert_eq!(pd_posts.len(), problems, "one PagerDuty event per notification");
+    assert_eq!(
+        slack_posts.len(),
+        support,
+        "one Slack post per notification"
+    );
+    assert_eq!(
+        pd_posts.len(),
+        problems,
+        "one PagerDuty event per notification"
+    );
     for post in &slack_posts {
-        assert!(post["text"].as_str().is_some_and(|t| !t.is_empty()), "{post}");
+        assert!(
+            post["text"].as_str().is_some_and(|t| !t.is_empty()),
+            "{post}"
+        );
         assert!(
             post["blocks"].as_array().is_some_and(|b| !b.is_empty()),
             "Block Kit blocks: {post}"
@@ -325,7 +343,13 @@ fn slack_and_pagerduty_get_each_notification_once_and_dedup_holds_across_runs() 
         second.both()
     );
     assert_eq!(second.notified("support_request"), 0, "{}", second.both());
-    assert!(dead_letter.parent().expect("dir").join("dedup.log").exists());
+    assert!(
+        dead_letter
+            .parent()
+            .expect("dir")
+            .join("dedup.log")
+            .exists()
+    );
 }
 
 fn a_route_that_does_not_exist_fails_fast_with_a_hint_and_no_secret() {
@@ -354,7 +378,11 @@ fn a_route_that_does_not_exist_fails_fast_with_a_hint_and_no_secret() {
         "{}",
         run.both()
     );
-    assert!(!run.stdout.contains("== Summary"), "nothing ran\n{}", run.both());
+    assert!(
+        !run.stdout.contains("== Summary"),
+        "nothing ran\n{}",
+        run.both()
+    );
     assert!(started.elapsed() < Duration::from_secs(60));
     // A value without ROUTE= is refused without being echoed either.
     let pd = run_example(&["--pagerduty-routing-key", PD_KEY]);
@@ -420,7 +448,11 @@ fn tweets_from_sqs_are_all_processed_and_the_queue_is_left_empty() {
         dead_letter.to_str().expect("utf-8 path"),
     ]);
     assert_eq!(run.code, Some(0), "{}", run.both());
-    assert!(run.stdout.contains("source: the SQS queue"), "{}", run.both());
+    assert!(
+        run.stdout.contains("source: the SQS queue"),
+        "{}",
+        run.both()
+    );
     // SQS is at-least-once: a message may come back (its count is then
     // above the bodies sent), but every tweet must have been seen: each
     // route got what the offline run of the same tweets gives it.

@@ -160,14 +160,20 @@ fn hint_for(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
         );
     }
     #[cfg(any(feature = "http", feature = "sqs"))]
-    if error.downcast_ref::<app::notify::NotifyArgError>().is_some() {
+    if error
+        .downcast_ref::<app::notify::NotifyArgError>()
+        .is_some()
+    {
         return Some(
             "give each webhook or routing key as ROUTE=VALUE with ROUTE a team label \
              (problem_report, support_request, technical_question, feature_request) or review",
         );
     }
     #[cfg(any(feature = "http", feature = "sqs"))]
-    if error.downcast_ref::<app::notify::NotifySetupError>().is_some() {
+    if error
+        .downcast_ref::<app::notify::NotifySetupError>()
+        .is_some()
+    {
         return Some(
             "check the webhook URLs (absolute http(s) URLs), the SQS queue URL and its \
              credentials, and that the dead-letter directory is writable",

@@ -131,7 +131,9 @@ pub enum NotifyArgError {
         second: &'static str,
     },
     /// A duration that is not `<number><unit>`.
-    #[error("{flag} {value:?}: expected a whole number and a unit (s, m, h or d), e.g. 30s, 10m, 1h")]
+    #[error(
+        "{flag} {value:?}: expected a whole number and a unit (s, m, h or d), e.g. 30s, 10m, 1h"
+    )]
     BadDuration {
         /// The flag or variable.
         flag: &'static str,
@@ -153,9 +155,7 @@ pub enum NotifyArgError {
     )]
     NeedsHttp,
     /// Two sources.
-    #[error(
-        "--sqs-queue-url and --kinesis-stream are both set; read from one source at a time"
-    )]
+    #[error("--sqs-queue-url and --kinesis-stream are both set; read from one source at a time")]
     TwoSources,
 }
 
@@ -349,7 +349,8 @@ impl NotifyOptions {
     pub fn destinations(&self) -> Result<BTreeMap<String, Destination>, NotifyArgError> {
         let known = webhook_routes();
         let mut out: BTreeMap<String, (Destination, &'static str)> = BTreeMap::new();
-        let groups: [(&'static str, &Vec<RouteSecret>, fn(String) -> Destination); 3] = [
+        type Group<'a> = (&'static str, &'a [RouteSecret], fn(String) -> Destination);
+        let groups: [Group<'_>; 3] = [
             ("--slack-webhook", &self.slack, Destination::Slack),
             ("--teams-webhook", &self.teams, Destination::Teams),
             (
@@ -509,7 +510,10 @@ pub fn router(
     let webhooks = Webhooks {
         #[cfg(feature = "http")]
         http,
-        routes: destinations.keys().map(|r| Label::from(r.clone())).collect(),
+        routes: destinations
+            .keys()
+            .map(|r| Label::from(r.clone()))
+            .collect(),
         fallback,
         inboxes: inboxes.clone(),
     };
@@ -523,11 +527,10 @@ pub fn router(
             source,
         })?;
     }
-    let store =
-        FileDedupStore::open(&path, window).map_err(|source| NotifySetupError::Dedup {
-            path: path.clone(),
-            source,
-        })?;
+    let store = FileDedupStore::open(&path, window).map_err(|source| NotifySetupError::Dedup {
+        path: path.clone(),
+        source,
+    })?;
     banner.push(format!(
         "dedup: a tweet notified within {} is not notified again (keys in {})",
         options.dedup_window.as_deref().unwrap_or_default(),
