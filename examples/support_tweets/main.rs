@@ -160,14 +160,22 @@ fn hint_for(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
         );
     }
     #[cfg(any(feature = "http", feature = "sqs"))]
-    if error
-        .downcast_ref::<app::notify::NotifyArgError>()
-        .is_some()
-    {
-        return Some(
-            "give each webhook or routing key as ROUTE=VALUE with ROUTE a team label \
-             (problem_report, support_request, technical_question, feature_request) or review",
-        );
+    if let Some(e) = error.downcast_ref::<app::notify::NotifyArgError>() {
+        use app::notify::NotifyArgError as E;
+        return Some(match e {
+            E::BadDuration { .. } => {
+                "give --dedup-window as a whole number and a unit: 30s, 10m, 1h or 2d"
+            }
+            E::BadRate { .. } => {
+                "give --slack-rate as a whole number of messages a second (Slack allows 1)"
+            }
+            E::TwoSources => "drop --kinesis-stream or --sqs-queue-url",
+            E::NeedsHttp => "build the example with `--features http`",
+            _ => {
+                "give each webhook or routing key as ROUTE=VALUE with ROUTE a team label \
+                 (problem_report, support_request, technical_question, feature_request) or review"
+            }
+        });
     }
     #[cfg(any(feature = "http", feature = "sqs"))]
     if error

@@ -242,28 +242,33 @@ pub fn redact_url(url: &str) -> String {
 pub struct NotifyOptions {
     /// Post ROUTE's notifications to this Slack incoming webhook;
     /// repeatable. Routes: the team labels and review.
+    /// [env: STREAMSIFT_SLACK_WEBHOOK, comma-separated]
     #[arg(long = "slack-webhook", value_name = "ROUTE=URL", value_parser = RouteSecret::parse)]
     pub slack: Vec<RouteSecret>,
     /// Messages a second per Slack webhook [default: 1, Slack's limit].
+    /// [env: STREAMSIFT_SLACK_RATE]
     #[arg(long, value_name = "PER_SECOND")]
     pub slack_rate: Option<String>,
     /// Post ROUTE's notifications to this Teams workflow webhook; repeatable.
+    /// [env: STREAMSIFT_TEAMS_WEBHOOK, comma-separated]
     #[arg(long = "teams-webhook", value_name = "ROUTE=URL", value_parser = RouteSecret::parse)]
     pub teams: Vec<RouteSecret>,
     /// Trigger PagerDuty (Events API v2) with this routing key for ROUTE;
-    /// repeatable.
+    /// repeatable. [env: STREAMSIFT_PAGERDUTY_ROUTING_KEY, comma-separated]
     #[arg(long = "pagerduty-routing-key", value_name = "ROUTE=KEY", value_parser = RouteSecret::parse)]
     pub pagerduty: Vec<RouteSecret>,
     /// Post PagerDuty events here instead of events.pagerduty.com.
+    /// [env: STREAMSIFT_PAGERDUTY_URL]
     #[arg(long, value_name = "URL")]
     pub pagerduty_url: Option<String>,
     /// Read tweets from this SQS queue until it is empty (deleting each
-    /// once done), instead of the bundled file.
+    /// once done), instead of the bundled file. [env: STREAMSIFT_SQS_QUEUE_URL]
     #[cfg(feature = "sqs")]
     #[arg(long, value_name = "URL")]
     pub sqs_queue_url: Option<String>,
     /// Never notify the same tweet twice within this window (30s, 10m, 1h,
     /// 2d); the keys are kept in dedup.log next to the dead letters.
+    /// [env: STREAMSIFT_DEDUP_WINDOW]
     #[arg(long, value_name = "DURATION")]
     pub dedup_window: Option<String>,
 }
