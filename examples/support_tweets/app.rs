@@ -35,6 +35,12 @@ pub mod cascade;
 #[path = "aws.rs"]
 pub mod aws;
 
+/// Webhooks (Slack, Teams, PagerDuty), an SQS source and `--dedup-window`:
+/// `--features http` and/or `sqs`.
+#[cfg(any(feature = "http", feature = "sqs"))]
+#[path = "notify.rs"]
+pub mod notify;
+
 /// The bundled stream: JSON lines shaped like Twitter's API, including some
 /// malformed lines on purpose.
 pub const TWEETS: &[u8] = include_bytes!("../data/tweets.jsonl");
@@ -230,6 +236,10 @@ pub struct Cli {
     #[cfg(feature = "aws")]
     #[command(flatten)]
     pub aws: aws::AwsOptions,
+    /// Webhooks, the SQS source, deduplication.
+    #[cfg(any(feature = "http", feature = "sqs"))]
+    #[command(flatten)]
+    pub notify: notify::NotifyOptions,
 }
 
 /// Settings of one run.
@@ -246,6 +256,9 @@ pub struct Settings {
     pub dead_letter_path: PathBuf,
     /// Train the models even if the bundled files are fresh.
     pub retrain: bool,
+    /// The limit of one router call, when it must be longer than the
+    /// pipeline's default (a paced webhook: see `notify.rs`).
+    pub call_timeout: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -258,6 +271,7 @@ impl Default for Settings {
                 .join("streamsift-support-tweets")
                 .join("dead-letter.jsonl"),
             retrain: false,
+            call_timeout: None,
         }
     }
 }
@@ -485,6 +499,7 @@ where
     // may be committed past by now) is moved aside, and this run starts a
     // fresh one.
     let rotated_dead_letters = start_dead_letter_file(&settings.dead_letter_path)?;
+    let call_timeout = settings.call_timeout.unwrap_or(Duration::from_secs(10));
     let report = Pipeline::new(stages.source)
         .json::<Tweet>()
         .classify(stages.classifier)
@@ -499,6 +514,8 @@ where
             initial_backoff: Duration::from_millis(5),
             ..Default::default()
         })
+        .call_timeout(call_timeout)
+        .record_timeout(call_timeout.max(Duration::from_secs(60)))
         .shutdown_handle(shutdown)
         .run()
         .await?;

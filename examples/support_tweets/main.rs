@@ -19,6 +19,15 @@
 //! `--endpoint-url`, `--region` and more, each with an environment variable
 //! (see `aws.rs` and the guide `streamsift::guide::aws`). Without them, the run
 //! is the offline one.
+//!
+//! With `--features http`, `--slack-webhook ROUTE=URL`, `--teams-webhook
+//! ROUTE=URL` and `--pagerduty-routing-key ROUTE=KEY` send routes to those
+//! services; with `--features sqs` (or `aws`), `--sqs-queue-url URL` reads
+//! the tweets from SQS; with either, `--dedup-window 1h` never notifies a
+//! tweet twice within the window. Each has a `STREAMSIFT_...` variable
+//! (see `notify.rs`):
+//! `cargo run --example support_tweets --features http -- --slack-webhook
+//! support_request=https://hooks.slack.com/services/... --dedup-window 1h`.
 
 pub mod app;
 #[path = "../common/mod.rs"]
@@ -150,6 +159,34 @@ fn hint_for(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
              the names and ARNs exist in that region, and the credentials may use them",
         );
     }
+    #[cfg(any(feature = "http", feature = "sqs"))]
+    if let Some(e) = error.downcast_ref::<app::notify::NotifyArgError>() {
+        use app::notify::NotifyArgError as E;
+        return Some(match e {
+            E::BadDuration { .. } => {
+                "give --dedup-window as a whole number and a unit: 30s, 10m, 1h or 2d"
+            }
+            E::BadRate { .. } => {
+                "give --slack-rate as a whole number of messages a second (Slack allows 1)"
+            }
+            E::TwoSources => "drop --kinesis-stream or --sqs-queue-url",
+            E::NeedsHttp => "build the example with `--features http`",
+            _ => {
+                "give each webhook or routing key as ROUTE=VALUE with ROUTE a team label \
+                 (problem_report, support_request, technical_question, feature_request) or review"
+            }
+        });
+    }
+    #[cfg(any(feature = "http", feature = "sqs"))]
+    if error
+        .downcast_ref::<app::notify::NotifySetupError>()
+        .is_some()
+    {
+        return Some(
+            "check the webhook URLs (absolute http(s) URLs), the SQS queue URL and its \
+             credentials, and that the dead-letter directory is writable",
+        );
+    }
     if error.downcast_ref::<std::io::Error>().is_some() {
         return Some("check that the --dead-letter path's directory can be created and written");
     }
@@ -181,6 +218,12 @@ async fn run(cli: app::Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         options.fill_from_env(|var| std::env::var(var).ok())?;
         options
     };
+    #[cfg(any(feature = "http", feature = "sqs"))]
+    let notify_options = {
+        let mut options = cli.notify;
+        options.fill_from_env(|var| std::env::var(var).ok())?;
+        options
+    };
     #[cfg(feature = "aws")]
     let (on_aws, remote_model) = (aws_options.uses_aws(), aws_options.uses_remote_classifier());
     #[cfg(not(feature = "aws"))]
@@ -202,6 +245,21 @@ async fn run(cli: app::Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             app::model::bundled_actionable_path().display(),
             app::model::bundled_team_path().display()
         );
+    }
+
+    #[cfg(any(feature = "http", feature = "sqs"))]
+    if notify_options.uses_any() {
+        let (summary, _banner, topics) = app::notify::run(
+            &settings,
+            &notify_options,
+            #[cfg(feature = "aws")]
+            &aws_options,
+            &data,
+            &models,
+            shutdown,
+        )
+        .await?;
+        return print_summary(&settings, &summary, &topics);
     }
 
     #[cfg(feature = "aws")]
