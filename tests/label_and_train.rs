@@ -496,3 +496,82 @@ async fn llm_sim_review_of_disagreements_on_the_page() {
         "review helps: {llm_acc} -> {final_acc}"
     );
 }
+
+#[cfg(feature = "llm")]
+#[path = "llm_support/server.rs"]
+mod llm_server;
+
+/// `--llm URL`: the two prompt templates' workers call an OpenAI-compatible
+/// server (a scripted one on loopback), every task gets both votes, and the
+/// flow trains on what they said. The requests carry the model, the key
+/// from the named variable, and the label set as the schema's enum.
+#[cfg(feature = "llm")]
+#[tokio::test]
+async fn llm_url_pre_labels_through_an_openai_compatible_server() {
+    use serde_json::json;
+    const KEY_ENV: &str = "STREAMSIFT_TEST_LABEL_AND_TRAIN_KEY";
+    // SAFETY: this test alone reads or writes this variable.
+    unsafe { std::env::set_var(KEY_ENV, "sk-test-label-and-train") };
+    let server = llm_server::Scripted::start(|seen, _| {
+        let msgs = seen.body["messages"].as_array().cloned().unwrap_or_default();
+        let item = msgs
+            .last()
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or("")
+            .to_lowercase();
+        // The post itself, between the item tags.
+        let item = item.split("<item>").nth(1).unwrap_or("").to_owned();
+        let problem = ["down", "error", "fail", "broken", "not ", "can't"];
+        let label = if item.contains('?') {
+            "technical_question"
+        } else if problem.iter().any(|w| item.contains(w)) {
+            "problem_report"
+        } else {
+            "none"
+        };
+        let content = json!({ "label": label }).to_string();
+        llm_server::Reply::json(
+            200,
+            json!({
+                "choices": [{"message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 120, "completion_tokens": 5}
+            }),
+        )
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options(dir.path(), 150);
+    options.llm = Some(format!("{}/v1", server.url));
+    let labeler =
+        app::server_llm_labeler(options.llm.as_deref().unwrap(), "test-model", KEY_ENV).unwrap();
+    let prepared = app::prepare(&options).unwrap();
+    let o = app::run_llm(&options, &labeler, None::<&SimulatedCrowd<Example>>)
+        .await
+        .unwrap();
+
+    assert_eq!(o.tasks, prepared.examples.len());
+    assert_eq!((o.llm_labeled, o.llm_unanswered), (o.tasks, 0), "{o:?}");
+    assert_eq!(o.csv_rows, o.tasks);
+    for (id, votes, _) in &o.workers {
+        assert_eq!(*votes, o.tasks, "{id}");
+    }
+    // Both templates answered alike, so they never disagree.
+    assert_eq!(o.disagreements, 0, "{o:?}");
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2 * o.tasks, "one call per task and worker");
+    for s in &seen {
+        assert!(s.path.ends_with("/v1/chat/completions"), "{}", s.path);
+        assert_eq!(s.body["model"], "test-model");
+        assert_eq!(
+            s.headers.get("authorization").map(String::as_str),
+            Some("Bearer sk-test-label-and-train")
+        );
+        let schema = s.body["response_format"].to_string();
+        for category in app::CATEGORIES {
+            assert!(
+                schema.contains(category),
+                "{category} missing from {schema}"
+            );
+        }
+    }
+}

@@ -803,6 +803,57 @@ pub async fn run<L: Labeler<Example>>(options: &Options, labeler: &L) -> Result<
 /// The two simulated LLM workers' accuracies (`--llm-sim`).
 pub const SIM_ACCURACY: [f64; 2] = [0.9, 0.75];
 
+/// Two LLM workers, the same model under two prompt templates, from an
+/// OpenAI-compatible server at `url` (`--llm URL --llm-model NAME`); the
+/// API key is read from the variable `key_env` when it is set, never printed.
+#[cfg(feature = "llm")]
+pub fn server_llm_labeler(
+    url: &str,
+    model: &str,
+    key_env: &str,
+) -> Result<LlmLabeler<Example>, Box<dyn std::error::Error>> {
+    use streamsift::llm::{LlmClassifier, PromptTemplate};
+    let describe = |t: PromptTemplate| {
+        t.label(
+            "support_request",
+            "the customer asks support to do something for them",
+        )
+        .label(
+            "technical_question",
+            "the customer asks how something works",
+        )
+        .label(
+            "problem_report",
+            "the customer reports something broken or failing",
+        )
+        .label(
+            "feature_request",
+            "the customer asks for something the product lacks",
+        )
+        .label(
+            "none",
+            "none of the above: praise, jokes, news, spam, chatter",
+        )
+        .cost("problem_report", 10.0, 1.0)
+    };
+    let brief = describe(PromptTemplate::new("label-and-train-brief-v1")).instructions(
+        "Classify the customer's tweet into exactly one category. Answer with the category only.",
+    );
+    let careful = describe(PromptTemplate::new("label-and-train-careful-v1")).instructions(
+        "You triage tweets to a support team. Read the tweet, decide whether the customer \
+         needs the team and how, and pick exactly one category.",
+    );
+    let mut labeler = LlmLabeler::builder(CATEGORIES).concurrency(4);
+    for (name, template) in [("brief", brief), ("careful", careful)] {
+        let mut builder = LlmClassifier::openai(url.to_owned(), model.to_owned(), template);
+        if std::env::var_os(key_env).is_some() {
+            builder = builder.api_key_env(key_env.to_owned());
+        }
+        labeler = labeler.worker(format!("llm:{model}:{name}"), builder.build()?);
+    }
+    Ok(labeler.build()?)
+}
+
 /// The offline LLM labeler: two [`SimulatedLlm`] workers over the gold
 /// labels (a tweet without one is truly `none`), with accuracies
 /// [`SIM_ACCURACY`], standing in for one model under two prompts.

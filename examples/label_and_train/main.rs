@@ -199,54 +199,13 @@ fn llm_labeler(
 fn server_labeler(
     options: &app::Options,
 ) -> Result<streamsift::LlmLabeler<streamsift::local::Example>, ExitCode> {
-    use streamsift::llm::{LlmClassifier, PromptTemplate};
     let url = options.llm.clone().unwrap_or_default();
-    let describe = |t: PromptTemplate| {
-        t.label(
-            "support_request",
-            "the customer asks support to do something for them",
+    app::server_llm_labeler(&url, &options.llm_model, &options.llm_key_env).map_err(|e| {
+        common::fail(
+            &*e,
+            Some("check --llm (a base URL such as http://localhost:8000/v1)"),
         )
-        .label(
-            "technical_question",
-            "the customer asks how something works",
-        )
-        .label(
-            "problem_report",
-            "the customer reports something broken or failing",
-        )
-        .label(
-            "feature_request",
-            "the customer asks for something the product lacks",
-        )
-        .label(
-            "none",
-            "none of the above: praise, jokes, news, spam, chatter",
-        )
-        .cost("problem_report", 10.0, 1.0)
-    };
-    let brief = describe(PromptTemplate::new("label-and-train-brief-v1")).instructions(
-        "Classify the customer's tweet into exactly one category. Answer with the category only.",
-    );
-    let careful = describe(PromptTemplate::new("label-and-train-careful-v1")).instructions(
-        "You triage tweets to a support team. Read the tweet, decide whether the customer \
-         needs the team and how, and pick exactly one category.",
-    );
-    let mut labeler = streamsift::LlmLabeler::builder(app::CATEGORIES).concurrency(4);
-    for (name, template) in [("brief", brief), ("careful", careful)] {
-        let mut builder = LlmClassifier::openai(url.clone(), options.llm_model.clone(), template);
-        // The key is read from the environment by name; never printed.
-        if std::env::var_os(&options.llm_key_env).is_some() {
-            builder = builder.api_key_env(options.llm_key_env.clone());
-        }
-        let classifier = builder.build().map_err(|e| {
-            common::fail(
-                &e,
-                Some("check --llm (a base URL such as http://localhost:8000/v1)"),
-            )
-        })?;
-        labeler = labeler.worker(format!("llm:{}:{name}", options.llm_model), classifier);
-    }
-    labeler.build().map_err(|e| common::fail(&e, None))
+    })
 }
 
 #[cfg(not(feature = "llm"))]
