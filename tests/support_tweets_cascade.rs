@@ -95,3 +95,89 @@ async fn the_cost_curve_and_the_cascade_run() {
     );
     assert!(summary.report.stats.reconciles());
 }
+
+#[cfg(feature = "llm")]
+#[path = "llm_support/server.rs"]
+mod llm_server;
+
+/// `--cascade --llm-url URL --llm-model NAME`: stage 2 is a real
+/// OpenAI-compatible server (a scripted one on loopback). Only the band's
+/// tweets reach it, each request carries the model, the key from the named
+/// variable and the five labels as the schema's enum, and every decoded
+/// tweet is decided by one stage or the other.
+#[cfg(feature = "llm")]
+#[tokio::test]
+async fn the_cascade_calls_an_openai_compatible_server_for_the_band_only() {
+    use serde_json::json;
+    const KEY_ENV: &str = "STREAMSIFT_TEST_CASCADE_KEY";
+    // SAFETY: this test alone reads or writes this variable.
+    unsafe { std::env::set_var(KEY_ENV, "sk-test-cascade") };
+    let server = llm_server::Scripted::start(|seen, _| {
+        let msgs = seen.body["messages"].as_array().cloned().unwrap_or_default();
+        let last = msgs.last().and_then(|m| m["content"].as_str()).unwrap_or("");
+        let item = last.split("<item>").nth(1).unwrap_or("").to_lowercase();
+        let label = if item.contains("down") || item.contains("error") {
+            "problem_report"
+        } else {
+            "none"
+        };
+        llm_server::Reply::json(
+            200,
+            json!({
+                "choices": [{"message": {"role": "assistant", "content": json!({"label": label}).to_string()}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 300, "completion_tokens": 5}
+            }),
+        )
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = app::Settings {
+        dead_letter_path: dir.path().join("dl.jsonl"),
+        ..app::Settings::default()
+    };
+    let (data, models) = app::prepare(&settings).unwrap();
+    let band = c::cost_curve(&data, &models, &c::simulated_llm())
+        .unwrap()
+        .band;
+    let url = format!("{}/v1", server.url);
+    let llm = Arc::new(c::real_llm(&url, "test-model", KEY_ENV, &data).unwrap());
+    let (summary, stats) = c::run(
+        &settings,
+        &data,
+        &models,
+        band,
+        llm.clone(),
+        Shutdown::new(),
+    )
+    .await
+    .unwrap();
+
+    let decoded = summary.report.stats.decoded;
+    assert_eq!(stats.first + stats.second + stats.fallback, decoded);
+    assert_eq!(stats.fallback, 0, "{stats:?}");
+    assert!(stats.second > 0 && stats.second < decoded / 2, "{stats:?}");
+    let usage = llm.usage();
+    // Repeated texts are answered from the cache; every other band tweet is
+    // one call.
+    assert_eq!(usage.calls + usage.cache_hits, stats.second, "{usage:?}");
+    assert_eq!(server.count() as u64, usage.calls);
+    assert_eq!(usage.prompt_tokens, 300 * usage.calls);
+    for s in server.seen() {
+        assert!(s.path.ends_with("/v1/chat/completions"), "{}", s.path);
+        assert_eq!(s.body["model"], "test-model");
+        assert_eq!(
+            s.headers.get("authorization").map(String::as_str),
+            Some("Bearer sk-test-cascade")
+        );
+        let schema = s.body["response_format"].to_string();
+        for label in [
+            "problem_report",
+            "support_request",
+            "technical_question",
+            "feature_request",
+        ] {
+            assert!(schema.contains(label), "{label} missing from {schema}");
+        }
+    }
+    assert!(summary.report.stats.reconciles());
+}
