@@ -720,6 +720,27 @@ fn presets_follow_the_vendors_documented_formats() {
         "application/vnd.microsoft.card.adaptive"
     );
     assert_eq!(teams["attachments"][0]["content"]["type"], "AdaptiveCard");
+    // The tweet's text and author are TextRuns (never Markdown), nowhere else.
+    let mut md = c.clone();
+    md.item.text = "**urgent** [reset your password](https://evil.example) - now".to_owned();
+    md.item.user = "[admin](https://evil.example)".to_owned();
+    let (f_md, d_md) = (tweet_fields(&md.item), delivery(&md));
+    let card = &presets::teams(&d_md, &f_md)["attachments"][0]["content"];
+    let body = card["body"].as_array().expect("body");
+    for element in body {
+        if element["type"] != "RichTextBlock" {
+            assert!(!element.to_string().contains("evil.example"), "{element}");
+        }
+    }
+    let runs = &body[1]["inlines"];
+    assert_eq!(runs[0]["type"], "TextRun");
+    assert_eq!(runs[0]["text"], md.item.text.as_str());
+    assert!(
+        runs[1]["text"]
+            .as_str()
+            .expect("author")
+            .contains("[admin]")
+    );
 
     let pd = presets::pagerduty(&d, &f, "R0UTINGKEY");
     assert_shape(

@@ -142,9 +142,16 @@ pub fn slack<T>(d: &Delivery<'_, T>, f: &Fields) -> Value {
 /// italics, lists, links); the text is put in as it is, so a tweet can use
 /// that formatting but cannot add fields, actions or script.
 pub fn teams<T>(d: &Delivery<'_, T>, f: &Fields) -> Value {
-    let mut facts = vec![json!({ "title": "Route", "value": d.route.as_str() })];
+    // Teams renders Markdown in TextBlocks and facts, so the tweet's text and
+    // author go only into TextRuns, which render text as it is: a tweet
+    // cannot add links, emphasis or lists to the card.
+    let mut runs = vec![json!({ "type": "TextRun", "text": truncate(&f.text, SLACK_TEXT_CHARS) })];
     if let Some(author) = f.author.as_deref().filter(|a| !a.trim().is_empty()) {
-        facts.push(json!({ "title": "Author", "value": truncate(author, SHORT_CHARS) }));
+        runs.push(json!({
+            "type": "TextRun",
+            "text": format!("\nby {}", truncate(author, SHORT_CHARS)),
+            "isSubtle": true,
+        }));
     }
     let mut card = json!({
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
@@ -158,8 +165,8 @@ pub fn teams<T>(d: &Delivery<'_, T>, f: &Fields) -> Value {
                 "size": "Medium",
                 "wrap": true,
             },
-            { "type": "TextBlock", "text": truncate(&f.text, SLACK_TEXT_CHARS), "wrap": true },
-            { "type": "FactSet", "facts": facts },
+            { "type": "RichTextBlock", "inlines": runs },
+            { "type": "FactSet", "facts": [{ "title": "Route", "value": d.route.as_str() }] },
         ],
     });
     if let Some(link) = safe_link(f.link.as_deref()) {
