@@ -135,16 +135,15 @@ pub fn slack<T>(d: &Delivery<'_, T>, f: &Fields) -> Value {
 /// Microsoft Teams workflow webhook ("Post to a channel when a webhook
 /// request is received"): a `message` with one Adaptive Card attachment
 /// (`application/vnd.microsoft.card.adaptive`, card version 1.4): the label
-/// and score as a heading, the text, a fact set with the author and route,
-/// and an `Action.OpenUrl` to the link.
+/// and score as a heading, the text and author as a `RichTextBlock` of
+/// `TextRun`s, a fact set with the route, and an `Action.OpenUrl` to the
+/// link.
 ///
-/// Adaptive Card `TextBlock`s render a small Markdown subset (bold,
-/// italics, lists, links); the text is put in as it is, so a tweet can use
-/// that formatting but cannot add fields, actions or script.
+/// Teams renders a Markdown subset (bold, italics, lists, links) in
+/// `TextBlock`s and facts but not in `TextRun`s, so the tweet's text and
+/// author appear exactly as written: a tweet cannot add a link, emphasis,
+/// fields or actions to the card.
 pub fn teams<T>(d: &Delivery<'_, T>, f: &Fields) -> Value {
-    // Teams renders Markdown in TextBlocks and facts, so the tweet's text and
-    // author go only into TextRuns, which render text as it is: a tweet
-    // cannot add links, emphasis or lists to the card.
     let mut runs = vec![json!({ "type": "TextRun", "text": truncate(&f.text, SLACK_TEXT_CHARS) })];
     if let Some(author) = f.author.as_deref().filter(|a| !a.trim().is_empty()) {
         runs.push(json!({
