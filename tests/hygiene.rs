@@ -238,6 +238,51 @@ async fn dedup_same_key_in_flight_sends_once() {
     assert_eq!(report.stats.dead_lettered, 1, "the failed first call");
 }
 
+/// A delivery whose future is dropped (a call timeout) while another of
+/// the same key waits: the waiter is woken and sends itself, once.
+#[tokio::test(start_paused = true)]
+async fn dedup_waiter_sends_when_the_owner_is_dropped() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let slow = move |d: &Delivery<'_, String>| {
+        let (c, route) = (c.clone(), d.route.clone());
+        async move {
+            let call = c.fetch_add(1, Ordering::SeqCst);
+            if call == 0 {
+                tokio::time::sleep(HOUR).await; // the owner hangs
+            }
+            Ok(Receipt::new(route))
+        }
+    };
+    let router = Dedup::new(slow, MemoryDedupStore::new(HOUR));
+    let case = Case::new("same record".to_string(), "oncall");
+    let delivery = Delivery {
+        item: &case.item,
+        record: &case.record,
+        prediction: &case.prediction,
+        route: &case.route,
+    };
+    let owner = tokio::time::timeout(Duration::from_secs(1), router.route(&delivery));
+    let waiter = async {
+        tokio::task::yield_now().await; // after the owner took the key
+        tokio::time::timeout(Duration::from_secs(10), router.route(&delivery)).await
+    };
+    let (owner, waiter) = tokio::join!(owner, waiter);
+    assert!(owner.is_err(), "the owner timed out");
+    let receipt = waiter
+        .expect("the waiter is woken when the owner is dropped")
+        .expect("the waiter sends");
+    assert!(
+        !receipt.skipped,
+        "the owner never delivered, so the waiter sends"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert!(
+        router.route(&delivery).await.unwrap().skipped,
+        "then the key is recorded"
+    );
+}
+
 fn append(path: &std::path::Path, bytes: &[u8]) {
     let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
     f.write_all(bytes).unwrap();
@@ -283,6 +328,60 @@ async fn file_store_tolerates_a_torn_last_line_and_rejects_corruption() {
         FileDedupStore::open(&other, HOUR),
         Err(DedupStoreError::NotAStore { .. })
     ));
+}
+
+/// The file grows by a zero tail written ahead of the lines (so most
+/// fsyncs write no inode). A crash can leave that tail, and behind a run of
+/// zeros the remains of a write that never finished: open keeps every line
+/// before the first zero byte, drops the rest, and writes on from there.
+/// Before the tail existed, such a file was refused as corrupt.
+#[tokio::test]
+async fn file_store_reopens_after_a_crash_that_left_its_zero_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.log");
+    let (a, b, c) = (
+        DedupKey::record_id("a"),
+        DedupKey::record_id("b"),
+        DedupKey::record_id("c"),
+    );
+    let store = FileDedupStore::open(&path, HOUR).unwrap();
+    store.insert(a).await.unwrap();
+    let clean = std::fs::read(&path).unwrap();
+    let lines_end = clean.iter().position(|&x| x == 0).unwrap_or(clean.len());
+    assert_eq!(clean[lines_end - 1], b'\n');
+    // What a crash leaves: the lines, a gap of zeros, then half of a later
+    // write (never fsynced, so never acknowledged), then zeros again.
+    let mut crashed = clean[..lines_end].to_vec();
+    crashed.extend_from_slice(&[0u8; 512]);
+    crashed.extend_from_slice(format!("{} 1\n{}", "ab".repeat(16), "cd".repeat(5)).as_bytes());
+    crashed.extend_from_slice(&[0u8; 4096]);
+    std::mem::forget(store); // the crash: no clean close
+    std::fs::write(&path, &crashed).unwrap();
+
+    let store = FileDedupStore::open(&path, HOUR).unwrap();
+    assert!(store.contains(&a));
+    assert_eq!(store.file_lines(), 1, "nothing after the first zero byte");
+    store.insert(b).await.unwrap();
+    store.insert(c).await.unwrap();
+    drop(store);
+    let closed = std::fs::read(&path).unwrap();
+    assert!(!closed.contains(&0), "a clean close cuts the zero tail");
+    assert_eq!(
+        closed.iter().filter(|&&x| x == b'\n').count(),
+        4,
+        "header and three keys"
+    );
+    let store = FileDedupStore::open(&path, HOUR).unwrap();
+    assert!(store.contains(&a) && store.contains(&b) && store.contains(&c));
+    assert_eq!(store.file_lines(), 3);
+    store.insert(DedupKey::record_id("d")).await.unwrap();
+    let open = std::fs::read(&path).unwrap();
+    let lines_end = open
+        .iter()
+        .position(|&x| x == 0)
+        .expect("a zero tail while open");
+    assert_eq!(open[lines_end - 1], b'\n');
+    assert!(open[lines_end..].iter().all(|&x| x == 0));
 }
 
 /// Memory and file are bounded by the window, not the stream: 20,000 keys

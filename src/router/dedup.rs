@@ -82,21 +82,26 @@
 //!
 //! A header line, then one line per recorded key: 32 hex digits (the first
 //! 128 bits of a SHA-256 of the key's parts) and the time in milliseconds
-//! since the Unix epoch. No record text or id is stored. A torn last line
-//! (a crash mid-write) is dropped at open; any other bad line is a
-//! [`DedupStoreError::Corrupt`].
+//! since the Unix epoch. No record text or id is stored. While open, the
+//! file also ends in up to 1 MiB of zero bytes, written ahead of the lines
+//! so that most fsyncs write data only (an append that grows the file also
+//! makes the fsync write the inode); a clean close cuts them. At open the
+//! log ends at the first zero byte: what follows was never acknowledged (a
+//! write a crash cut short) and is dropped, as is a torn last line; any
+//! other bad line is a [`DedupStoreError::Corrupt`].
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::future::Future;
-use std::io::{self, Read, Write};
+use std::hash::{Hash, Hasher};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest as _, Sha256};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use unicode_normalization::UnicodeNormalization;
 
 use super::{Delivery, Receipt, Router};
@@ -109,6 +114,11 @@ const HEADER: &str = "streamsift-dedup v1";
 /// Lines a file may hold beyond twice the live keys before it is compacted.
 const COMPACT_SLACK: u64 = 4096;
 
+/// The file grows by this many zero bytes at a time, ahead of the lines, so
+/// that most fsyncs write data only: an append that changes the file's size
+/// also makes `fdatasync` write the inode (two device writes, not one).
+const PREALLOCATE: u64 = 1 << 20;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -118,8 +128,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Built from byte strings with [`DedupKey::of`]: SHA-256 over the parts
 /// (each prefixed with its length, so `["ab", "c"]` and `["a", "bc"]`
 /// differ), truncated to 128 bits. Only this digest is stored.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct DedupKey([u8; 16]);
+
+/// The key is already a uniform hash: its first 64 bits feed the map's
+/// hasher (which still mixes in a per-process seed), not all 16 bytes
+/// through SipHash.
+impl Hash for DedupKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(head));
+    }
+}
+
+/// The maps keyed by [`DedupKey`]: foldhash, seeded per process.
+type KeyMap<V> = HashMap<DedupKey, V, foldhash::fast::RandomState>;
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 impl DedupKey {
     /// The key of `parts`.
@@ -151,13 +177,17 @@ impl DedupKey {
         &self.0
     }
 
-    fn hex(&self) -> String {
-        use fmt::Write as _;
-        let mut s = String::with_capacity(32);
+    fn push_hex(&self, out: &mut Vec<u8>) {
         for b in self.0 {
-            let _ = write!(s, "{b:02x}");
+            out.push(HEX_DIGITS[usize::from(b >> 4)]);
+            out.push(HEX_DIGITS[usize::from(b & 0xf)]);
         }
-        s
+    }
+
+    fn hex(&self) -> String {
+        let mut out = Vec::with_capacity(32);
+        self.push_hex(&mut out);
+        String::from_utf8(out).unwrap_or_default()
     }
 
     fn from_hex(s: &str) -> Option<Self> {
@@ -346,7 +376,7 @@ impl Clock {
 #[derive(Debug)]
 struct Window {
     window_ms: u64,
-    seen: HashMap<DedupKey, u64>,
+    seen: KeyMap<u64>,
     order: VecDeque<(u64, DedupKey)>,
 }
 
@@ -354,7 +384,7 @@ impl Window {
     fn new(window: Duration) -> Self {
         Window {
             window_ms: window.as_millis().min(u128::from(u64::MAX)) as u64,
-            seen: HashMap::new(),
+            seen: KeyMap::default(),
             order: VecDeque::new(),
         }
     }
@@ -465,6 +495,29 @@ struct LogFile {
     file: File,
     lines: u64,
     rewrite: bool,
+    /// Where the next line goes: the end of the last line written.
+    end: u64,
+    /// The file's length: `end` plus the zero bytes preallocated after it.
+    allocated: u64,
+}
+
+impl LogFile {
+    /// Writes `lines` at `end`, growing the zero tail first if they do not
+    /// fit (in the same write), then fsyncs.
+    fn append(&mut self, mut lines: Vec<u8>) -> io::Result<()> {
+        let len = lines.len() as u64;
+        let need = self.end + len;
+        if need > self.allocated {
+            let grown = need.next_multiple_of(PREALLOCATE);
+            lines.resize((grown - self.end) as usize, 0);
+        }
+        self.file.seek(SeekFrom::Start(self.end))?;
+        self.file.write_all(&lines)?;
+        self.file.sync_data()?;
+        self.end = need;
+        self.allocated = self.allocated.max(self.end + (lines.len() as u64 - len));
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -534,9 +587,9 @@ fn parse_line(line: &str) -> Option<(DedupKey, u64)> {
 }
 
 fn push_line(out: &mut Vec<u8>, key: &DedupKey, at: u64) {
-    out.extend_from_slice(key.hex().as_bytes());
+    key.push_hex(out);
     out.push(b' ');
-    out.extend_from_slice(at.to_string().as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(at).as_bytes());
     out.push(b'\n');
 }
 
@@ -566,22 +619,30 @@ impl FileDedupStore {
         let mut keys = Window::new(window);
         let mut file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(true)
+            .truncate(false)
             .open(&path)
             .map_err(io_err(&path, "open"))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(io_err(&path, "read"))?;
+        let mut all = Vec::new();
+        file.read_to_end(&mut all).map_err(io_err(&path, "read"))?;
+        // The log ends at the first zero byte: the rest is the preallocated
+        // tail, or what a crash left of a write that never finished.
+        let bytes = &all[..all.iter().position(|&b| b == 0).unwrap_or(all.len())];
         let mut lines = 0u64;
+        let end;
+        if bytes.is_empty() && !all.is_empty() {
+            return Err(DedupStoreError::NotAStore { path });
+        }
         if bytes.is_empty() {
             file.write_all(format!("{HEADER}\n").as_bytes())
                 .and_then(|()| file.sync_all())
                 .and_then(|()| sync_dir(&path))
                 .map_err(io_err(&path, "create"))?;
+            end = HEADER.len() as u64 + 1;
         } else {
             let mut good_end = 0usize;
-            let mut rest = &bytes[..];
+            let mut rest = bytes;
             let mut number = 0usize;
             while !rest.is_empty() {
                 number += 1;
@@ -608,25 +669,35 @@ impl FileDedupStore {
             }
             if number == 1 && good_end == 0 {
                 // Not even a whole header: not ours unless it is its prefix.
-                if !HEADER.as_bytes().starts_with(&bytes) {
+                if !HEADER.as_bytes().starts_with(bytes) {
                     return Err(DedupStoreError::NotAStore { path });
                 }
             }
-            if good_end < bytes.len() {
+            if good_end < all.len() {
+                // Cut the zero tail and any torn line, so that the next
+                // write starts on a clean end.
                 file.set_len(good_end as u64)
                     .and_then(|()| {
                         if good_end == 0 {
+                            file.seek(SeekFrom::Start(0))?;
                             file.write_all(format!("{HEADER}\n").as_bytes())?;
                         }
                         file.sync_all()
                     })
                     .map_err(io_err(&path, "truncate the torn last line of"))?;
-                tracing::warn!(
-                    store = "file",
-                    dropped_bytes = bytes.len() - good_end,
-                    "dedup store: dropped a torn last line (a crash mid-write)"
-                );
+                if good_end < bytes.len() {
+                    tracing::warn!(
+                        store = "file",
+                        dropped_bytes = bytes.len() - good_end,
+                        "dedup store: dropped a torn last line (a crash mid-write)"
+                    );
+                }
             }
+            end = if good_end == 0 {
+                HEADER.len() as u64 + 1
+            } else {
+                good_end as u64
+            };
         }
         let store = FileDedupStore {
             shared: Arc::new(FileShared {
@@ -643,6 +714,8 @@ impl FileDedupStore {
                     file,
                     lines,
                     rewrite: false,
+                    end,
+                    allocated: end,
                 }),
             }),
         };
@@ -668,6 +741,16 @@ impl FileDedupStore {
     }
 }
 
+impl Drop for FileShared {
+    /// A clean close leaves no zero tail: the file ends with its last line.
+    fn drop(&mut self) {
+        let log = self.log.get_mut().unwrap_or_else(|e| e.into_inner());
+        if !log.rewrite && log.allocated > log.end {
+            let _ = log.file.set_len(log.end);
+        }
+    }
+}
+
 impl FileShared {
     /// Rewrites the file with the live keys only.
     fn compact(&self, log: &mut LogFile) -> io::Result<()> {
@@ -688,24 +771,34 @@ impl FileShared {
         let mut tmp_name = self.path.as_os_str().to_owned();
         tmp_name.push(".compact");
         let tmp = PathBuf::from(tmp_name);
+        let end = out.len() as u64;
+        let allocated = (end + 1).next_multiple_of(PREALLOCATE);
+        out.resize(allocated as usize, 0);
         let mut file = File::create(&tmp)?;
         file.write_all(&out)?;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&tmp, &self.path)?;
         sync_dir(&self.path)?;
-        log.file = OpenOptions::new().append(true).open(&self.path)?;
+        log.file = OpenOptions::new().write(true).open(&self.path)?;
         log.lines = count;
         log.rewrite = false;
+        log.end = end;
+        log.allocated = allocated;
         Ok(())
     }
 
     /// The writer: appends and fsyncs what is queued, one batch at a time,
     /// until the queue is empty. Runs on the blocking pool.
-    fn write_queued(&self) {
-        loop {
+    ///
+    /// It lets go of the store before it wakes the last batch's inserts, so
+    /// a store dropped right after its last insert returned is closed (its
+    /// zero tail cut) by that drop, not later on this thread.
+    fn write_queued(self: Arc<Self>) {
+        let mut this = Some(self);
+        while let Some(shared) = this.take() {
             let (batch, signal) = {
-                let mut queue = lock(&self.queue);
+                let mut queue = lock(&shared.queue);
                 if queue.pending.is_empty() {
                     queue.writing = false;
                     return;
@@ -715,38 +808,50 @@ impl FileShared {
                     std::mem::replace(&mut queue.signal, watch::channel(None).0),
                 )
             };
-            let mut log = lock(&self.log);
-            let result = if log.rewrite {
-                self.compact(&mut log).map_err(|e| (e, "rewrite"))
-            } else {
-                let mut out = Vec::with_capacity(batch.len() * 48);
-                for (key, at) in &batch {
-                    push_line(&mut out, key, *at);
-                }
-                let written = log
-                    .file
-                    .write_all(&out)
-                    .and_then(|()| log.file.sync_data())
-                    .map_err(|e| (e, "append"));
-                if written.is_ok() {
-                    log.lines += batch.len() as u64;
-                    let live = lock(&self.keys).seen.len() as u64;
-                    if log.lines > 2 * live + COMPACT_SLACK
-                        && let Err(e) = self.compact(&mut log)
-                    {
-                        // The appended keys are durable; compact later.
-                        log.rewrite = true;
-                        tracing::warn!(store = "file", kind = ?e.kind(), "dedup store: compaction failed");
-                    }
-                }
-                written
+            let result = shared.write_batch(&batch);
+            let more = {
+                let mut queue = lock(&shared.queue);
+                queue.writing = !queue.pending.is_empty();
+                queue.writing
             };
-            if result.is_err() {
-                log.rewrite = true;
+            if more {
+                this = Some(shared);
+            } else {
+                drop(shared);
             }
-            drop(log);
             signal.send_replace(Some(result.map_err(|(e, action)| (e.kind(), action))));
         }
+    }
+
+    /// Appends and fsyncs one batch (or rewrites the whole file after a
+    /// failed write), compacting when the file outgrows the window.
+    fn write_batch(&self, batch: &[(DedupKey, u64)]) -> Result<(), (io::Error, &'static str)> {
+        let mut log = lock(&self.log);
+        let result = if log.rewrite {
+            self.compact(&mut log).map_err(|e| (e, "rewrite"))
+        } else {
+            let mut out = Vec::with_capacity(batch.len() * 48);
+            for (key, at) in batch {
+                push_line(&mut out, key, *at);
+            }
+            let written = log.append(out).map_err(|e| (e, "append"));
+            if written.is_ok() {
+                log.lines += batch.len() as u64;
+                let live = lock(&self.keys).seen.len() as u64;
+                if log.lines > 2 * live + COMPACT_SLACK
+                    && let Err(e) = self.compact(&mut log)
+                {
+                    // The appended keys are durable; compact later.
+                    log.rewrite = true;
+                    tracing::warn!(store = "file", kind = ?e.kind(), "dedup store: compaction failed");
+                }
+            }
+            written
+        };
+        if result.is_err() {
+            log.rewrite = true;
+        }
+        result
     }
 }
 
@@ -773,7 +878,9 @@ impl DedupStore for FileDedupStore {
             if start {
                 let writer = Arc::clone(&shared);
                 // Detached: the write finishes even if this future is dropped.
-                drop(tokio::task::spawn_blocking(move || writer.write_queued()));
+                drop(tokio::task::spawn_blocking(move || {
+                    FileShared::write_queued(writer)
+                }));
             }
             let outcome = written.wait_for(Option::is_some).await.map(|w| *w);
             match outcome {
@@ -807,7 +914,10 @@ pub struct Dedup<R, S, K = ByRecordId> {
     inner: R,
     store: S,
     key: K,
-    in_flight: Mutex<HashMap<DedupKey, watch::Receiver<()>>>,
+    /// The keys being delivered, and whether another delivery waits on one.
+    in_flight: Mutex<KeyMap<bool>>,
+    /// Woken when a waited-on key leaves `in_flight`.
+    settled: Notify,
 }
 
 impl<R, S: DedupStore> Dedup<R, S, ByRecordId> {
@@ -829,7 +939,8 @@ impl<R, S: DedupStore> Dedup<R, S, ByRecordId> {
             inner,
             store,
             key: ByRecordId,
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(KeyMap::default()),
+            settled: Notify::new(),
         }
     }
 }
@@ -844,6 +955,7 @@ impl<R, S, K> Dedup<R, S, K> {
             store: self.store,
             key,
             in_flight: self.in_flight,
+            settled: self.settled,
         }
     }
 
@@ -870,14 +982,18 @@ impl<R: fmt::Debug, S: fmt::Debug, K> fmt::Debug for Dedup<R, S, K> {
 /// Holds a key in flight; dropping it (outcome known, or the future
 /// dropped) wakes the deliveries waiting on the same key.
 struct InFlight<'a> {
-    map: &'a Mutex<HashMap<DedupKey, watch::Receiver<()>>>,
+    map: &'a Mutex<KeyMap<bool>>,
+    settled: &'a Notify,
     key: DedupKey,
-    _wake: watch::Sender<()>,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        lock(self.map).remove(&self.key);
+        let waited = lock(self.map).remove(&self.key);
+        if waited == Some(true) {
+            // Wakes every waiter (on any key); each checks its own again.
+            self.settled.notify_waiters();
+        }
     }
 }
 
@@ -897,28 +1013,32 @@ where
     async fn route(&self, delivery: &Delivery<'_, T>) -> Result<Receipt, RouteError> {
         let key = self.key.key(delivery);
         let _owner = loop {
-            let mut wait = {
+            let settled = {
                 let mut in_flight = lock(&self.in_flight);
                 // Checked under the in-flight lock: an owner records the key
                 // before it leaves the map, so one of the two is seen.
                 if self.store.contains(&key) {
                     return Ok(skipped(delivery.route));
                 }
-                match in_flight.get(&key) {
-                    Some(wait) => wait.clone(),
+                match in_flight.get_mut(&key) {
+                    Some(waited) => {
+                        *waited = true;
+                        // Made under the lock: a `Notified` receives every
+                        // `notify_waiters` from its creation on, polled or
+                        // not, so the owner's wake-up cannot be missed.
+                        self.settled.notified()
+                    }
                     None => {
-                        let (wake, wait) = watch::channel(());
-                        in_flight.insert(key, wait);
+                        in_flight.insert(key, false);
                         break InFlight {
                             map: &self.in_flight,
+                            settled: &self.settled,
                             key,
-                            _wake: wake,
                         };
                     }
                 }
             };
-            // Resolves when the owner drops its sender.
-            let _ = wait.changed().await;
+            settled.await;
         };
         let receipt = self.inner.route(delivery).await?;
         if let Err(e) = self.store.insert(key).await {
