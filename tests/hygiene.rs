@@ -16,9 +16,9 @@ use streamsift::router::dedup::{
 use streamsift::router::digest::{DIGEST_SHARD, Digest, DigestBatch};
 use streamsift::testing::router::{Case, conformance};
 use streamsift::{
-    Batch, Checkpoint, ClassifyError, Delivery, MemoryDeadLetter, Pipeline, Policy, Position,
-    Prediction, Receipt, RetryPolicy, RouteError, Router, RunReport, Source, SourceError, Stage,
-    Utf8,
+    Batch, BoxRouter, Checkpoint, ClassifyError, ConfigError, Delivery, MemoryDeadLetter, Pipeline,
+    PipelineError, Policy, Position, Prediction, Receipt, RetryPolicy, RouteError, Router,
+    RunReport, Source, SourceError, Stage, Utf8,
 };
 
 fn yes(_: &String) -> std::future::Ready<Result<Prediction, ClassifyError>> {
@@ -622,18 +622,58 @@ async fn digest_failure_is_retried_and_records_wait_for_acceptance() {
 async fn digest_window_longer_than_call_timeout() {
     let receiver = Receiver::new(0);
     let dead = MemoryDeadLetter::new();
-    let router = Digest::new(receiver.clone(), 3, Duration::from_secs(30), digest_text);
-    let report = Pipeline::new(MemorySource::from_payloads(1, payloads(10)))
-        .decode(Utf8)
-        .classify(yes)
-        .policy(Policy::binary(0.0, "all"))
-        .route(router)
-        .dead_letter(dead.clone())
-        .call_timeout(Duration::from_secs(10))
-        .record_timeout(Duration::from_secs(25))
-        .run()
-        .await
-        .unwrap();
+    let window = Duration::from_secs(30);
+    let pipeline = |router| {
+        Pipeline::new(MemorySource::from_payloads(1, payloads(10)))
+            .decode(Utf8)
+            .classify(yes)
+            .policy(Policy::binary(0.0, "all"))
+            .route(router)
+            .dead_letter(dead.clone())
+            .call_timeout(Duration::from_secs(10))
+            .record_timeout(Duration::from_secs(25))
+    };
+    // Refused at start-up: the Digest (even behind Dedup and a BoxRouter)
+    // says it holds calls for its window.
+    let digest = Digest::new(receiver.clone(), 3, window, digest_text);
+    let boxed = BoxRouter::new(Dedup::new(digest, MemoryDedupStore::new(HOUR)));
+    let err = pipeline(boxed).run().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PipelineError::Config(ConfigError::TimeoutWithinHold { hold, .. }) if hold == window
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("set `.call_timeout(..)` and `.record_timeout(..)` above 30s"),
+        "hint first: {err}"
+    );
+    assert!(receiver.messages.lock().unwrap().is_empty());
+
+    // A closure around the Digest hides its window: then every folded call
+    // times out and its record is dead-lettered, never listed in a digest.
+    let digest = Arc::new(Digest::new(receiver.clone(), 3, window, digest_text));
+    let hidden = move |d: &Delivery<'_, String>| {
+        let (digest, item, record, prediction, route) = (
+            digest.clone(),
+            d.item.clone(),
+            d.record.clone(),
+            d.prediction.clone(),
+            d.route.clone(),
+        );
+        async move {
+            let d = Delivery {
+                item: &item,
+                record: &record,
+                prediction: &prediction,
+                route: &route,
+            };
+            digest.route(&d).await
+        }
+    };
+    let report = pipeline(BoxRouter::new(hidden)).run().await.unwrap();
     assert_eq!(report.stats.routed, 3);
     assert_eq!(report.stats.dead_lettered, 7);
     let entries = dead.entries();

@@ -494,6 +494,10 @@ where
     fn handles_route(&self, route: &crate::Label) -> Option<bool> {
         self.inner.handles_route(route)
     }
+
+    fn max_hold(&self) -> Option<std::time::Duration> {
+        self.inner.max_hold()
+    }
 }
 
 impl<X, K> Source for Faulty<X, K>

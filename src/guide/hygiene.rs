@@ -66,8 +66,9 @@
 //! its digest is accepted; if the digest fails, its records fail
 //! retryably and are folded into the next digest. Because a folded record
 //! waits for its window to end, set `call_timeout` and `record_timeout`
-//! above the window (a shorter `call_timeout` makes folded records time
-//! out and be dead-lettered as `timeout`), and expect folded records to
+//! above the window: the pipeline refuses to start otherwise
+//! ([`ConfigError::TimeoutWithinHold`](crate::ConfigError::TimeoutWithinHold)),
+//! since every folded record would time out. Expect folded records to
 //! hold `max_in_flight` slots and the shard's checkpoint until the digest
 //! is sent. See [`digest`](crate::router::digest).
 //!

@@ -550,6 +550,16 @@ impl<S, D, C, R, T, L, K> Pipeline<S, D, C, R, T, L, K> {
             }
             .into());
         }
+        if let Some(hold) = self.router.max_hold()
+            && (config.call_timeout <= hold || config.record_timeout <= hold)
+        {
+            return Err(ConfigError::TimeoutWithinHold {
+                hold,
+                call_timeout: config.call_timeout,
+                record_timeout: config.record_timeout,
+            }
+            .into());
+        }
         let stages = super::stages::Stages {
             decoder: self.decoder,
             classifier: self.classifier,

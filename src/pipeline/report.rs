@@ -462,6 +462,21 @@ pub enum ConfigError {
         /// `Some(false)` for no, `None` for unknown.
         router_says: Option<bool>,
     },
+    /// The router holds calls by design for longer than a timeout allows
+    /// ([`Router::max_hold`](crate::Router::max_hold): a
+    /// [`Digest`](crate::router::Digest)'s window), so every held call would
+    /// time out and its record be dead-lettered.
+    #[error(
+        "set `.call_timeout(..)` and `.record_timeout(..)` above {hold:?}: the router holds calls that long by design (a Digest's window: folded records wait for their digest), but call_timeout is {call_timeout:?} and record_timeout is {record_timeout:?}, so every held record would time out"
+    )]
+    TimeoutWithinHold {
+        /// What the router holds calls for.
+        hold: std::time::Duration,
+        /// The pipeline's `call_timeout`.
+        call_timeout: std::time::Duration,
+        /// The pipeline's `record_timeout`.
+        record_timeout: std::time::Duration,
+    },
 }
 
 impl PipelineError {

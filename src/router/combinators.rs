@@ -25,7 +25,7 @@
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures::future::join_all;
 
@@ -186,6 +186,15 @@ impl<T: Sync> Router<T> for ByLabel<T> {
             None => Some(false),
         }
     }
+
+    /// The longest of its routers'.
+    fn max_hold(&self) -> Option<Duration> {
+        self.routes
+            .values()
+            .chain(&self.otherwise)
+            .filter_map(Router::max_hold)
+            .max()
+    }
 }
 
 /// Delivers every item to several routers at once.
@@ -332,6 +341,11 @@ impl<T: Sync> Router<T> for FanOut<T> {
             None
         }
     }
+
+    /// The longest of its routers' (they run at once).
+    fn max_hold(&self) -> Option<Duration> {
+        self.routers.iter().filter_map(Router::max_hold).max()
+    }
 }
 
 /// Delivers only the items a predicate accepts.
@@ -412,6 +426,10 @@ where
     fn handles_route(&self, route: &Label) -> Option<bool> {
         self.inner.handles_route(route)
     }
+
+    fn max_hold(&self) -> Option<Duration> {
+        self.inner.max_hold()
+    }
 }
 
 /// Tries a primary router and, when it fails, a secondary one.
@@ -485,6 +503,14 @@ where
             delivery.route
         );
         Err(rephrase(secondary_err, class, message))
+    }
+
+    /// The primary's and the secondary's together (one runs after the other).
+    fn max_hold(&self) -> Option<Duration> {
+        match (self.primary.max_hold(), self.secondary.max_hold()) {
+            (None, None) => None,
+            (p, s) => Some(p.unwrap_or_default().saturating_add(s.unwrap_or_default())),
+        }
     }
 }
 

@@ -1060,4 +1060,8 @@ where
     fn handles_route(&self, route: &Label) -> Option<bool> {
         self.inner.handles_route(route)
     }
+
+    fn max_hold(&self) -> Option<Duration> {
+        self.inner.max_hold()
+    }
 }

@@ -49,12 +49,15 @@
 //! the digest's send time. So:
 //!
 //! - **`call_timeout` and `record_timeout` must exceed the window** (plus
-//!   the inner router's send time). Otherwise each folded call times out
-//!   (retryable), leaves the digest and folds in again on retry, until the
-//!   record runs out of attempts or record time and is dead-lettered as
-//!   `timeout`; the digest then never lists it. This is tested
-//!   (`tests/hygiene.rs`, `digest_window_longer_than_call_timeout`).
-//!   [`Digest::window`] gives the window for this check at start-up.
+//!   the inner router's send time). The pipeline checks this at start-up
+//!   ([`Router::max_hold`] is the window) and refuses to run with
+//!   [`ConfigError::TimeoutWithinHold`](crate::ConfigError::TimeoutWithinHold)
+//!   otherwise. A wrapper that does not pass `max_hold` on (a closure
+//!   around a `Digest`, say) escapes the check, and then each folded call
+//!   times out (retryable), leaves the digest and folds in again on retry,
+//!   until the record runs out of attempts or record time and is
+//!   dead-lettered as `timeout`; the digest never lists it. Both are
+//!   tested (`tests/hygiene.rs`, `digest_window_longer_than_call_timeout`).
 //! - **`max_in_flight`**: every folded record holds a pipeline slot until
 //!   its digest is accepted. A burst larger than `max_in_flight` per window
 //!   is not lost: the pipeline stops reading until the digest frees the
@@ -446,5 +449,14 @@ where
 
     fn handles_route(&self, route: &Label) -> Option<bool> {
         self.inner.handles_route(route)
+    }
+
+    /// The window, plus what the inner router holds: a folded record's
+    /// call lasts until its digest is sent.
+    fn max_hold(&self) -> Option<Duration> {
+        Some(
+            self.window
+                .saturating_add(self.inner.max_hold().unwrap_or_default()),
+        )
     }
 }

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -121,6 +122,17 @@ pub trait Router<T: Sync>: Send + Sync {
         let _ = route;
         None
     }
+
+    /// The longest a [`route`](Router::route) call waits *by design*
+    /// before it delivers: a [`Digest`](crate::router::Digest)'s window, in
+    /// which folded records wait for their digest. The pipeline checks at
+    /// start-up that `call_timeout` and `record_timeout` exceed it (a
+    /// shorter timeout would cut every such wait and dead-letter the
+    /// records as timeouts). `None`, the default: no such wait.
+    /// Combinators answer for what they wrap.
+    fn max_hold(&self) -> Option<Duration> {
+        None
+    }
 }
 
 impl<T: Sync, R: Router<T> + ?Sized> Router<T> for Arc<R> {
@@ -133,6 +145,10 @@ impl<T: Sync, R: Router<T> + ?Sized> Router<T> for Arc<R> {
 
     fn handles_route(&self, route: &Label) -> Option<bool> {
         (**self).handles_route(route)
+    }
+
+    fn max_hold(&self) -> Option<Duration> {
+        (**self).max_hold()
     }
 }
 
@@ -160,6 +176,9 @@ pub trait DynRouter<T: Sync>: Send + Sync {
 
     /// [`Router::handles_route`].
     fn handles_route_dyn(&self, route: &Label) -> Option<bool>;
+
+    /// [`Router::max_hold`].
+    fn max_hold_dyn(&self) -> Option<Duration>;
 }
 
 impl<T: Sync, R: Router<T>> DynRouter<T> for R {
@@ -172,6 +191,10 @@ impl<T: Sync, R: Router<T>> DynRouter<T> for R {
 
     fn handles_route_dyn(&self, route: &Label) -> Option<bool> {
         self.handles_route(route)
+    }
+
+    fn max_hold_dyn(&self) -> Option<Duration> {
+        self.max_hold()
     }
 }
 
@@ -209,5 +232,9 @@ impl<T: Sync> Router<T> for BoxRouter<T> {
 
     fn handles_route(&self, route: &Label) -> Option<bool> {
         self.0.handles_route_dyn(route)
+    }
+
+    fn max_hold(&self) -> Option<Duration> {
+        self.0.max_hold_dyn()
     }
 }
