@@ -432,6 +432,11 @@ async fn a_429_is_throttled_and_its_retry_after_holds_the_next_call() {
             retry_after: Some(Duration::from_secs(1))
         }
     );
+    assert_eq!(
+        e.retry_after(),
+        Some(Duration::from_secs(1)),
+        "the pipeline's retry waits for the hint"
+    );
     assert_eq!(llm.classify(&"x".to_string()).await.unwrap().label, "noise");
     let seen = server.seen();
     let gap = seen[1].at - seen[0].at;

@@ -155,23 +155,39 @@ impl LlmError {
     }
 
     /// The [`ClassifyError`] the pipeline sees: throttled, timeout,
-    /// unavailable or permanent, with this error as its source.
+    /// unavailable or permanent, with this error as its source. A 429's
+    /// `Retry-After` rides along ([`ClassifyError::retry_after`]), so the
+    /// pipeline waits that long before it retries.
     pub fn into_classify_error(self) -> ClassifyError {
         let message = self.to_string();
-        let e = match &self {
-            LlmError::RateLimited { .. } => ClassifyError::throttled(message),
+        let (e, after) = match &self {
+            LlmError::RateLimited { retry_after } => {
+                (ClassifyError::throttled(message), *retry_after)
+            }
             LlmError::Timeout(d) => return ClassifyError::Timeout(*d),
-            LlmError::Unavailable { .. } => ClassifyError::unavailable(message),
-            _ => ClassifyError::permanent(message),
+            LlmError::Unavailable { .. } => (ClassifyError::unavailable(message), None),
+            _ => (ClassifyError::permanent(message), None),
         };
-        e.with_source(self)
+        let e = e.with_source(self);
+        match after {
+            Some(after) => e.with_retry_after(after),
+            None => e,
+        }
     }
 
     /// The typed error behind a [`ClassifyError`] from an
-    /// [`LlmClassifier`](super::LlmClassifier), if there is one. (A timeout
-    /// carries no source: it is `ClassifyError::Timeout`.)
+    /// [`LlmClassifier`](super::LlmClassifier), if there is one (anywhere
+    /// in its source chain). A timeout carries no source: it is
+    /// `ClassifyError::Timeout`.
     pub fn of(err: &ClassifyError) -> Option<&LlmError> {
-        std::error::Error::source(err)?.downcast_ref::<LlmError>()
+        let mut next = std::error::Error::source(err);
+        while let Some(e) = next {
+            if let Some(llm) = e.downcast_ref::<LlmError>() {
+                return Some(llm);
+            }
+            next = e.source();
+        }
+        None
     }
 }
 

@@ -83,7 +83,7 @@
 //!
 //! | The server says | [`LlmError`] | class |
 //! |---|---|---|
-//! | 429 | `RateLimited` (with `Retry-After`) | retryable (throttled) |
+//! | 429 | `RateLimited` (with `Retry-After`, also on the `ClassifyError` for the pipeline's retry) | retryable (throttled) |
 //! | 5xx, connection failure | `Unavailable` | retryable |
 //! | no answer in time | `ClassifyError::Timeout` | retryable |
 //! | 401, 403 | `Unauthorized` (hint: the key's source) | permanent |
