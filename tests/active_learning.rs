@@ -912,6 +912,113 @@ async fn poison_never_stops_the_active_learning_loop() {
     );
 }
 
+/// A labeler that refuses some items for good (a text it cannot take),
+/// or, with `everything`, every item (a revoked key).
+#[derive(Default)]
+struct RefusingLabeler {
+    inner: RecordingLabeler,
+    everything: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Labeler<Msg> for RefusingLabeler {
+    async fn submit(&self, tasks: &[LabelTask<'_, Msg>]) -> Result<Vec<TaskId>, LabelError> {
+        if self.everything.load(Ordering::SeqCst) {
+            return Err(LabelError::permanent("401: the key was revoked"));
+        }
+        if let Some(t) = tasks.iter().find(|t| t.item.text.contains("spam")) {
+            return Err(LabelError::permanent(format!(
+                "cannot take {}",
+                t.item.text
+            )));
+        }
+        self.inner.submit(tasks).await
+    }
+
+    async fn collect(&self) -> Result<Vec<LabelResult>, LabelError> {
+        self.inner.collect().await
+    }
+}
+
+/// An item the labeler refuses for good leaves the queue, so it cannot
+/// hold up the items batched with it (before, every round resubmitted the
+/// same refused batch and nothing was ever labeled). With a batch of one
+/// the next item, alone, shows that the labeler works. A labeler that
+/// refuses everything (a revoked key) keeps every item.
+#[tokio::test(start_paused = true)]
+async fn an_item_refused_for_good_leaves_the_queue_and_others_are_labeled() {
+    let logs = process_logs();
+    for batch_size in [10, 1] {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = Arc::new(RefusingLabeler::default());
+        let learner = ActiveLearner::builder(Arc::clone(&inner), to_example)
+            .queue_file(dir.path().join("q.jsonl"))
+            .dataset(DatasetStore::new(dir.path().join("labels.jsonl")))
+            .config(ActiveConfig {
+                batch_size,
+                ..ActiveConfig::default()
+            })
+            .open()
+            .unwrap();
+        submit_scored(
+            &learner,
+            &[
+                ("s", msg(1, &format!("spam {MARKER}")), 0.5),
+                ("a", msg(2, "api down"), 0.6),
+                ("b", msg(3, "login down"), 0.7),
+            ],
+        )
+        .await;
+        for _ in 0..3 {
+            learner.tick().await.expect("a refused item fails alone");
+        }
+        let stored: BTreeSet<String> = learner
+            .store()
+            .labeled()
+            .unwrap()
+            .into_iter()
+            .filter_map(|l| l.example.id)
+            .collect();
+        assert_eq!(
+            stored,
+            BTreeSet::from(["a".to_string(), "b".to_string()]),
+            "batch size {batch_size}"
+        );
+        assert_eq!((learner.pending(), learner.awaiting()), (0, 0));
+        assert_eq!(learner.stats().snapshot().refused, 1);
+
+        // The key is revoked: every item is refused, none leaves.
+        inner.everything.store(true, Ordering::SeqCst);
+        submit_scored(
+            &learner,
+            &[("c", msg(4, "site down")), ("d", msg(5, "pay down"))].map(|(id, m)| (id, m, 0.5)),
+        )
+        .await;
+        let err = learner.tick().await.expect_err("the round fails");
+        assert!(err.to_string().contains("revoked"), "{err}");
+        assert_eq!(
+            learner.pending(),
+            2,
+            "batch size {batch_size}: nothing left the queue"
+        );
+        assert_eq!(learner.stats().snapshot().refused, 1);
+        inner.everything.store(false, Ordering::SeqCst);
+        learner.tick().await.unwrap();
+        learner.tick().await.unwrap();
+        assert_eq!(learner.store().labeled().unwrap().len(), 4);
+    }
+    let logs = logs.text();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("kind=\"refused\"") && l.contains("id=s")),
+        "the refusal is logged with the item's id:\n{logs}"
+    );
+    assert!(
+        !logs.contains(MARKER),
+        "customer text reached the logs:\n{logs}"
+    );
+}
+
 /// Active learning with LLM workers as the inner labeler (a scripted
 /// classifier stands in for the LLM): while the LLM is down the tick fails
 /// and the items stay queued; once it answers, they are labeled and stored.

@@ -17,10 +17,10 @@ use tokio::time::Instant;
 use super::ActiveError;
 use super::queue::{EvictionPolicy, QueuedTask, ReviewQueue};
 use super::retrain::{RetrainHook, Retrainer};
-use super::stats::ActiveStatsHandle;
+use super::stats::{ActiveStatsHandle, Counters};
 use super::store::{DatasetStore, LabeledExample};
 use super::uncertainty::Uncertainty;
-use crate::error::LabelError;
+use crate::error::{ErrorClass, LabelError};
 use crate::labeler::{LabelResult, LabelTask, Labeler, TaskId};
 use crate::local::Example;
 use crate::pipeline::Shutdown;
@@ -355,64 +355,90 @@ where
             .map_err(|e| ActiveError::Background(e.to_string()))?
     }
 
-    /// Submits `batch` to the inner labeler. A panic fails only the item
-    /// that causes it: the batch is then submitted item by item, and an
-    /// item that panics alone is returned as poisoned (to leave the queue).
-    /// Returns the ids sent, the ids poisoned, and the labeler's error if
-    /// one stopped the submission.
-    async fn submit_guarded(
-        &self,
-        batch: &[QueuedTask<T>],
-    ) -> (Vec<String>, Vec<String>, Option<ActiveError>) {
+    /// Submits `batch` to the inner labeler. A panic or a permanent refusal
+    /// fails only the item that causes it: the batch is then submitted item
+    /// by item. An item that panics alone is poisoned (it leaves the
+    /// queue). An item refused for good alone ([`ErrorClass::Permanent`])
+    /// leaves the queue too, but only when another item of the round went
+    /// through: if the labeler refuses every item, the fault is presumed to
+    /// be the labeler's (a key, a setting), the round stops with its error
+    /// and the items stay. A retryable error stops the round.
+    async fn submit_guarded(&self, batch: &[QueuedTask<T>]) -> Submitted {
         let labeler = &self.inner.labeler;
+        let stats = &self.inner.stats.0;
         let tasks: Vec<LabelTask<'_, T>> = batch.iter().map(label_task).collect();
+        // A batch of one is not submitted twice: its outcome is its item's.
+        let mut known_alone = None;
         match AssertUnwindSafe(labeler.submit(&tasks))
             .catch_unwind()
             .await
         {
             Ok(Ok(_)) => {
-                return (
-                    batch.iter().map(|t| t.id.clone()).collect(),
-                    Vec::new(),
-                    None,
-                );
+                return Submitted {
+                    sent: batch.iter().map(|t| t.id.clone()).collect(),
+                    ..Submitted::default()
+                };
             }
-            Ok(Err(e)) => return (Vec::new(), Vec::new(), Some(e.into())),
+            Ok(Err(e)) if e.class() != ErrorClass::Permanent => {
+                return Submitted {
+                    failed: Some(e.into()),
+                    ..Submitted::default()
+                };
+            }
+            Ok(Err(e)) if batch.len() > 1 => tracing::warn!(
+                kind = "refused",
+                stage = "submit",
+                labeler_error = e.kind(),
+                items = batch.len(),
+                "the inner labeler refused a batch for good; submitting its items one by one"
+            ),
             Err(_) if batch.len() > 1 => tracing::warn!(
                 kind = "panic",
                 stage = "submit",
                 items = batch.len(),
                 "the inner labeler panicked on a batch; submitting its items one by one"
             ),
-            Err(_) => {}
+            outcome => known_alone = Some(outcome.map_err(|_| ())),
         }
-        let (mut sent, mut poisoned) = (Vec::new(), Vec::new());
+        let mut out = Submitted::default();
+        let (mut refused, mut first_refusal) = (Vec::new(), None);
         for t in batch {
-            let one = [label_task(t)];
-            let alone = if batch.len() == 1 {
-                Err(())
-            } else {
-                AssertUnwindSafe(labeler.submit(&one))
+            let alone = match known_alone.take() {
+                Some(outcome) => outcome,
+                None => AssertUnwindSafe(labeler.submit(&[label_task(t)]))
                     .catch_unwind()
                     .await
-                    .map_err(|_| ())
+                    .map_err(|_| ()),
             };
             match alone {
-                Ok(Ok(_)) => sent.push(t.id.clone()),
-                Ok(Err(e)) => return (sent, poisoned, Some(e.into())),
+                Ok(Ok(_)) => out.sent.push(t.id.clone()),
+                Ok(Err(e)) if e.class() == ErrorClass::Permanent => {
+                    refused.push((t.id.clone(), e.kind()));
+                    first_refusal.get_or_insert(e);
+                }
+                Ok(Err(e)) => {
+                    out.failed = Some(e.into());
+                    break;
+                }
                 Err(()) => {
-                    ActiveStatsHandle::add(&self.inner.stats.0.panics, 1);
+                    ActiveStatsHandle::add(&stats.panics, 1);
                     tracing::warn!(
                         kind = "panic",
                         stage = "submit",
                         id = %t.id,
                         "the inner labeler panicked on this item; it leaves the queue unlabeled"
                     );
-                    poisoned.push(t.id.clone());
+                    out.poisoned.push(t.id.clone());
                 }
             }
         }
-        (sent, poisoned, None)
+        out.refused = refused;
+        if !out.sent.is_empty() {
+            out.refuse(stats);
+        } else if out.failed.is_none() {
+            out.failed = first_refusal.map(ActiveError::from);
+        }
+        out
     }
 
     /// How many tasks the rate limit and budget allow now.
@@ -452,7 +478,13 @@ where
     /// store, and retrain if due. Rounds do not overlap.
     ///
     /// Errors leave the queue as it was: items not submitted stay pending,
-    /// and labels not stored stay awaiting.
+    /// and labels not stored stay awaiting. Two kinds of item leave it
+    /// unlabeled instead, so that one bad item cannot hold up the rest: one
+    /// the inner labeler panics on alone, and one it refuses for good alone
+    /// ([`ErrorClass::Permanent`]) while it takes another item in the same
+    /// round (when the whole batch is refused, the next queued item is
+    /// tried alone to find out). A labeler that refuses everything (a bad
+    /// key) fails the round and keeps every item.
     pub async fn tick(&self) -> Result<TickReport, ActiveError> {
         let _one_at_a_time = self.inner.ticking.lock().await;
         let mut report = TickReport::default();
@@ -461,7 +493,12 @@ where
         if self.inner.resubmit.load(Ordering::Relaxed) {
             let awaiting = lock(&self.inner.queue).awaiting_tasks();
             for chunk in awaiting.chunks(self.inner.config.batch_size.max(1)) {
-                let (sent, poisoned, failed) = self.submit_guarded(chunk).await;
+                let Submitted {
+                    sent,
+                    poisoned,
+                    failed,
+                    ..
+                } = self.submit_guarded(chunk).await;
                 report.resubmitted += sent.len() as u64;
                 if !poisoned.is_empty() {
                     self.with_queue(move |q| q.mark_failed(&poisoned)).await?;
@@ -490,7 +527,32 @@ where
             let n = allowed.min(room) as usize;
             if n > 0 {
                 let batch = lock(&self.inner.queue).peek(n);
-                let (ids, poisoned, failed) = self.submit_guarded(&batch).await;
+                let mut done = self.submit_guarded(&batch).await;
+                if !done.refused.is_empty() {
+                    // Every item was refused alone and none went through: the
+                    // next item, alone, tells whether the labeler takes
+                    // anything at all (refused items used no allowance).
+                    let probe: Vec<QueuedTask<T>> = lock(&self.inner.queue)
+                        .peek(batch.len() + 1)
+                        .into_iter()
+                        .filter(|t| batch.iter().all(|b| b.id != t.id))
+                        .collect();
+                    if !probe.is_empty() {
+                        let probed = self.submit_guarded(&probe).await;
+                        if !probed.sent.is_empty() {
+                            done.refuse(&self.inner.stats.0);
+                            done.failed = probed.failed;
+                        }
+                        done.sent.extend(probed.sent);
+                        done.poisoned.extend(probed.poisoned);
+                    }
+                }
+                let Submitted {
+                    sent: ids,
+                    poisoned,
+                    failed,
+                    ..
+                } = done;
                 let sent = ids.len() as u64;
                 // Marked sent after the submit: a crash in between leaves
                 // the batch pending, and the next run submits it again
@@ -653,6 +715,39 @@ fn warn_failed(stage: &'static str, e: &ActiveError, message: &'static str) {
             )
         }
         _ => tracing::warn!(kind = e.kind(), stage, "{message}"),
+    }
+}
+
+/// What [`ActiveLearner::submit_guarded`] did with a batch.
+#[derive(Default)]
+struct Submitted {
+    /// Ids the labeler took.
+    sent: Vec<String>,
+    /// Ids that leave the queue unlabeled (a panic, or refused for good).
+    poisoned: Vec<String>,
+    /// The error that stopped the submission.
+    failed: Option<ActiveError>,
+    /// Items refused for good alone, not yet judged: nothing went through,
+    /// so the labeler itself may be at fault.
+    refused: Vec<(String, &'static str)>,
+}
+
+impl Submitted {
+    /// Something went through, so the items refused alone are at fault:
+    /// they leave the queue (counted, and logged without their text).
+    fn refuse(&mut self, stats: &Counters) {
+        for (id, labeler_error) in self.refused.drain(..) {
+            ActiveStatsHandle::add(&stats.refused, 1);
+            tracing::warn!(
+                kind = "refused",
+                stage = "submit",
+                labeler_error,
+                id = %id,
+                "the inner labeler refused this item for good while it took others; it leaves \
+                 the queue unlabeled"
+            );
+            self.poisoned.push(id);
+        }
     }
 }
 

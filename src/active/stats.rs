@@ -44,6 +44,11 @@ pub struct ActiveStats {
     /// failed only its item, round part or retraining; an item whose submit
     /// or conversion panics alone leaves the queue.
     pub panics: u64,
+    /// Items the inner labeler refused for good ([`ErrorClass::Permanent`](crate::ErrorClass::Permanent))
+    /// when submitted alone, while it took other items: they left the queue
+    /// unlabeled. (If it refuses everything, nothing leaves: the round
+    /// fails with its error.)
+    pub refused: u64,
     /// The version in service when the figures were taken.
     pub current_version: u64,
     /// Records classified per model version, oldest first: one entry per
@@ -63,6 +68,7 @@ pub(crate) struct Counters {
     pub(crate) retrains: AtomicU64,
     pub(crate) retrain_failures: AtomicU64,
     pub(crate) panics: AtomicU64,
+    pub(crate) refused: AtomicU64,
     pub(crate) current_version: AtomicU64,
     /// One counter per model version, registered on swap; the classify hot
     /// path only increments its version's atomic.
@@ -112,6 +118,7 @@ impl ActiveStatsHandle {
             retrains: get(&c.retrains),
             retrain_failures: get(&c.retrain_failures),
             panics: get(&c.panics),
+            refused: get(&c.refused),
             current_version: get(&c.current_version),
             versions,
         }
