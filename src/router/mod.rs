@@ -124,7 +124,7 @@ pub trait Router<T: Sync>: Send + Sync {
     }
 
     /// The longest a [`route`](Router::route) call waits *by design*
-    /// before it delivers: a [`Digest`](crate::router::Digest)'s window, in
+    /// before it delivers: a [`Digest`]'s window, in
     /// which folded records wait for their digest. The pipeline checks at
     /// start-up that `call_timeout` and `record_timeout` exceed it (a
     /// shorter timeout would cut every such wait and dead-letter the
