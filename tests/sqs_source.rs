@@ -8,8 +8,9 @@
 //! What moto does and does not: it keeps visibility timeouts, receive
 //! counts, FIFO SequenceNumbers and group ordering, batch deletes and
 //! visibility changes, and long polls (it checks again until the wait is
-//! over). It has no IAM, so access denied is tested at the error layer
-//! (`sqs::source_error` unit tests). SQS refuses bodies that are not valid
+//! over). With `INITIAL_NO_AUTH_ACTION_COUNT` it also checks IAM
+//! policies, which the access-denied test uses (its users are made with
+//! boto3, from moto's own Python). SQS refuses bodies that are not valid
 //! XML characters (so invalid UTF-8 cannot arrive); the SDK sends only
 //! `String` bodies.
 #![cfg(feature = "sqs")]
@@ -534,6 +535,130 @@ async fn a_queue_that_does_not_exist_fails_fast_naming_it() {
     assert!(matches!(err, SqsConfigError::QueueCheck { .. }), "{text}");
     assert!(text.starts_with("create the queue"), "hint first: {text}");
     assert!(text.contains("no-such-queue"), "{text}");
+}
+
+/// Makes, on a moto started with IAM checks after 3 actions, an admin
+/// user (the 3 unchecked actions), then with the admin's key a queue
+/// `orders` holding one message and a user whose inline policy is
+/// `argv[2]`; prints the queue URL and that user's key as JSON.
+const IAM_SETUP: &str = r#"
+import boto3, json, sys
+endpoint, policy = sys.argv[1], sys.argv[2]
+def client(service, key="testing", secret="testing"):
+    return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id=key, aws_secret_access_key=secret)
+iam = client("iam")
+iam.create_user(UserName="admin")
+iam.put_user_policy(UserName="admin", PolicyName="all", PolicyDocument=json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+admin = iam.create_access_key(UserName="admin")["AccessKey"]
+iam = client("iam", admin["AccessKeyId"], admin["SecretAccessKey"])
+sqs = client("sqs", admin["AccessKeyId"], admin["SecretAccessKey"])
+iam.create_user(UserName="reader")
+iam.put_user_policy(UserName="reader", PolicyName="p", PolicyDocument=policy)
+reader = iam.create_access_key(UserName="reader")["AccessKey"]
+url = sqs.create_queue(QueueName="orders")["QueueUrl"]
+sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"text": "the api is down"}))
+print(json.dumps({"queue_url": url, "key": reader["AccessKeyId"], "secret": reader["SecretAccessKey"],
+                  "admin_key": admin["AccessKeyId"], "admin_secret": admin["SecretAccessKey"]}))
+"#;
+
+#[derive(Deserialize)]
+struct IamSetup {
+    queue_url: String,
+    key: String,
+    secret: String,
+    admin_key: String,
+    admin_secret: String,
+}
+
+/// Access denied over a real connection: moto checks IAM policies. A role
+/// that may not even read the queue's attributes fails at start-up, hint
+/// first; one that may read them but not receive stops the run with a
+/// permanent error naming the permission, and the message stays queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_denied_fails_fast_or_stops_the_run_with_the_permission_to_grant() {
+    for may_read_attributes in [false, true] {
+        let moto = Moto::start_with_iam(3);
+        let actions = if may_read_attributes {
+            r#"["sqs:GetQueueAttributes"]"#
+        } else {
+            r#"["sqs:ListQueues"]"#
+        };
+        let policy = format!(
+            r#"{{"Version": "2012-10-17", "Statement": [{{"Effect": "Allow", "Action": {actions}, "Resource": "*"}}]}}"#
+        );
+        let setup: IamSetup =
+            serde_json::from_str(&common::moto::python(IAM_SETUP, &[&moto.endpoint, &policy]))
+                .expect("the setup's JSON");
+        let config = common::moto::sdk_config_as(&moto.endpoint, &setup.key, &setup.secret).await;
+        let built = SqsSource::builder(&config, &setup.queue_url)
+            .wait_time(Duration::from_secs(1))
+            .startup_timeout(Duration::from_secs(10))
+            .build()
+            .await;
+        if !may_read_attributes {
+            let err = built.expect_err("no sqs:GetQueueAttributes: refused at start-up");
+            let text = err.to_string();
+            assert!(matches!(err, SqsConfigError::QueueCheck { .. }), "{text}");
+            assert!(
+                text.starts_with("grant sqs:GetQueueAttributes"),
+                "hint first: {text}"
+            );
+            assert!(!text.contains(&setup.secret), "{text}");
+            continue;
+        }
+        let source = built.expect("sqs:GetQueueAttributes is allowed");
+        let log: Log = Arc::default();
+        let dead = MemoryDeadLetter::new();
+        let started = Instant::now();
+        let err = Pipeline::new(source)
+            .json::<Msg>()
+            .classify(|_: &Msg| async {
+                Ok::<_, ClassifyError>(Prediction::binary("actionable", "noise", 0.9))
+            })
+            .policy(Policy::binary(0.5, "oncall"))
+            .route(move |d: &Delivery<'_, Msg>| {
+                log.lock()
+                    .unwrap()
+                    .push((String::new(), d.item.text.clone()));
+                let route = d.route.clone();
+                async move { Ok::<_, RouteError>(Receipt::new(route)) }
+            })
+            .dead_letter(dead.clone())
+            .retry(fast_retry())
+            .run()
+            .await
+            .expect_err("ReceiveMessage is denied: the run stops");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            started.elapsed()
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("ReceiveMessage") && text.contains("403"),
+            "{text}"
+        );
+        assert!(
+            text.contains("grant sqs:GetQueueAttributes, sqs:ReceiveMessage"),
+            "{text}"
+        );
+        assert!(!text.contains(&setup.secret), "{text}");
+        assert!(dead.entries().is_empty());
+        let admin =
+            common::moto::sdk_config_as(&moto.endpoint, &setup.admin_key, &setup.admin_secret)
+                .await;
+        let env = Env {
+            sqs: aws_sdk_sqs::Client::new(&admin),
+            moto,
+        };
+        assert_eq!(
+            env.counts(&setup.queue_url).await,
+            (1, 0),
+            "the message stays queued"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -116,6 +116,12 @@ impl AwsErrorKind {
             AwsErrorKind::AccessDenied
         } else if NOT_FOUND.contains(&code) {
             AwsErrorKind::NotFound
+        } else if status == Some(403) {
+            // A refusal whose code is not one of the above, or could not be
+            // read (an error body in another protocol's shape, as moto
+            // sends for IAM denials): AWS answers 403 to unauthorised and
+            // badly signed requests.
+            AwsErrorKind::AccessDenied
         } else if TRANSIENT.contains(&code) || status.is_some_and(|s| s >= 500) {
             AwsErrorKind::Transient
         } else {
@@ -361,12 +367,22 @@ mod tests {
             ("NotFound", 404, AwsErrorKind::NotFound),
             ("ValidationException", 400, AwsErrorKind::Permanent),
             ("InvalidParameter", 400, AwsErrorKind::Permanent),
+            ("SignatureDoesNotMatch", 403, AwsErrorKind::AccessDenied),
         ] {
             let failure = AwsFailure::from_sdk(&service(code, status));
             assert_eq!(failure.kind, kind, "{code} (HTTP {status})");
             assert_eq!(failure.code.as_deref(), Some(code));
             assert_eq!(failure.status, Some(status));
         }
+    }
+
+    /// A 403 whose code the SDK could not read (moto answers IAM denials
+    /// to JSON-protocol requests with an XML body) is still access denied.
+    #[test]
+    fn a_403_without_a_code_is_access_denied() {
+        let failure = AwsFailure::from_sdk(&service("", 403));
+        assert_eq!(failure.kind, AwsErrorKind::AccessDenied);
+        assert_eq!(failure.code, None);
     }
 
     #[test]

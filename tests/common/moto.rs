@@ -53,11 +53,24 @@ pub fn http_ok(port: u16, path: &str) -> bool {
 impl Moto {
     /// Starts moto and waits until it answers, for at most 60 s.
     pub fn start() -> Moto {
+        Moto::start_with(&[])
+    }
+
+    /// Starts moto with IAM checks on (moto's `INITIAL_NO_AUTH_ACTION_COUNT`):
+    /// after the first `unchecked` actions, each request must be signed by
+    /// an IAM user's key whose policy allows the action.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn start_with_iam(unchecked: u32) -> Moto {
+        Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", &unchecked.to_string())])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Moto {
         let exe = executable();
         for _attempt in 0..3 {
             let port = free_port();
             let mut child = Command::new(&exe)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -93,18 +106,45 @@ impl Moto {
 
 /// An SDK config that talks to `endpoint` with dummy credentials.
 pub async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
+    sdk_config_as(endpoint, "testing", "testing").await
+}
+
+/// An SDK config that talks to `endpoint` with the key `key_id`/`secret`
+/// (an IAM user's, on a moto started with [`Moto::start_with_iam`]).
+pub async fn sdk_config_as(endpoint: &str, key_id: &str, secret: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .endpoint_url(endpoint)
         .credentials_provider(aws_credential_types::Credentials::new(
-            "testing",
-            "testing",
+            key_id,
+            secret,
             None,
             None,
             "streamsift-tests",
         ))
         .load()
         .await
+}
+
+/// Runs `script` with the Python that moto is installed in (it has boto3:
+/// the tests use it for what the Rust SDKs in the tree cannot do, such as
+/// creating IAM users), with `args` after it; returns its standard output.
+#[allow(dead_code)] // not every test binary uses it
+pub fn python(script: &str, args: &[&str]) -> String {
+    let python = executable().with_file_name("python");
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", python.display()));
+    assert!(
+        out.status.success(),
+        "the setup script failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
 impl Drop for Moto {
