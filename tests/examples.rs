@@ -28,22 +28,16 @@ mod support_tweets;
 mod train_eval;
 
 use std::convert::Infallible;
-use std::io::Read as _;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+
+use common::child::{CHILD, Run, run_example};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-
-/// Set in the child process: the example to run.
-const CHILD: &str = "STREAMSIFT_EXAMPLE";
-
-/// The longest a child may run before the test kills it and fails.
-const CHILD_LIMIT: Duration = Duration::from_secs(240);
 
 type Scenario = (&'static str, fn());
 
@@ -115,70 +109,6 @@ fn main() -> ExitCode {
 }
 
 /// What one run of an example did.
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn both(&self) -> String {
-        format!("--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
-    }
-}
-
-/// Runs example `name` with `args`, in a clean environment for the
-/// variables the examples read, plus `envs`.
-fn run_example(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Run {
-    let mut command = Command::new(std::env::current_exe().expect("test binary path"));
-    command
-        .env(CHILD, name)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (var, _) in std::env::vars() {
-        if var.starts_with("STREAMSIFT_") && var != CHILD && var != "STREAMSIFT_MOTO_SERVER" {
-            command.env_remove(var);
-        }
-    }
-    for (var, value) in envs {
-        command.env(var, value);
-    }
-    let mut child = command.spawn().expect("the example starts");
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the example") {
-            break status;
-        }
-        if started.elapsed() > CHILD_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{name} {args:?} still running after {CHILD_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        code: status.code(),
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
-}
-
 /// An error printed for people: a hint line, then `error: `, and nothing of
 /// Rust's `Debug` syntax.
 fn assert_human_error(run: &Run) {

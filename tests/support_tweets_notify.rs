@@ -16,8 +16,7 @@ mod support_tweets;
 
 use std::collections::HashSet;
 use std::convert::Infallible;
-use std::io::Read as _;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,10 +25,9 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
 
-const CHILD: &str = "STREAMSIFT_EXAMPLE";
-const CHILD_LIMIT: Duration = Duration::from_secs(240);
+use common::child::{CHILD, Run};
+use serde_json::Value;
 
 /// The secret parts the runs are given; no output may hold them.
 const SLACK_SECRET: &str = "T0SECRET/B0SECRET/xoxSlackPathSecret42";
@@ -73,18 +71,14 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+/// What these tests read from a run of support_tweets.
+trait Outputs {
+    fn assert_no_secret(&self);
+    fn notified(&self, route: &str) -> usize;
+    fn figure(&self, name: &str) -> u64;
 }
 
-impl Run {
-    fn both(&self) -> String {
-        format!("--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
-    }
-
+impl Outputs for Run {
     fn assert_no_secret(&self) {
         for secret in [SLACK_SECRET, "xoxSlackPathSecret42", PD_KEY] {
             assert!(
@@ -125,52 +119,9 @@ impl Run {
     }
 }
 
-/// Runs support_tweets with `args` in a child process, with no
-/// `STREAMSIFT_` variable of ours leaking in.
+/// Runs support_tweets with `args` in a child process.
 fn run_example(args: &[&str]) -> Run {
-    let mut command = Command::new(std::env::current_exe().expect("test binary path"));
-    command
-        .env(CHILD, "support_tweets")
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (var, _) in std::env::vars() {
-        if var.starts_with("STREAMSIFT_") && var != CHILD && var != "STREAMSIFT_MOTO_SERVER" {
-            command.env_remove(var);
-        }
-    }
-    let mut child = command.spawn().expect("the example starts");
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the example") {
-            break status;
-        }
-        if started.elapsed() > CHILD_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("support_tweets {args:?} still running after {CHILD_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        code: status.code(),
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
+    common::child::run_example("support_tweets", args, &[])
 }
 
 /// A loopback webhook that records (path, body) and answers as Slack

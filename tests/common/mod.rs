@@ -1,6 +1,7 @@
 //! Shared test support: emulators started by the tests themselves.
 #![allow(dead_code)]
 
+pub mod child;
 pub mod logs;
 #[cfg(feature = "mturk")]
 pub mod mturk_server;
