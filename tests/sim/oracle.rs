@@ -505,11 +505,15 @@ impl Oracle {
         let mut s = self.lock();
         s.checks += 1;
         let run = s.run;
-        let direct = s.calls.iter().any(|c| {
+        // A direct call whose `Dedup` call was dropped before it answered
+        // does not count: the pipeline saw a timeout, and this answer (a
+        // digest's, after the retry) is the one it counts.
+        let direct = s.calls.iter().enumerate().any(|(i, c)| {
             c.run == run
                 && c.comp == Comp::Route
                 && c.rec == Some(rec)
                 && matches!(c.outcome, Outcome::Ok | Outcome::Skipped)
+                && !s.dedup_unanswered.contains(&i)
         });
         if !direct && s.digest_accepted.contains(&(run, rec)) {
             s.digest_routed.insert((run, rec));
