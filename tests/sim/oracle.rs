@@ -1287,13 +1287,22 @@ impl State {
                 continue;
             }
             // Folded into digests only, it never reached the router call
-            // that panics on it.
+            // that panics on it; nor, after its last such call (which
+            // panicked, and whose dead letter a crash cut short), in a
+            // later run where a digest carried it.
+            let last_direct_run = self
+                .calls
+                .iter()
+                .filter(|c| c.comp == Comp::Route && c.rec == Some(r))
+                .map(|c| c.run)
+                .max();
             if comp == Comp::Route
                 && self.plan.digest.is_some()
-                && !self
-                    .calls
-                    .iter()
-                    .any(|c| c.comp == Comp::Route && c.rec == Some(r))
+                && last_direct_run.is_none_or(|last| {
+                    self.digest_accepted
+                        .iter()
+                        .any(|&(run, rec)| rec == r && run > last)
+                })
             {
                 continue;
             }
