@@ -118,14 +118,21 @@ fn main() {
         store
     });
     drop(store);
-    let open_start = Instant::now();
+    let (open_start, rss_before) = (Instant::now(), status_kb("VmRSS:"));
     let store = FileDedupStore::open(&path, Duration::from_secs(86_400)).expect("reopen");
     let reopen = open_start.elapsed();
+    let rss_after = status_kb("VmRSS:");
     assert_eq!(store.len() as u64, prefilled);
     println!(
         "prefilled {prefilled} keys in {:.2?}; reopening (reload) took {reopen:.2?}",
         start.elapsed()
     );
+    if let (Some(before), Some(after)) = (rss_before, rss_after) {
+        println!(
+            "resident memory of the reopened store: {} bytes per key",
+            after.saturating_sub(before) * 1024 / prefilled
+        );
+    }
     let dedup = Dedup::new(noop, store.clone());
     let next_new = AtomicU64::new(prefilled);
     // The summary first, while the store holds about the 1M keys the
@@ -296,14 +303,7 @@ fn bound(test: bool) {
             .unwrap_or(0);
         (max_len, max_lines, bytes)
     });
-    let rss = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l.trim_start_matches("VmHWM:").trim().to_owned())
-        })
-        .unwrap_or_else(|| "n/a".into());
+    let rss = status_kb("VmHWM:").map_or_else(|| "n/a".into(), |kb| format!("{kb} kB"));
     println!(
         "bound: {total} keys, window holds {holds}: at most {max_len} keys in memory, at most \
          {max_lines} lines in the file ({bytes} bytes at the end); peak RSS of this process {rss}"
@@ -316,4 +316,18 @@ fn bound(test: bool) {
         max_lines <= 2 * (holds + chunk) + 4_096,
         "file not bounded by the window"
     );
+}
+
+/// A `kB` figure of this process's `/proc/self/status` (Linux only).
+fn status_kb(field: &str) -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .trim_start_matches(field)
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
