@@ -432,12 +432,16 @@ where
                 }
             }
         }
-        out.refused = refused;
         if !out.sent.is_empty() {
+            out.refused = refused;
             out.refuse(stats);
         } else if out.failed.is_none() {
+            // Everything was refused: judged by the caller (a probe).
+            out.refused = refused;
             out.failed = first_refusal.map(ActiveError::from);
         }
+        // Stopped by a retryable error with nothing taken: the refused items
+        // stay queued, unjudged.
         out
     }
 
@@ -727,8 +731,9 @@ struct Submitted {
     poisoned: Vec<String>,
     /// The error that stopped the submission.
     failed: Option<ActiveError>,
-    /// Items refused for good alone, not yet judged: nothing went through,
-    /// so the labeler itself may be at fault.
+    /// Items refused for good alone, not yet judged: every item was
+    /// refused and none went through, so the labeler itself may be at
+    /// fault.
     refused: Vec<(String, &'static str)>,
 }
 
