@@ -354,15 +354,7 @@ fn with_a_queue_dead_letters_are_sent_to_sqs_with_their_bytes() {
     let (reader, url) = runtime.block_on(async {
         let config = moto.sdk_config().await;
         let sqs = aws_sdk_sqs::Client::new(&config);
-        let url = sqs
-            .create_queue()
-            .queue_name("lambda-dead-letters")
-            .send()
-            .await
-            .expect("CreateQueue")
-            .queue_url()
-            .expect("QueueUrl")
-            .to_owned();
+        let url = common::moto::create_queue(&sqs, "lambda-dead-letters", &[]).await;
         let reader = SqsDeadLetter::builder(&config, &url).build().await.unwrap();
         (reader, url)
     });

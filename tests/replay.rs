@@ -204,15 +204,7 @@ fn from_sqs_replayed_messages_are_deleted_and_failures_stay() {
     let (sqs, url) = runtime.block_on(async {
         let config = moto.sdk_config().await;
         let sqs = aws_sdk_sqs::Client::new(&config);
-        let url = sqs
-            .create_queue()
-            .queue_name("replay")
-            .send()
-            .await
-            .expect("CreateQueue")
-            .queue_url()
-            .expect("QueueUrl")
-            .to_owned();
+        let url = common::moto::create_queue(&sqs, "replay", &[]).await;
         let sink = SqsDeadLetter::builder(&config, &url).build().await.unwrap();
         sink.store(&route_failure(1, &tweet(1, "@nimbuscloud the API is down")))
             .await

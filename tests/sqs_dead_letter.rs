@@ -17,17 +17,12 @@ use streamsift::{
 };
 
 async fn queue(sqs: &aws_sdk_sqs::Client, name: &str, max_size: Option<u32>) -> String {
-    let mut create = sqs.create_queue().queue_name(name);
-    if let Some(max) = max_size {
-        create = create.attributes(QueueAttributeName::MaximumMessageSize, max.to_string());
-    }
-    create
-        .send()
-        .await
-        .expect("CreateQueue")
-        .queue_url()
-        .expect("QueueUrl")
-        .to_owned()
+    let max = max_size.map(|m| m.to_string());
+    let attributes: Vec<_> = max
+        .iter()
+        .map(|m| (QueueAttributeName::MaximumMessageSize, m.as_str()))
+        .collect();
+    common::moto::create_queue(sqs, name, &attributes).await
 }
 
 /// Every message on the queue, read as a new process would, then made

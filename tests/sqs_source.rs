@@ -50,19 +50,9 @@ impl Env {
     }
 
     async fn queue(&self, name: &str) -> String {
-        let mut create = self.sqs.create_queue().queue_name(name);
-        if name.ends_with(".fifo") {
-            create = create
-                .attributes(QueueAttributeName::FifoQueue, "true")
-                .attributes(QueueAttributeName::ContentBasedDeduplication, "true");
-        }
-        create
-            .send()
-            .await
-            .expect("CreateQueue")
-            .queue_url()
-            .expect("QueueUrl")
-            .to_owned()
+        let fifo = [(QueueAttributeName::ContentBasedDeduplication, "true")];
+        let attributes: &[_] = if name.ends_with(".fifo") { &fifo } else { &[] };
+        common::moto::create_queue(&self.sqs, name, attributes).await
     }
 
     async fn send(&self, url: &str, body: &str, group: Option<&str>) {

@@ -347,16 +347,7 @@ fn tweets_from_sqs_are_all_processed_and_the_queue_is_left_empty() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let config = rt.block_on(moto.sdk_config());
     let sqs = aws_sdk_sqs::Client::new(&config);
-    let url = rt.block_on(async {
-        sqs.create_queue()
-            .queue_name("support-tweets")
-            .send()
-            .await
-            .expect("CreateQueue")
-            .queue_url()
-            .expect("QueueUrl")
-            .to_owned()
-    });
+    let url = rt.block_on(common::moto::create_queue(&sqs, "support-tweets", &[]));
     // SQS takes non-empty UTF-8 bodies: the bundled lines that are.
     let bodies: Vec<String> = support_tweets::app::lines(support_tweets::app::TWEETS)
         .into_iter()

@@ -74,11 +74,12 @@
 //!
 //! Memory holds the keys recorded within the window: a map entry and a
 //! queue entry each (a store reopened with 1M keys holds 104 bytes of
-//! resident memory per key, allocator slack included: `cargo bench --bench
-//! dedup` measures it). Expired keys are dropped as new ones arrive. The file is rewritten
-//! without expired keys (a temporary file, fsync, rename, fsync of the
-//! directory) whenever it holds more than twice the live keys plus 4,096
-//! lines, so it too is bounded by the window, not the stream length.
+//! resident memory per key, allocator slack included, as `cargo bench
+//! --bench dedup` measures it). Expired keys are dropped as new ones
+//! arrive. The file is rewritten without expired keys (a temporary file,
+//! fsync, rename, fsync of the directory) whenever it holds more than
+//! twice the live keys plus 4,096 lines, so it too is bounded by the
+//! window, not the stream length.
 //!
 //! # What is on disk
 //!

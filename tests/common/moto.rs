@@ -126,6 +126,31 @@ pub async fn sdk_config_as(endpoint: &str, key_id: &str, secret: &str) -> aws_co
         .await
 }
 
+/// Creates the SQS queue `name` with `attributes` (a FIFO queue when the
+/// name ends in `.fifo`); returns its URL.
+#[allow(dead_code)] // not every test binary uses it
+pub async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    attributes: &[(aws_sdk_sqs::types::QueueAttributeName, &str)],
+) -> String {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let mut create = sqs.create_queue().queue_name(name);
+    if name.ends_with(".fifo") {
+        create = create.attributes(QueueAttributeName::FifoQueue, "true");
+    }
+    for (attribute, value) in attributes {
+        create = create.attributes(attribute.clone(), *value);
+    }
+    create
+        .send()
+        .await
+        .expect("CreateQueue")
+        .queue_url()
+        .expect("QueueUrl")
+        .to_owned()
+}
+
 /// Runs `script` with the Python that moto is installed in (it has boto3:
 /// the tests use it for what the Rust SDKs in the tree cannot do, such as
 /// creating IAM users), with `args` after it; returns its standard output.

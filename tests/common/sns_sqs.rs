@@ -24,17 +24,7 @@ pub async fn subscribed_queue(
     raw: bool,
     filter: Option<&str>,
 ) -> String {
-    let mut create = sqs.create_queue().queue_name(name);
-    if name.ends_with(".fifo") {
-        create = create.attributes(QueueAttributeName::FifoQueue, "true");
-    }
-    let url = create
-        .send()
-        .await
-        .expect("CreateQueue")
-        .queue_url()
-        .expect("QueueUrl")
-        .to_owned();
+    let url = super::moto::create_queue(sqs, name, &[]).await;
     let attrs = sqs
         .get_queue_attributes()
         .queue_url(&url)
