@@ -3,7 +3,7 @@
 //! where replayed messages are deleted and failures stay.
 //!
 //! `harness = false`, as `tests/examples.rs`: this binary is the driver
-//! and, re-executed with `STREAMSIFT_REPLAY_CHILD` set, the example.
+//! and, re-executed with `STREAMSIFT_EXAMPLE` set, the example.
 
 #![allow(clippy::duplicate_mod)]
 
@@ -12,18 +12,16 @@ mod common;
 #[path = "../examples/replay_dead_letters.rs"]
 mod replay_dead_letters;
 
-use std::io::Read as _;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
 use aws_sdk_sqs::types::QueueAttributeName;
+use common::child::{CHILD, Run, run_example};
 use common::moto::Moto;
 use streamsift::sqs::SqsDeadLetter;
 use streamsift::{
     DeadLetter, DeadLetterEntry, DeadLetterSink, ErrorClass, Record, Sequence, ShardId, Stage,
 };
-
-const CHILD: &str = "STREAMSIFT_REPLAY_CHILD";
 
 fn main() -> ExitCode {
     if std::env::var_os(CHILD).is_some() {
@@ -53,45 +51,10 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the example with `args` and `envs`; a bound on waiting, not a
-/// timing assertion.
+/// Runs the example with `args` and `envs`.
 fn replay(args: &[&str], envs: &[(&str, String)]) -> Run {
-    let mut command = Command::new(std::env::current_exe().expect("test binary path"));
-    command
-        .env(CHILD, "1")
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("SNS_TOPIC_ARN")
-        .env_remove("DEAD_LETTER_BUCKET")
-        .env_remove("MODEL_DIR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (var, value) in envs {
-        command.env(var, value);
-    }
-    let mut child = command.spawn().expect("the example starts");
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let mut out = String::new();
-    let _ = stdout.read_to_string(&mut out);
-    let status = child.wait().expect("the example ends");
-    Run {
-        code: status.code(),
-        stdout: out,
-        stderr: err.join().expect("stderr reader"),
-    }
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    run_example("replay_dead_letters", args, &envs)
 }
 
 /// A tweet dead-lettered at the route stage (the router was down): the

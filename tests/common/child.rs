@@ -28,18 +28,30 @@ impl Run {
     }
 }
 
-/// Runs example `name` with `args`, without `RUST_LOG` or any
-/// `STREAMSIFT_` variable of ours (except the moto override), plus `envs`;
-/// fails the test if it runs longer than [`CHILD_LIMIT`].
+/// Variables the examples read, removed so the test's environment cannot
+/// change what they do (a test sets what it needs through `envs`).
+const EXAMPLE_VARIABLES: &[&str] = &[
+    "RUST_LOG",
+    "SNS_TOPIC_ARN",
+    "DEAD_LETTER_BUCKET",
+    "DEAD_LETTER_QUEUE_URL",
+    "MODEL_DIR",
+];
+
+/// Runs example `name` with `args`, without the variables the examples
+/// read or any `STREAMSIFT_` variable of ours (except the moto override),
+/// plus `envs`; fails the test if it runs longer than [`CHILD_LIMIT`].
 pub fn run_example(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Run {
     let mut command = Command::new(std::env::current_exe().expect("test binary path"));
     command
         .env(CHILD, name)
         .args(args)
-        .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    for var in EXAMPLE_VARIABLES {
+        command.env_remove(var);
+    }
     for (var, _) in std::env::vars() {
         if var.starts_with("STREAMSIFT_") && var != CHILD && var != "STREAMSIFT_MOTO_SERVER" {
             command.env_remove(var);
