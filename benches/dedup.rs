@@ -30,6 +30,10 @@
 //! cargo test --benches                  # the same quick check
 //! ```
 
+#[allow(dead_code)]
+#[path = "support/proc_status.rs"]
+mod proc_status;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -118,10 +122,10 @@ fn main() {
         store
     });
     drop(store);
-    let (open_start, rss_before) = (Instant::now(), status_kb("VmRSS:"));
+    let (open_start, rss_before) = (Instant::now(), proc_status::read_kib("VmRSS"));
     let store = FileDedupStore::open(&path, Duration::from_secs(86_400)).expect("reopen");
     let reopen = open_start.elapsed();
-    let rss_after = status_kb("VmRSS:");
+    let rss_after = proc_status::read_kib("VmRSS");
     assert_eq!(store.len() as u64, prefilled);
     println!(
         "prefilled {prefilled} keys in {:.2?}; reopening (reload) took {reopen:.2?}",
@@ -129,7 +133,7 @@ fn main() {
     );
     if let (Some(before), Some(after)) = (rss_before, rss_after) {
         println!(
-            "resident memory of the reopened store: {} bytes per key",
+            "reopening grew resident memory by {} bytes per key",
             after.saturating_sub(before) * 1024 / prefilled
         );
     }
@@ -303,7 +307,7 @@ fn bound(test: bool) {
             .unwrap_or(0);
         (max_len, max_lines, bytes)
     });
-    let rss = status_kb("VmHWM:").map_or_else(|| "n/a".into(), |kb| format!("{kb} kB"));
+    let rss = proc_status::read_kib("VmHWM").map_or_else(|| "n/a".into(), |kb| format!("{kb} kB"));
     println!(
         "bound: {total} keys, window holds {holds}: at most {max_len} keys in memory, at most \
          {max_lines} lines in the file ({bytes} bytes at the end); peak RSS of this process {rss}"
@@ -316,18 +320,4 @@ fn bound(test: bool) {
         max_lines <= 2 * (holds + chunk) + 4_096,
         "file not bounded by the window"
     );
-}
-
-/// A `kB` figure of this process's `/proc/self/status` (Linux only).
-fn status_kb(field: &str) -> Option<u64> {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()?
-        .lines()
-        .find(|l| l.starts_with(field))?
-        .trim_start_matches(field)
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
 }

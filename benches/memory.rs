@@ -24,6 +24,10 @@
 //!
 //! Linux only (`/proc`).
 
+#[allow(dead_code)]
+#[path = "support/proc_status.rs"]
+mod proc_status;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -137,14 +141,6 @@ struct Peak {
     commits: u64,
 }
 
-/// A `kB` field of `/proc/self/status`, such as `VmHWM`.
-fn status_kib(status: &str, field: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 /// Runs `n` records through the pipeline over `source`; returns the report's
 /// record count.
 async fn run<S: Source>(source: S, n: u64) -> u64 {
@@ -192,8 +188,8 @@ fn child(n: u64, kind: SourceKind) {
     // Read the peak first: counting the memory stream's commits clones its log.
     let status = std::fs::read_to_string("/proc/self/status")
         .expect("/proc/self/status is readable (this bench needs Linux)");
-    let hwm = status_kib(&status, "VmHWM").expect("/proc/self/status has VmHWM");
-    let rss = status_kib(&status, "VmRSS").expect("/proc/self/status has VmRSS");
+    let hwm = proc_status::status_kib(&status, "VmHWM").expect("/proc/self/status has VmHWM");
+    let rss = proc_status::status_kib(&status, "VmRSS").expect("/proc/self/status has VmRSS");
     let commits = match kind {
         SourceKind::Memory => stream.commit_count(),
         SourceKind::CountCommits => counted.load(Ordering::Relaxed),

@@ -166,15 +166,8 @@ fn main() {
         for round in 0..rounds {
             let mut row = Vec::new();
             for variant in ["bare loop, 1 receiver", "SqsSource, 1 receiver", "SqsSource, 8 receivers"] {
-                let url = sqs
-                    .create_queue()
-                    .queue_name(format!("bench-{round}-{}", row.len()))
-                    .send()
-                    .await
-                    .expect("CreateQueue")
-                    .queue_url()
-                    .expect("url")
-                    .to_owned();
+                let name = format!("bench-{round}-{}", row.len());
+                let url = moto::create_queue(&sqs, &name, &[]).await;
                 fill(&sqs, &url, n).await;
                 let took = match variant {
                     "bare loop, 1 receiver" => bare(&sqs, &url, n).await,

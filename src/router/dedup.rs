@@ -73,9 +73,9 @@
 //! # Bounds
 //!
 //! Memory holds the keys recorded within the window: a map entry and a
-//! queue entry each (a store reopened with 1M keys holds 104 bytes of
-//! resident memory per key, allocator slack included, as `cargo bench
-//! --bench dedup` measures it). Expired keys are dropped as new ones
+//! queue entry each (reopening a store of 1M keys grew the process's
+//! resident memory by 104 bytes per key, allocator slack included, in a
+//! run of `cargo bench --bench dedup`). Expired keys are dropped as new ones
 //! arrive. The file is rewritten without expired keys (a temporary file,
 //! fsync, rename, fsync of the directory) whenever it holds more than
 //! twice the live keys plus 4,096 lines, so it too is bounded by the
